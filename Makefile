@@ -1,0 +1,41 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: bootstrap test unit lint stack-up stack-down stack-status demo demo-down bench clean
+
+bootstrap:
+	@hack/bootstrap
+
+test: bootstrap
+	@hack/stack up
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: bootstrap
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy api jobs operator cli
+
+stack-up: bootstrap
+	@hack/stack up
+
+stack-down:
+	@hack/stack down
+
+stack-status:
+	@hack/stack status
+
+demo: bootstrap
+	@hack/demo up
+
+demo-down:
+	@hack/demo down
+
+bench: bootstrap
+	$(BIN)/pip install -q -e '.[test,bench]'
+	@hack/stack up
+	$(BIN)/python bench/dataplane.py

@@ -1,0 +1,1 @@
+"""The `orgpipeline` command line."""

@@ -1,0 +1,1 @@
+"""Kopf operator reconciling OrgPipeline resources into per-org namespaces, CronJobs and Jobs."""

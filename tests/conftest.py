@@ -1,0 +1,124 @@
+"""Test wiring: markers by folder, and session fixtures that hand tests clients for the real servers.
+
+`tests/unit/` holds pure-function tests (marker `unit`, no servers). Everything else talks to the real
+servers of the local stack (`hack/stack up`, reused when already running), or, with
+ORGPIPELINE_USE_EXISTING_CLUSTER=1, to the cluster that KUBECONFIG names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath))
+        if "unit" in path.parts:
+            item.add_marker(pytest.mark.unit)
+        elif not any(m.name in ("e2e", "integration") for m in item.iter_markers()):
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass(frozen=True)
+class StackEnv:
+    """Where the servers are: the same values `hack/stack env` exports."""
+
+    kubeconfig: str
+    mongo_uri: str
+    postgres_dsn: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    existing_cluster: bool
+
+    def as_environ(self) -> dict[str, str]:
+        return {
+            "KUBECONFIG": self.kubeconfig,
+            "ORGPIPELINE_MONGO_URI": self.mongo_uri,
+            "ORGPIPELINE_POSTGRES_DSN": self.postgres_dsn,
+            "ORGPIPELINE_S3_ENDPOINT": self.s3_endpoint,
+            "ORGPIPELINE_S3_ACCESS_KEY": self.s3_access_key,
+            "ORGPIPELINE_S3_SECRET_KEY": self.s3_secret_key,
+        }
+
+
+@pytest.fixture(scope="session")
+def stack() -> StackEnv:
+    """Brings the local stack up (a no-op when it already runs) and exports its environment."""
+    subprocess.run([str(REPO / "hack" / "stack"), "up"], check=True)
+    out = subprocess.run(
+        [str(REPO / "hack" / "stack"), "env", "--json"], check=True, capture_output=True, text=True
+    ).stdout
+    values = json.loads(out)
+    env = StackEnv(
+        kubeconfig=values["KUBECONFIG"],
+        mongo_uri=values["ORGPIPELINE_MONGO_URI"],
+        postgres_dsn=values["ORGPIPELINE_POSTGRES_DSN"],
+        s3_endpoint=values["ORGPIPELINE_S3_ENDPOINT"],
+        s3_access_key=values["ORGPIPELINE_S3_ACCESS_KEY"],
+        s3_secret_key=values["ORGPIPELINE_S3_SECRET_KEY"],
+        existing_cluster=os.environ.get("ORGPIPELINE_USE_EXISTING_CLUSTER") == "1",
+    )
+    os.environ.update(env.as_environ())
+    return env
+
+
+@pytest.fixture(scope="session")
+def kube_api(stack: StackEnv) -> Iterator[object]:
+    """A kubernetes ApiClient for the admin user of the stack's (or the existing) cluster."""
+    import kubernetes
+
+    client = kubernetes.config.new_client_from_config(config_file=stack.kubeconfig)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def mongo(stack: StackEnv) -> Iterator[object]:
+    """A pymongo client of the MongoDB-protocol server (FerretDB)."""
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(stack.mongo_uri)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def pg(stack: StackEnv) -> Iterator[object]:
+    """An autocommit psycopg connection as the PostgreSQL admin."""
+    import psycopg
+
+    with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def s3(stack: StackEnv) -> object:
+    """A minio client of the S3 server."""
+    from urllib.parse import urlparse
+
+    from minio import Minio
+
+    url = urlparse(stack.s3_endpoint)
+    return Minio(
+        url.netloc,
+        access_key=stack.s3_access_key,
+        secret_key=stack.s3_secret_key,
+        secure=url.scheme == "https",
+    )
+
+
+@pytest.fixture()
+def unique_id() -> str:
+    """A short id so that tests sharing the servers never touch each other's orgs, buckets or rows."""
+    return uuid.uuid4().hex[:8]
