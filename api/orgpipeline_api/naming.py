@@ -1,0 +1,48 @@
+"""Names derived from an org id and a table name, defined once for the operator and the jobs.
+
+The inputs are already constrained by the patterns in `v1alpha1`; PostgreSQL names are still
+quoted wherever they are used (org ids may contain dashes).
+"""
+
+from __future__ import annotations
+
+
+def namespace(org_id: str) -> str:
+    """The Kubernetes namespace the operator owns for the org."""
+    return f"org-{org_id}"
+
+
+def mongo_collection(org_id: str, table: str) -> str:
+    """The raw-landing collection: one document per record version (the seed's raw_{org}_{table})."""
+    return f"raw_{org_id}_{table}"
+
+
+def pg_schema(org_id: str) -> str:
+    """The org's PostgreSQL schema (the seed's orgdata_{org_id})."""
+    return f"orgdata_{org_id}"
+
+
+def pg_role(org_id: str) -> str:
+    """The org's PostgreSQL login role, owner of its schema and nothing else."""
+    return f"orgpipeline_org_{org_id}"
+
+
+def pg_table(table: str) -> str:
+    return f"raw_{table}"
+
+
+def pg_change_log(table: str) -> str:
+    return f"raw_{table}_change_log"
+
+
+def pg_quality_metrics(table: str) -> str:
+    return f"raw_{table}_quality_metrics"
+
+
+PG_RUNS_TABLE = "pipeline_runs"
+"""Per-org-schema table with one row per ingest/load run, read by status, metrics and the operator."""
+
+
+def cronjob(table: str) -> str:
+    """The CronJob of one table, in the org's namespace (DNS-1123: underscores become dashes)."""
+    return f"ingest-{table.replace('_', '-')}"

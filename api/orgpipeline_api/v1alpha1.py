@@ -1,0 +1,249 @@
+"""OrgPipeline v1alpha1: the spec of one tenant's pipeline, as pydantic models.
+
+This module is the contract of the custom resource. The operator reconciles it, the jobs read it
+from the same YAML that `kubectl apply` takes, and the CRD's OpenAPI schema is generated from it
+(see `orgpipeline_api.crd`). Field names are the manifest's camelCase names; Python code uses the
+snake_case attributes.
+
+Every identifier that ends up in a namespace name, a MongoDB collection or a PostgreSQL schema,
+table or column is constrained here by a pattern, so no manifest can smuggle quotes, dots or
+another tenant's name into an identifier. Code still quotes every identifier it sends to SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "orgpipeline.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "OrgPipeline"
+PLURAL = "orgpipelines"
+SINGULAR = "orgpipeline"
+SHORT_NAMES = ["orgp", "op"]
+
+# Org ids appear in namespace names (`org-<id>`), collection and schema names: a DNS-label subset.
+ORG_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+# Table and column names become PostgreSQL identifiers (max 63 bytes, with prefixes/suffixes added).
+TABLE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+COLUMN_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+COLUMN_TYPE_PATTERN = (
+    r"^(text|integer|bigint|double precision|boolean|date|timestamp|timestamptz"
+    r"|decimal\((3[0-8]|[12][0-9]|[1-9]),([12][0-9]|3[0-8]|[0-9])\))$"
+)
+# Five-field cron (minute hour day-of-month month day-of-week) or a CronJob macro.
+CRON_FIELD = r"(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*"
+CRON_PATTERN = (
+    rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
+    rf"|{CRON_FIELD} {CRON_FIELD} {CRON_FIELD} {CRON_FIELD} {CRON_FIELD})$"
+)
+
+
+class _Model(BaseModel):
+    """Base of every model: camelCase on the wire, unknown fields refused, values immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Tier(StrEnum):
+    small = "small"
+    medium = "medium"
+    large = "large"
+
+
+class DeletionPolicy(StrEnum):
+    Retain = "Retain"
+    Delete = "Delete"
+
+
+class TableMode(StrEnum):
+    incremental = "incremental"
+    snapshot = "snapshot"
+
+
+class Column(_Model):
+    """One column of a table: its PostgreSQL type and the record-level quality rules."""
+
+    name: Annotated[str, Field(pattern=COLUMN_NAME_PATTERN, description="Column name in the CSV header "
+                                "and in PostgreSQL (lower case, digits, underscores).")]
+    type: Annotated[str, Field(default="text", pattern=COLUMN_TYPE_PATTERN, description="PostgreSQL "
+                               "type: text, integer, bigint, double precision, boolean, date, "
+                               "timestamp, timestamptz or decimal(p,s).")] = "text"
+    required: Annotated[bool, Field(description="A missing or empty value fails the record's "
+                                    "quality check; the header must contain the column.")] = False
+    min: Annotated[float | None, Field(description="Smallest allowed numeric value (warning below).")] = None
+    max: Annotated[float | None, Field(description="Largest allowed numeric value (warning above).")] = None
+    allowed: Annotated[list[str] | None, Field(max_length=256, description="The only values allowed "
+                                               "(warning otherwise).")] = None
+    pattern: Annotated[str | None, Field(max_length=512, description="Regular expression every "
+                                         "non-empty value must match (warning otherwise).")] = None
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Column:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"column {self.name}: min {self.min} is greater than max {self.max}")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"column {self.name}: invalid pattern: {exc}") from None
+        return self
+
+
+class Table(_Model):
+    """One table of the org: where its files come from, when it runs, its key and its columns."""
+
+    name: Annotated[str, Field(pattern=TABLE_NAME_PATTERN, description="Table name: the MongoDB "
+                               "collection raw_<orgId>_<name> and the PostgreSQL table raw_<name>.")]
+    schedule: Annotated[str, Field(pattern=CRON_PATTERN, description="Cron schedule of the table's "
+                                   "CronJob (five fields, or @hourly, @daily, ...).")] = "0 * * * *"
+    suspend: Annotated[bool, Field(description="Suspend this table's CronJob.")] = False
+    file_pattern: Annotated[str | None, Field(max_length=256, description="Glob of the file names "
+                                              "under the source prefix that belong to this table; "
+                                              "default <name>_*.csv.")] = None
+    mode: Annotated[TableMode, Field(description="incremental: rows absent from a file are kept; "
+                                     "snapshot: keys absent from a file get a DELETE version.")] = (
+        TableMode.incremental
+    )
+    business_keys: Annotated[list[str], Field(max_length=8, description="Columns whose values "
+                                              "identify a record; empty: detected from the data "
+                                              "and reported.")] = Field(default_factory=list)
+    columns: Annotated[list[Column], Field(min_length=1, max_length=200, description="The table's "
+                                           "columns, in any order.")]
+
+    @property
+    def glob(self) -> str:
+        return self.file_pattern or f"{self.name}_*.csv"
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @model_validator(mode="after")
+    def _check_table(self) -> Table:
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"table {self.name}: duplicate column names: {', '.join(dupes)}")
+        unknown = [k for k in self.business_keys if k not in names]
+        if unknown:
+            raise ValueError(f"table {self.name}: business keys not among the columns: {', '.join(unknown)}")
+        if len(set(self.business_keys)) != len(self.business_keys):
+            raise ValueError(f"table {self.name}: business keys repeat a column")
+        return self
+
+
+class Source(_Model):
+    """Where the org's CSV files land."""
+
+    bucket: Annotated[str, Field(pattern=BUCKET_PATTERN, description="S3 bucket of the org's files.")]
+    prefix: Annotated[str, Field(max_length=512, description="Key prefix of the org's files, "
+                                 "for example org-123/.")] = ""
+    credentials_secret: Annotated[str | None, Field(max_length=253, description="Secret in the "
+                                                    "operator's namespace with accessKey and "
+                                                    "secretKey for the bucket; default: the "
+                                                    "operator's own S3 credentials.")] = None
+
+
+class QualityThresholds(_Model):
+    """Limits below (or above) which a run raises an alert."""
+
+    overall_quality_score: Annotated[float, Field(ge=0, le=1, description="Minimum overall quality "
+                                                  "score of a run (0..1).")] = 0.95
+    error_rate_percent: Annotated[float, Field(ge=0, le=100, description="Maximum share of failed "
+                                               "or rejected rows in a run, in percent.")] = 1.0
+    completeness_score: Annotated[float, Field(ge=0, le=1, description="Minimum completeness score "
+                                               "(share of required values present, 0..1).")] = 0.98
+
+
+class Retention(_Model):
+    """The seed's retention policy."""
+
+    keep_versions: Annotated[int, Field(ge=1, le=1000, description="Versions per record kept "
+                                        "active; older ones are deactivated.")] = 10
+    audit_log_days: Annotated[int, Field(ge=1, le=3650, description="Days of change-log and audit "
+                                         "rows kept.")] = 365
+
+
+class OrgPipelineSpec(_Model):
+    """What one tenant's pipeline is: its org, tier, source, tables, thresholds and retention."""
+
+    org_id: Annotated[str, Field(pattern=ORG_ID_PATTERN, description="The organization's id: lower "
+                                 "case letters, digits and dashes, at most 32 characters. Immutable.")]
+    tier: Annotated[Tier, Field(description="Resource tier: requests, limits and quota of the "
+                                "org's jobs.")] = Tier.medium
+    suspend: Annotated[bool, Field(description="Suspend every CronJob of the org.")] = False
+    deletion_policy: Annotated[DeletionPolicy, Field(description="Retain keeps the org's data when "
+                                                     "the OrgPipeline is deleted; Delete drops its "
+                                                     "collections, schema and role.")] = (
+        DeletionPolicy.Retain
+    )
+    source: Annotated[Source, Field(description="Where the org's CSV files land.")]
+    quality_thresholds: Annotated[QualityThresholds, Field(description="Alert thresholds.")] = Field(
+        default_factory=QualityThresholds
+    )
+    retention: Annotated[Retention, Field(description="Retention of versions and audit rows.")] = Field(
+        default_factory=Retention
+    )
+    tables: Annotated[list[Table], Field(min_length=1, max_length=50, description="The org's tables.")]
+
+    def table(self, name: str) -> Table | None:
+        return next((t for t in self.tables if t.name == name), None)
+
+    @model_validator(mode="after")
+    def _check_tables(self) -> OrgPipelineSpec:
+        names = [t.name for t in self.tables]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate table names: {', '.join(dupes)}")
+        return self
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read or does not validate; the message is one line for the user."""
+
+
+def parse_manifest(document: dict[str, Any]) -> tuple[str, OrgPipelineSpec]:
+    """Validates an OrgPipeline manifest (as a dict) and returns (metadata.name, spec)."""
+    if not isinstance(document, dict):
+        raise ManifestError("manifest is not a mapping")
+    if document.get("apiVersion") != API_VERSION or document.get("kind") != KIND:
+        raise ManifestError(f"not an {KIND} manifest: expected apiVersion {API_VERSION} and kind {KIND}")
+    name = (document.get("metadata") or {}).get("name") or ""
+    try:
+        spec = OrgPipelineSpec.model_validate(document.get("spec") or {})
+    except ValidationError as exc:
+        raise ManifestError(_one_line(exc)) from None
+    return name, spec
+
+
+def load_manifest(path: str | Path) -> tuple[str, OrgPipelineSpec]:
+    """Reads an OrgPipeline manifest file, the same YAML that `kubectl apply -f` takes."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        document = yaml.safe_load(text)
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        return parse_manifest(document)
+    except ManifestError as exc:
+        raise ManifestError(f"{path}: {exc}") from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        parts.append(f"spec.{where}: {err['msg']}" if where != "spec" else err["msg"])
+    return "; ".join(parts)
