@@ -70,6 +70,8 @@ def stack() -> StackEnv:
         existing_cluster=os.environ.get("ORGPIPELINE_USE_EXISTING_CLUSTER") == "1",
     )
     os.environ.update(env.as_environ())
+    # kubectl and helm, built by the stack, for tests that run them the way a user would.
+    os.environ["PATH"] = f"{values['ORGPIPELINE_STACK_BIN']}:{os.environ['PATH']}"
     return env
 
 

@@ -1,0 +1,861 @@
+"""The local test ground: real servers built from Go modules and Debian's PostgreSQL, no Docker.
+
+    hack/stack up       build what is missing (once, into a cache keyed by version) and start
+    hack/stack down     stop every server (`--purge` also deletes their data)
+    hack/stack status   one line per server
+    hack/stack env      shell exports (`eval "$(hack/stack env)"`), or `--json`
+
+Servers, all on 127.0.0.1 with free ports, the way controller-runtime's envtest runs them:
+etcd, kube-apiserver (TLS, client-certificate admin, RBAC, service-account keys) and
+kube-controller-manager (all controllers: CronJobs make Jobs, Jobs make Pods, GC, namespace
+deletion; there is no kubelet, so Pods stay Pending), a private PostgreSQL instance, FerretDB
+(MongoDB wire protocol on that PostgreSQL) and versitygw (S3 on a local directory).
+
+With ORGPIPELINE_USE_EXISTING_CLUSTER=1 the Kubernetes part is not started: KUBECONFIG names the
+cluster (kind on a laptop) and only the data servers run here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+GOBUILD = REPO / "hack" / "gobuild"
+STATE_DIR = Path(os.environ.get("ORGPIPELINE_STACK_DIR", REPO / ".stack"))
+CACHE = Path(os.environ.get("ORGPIPELINE_CACHE", Path.home() / ".cache" / "orgpipeline"))
+EXISTING_CLUSTER = os.environ.get("ORGPIPELINE_USE_EXISTING_CLUSTER") == "1"
+
+KUBERNETES_VERSION = "v1.36.3"
+STAGING_VERSION = "v0.36.3"  # the k8s.io/* staging modules released with KUBERNETES_VERSION
+ETCD_VERSION = "v3.6.16"
+FERRETDB_VERSION = "v1.24.2"
+VERSITYGW_VERSION = "v1.7.0"
+HELM_VERSION = "v3.22.0"
+
+S3_ACCESS_KEY = "orgpipeline"
+PG_DATABASE = "orgpipeline"
+
+
+class StackError(RuntimeError):
+    """A failure the user can act on; printed as one line."""
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass(frozen=True)
+class Build:
+    name: str
+    version: str
+    outputs: tuple[str, ...]
+    command: Callable[[Path], list[list[str]]]
+    workdir: Path | None = None
+
+    @property
+    def key(self) -> str:
+        # The wrapper module's files are part of the key: editing them rebuilds.
+        digest = hashlib.sha256()
+        if self.workdir:
+            for f in sorted(self.workdir.iterdir()):
+                digest.update(f.name.encode() + f.read_bytes())
+        return f"{self.name}-{self.version}-{digest.hexdigest()[:10]}"
+
+    @property
+    def bindir(self) -> Path:
+        return CACHE / "bin" / self.key
+
+    def built(self) -> bool:
+        return all((self.bindir / o).is_file() for o in self.outputs)
+
+
+def _k8s_ldflags() -> str:
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        minor = KUBERNETES_VERSION.split(".")[1]
+        flags += [
+            f"-X {pkg}.gitVersion={KUBERNETES_VERSION}",
+            f"-X {pkg}.gitMajor=1",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
+        ]
+    return " ".join(flags)
+
+
+BUILDS = [
+    Build(
+        "kubernetes",
+        KUBERNETES_VERSION,
+        ("kube-apiserver", "kube-controller-manager", "kubectl"),
+        lambda out: [
+            ["go", "build", "-trimpath", "-ldflags", _k8s_ldflags(), "-o", f"{out}/"]
+            + [f"k8s.io/kubernetes/cmd/{c}" for c in ("kube-apiserver", "kube-controller-manager", "kubectl")]
+        ],
+        GOBUILD / "kubernetes",
+    ),
+    Build(
+        "etcd",
+        ETCD_VERSION,
+        ("etcd",),
+        lambda out: [["go", "build", "-trimpath", "-o", f"{out}/etcd", "."]],
+        GOBUILD / "etcd",
+    ),
+    Build(
+        "ferretdb",
+        FERRETDB_VERSION,
+        ("ferretdb",),
+        lambda out: [["go", "build", "-trimpath", "-o", f"{out}/ferretdb", "."]],
+        GOBUILD / "ferretdb",
+    ),
+    Build(
+        "versitygw",
+        VERSITYGW_VERSION,
+        ("versitygw",),
+        lambda out: [
+            ["go", "install", "-trimpath", f"github.com/versity/versitygw/cmd/versitygw@{VERSITYGW_VERSION}"]
+        ],
+    ),
+    Build(
+        "helm",
+        HELM_VERSION,
+        ("helm",),
+        lambda out: [
+            [
+                "go",
+                "install",
+                "-trimpath",
+                "-ldflags",
+                f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+                f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}",
+            ]
+        ],
+    ),
+]
+
+
+def build_all() -> None:
+    for b in BUILDS:
+        if b.built():
+            continue
+        tmp = b.bindir.with_name(b.bindir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        log = CACHE / "logs" / f"build-{b.key}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(tmp), "GOFLAGS": "-buildvcs=false"}
+        start = time.monotonic()
+        with _ticker(f"building {b.name} {b.version}", start), log.open("w") as out:
+            for cmd in b.command(tmp):
+                rc = subprocess.run(
+                    cmd, cwd=b.workdir or CACHE, env=env, stdout=out, stderr=subprocess.STDOUT
+                ).returncode
+                if rc != 0:
+                    tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                    raise StackError(
+                        f"building {b.name} failed (exit {rc}); log: {log}\n  " + "\n  ".join(tail)
+                    )
+        tmp.rename(b.bindir)
+        print(
+            f"stack: built {b.name} {b.version} in {time.monotonic() - start:.0f}s -> {b.bindir}", flush=True
+        )
+
+
+@contextlib.contextmanager
+def _ticker(what: str, start: float) -> Iterator[None]:
+    """Prints progress during a long build so that a first run never looks hung."""
+    stop = threading.Event()
+    print(f"stack: {what} (first time only; later runs reuse {CACHE})", flush=True)
+
+    def tick() -> None:
+        while not stop.wait(15):
+            print(f"stack:   ... {what}: {time.monotonic() - start:.0f}s", flush=True)
+
+    t = threading.Thread(target=tick, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+
+
+def bindir(name: str) -> Path:
+    return next(b.bindir for b in BUILDS if b.name == name)
+
+
+# --------------------------------------------------------------------------- state
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def load_state() -> dict[str, object]:
+    path = STATE_DIR / "state.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    state: dict[str, object] = {
+        "ports": {
+            n: free_port() for n in ("etcd", "etcd_peer", "apiserver", "kcm", "postgres", "ferretdb", "s3")
+        },
+        "pg_password": secrets.token_hex(16),
+        "s3_secret": secrets.token_hex(16),
+    }
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=2))
+    return state
+
+
+def ports(state: dict[str, object]) -> dict[str, int]:
+    return dict(state["ports"])  # type: ignore[call-overload]
+
+
+def pidfile(name: str) -> Path:
+    return STATE_DIR / "pids" / f"{name}.pid"
+
+
+def logfile(name: str) -> Path:
+    return STATE_DIR / "logs" / f"{name}.log"
+
+
+def running_pid(name: str) -> int | None:
+    try:
+        pid = int(pidfile(name).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    # A zombie or a recycled pid is not our server.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return None
+    except OSError:
+        return None
+    return pid
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def ensure_certs() -> Path:
+    pki = STATE_DIR / "pki"
+    if (pki / "done").exists():
+        return pki
+    pki.mkdir(parents=True, exist_ok=True)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=orgpipeline-local-ca",
+        "-keyout",
+        str(pki / "ca.key"),
+        "-out",
+        str(pki / "ca.crt"),
+    )
+
+    def issue(name: str, subj: str, ext: str) -> None:
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            subj,
+            "-keyout",
+            str(pki / f"{name}.key"),
+            "-out",
+            str(pki / f"{name}.csr"),
+        )
+        (pki / f"{name}.ext").write_text(ext)
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(pki / f"{name}.csr"),
+            "-CA",
+            str(pki / "ca.crt"),
+            "-CAkey",
+            str(pki / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            str(pki / f"{name}.ext"),
+            "-out",
+            str(pki / f"{name}.crt"),
+        )
+
+    issue(
+        "apiserver",
+        "/CN=kube-apiserver",
+        "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
+        "extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+    )
+    client_ext = "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+    issue("admin", "/O=system:masters/CN=orgpipeline-admin", client_ext)
+    issue("kcm", "/CN=system:kube-controller-manager", client_ext)
+    openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
+    openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+    (pki / "done").write_text("")
+    return pki
+
+
+def write_kubeconfig(path: Path, pki: Path, user: str, port: int) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "orgpipeline-local",
+                        "cluster": {
+                            "server": f"https://127.0.0.1:{port}",
+                            "certificate-authority": str(pki / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": user,
+                        "user": {
+                            "client-certificate": str(pki / f"{user}.crt"),
+                            "client-key": str(pki / f"{user}.key"),
+                        },
+                    }
+                ],
+                "contexts": [
+                    {"name": "orgpipeline-local", "context": {"cluster": "orgpipeline-local", "user": user}}
+                ],
+                "current-context": "orgpipeline-local",
+            },
+            indent=2,
+        )
+    )
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    name: str
+    argv: Callable[[dict[str, object]], list[str]]
+    ready: Callable[[dict[str, object]], bool]
+    port_key: str
+    user: str | None = None
+    prepare: Callable[[dict[str, object]], None] | None = None
+    stop_signal: int = signal.SIGTERM
+    timeout: float = 60.0
+
+
+def _pg_bin() -> Path:
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name)
+    )
+    if not candidates:
+        raise StackError("PostgreSQL is not installed; run hack/bootstrap (it installs Debian's postgresql)")
+    return candidates[-1].parent
+
+
+def pg_admin_dsn(state: dict[str, object], db: str = PG_DATABASE) -> str:
+    return f"postgresql://postgres:{state['pg_password']}@127.0.0.1:{ports(state)['postgres']}/{db}"
+
+
+def _chown_to_postgres(path: Path) -> None:
+    shutil.chown(path, "postgres", "postgres")
+
+
+def prepare_postgres(state: dict[str, object]) -> None:
+    data = STATE_DIR / "postgres" / "data"
+    if (data / "PG_VERSION").exists():
+        return
+    root = STATE_DIR / "postgres"
+    root.mkdir(parents=True, exist_ok=True)
+    _chown_to_postgres(root)
+    pwfile = root / "pwfile"
+    pwfile.write_text(str(state["pg_password"]))
+    _chown_to_postgres(pwfile)
+    # PostgreSQL refuses to run as root: the instance runs as Debian's postgres user.
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            str(_pg_bin() / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    pwfile.unlink()
+
+
+def postgres_argv(state: dict[str, object]) -> list[str]:
+    return [
+        str(_pg_bin() / "postgres"),
+        "-D",
+        str(STATE_DIR / "postgres" / "data"),
+        "-p",
+        str(ports(state)["postgres"]),
+        "-k",
+        str(STATE_DIR / "postgres"),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        # A throwaway test instance: durability is not wanted, speed is.
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "max_connections=300",
+        "-c",
+        "shared_buffers=256MB",
+        "-c",
+        "max_wal_size=4GB",
+    ]
+
+
+def postgres_ready(state: dict[str, object]) -> bool:
+    rc = subprocess.run(
+        [str(_pg_bin() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(ports(state)["postgres"])]
+    ).returncode
+    if rc != 0:
+        return False
+    for db in (PG_DATABASE, "ferretdb"):
+        exists = subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(_pg_bin() / "psql"),
+                "-h",
+                str(STATE_DIR / "postgres"),
+                "-p",
+                str(ports(state)["postgres"]),
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{db}'",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        if exists != "1":
+            subprocess.run(
+                [
+                    "runuser",
+                    "-u",
+                    "postgres",
+                    "--",
+                    str(_pg_bin() / "createdb"),
+                    "-h",
+                    str(STATE_DIR / "postgres"),
+                    "-p",
+                    str(ports(state)["postgres"]),
+                    db,
+                ],
+                check=True,
+                capture_output=True,
+            )
+    return True
+
+
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:
+            return 200 <= resp.status < 300
+    except Exception:
+        return False
+
+
+def apiserver_ready(state: dict[str, object]) -> bool:
+    pki = STATE_DIR / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    return http_ok(f"https://127.0.0.1:{ports(state)['apiserver']}/readyz", ctx)
+
+
+def kcm_ready(state: dict[str, object]) -> bool:
+    # The controllers work once the service-account controller made the default namespace's account.
+    kubectl = bindir("kubernetes") / "kubectl"
+    rc = subprocess.run(
+        [
+            str(kubectl),
+            "--kubeconfig",
+            str(STATE_DIR / "kubeconfig"),
+            "get",
+            "serviceaccount",
+            "default",
+            "-n",
+            "default",
+        ],
+        capture_output=True,
+    ).returncode
+    return rc == 0
+
+
+def s3_ready(state: dict[str, object]) -> bool:
+    return http_ok(f"http://127.0.0.1:{ports(state)['s3']}/health")
+
+
+def ferretdb_ready(state: dict[str, object]) -> bool:
+    return port_open(ports(state)["ferretdb"])
+
+
+def _mkdirs(*paths: Path) -> Callable[[dict[str, object]], None]:
+    def make(_: dict[str, object]) -> None:
+        for p in paths:
+            p.mkdir(parents=True, exist_ok=True)
+
+    return make
+
+
+def apiserver_argv(state: dict[str, object]) -> list[str]:
+    pki, p = STATE_DIR / "pki", ports(state)
+    return [
+        str(bindir("kubernetes") / "kube-apiserver"),
+        f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={p['apiserver']}",
+        f"--cert-dir={pki}",
+        f"--tls-cert-file={pki / 'apiserver.crt'}",
+        f"--tls-private-key-file={pki / 'apiserver.key'}",
+        f"--client-ca-file={pki / 'ca.crt'}",
+        "--authorization-mode=RBAC",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--allow-privileged=true",
+        "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,LimitRanger,ResourceQuota,PodSecurity",
+        "--max-requests-inflight=1000",
+        "--max-mutating-requests-inflight=500",
+        "--v=1",
+    ]
+
+
+def kcm_argv(state: dict[str, object]) -> list[str]:
+    pki, p = STATE_DIR / "pki", ports(state)
+    kubeconfig = STATE_DIR / "kcm.kubeconfig"
+    write_kubeconfig(kubeconfig, pki, "kcm", p["apiserver"])
+    return [
+        str(bindir("kubernetes") / "kube-controller-manager"),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={p['kcm']}",
+        "--leader-elect=false",
+        "--controllers=*",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={pki / 'sa.key'}",
+        f"--root-ca-file={pki / 'ca.crt'}",
+        f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+        f"--cluster-signing-key-file={pki / 'ca.key'}",
+        "--concurrent-cron-job-syncs=5",
+        "--concurrent-job-syncs=10",
+        "--v=1",
+    ]
+
+
+SERVERS = [
+    Server(
+        "postgres",
+        postgres_argv,
+        postgres_ready,
+        "postgres",
+        user="postgres",
+        prepare=prepare_postgres,
+        stop_signal=signal.SIGINT,
+    ),
+    Server(
+        "ferretdb",
+        lambda s: [
+            str(bindir("ferretdb") / "ferretdb"),
+            f"--listen-addr=127.0.0.1:{ports(s)['ferretdb']}",
+            f"--postgresql-url={pg_admin_dsn(s, 'ferretdb')}",
+        ],
+        ferretdb_ready,
+        "ferretdb",
+    ),
+    Server(
+        "s3",
+        lambda s: [
+            str(bindir("versitygw") / "versitygw"),
+            "--access",
+            S3_ACCESS_KEY,
+            "--secret",
+            str(s["s3_secret"]),
+            "--port",
+            f"127.0.0.1:{ports(s)['s3']}",
+            "--health",
+            "/health",
+            "--iam-dir",
+            str(STATE_DIR / "s3-iam"),
+            "posix",
+            str(STATE_DIR / "s3-data"),
+        ],
+        s3_ready,
+        "s3",
+        prepare=_mkdirs(STATE_DIR / "s3-data", STATE_DIR / "s3-iam"),
+    ),
+    Server(
+        "etcd",
+        lambda s: [
+            str(bindir("etcd") / "etcd"),
+            "--name=orgpipeline",
+            f"--data-dir={STATE_DIR / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{ports(s)['etcd']}",
+            f"--advertise-client-urls=http://127.0.0.1:{ports(s)['etcd']}",
+            f"--listen-peer-urls=http://127.0.0.1:{ports(s)['etcd_peer']}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{ports(s)['etcd_peer']}",
+            f"--initial-cluster=orgpipeline=http://127.0.0.1:{ports(s)['etcd_peer']}",
+            "--unsafe-no-fsync",
+            "--quota-backend-bytes=8589934592",
+            "--log-level=warn",
+        ],
+        lambda s: http_ok(f"http://127.0.0.1:{ports(s)['etcd']}/health"),
+        "etcd",
+    ),
+    Server("kube-apiserver", apiserver_argv, apiserver_ready, "apiserver", timeout=90),
+    Server("kube-controller-manager", kcm_argv, kcm_ready, "kcm", timeout=90),
+]
+KUBE_SERVERS = {"etcd", "kube-apiserver", "kube-controller-manager"}
+
+
+def active_servers() -> list[Server]:
+    return [s for s in SERVERS if not (EXISTING_CLUSTER and s.name in KUBE_SERVERS)]
+
+
+def start(server: Server, state: dict[str, object]) -> None:
+    pid = running_pid(server.name)
+    if pid and server.ready(state):
+        return
+    if pid:
+        # Alive but not answering: give it its full start-up time before calling it failed.
+        _wait_ready(server, state, pid)
+        return
+    port = ports(state)[server.port_key]
+    if port_open(port):
+        raise StackError(
+            f"{server.name}: port {port} is taken by another process; run `hack/stack down --purge`"
+        )
+    if server.prepare:
+        server.prepare(state)
+    if server.name == "kube-apiserver":
+        write_kubeconfig(STATE_DIR / "kubeconfig", STATE_DIR / "pki", "admin", ports(state)["apiserver"])
+    argv = server.argv(state)
+    if server.user:
+        argv = ["runuser", "-u", server.user, "--", *argv]
+    log = logfile(server.name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    pidfile(server.name).parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=STATE_DIR,
+        )
+    pidfile(server.name).write_text(str(proc.pid))
+    _wait_ready(server, state, proc.pid)
+
+
+def _wait_ready(server: Server, state: dict[str, object], pid: int) -> None:
+    deadline = time.monotonic() + server.timeout
+    while time.monotonic() < deadline:
+        if running_pid(server.name) is None:
+            raise StackError(
+                f"{server.name} exited during start-up; log: {logfile(server.name)}\n  "
+                + "\n  ".join(_tail(logfile(server.name)))
+            )
+        if server.ready(state):
+            print(f"stack: {server.name} ready on 127.0.0.1:{ports(state)[server.port_key]}", flush=True)
+            return
+        time.sleep(0.3)
+    raise StackError(f"{server.name} not ready after {server.timeout:.0f}s; log: {logfile(server.name)}")
+
+
+def _tail(path: Path, n: int = 5) -> list[str]:
+    try:
+        return path.read_text(errors="replace").strip().splitlines()[-n:]
+    except OSError:
+        return []
+
+
+def stop(server: Server) -> None:
+    pid = running_pid(server.name)
+    if pid is None:
+        pidfile(server.name).unlink(missing_ok=True)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, server.stop_signal)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and running_pid(server.name):
+        time.sleep(0.2)
+    if running_pid(server.name):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    pidfile(server.name).unlink(missing_ok=True)
+    print(f"stack: {server.name} stopped", flush=True)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """Serialises `up`/`down`: several test runs may ask for the stack at the same moment."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with (STATE_DIR / "lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def environment(state: dict[str, object]) -> dict[str, str]:
+    p = ports(state)
+    kubeconfig = os.environ.get("KUBECONFIG", "") if EXISTING_CLUSTER else str(STATE_DIR / "kubeconfig")
+    return {
+        "KUBECONFIG": kubeconfig,
+        "ORGPIPELINE_MONGO_URI": f"mongodb://127.0.0.1:{p['ferretdb']}/",
+        "ORGPIPELINE_POSTGRES_DSN": pg_admin_dsn(state),
+        "ORGPIPELINE_S3_ENDPOINT": f"http://127.0.0.1:{p['s3']}",
+        "ORGPIPELINE_S3_ACCESS_KEY": S3_ACCESS_KEY,
+        "ORGPIPELINE_S3_SECRET_KEY": str(state["s3_secret"]),
+        "ORGPIPELINE_STACK_BIN": ":".join(str(bindir(n)) for n in ("kubernetes", "helm")),
+    }
+
+
+def cmd_up() -> None:
+    if EXISTING_CLUSTER and not os.environ.get("KUBECONFIG"):
+        raise StackError("ORGPIPELINE_USE_EXISTING_CLUSTER=1 needs KUBECONFIG pointing at the cluster")
+    started = time.monotonic()
+    build_all()
+    with locked():
+        state = load_state()
+        if not EXISTING_CLUSTER:
+            ensure_certs()
+        for server in active_servers():
+            start(server, state)
+    print(f'stack: up in {time.monotonic() - started:.1f}s; `eval "$(hack/stack env)"` to use it', flush=True)
+
+
+def cmd_down(purge: bool) -> None:
+    with locked():
+        for server in reversed(SERVERS):
+            stop(server)
+        if purge:
+            for child in STATE_DIR.iterdir():
+                if child.name != "lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            print(f"stack: purged {STATE_DIR}")
+
+
+def cmd_status() -> int:
+    if not (STATE_DIR / "state.json").exists():
+        print("stack: not created; `hack/stack up` starts it")
+        return 1
+    state = load_state()
+    healthy = True
+    for server in active_servers():
+        pid = running_pid(server.name)
+        ok = bool(pid) and server.ready(state)
+        healthy &= ok
+        port = ports(state)[server.port_key]
+        print(
+            f"{server.name:<24} {'ready' if ok else ('not ready' if pid else 'stopped'):<10} "
+            f"pid={pid or '-':<8} port={port:<6} log={logfile(server.name)}"
+        )
+    return 0 if healthy else 1
+
+
+def cmd_env(as_json: bool) -> None:
+    env = environment(load_state())
+    if as_json:
+        print(json.dumps(env))
+        return
+    for key, value in env.items():
+        if key != "ORGPIPELINE_STACK_BIN":
+            print(f"export {key}='{value}'")
+    print(f'export PATH="{env["ORGPIPELINE_STACK_BIN"]}:$PATH"')
+
+
+def main(argv: list[str]) -> int:
+    verb = argv[0] if argv else "status"
+    try:
+        if verb == "up":
+            cmd_up()
+        elif verb == "down":
+            cmd_down(purge="--purge" in argv)
+        elif verb == "status":
+            return cmd_status()
+        elif verb == "env":
+            cmd_env(as_json="--json" in argv)
+        elif verb == "build":
+            build_all()
+        else:
+            print("usage: hack/stack up|down [--purge]|status|env [--json]|build", file=sys.stderr)
+            return 2
+    except StackError as exc:
+        print(f"stack: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
