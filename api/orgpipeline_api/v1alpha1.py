@@ -50,9 +50,7 @@ CRON_PATTERN = (
 class _Model(BaseModel):
     """Base of every model: camelCase on the wire, unknown fields refused, values immutable."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class Tier(StrEnum):
@@ -74,19 +72,54 @@ class TableMode(StrEnum):
 class Column(_Model):
     """One column of a table: its PostgreSQL type and the record-level quality rules."""
 
-    name: Annotated[str, Field(pattern=COLUMN_NAME_PATTERN, description="Column name in the CSV header "
-                                "and in PostgreSQL (lower case, digits, underscores).")]
-    type: Annotated[str, Field(default="text", pattern=COLUMN_TYPE_PATTERN, description="PostgreSQL "
-                               "type: text, integer, bigint, double precision, boolean, date, "
-                               "timestamp, timestamptz or decimal(p,s).")] = "text"
-    required: Annotated[bool, Field(description="A missing or empty value fails the record's "
-                                    "quality check; the header must contain the column.")] = False
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+                    "message": "min must not be greater than max",
+                }
+            ]
+        }
+    )
+
+    name: Annotated[
+        str,
+        Field(
+            max_length=63,
+            pattern=COLUMN_NAME_PATTERN,
+            description="Column name in the CSV header and in PostgreSQL (lower case, digits, underscores).",
+        ),
+    ]
+    type: Annotated[
+        str,
+        Field(
+            default="text",
+            pattern=COLUMN_TYPE_PATTERN,
+            description="PostgreSQL "
+            "type: text, integer, bigint, double precision, boolean, date, "
+            "timestamp, timestamptz or decimal(p,s).",
+        ),
+    ] = "text"
+    required: Annotated[
+        bool,
+        Field(
+            description="A missing or empty value fails the record's "
+            "quality check; the header must contain the column."
+        ),
+    ] = False
     min: Annotated[float | None, Field(description="Smallest allowed numeric value (warning below).")] = None
     max: Annotated[float | None, Field(description="Largest allowed numeric value (warning above).")] = None
-    allowed: Annotated[list[str] | None, Field(max_length=256, description="The only values allowed "
-                                               "(warning otherwise).")] = None
-    pattern: Annotated[str | None, Field(max_length=512, description="Regular expression every "
-                                         "non-empty value must match (warning otherwise).")] = None
+    allowed: Annotated[
+        list[str] | None, Field(max_length=256, description="The only values allowed (warning otherwise).")
+    ] = None
+    pattern: Annotated[
+        str | None,
+        Field(
+            max_length=512,
+            description="Regular expression every non-empty value must match (warning otherwise).",
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _check_rules(self) -> Column:
@@ -103,23 +136,65 @@ class Column(_Model):
 class Table(_Model):
     """One table of the org: where its files come from, when it runs, its key and its columns."""
 
-    name: Annotated[str, Field(pattern=TABLE_NAME_PATTERN, description="Table name: the MongoDB "
-                               "collection raw_<orgId>_<name> and the PostgreSQL table raw_<name>.")]
-    schedule: Annotated[str, Field(pattern=CRON_PATTERN, description="Cron schedule of the table's "
-                                   "CronJob (five fields, or @hourly, @daily, ...).")] = "0 * * * *"
-    suspend: Annotated[bool, Field(description="Suspend this table's CronJob.")] = False
-    file_pattern: Annotated[str | None, Field(max_length=256, description="Glob of the file names "
-                                              "under the source prefix that belong to this table; "
-                                              "default <name>_*.csv.")] = None
-    mode: Annotated[TableMode, Field(description="incremental: rows absent from a file are kept; "
-                                     "snapshot: keys absent from a file get a DELETE version.")] = (
-        TableMode.incremental
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.columns.all(c, self.columns.exists_one(d, d.name == c.name))",
+                    "message": "column names must be unique within a table",
+                },
+                {
+                    "rule": "self.businessKeys.all(k, self.columns.exists(c, c.name == k))",
+                    "message": "businessKeys must name columns declared in columns",
+                },
+            ]
+        }
     )
-    business_keys: Annotated[list[str], Field(max_length=8, description="Columns whose values "
-                                              "identify a record; empty: detected from the data "
-                                              "and reported.")] = Field(default_factory=list)
-    columns: Annotated[list[Column], Field(min_length=1, max_length=200, description="The table's "
-                                           "columns, in any order.")]
+
+    name: Annotated[
+        str,
+        Field(
+            max_length=40,
+            pattern=TABLE_NAME_PATTERN,
+            description="Table name: the MongoDB "
+            "collection raw_<orgId>_<name> and the PostgreSQL table raw_<name>.",
+        ),
+    ]
+    schedule: Annotated[
+        str,
+        Field(
+            pattern=CRON_PATTERN,
+            description="Cron schedule of the table's CronJob (five fields, or @hourly, @daily, ...).",
+        ),
+    ] = "0 * * * *"
+    suspend: Annotated[bool, Field(description="Suspend this table's CronJob.")] = False
+    file_pattern: Annotated[
+        str | None,
+        Field(
+            max_length=256,
+            description="Glob of the file names "
+            "under the source prefix that belong to this table; "
+            "default <name>_*.csv.",
+        ),
+    ] = None
+    mode: Annotated[
+        TableMode,
+        Field(
+            description="incremental: rows absent from a file are kept; "
+            "snapshot: keys absent from a file get a DELETE version."
+        ),
+    ] = TableMode.incremental
+    business_keys: Annotated[
+        list[Annotated[str, Field(max_length=63)]],
+        Field(
+            max_length=8,
+            description="Columns whose values identify a record; empty: detected from the data and reported.",
+            json_schema_extra={"x-kubernetes-list-type": "set"},
+        ),
+    ] = Field(default_factory=list)
+    columns: Annotated[
+        list[Column], Field(min_length=1, max_length=200, description="The table's columns, in any order.")
+    ]
 
     @property
     def glob(self) -> str:
@@ -146,47 +221,85 @@ class Source(_Model):
     """Where the org's CSV files land."""
 
     bucket: Annotated[str, Field(pattern=BUCKET_PATTERN, description="S3 bucket of the org's files.")]
-    prefix: Annotated[str, Field(max_length=512, description="Key prefix of the org's files, "
-                                 "for example org-123/.")] = ""
-    credentials_secret: Annotated[str | None, Field(max_length=253, description="Secret in the "
-                                                    "operator's namespace with accessKey and "
-                                                    "secretKey for the bucket; default: the "
-                                                    "operator's own S3 credentials.")] = None
+    prefix: Annotated[
+        str, Field(max_length=512, description="Key prefix of the org's files, for example org-123/.")
+    ] = ""
+    credentials_secret: Annotated[
+        str | None,
+        Field(
+            max_length=253,
+            description="Secret in the "
+            "operator's namespace with accessKey and "
+            "secretKey for the bucket; default: the "
+            "operator's own S3 credentials.",
+        ),
+    ] = None
 
 
 class QualityThresholds(_Model):
     """Limits below (or above) which a run raises an alert."""
 
-    overall_quality_score: Annotated[float, Field(ge=0, le=1, description="Minimum overall quality "
-                                                  "score of a run (0..1).")] = 0.95
-    error_rate_percent: Annotated[float, Field(ge=0, le=100, description="Maximum share of failed "
-                                               "or rejected rows in a run, in percent.")] = 1.0
-    completeness_score: Annotated[float, Field(ge=0, le=1, description="Minimum completeness score "
-                                               "(share of required values present, 0..1).")] = 0.98
+    overall_quality_score: Annotated[
+        float, Field(ge=0, le=1, description="Minimum overall quality score of a run (0..1).")
+    ] = 0.95
+    error_rate_percent: Annotated[
+        float,
+        Field(ge=0, le=100, description="Maximum share of failed or rejected rows in a run, in percent."),
+    ] = 1.0
+    completeness_score: Annotated[
+        float,
+        Field(ge=0, le=1, description="Minimum completeness score (share of required values present, 0..1)."),
+    ] = 0.98
 
 
 class Retention(_Model):
     """The seed's retention policy."""
 
-    keep_versions: Annotated[int, Field(ge=1, le=1000, description="Versions per record kept "
-                                        "active; older ones are deactivated.")] = 10
-    audit_log_days: Annotated[int, Field(ge=1, le=3650, description="Days of change-log and audit "
-                                         "rows kept.")] = 365
+    keep_versions: Annotated[
+        int, Field(ge=1, le=1000, description="Versions per record kept active; older ones are deactivated.")
+    ] = 10
+    audit_log_days: Annotated[
+        int, Field(ge=1, le=3650, description="Days of change-log and audit rows kept.")
+    ] = 365
 
 
 class OrgPipelineSpec(_Model):
     """What one tenant's pipeline is: its org, tier, source, tables, thresholds and retention."""
 
-    org_id: Annotated[str, Field(pattern=ORG_ID_PATTERN, description="The organization's id: lower "
-                                 "case letters, digits and dashes, at most 32 characters. Immutable.")]
-    tier: Annotated[Tier, Field(description="Resource tier: requests, limits and quota of the "
-                                "org's jobs.")] = Tier.medium
-    suspend: Annotated[bool, Field(description="Suspend every CronJob of the org.")] = False
-    deletion_policy: Annotated[DeletionPolicy, Field(description="Retain keeps the org's data when "
-                                                     "the OrgPipeline is deleted; Delete drops its "
-                                                     "collections, schema and role.")] = (
-        DeletionPolicy.Retain
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.tables.all(t, self.tables.exists_one(u, u.name == t.name))",
+                    "message": "table names must be unique",
+                }
+            ]
+        }
     )
+
+    org_id: Annotated[
+        str,
+        Field(
+            pattern=ORG_ID_PATTERN,
+            description="The organization's id: lower "
+            "case letters, digits and dashes, at most 32 characters. Immutable.",
+            json_schema_extra={
+                "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "orgId is immutable"}]
+            },
+        ),
+    ]
+    tier: Annotated[
+        Tier, Field(description="Resource tier: requests, limits and quota of the org's jobs.")
+    ] = Tier.medium
+    suspend: Annotated[bool, Field(description="Suspend every CronJob of the org.")] = False
+    deletion_policy: Annotated[
+        DeletionPolicy,
+        Field(
+            description="Retain keeps the org's data when "
+            "the OrgPipeline is deleted; Delete drops its "
+            "collections, schema and role."
+        ),
+    ] = DeletionPolicy.Retain
     source: Annotated[Source, Field(description="Where the org's CSV files land.")]
     quality_thresholds: Annotated[QualityThresholds, Field(description="Alert thresholds.")] = Field(
         default_factory=QualityThresholds

@@ -1,0 +1,347 @@
+"""Pure builders: an OrgPipeline spec in, the desired child objects out (plain dicts, no API calls).
+
+Each builder returns one complete object as server-side apply wants it. `desired_children` lists
+them in creation order and stamps each with the hash of its content, which is how the reconcile
+knows, without a request, that a child is already as desired.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from orgpipeline_api import v1alpha1
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
+
+from orgpipeline_operator import naming, tiers
+
+RUN_AS = 65532
+TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What the jobs need from the operator's settings (a subset, so builders stay pure)."""
+
+    image: str = "orgpipeline:dev"
+    image_pull_policy: str = "IfNotPresent"
+    egress_ports: tuple[int, ...] = (5432, 27017, 443)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The OrgPipeline being reconciled: its name, uid and validated spec."""
+
+    name: str
+    uid: str
+    spec: OrgPipelineSpec
+    jobs: JobSettings = JobSettings()
+
+    @property
+    def org(self) -> str:
+        return self.spec.org_id
+
+    @property
+    def namespace(self) -> str:
+        return naming.namespace(self.spec.org_id)
+
+    def meta(
+        self, name: str, *, namespaced: bool = True, table: str | None = None, component: str | None = None
+    ) -> dict[str, Any]:
+        ns = self.namespace if namespaced else None
+        return naming.metadata(name, self.name, self.uid, self.org, ns, table, component)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The org's connection settings, as its jobs see them (the Secret's content)."""
+
+    postgres_user: str
+    postgres_password: str
+    postgres_host: str
+    postgres_port: str
+    postgres_db: str
+    mongo_uri: str
+    mongo_db: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+
+    @property
+    def postgres_dsn(self) -> str:
+        return (
+            f"postgresql://{self.postgres_user}:{self.postgres_password}@{self.postgres_host}:"
+            f"{self.postgres_port}/{self.postgres_db}"
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            "ORGPIPELINE_POSTGRES_DSN": self.postgres_dsn,
+            "ORGPIPELINE_POSTGRES_USER": self.postgres_user,
+            "ORGPIPELINE_POSTGRES_PASSWORD": self.postgres_password,
+            "ORGPIPELINE_MONGO_URI": self.mongo_uri,
+            "ORGPIPELINE_MONGO_DB": self.mongo_db,
+            "ORGPIPELINE_S3_ENDPOINT": self.s3_endpoint,
+            "ORGPIPELINE_S3_ACCESS_KEY": self.s3_access_key,
+            "ORGPIPELINE_S3_SECRET_KEY": self.s3_secret_key,
+        }
+
+
+def content_hash(obj: dict[str, Any]) -> str:
+    """A stable hash of an object's content (without the hash annotation itself)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def stamp(obj: dict[str, Any], digest: str | None = None) -> dict[str, Any]:
+    """Records the content hash in the object's annotations (computed here unless given)."""
+    digest = digest or content_hash(obj)
+    obj["metadata"].setdefault("annotations", {})[naming.ANNOTATION_HASH] = digest
+    return obj
+
+
+def applied_hash(obj: dict[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(naming.ANNOTATION_HASH)
+
+
+# --- the children ----------------------------------------------------------------------------
+
+
+def build_namespace(t: Target) -> dict[str, Any]:
+    meta = t.meta(t.namespace, namespaced=False)
+    for mode in ("enforce", "audit", "warn"):
+        meta["labels"][f"pod-security.kubernetes.io/{mode}"] = "restricted"
+        meta["labels"][f"pod-security.kubernetes.io/{mode}-version"] = "latest"
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def build_service_account(t: Target) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": t.meta(naming.SERVICE_ACCOUNT),
+        "automountServiceAccountToken": False,
+    }
+
+
+def build_resource_quota(t: Target) -> dict[str, Any]:
+    r = tiers.of(t.spec.tier)
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": t.meta(naming.QUOTA),
+        "spec": {
+            "hard": {
+                "requests.cpu": r.quota_cpu_requests,
+                "requests.memory": r.quota_memory_requests,
+                "limits.cpu": r.quota_cpu_limits,
+                "limits.memory": r.quota_memory_limits,
+                "pods": str(r.quota_pods),
+                "services": "0",
+                "persistentvolumeclaims": "0",
+            }
+        },
+    }
+
+
+def build_limit_range(t: Target) -> dict[str, Any]:
+    r = tiers.of(t.spec.tier)
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": t.meta(naming.LIMIT_RANGE),
+        "spec": {
+            "limits": [
+                {
+                    "type": "Container",
+                    "default": {"cpu": r.cpu_limit, "memory": r.memory_limit},
+                    "defaultRequest": {"cpu": r.cpu_request, "memory": r.memory_request},
+                    "max": {"cpu": r.cpu_limit, "memory": r.memory_limit},
+                }
+            ]
+        },
+    }
+
+
+def build_network_policy(t: Target) -> dict[str, Any]:
+    """No ingress at all; egress only to DNS and to the ports of PostgreSQL, MongoDB and S3."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": t.meta(naming.NETWORK_POLICY),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [
+                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                {"ports": [{"protocol": "TCP", "port": p} for p in sorted(t.jobs.egress_ports)]},
+            ],
+        },
+    }
+
+
+def manifest_yaml(t: Target) -> str:
+    """The manifest the jobs read (`orgpipeline run -f /etc/orgpipeline/pipeline.yaml`)."""
+    doc = {
+        "apiVersion": v1alpha1.API_VERSION,
+        "kind": v1alpha1.KIND,
+        "metadata": {"name": t.name},
+        "spec": t.spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def build_config_map(t: Target) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": t.meta(naming.CONFIGMAP),
+        "data": {naming.MANIFEST_KEY: manifest_yaml(t)},
+    }
+
+
+def build_secret(t: Target, creds: Credentials) -> dict[str, Any]:
+    """The org's credentials. Its hash leaves the password out: the password is generated once and
+    kept, so the desired Secret can be compared without reading the current one."""
+    public = {**creds.env(), "ORGPIPELINE_POSTGRES_PASSWORD": "", "ORGPIPELINE_POSTGRES_DSN": ""}
+    digest = content_hash({"meta": t.meta(naming.SECRET), "env": public})
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": t.meta(naming.SECRET),
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in creds.env().items()},
+    }
+    return stamp(secret, digest)
+
+
+def _pod_spec(t: Target, table: Table) -> dict[str, Any]:
+    r = tiers.of(t.spec.tier)
+    return {
+        "serviceAccountName": naming.SERVICE_ACCOUNT,
+        "automountServiceAccountToken": False,
+        "restartPolicy": "Never",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": naming.CONTAINER,
+                "image": t.jobs.image,
+                "imagePullPolicy": t.jobs.image_pull_policy,
+                "command": [
+                    "orgpipeline",
+                    "run",
+                    "-f",
+                    f"{naming.MANIFEST_DIR}/{naming.MANIFEST_KEY}",
+                    "--table",
+                    table.name,
+                    "-o",
+                    "json",
+                ],
+                "envFrom": [{"secretRef": {"name": naming.SECRET}}],
+                "env": [{"name": "ORGPIPELINE_TERMINATION_LOG", "value": TERMINATION_LOG}],
+                "resources": {
+                    "requests": {"cpu": r.cpu_request, "memory": r.memory_request},
+                    "limits": {"cpu": r.cpu_limit, "memory": r.memory_limit},
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "runAsNonRoot": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "terminationMessagePath": TERMINATION_LOG,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "volumeMounts": [
+                    {"name": "manifest", "mountPath": naming.MANIFEST_DIR, "readOnly": True},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "manifest", "configMap": {"name": naming.CONFIGMAP}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": r.tmp_size}},
+        ],
+    }
+
+
+def build_job_spec(t: Target, table: Table) -> dict[str, Any]:
+    r = tiers.of(t.spec.tier)
+    return {
+        "backoffLimit": 2,
+        "activeDeadlineSeconds": r.active_deadline_seconds,
+        "ttlSecondsAfterFinished": 3 * 86400,
+        "template": {
+            "metadata": {"labels": naming.labels(t.name, t.org, table.name, "ingest")},
+            "spec": _pod_spec(t, table),
+        },
+    }
+
+
+def build_cronjob(t: Target, table: Table) -> dict[str, Any]:
+    """The table's CronJob: runs `orgpipeline run --table <name>` on the table's schedule."""
+    job_labels = naming.labels(t.name, t.org, table.name, "ingest")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": t.meta(naming.cronjob(table.name), table=table.name, component="ingest"),
+        "spec": {
+            "schedule": table.schedule,
+            "timeZone": "Etc/UTC",
+            "suspend": bool(t.spec.suspend or table.suspend),
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 300,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": {**job_labels, naming.LABEL_RUN_KIND: "scheduled"}},
+                "spec": build_job_spec(t, table),
+            },
+        },
+    }
+
+
+def build_manual_job(t: Target, table: Table) -> dict[str, Any]:
+    """A one-off Job from the table's CronJob template (what `kubectl create job --from` makes)."""
+    cron = build_cronjob(t, table)
+    meta = t.meta("", table=table.name, component="ingest")
+    del meta["name"]
+    meta["generateName"] = naming.manual_job_prefix(table.name)
+    meta["labels"][naming.LABEL_RUN_KIND] = "manual"
+    meta["annotations"] = {"cronjob.kubernetes.io/instantiate": "manual"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": cron["spec"]["jobTemplate"]["spec"],
+    }
+
+
+def desired_children(t: Target, creds: Credentials) -> list[dict[str, Any]]:
+    """Every child of the org, in the order they must be created, each stamped with its hash."""
+    children = [
+        stamp(build_namespace(t)),
+        stamp(build_service_account(t)),
+        stamp(build_resource_quota(t)),
+        stamp(build_limit_range(t)),
+        stamp(build_network_policy(t)),
+        stamp(build_config_map(t)),
+        build_secret(t, creds),
+    ]
+    children.extend(stamp(build_cronjob(t, table)) for table in t.spec.tables)
+    return children
+
+
+def child_key(obj: dict[str, Any]) -> tuple[str, str, str]:
+    """(kind, namespace, name): how the reconcile matches desired children with existing ones."""
+    meta = obj["metadata"]
+    return obj["kind"], meta.get("namespace") or "", meta["name"]

@@ -1,0 +1,154 @@
+"""The operator's settings: environment variables, read and validated once at start-up.
+
+A missing or malformed variable stops the operator before it touches the cluster, with one message
+that names every problem; nothing else in the operator reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from urllib.parse import urlparse
+
+from psycopg.conninfo import conninfo_to_dict
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a usable operator (terminal: fix the Deployment)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the operator needs from its environment."""
+
+    postgres_dsn: str
+    """ORGPIPELINE_POSTGRES_DSN: admin DSN; the operator creates per-org roles and schemas with it."""
+    mongo_uri: str
+    """ORGPIPELINE_MONGO_URI: MongoDB URI, handed to the jobs and used to drop collections on Delete."""
+    s3_endpoint: str
+    """ORGPIPELINE_S3_ENDPOINT: S3 endpoint URL (http://host:port) handed to the jobs."""
+    s3_access_key: str
+    """ORGPIPELINE_S3_ACCESS_KEY: default S3 access key (when spec.source.credentialsSecret is unset)."""
+    s3_secret_key: str
+    """ORGPIPELINE_S3_SECRET_KEY: default S3 secret key."""
+    mongo_db: str = "orgpipeline"
+    """ORGPIPELINE_MONGO_DB: database holding the raw_<org>_<table> collections."""
+    job_image: str = "orgpipeline:dev"
+    """ORGPIPELINE_JOB_IMAGE: image of the CronJobs' container (has the `orgpipeline` command)."""
+    job_image_pull_policy: str = "IfNotPresent"
+    """ORGPIPELINE_JOB_IMAGE_PULL_POLICY: Always, IfNotPresent or Never."""
+    job_postgres_host: str | None = None
+    """ORGPIPELINE_JOB_POSTGRES_HOST: host:port the jobs use for PostgreSQL, when not the operator's."""
+    job_mongo_uri: str | None = None
+    """ORGPIPELINE_JOB_MONGO_URI: MongoDB URI the jobs use, when not the operator's."""
+    job_s3_endpoint: str | None = None
+    """ORGPIPELINE_JOB_S3_ENDPOINT: S3 endpoint the jobs use, when not the operator's."""
+    namespace: str = "orgpipeline-system"
+    """ORGPIPELINE_NAMESPACE: the operator's namespace (where spec.source.credentialsSecret lives)."""
+    resync_seconds: float = 300.0
+    """ORGPIPELINE_RESYNC_SECONDS: interval of the idle resync that repairs drifted children."""
+    retry_seconds: float = 15.0
+    """ORGPIPELINE_RETRY_SECONDS: delay before a failed reconcile is retried."""
+    workers: int = 16
+    """ORGPIPELINE_WORKERS: threads for blocking calls (API, PostgreSQL) and parallel reconciles."""
+    metrics_port: int = 8080
+    """ORGPIPELINE_METRICS_PORT: Prometheus /metrics and /readyz; 0 disables."""
+    health_port: int = 8081
+    """ORGPIPELINE_HEALTH_PORT: Kopf's liveness endpoint /healthz; 0 disables."""
+    log_level: str = "INFO"
+    """ORGPIPELINE_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+
+    @property
+    def jobs_postgres_hostport(self) -> tuple[str, str]:
+        """host and port of PostgreSQL as the jobs reach it."""
+        if self.job_postgres_host:
+            host, _, port = self.job_postgres_host.rpartition(":")
+            return (host, port) if host else (port, "5432")
+        info = conninfo_to_dict(self.postgres_dsn)
+        return str(info.get("host") or "localhost"), str(info.get("port") or "5432")
+
+    @property
+    def postgres_dbname(self) -> str:
+        info = conninfo_to_dict(self.postgres_dsn)
+        return str(info.get("dbname") or info.get("user") or "postgres")
+
+    @property
+    def egress_ports(self) -> list[int]:
+        """TCP ports the jobs must reach: PostgreSQL, MongoDB and S3 (for the NetworkPolicy)."""
+        ports = {int(self.jobs_postgres_hostport[1] or 5432)}
+        for url, default in (
+            (self.job_mongo_uri or self.mongo_uri, 27017),
+            (self.job_s3_endpoint or self.s3_endpoint, 443),
+        ):
+            try:
+                port = urlparse(url.split(",")[0]).port
+            except ValueError:
+                port = None
+            ports.add(port or default)
+        return sorted(ports)
+
+
+_ENV = {f.name: "ORGPIPELINE_" + f.name.upper() for f in dataclasses.fields(Settings)}
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Reads and validates the settings; raises SettingsError naming every bad or missing variable."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    problems: list[str] = []
+    for field in dataclasses.fields(Settings):
+        var = _ENV[field.name]
+        raw = env.get(var, "").strip()
+        if not raw:
+            if field.default is dataclasses.MISSING:
+                problems.append(f"{var} is required")
+            continue
+        kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+        try:
+            if kind == "int":
+                values[field.name] = int(raw)
+            elif kind == "float":
+                values[field.name] = float(raw)
+            else:
+                values[field.name] = raw
+        except ValueError:
+            problems.append(f"{var}={raw!r} is not a {kind}")
+    if not problems:
+        settings = Settings(**values)  # type: ignore[arg-type]
+        problems.extend(_check(settings))
+    if problems:
+        raise SettingsError("invalid operator settings: " + "; ".join(problems))
+    return settings
+
+
+def _check(s: Settings) -> list[str]:
+    problems = []
+    try:
+        conninfo_to_dict(s.postgres_dsn)
+    except Exception as exc:
+        problems.append(f"ORGPIPELINE_POSTGRES_DSN is not a valid DSN: {exc}")
+    for var, url in (
+        ("ORGPIPELINE_S3_ENDPOINT", s.s3_endpoint),
+        ("ORGPIPELINE_JOB_S3_ENDPOINT", s.job_s3_endpoint),
+    ):
+        if url and urlparse(url).scheme not in ("http", "https"):
+            problems.append(f"{var}={url!r} must be an http(s) URL")
+    for var, uri in (("ORGPIPELINE_MONGO_URI", s.mongo_uri), ("ORGPIPELINE_JOB_MONGO_URI", s.job_mongo_uri)):
+        if uri and not uri.startswith(("mongodb://", "mongodb+srv://")):
+            problems.append(f"{var} must start with mongodb:// or mongodb+srv://")
+    if s.job_image_pull_policy not in ("Always", "IfNotPresent", "Never"):
+        problems.append("ORGPIPELINE_JOB_IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
+    if s.resync_seconds <= 0 or s.retry_seconds <= 0:
+        problems.append("ORGPIPELINE_RESYNC_SECONDS and ORGPIPELINE_RETRY_SECONDS must be positive")
+    if not 1 <= s.workers <= 256:
+        problems.append("ORGPIPELINE_WORKERS must be between 1 and 256")
+    for var, port in (
+        ("ORGPIPELINE_METRICS_PORT", s.metrics_port),
+        ("ORGPIPELINE_HEALTH_PORT", s.health_port),
+    ):
+        if not 0 <= port <= 65535:
+            problems.append(f"{var} must be a port number (0 disables)")
+    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append("ORGPIPELINE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    return problems

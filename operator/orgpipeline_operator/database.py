@@ -1,0 +1,140 @@
+"""Per-org data isolation and clean-up in PostgreSQL and MongoDB.
+
+PostgreSQL: each org gets a login role `orgpipeline_org_<org>` that owns schema `orgdata_<org>` and
+nothing else. The role is NOINHERIT, not a superuser, cannot create roles or databases, and has no
+privileges on other schemas (PostgreSQL 15 no longer grants CREATE on `public` to PUBLIC; the
+operator revokes it anyway), so an org's job credentials cannot read another org's tables.
+
+MongoDB (FerretDB) and S3 (versitygw) credentials are not per org: FerretDB's user management and
+versitygw's account API differ from MongoDB's and AWS IAM, so the jobs get the operator's
+credentials for those (or, for S3, the Secret that spec.source.credentialsSecret names). Isolation
+there rests on the collection and prefix names derived from the validated org id.
+
+Every identifier is quoted with psycopg.sql; org ids are constrained by the CRD pattern as well.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+
+import psycopg
+import pymongo
+from orgpipeline_api import naming
+from psycopg import sql
+
+
+class DatabaseError(Exception):
+    """PostgreSQL or MongoDB refused or could not be reached; a retry may help."""
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class Databases:
+    """Admin connections (created lazily, one at a time per thread) to PostgreSQL and MongoDB."""
+
+    def __init__(self, postgres_dsn: str, mongo_uri: str, mongo_db: str) -> None:
+        self._dsn = postgres_dsn
+        self._mongo_uri = mongo_uri
+        self._mongo_db = mongo_db
+        self._local = threading.local()
+        self._mongo: pymongo.MongoClient[dict[str, object]] | None = None
+        self._lock = threading.Lock()
+
+    def _pg(self) -> psycopg.Connection[tuple[object, ...]]:
+        conn: psycopg.Connection[tuple[object, ...]] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+            self._local.conn = conn
+        return conn
+
+    def _mongo_client(self) -> pymongo.MongoClient[dict[str, object]]:
+        with self._lock:
+            if self._mongo is None:
+                self._mongo = pymongo.MongoClient(self._mongo_uri, serverSelectionTimeoutMS=10000)
+            return self._mongo
+
+    # --- PostgreSQL ---------------------------------------------------------------------------
+
+    def provision(self, org_id: str, password: str | None) -> bool:
+        """Creates (or repairs) the org's role and schema; sets the password when one is given.
+        Returns whether the role had to be created.
+
+        Idempotent: safe to call on every reconcile and after a crash half way.
+        """
+        role = sql.Identifier(naming.pg_role(org_id))
+        schema = sql.Identifier(naming.pg_schema(org_id))
+        try:
+            conn = self._pg()
+            with conn.transaction():
+                # Serialise provisioning of the same org across threads and operator replicas.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (naming.pg_role(org_id),))
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (naming.pg_role(org_id),)
+                ).fetchone()
+                if not exists:
+                    conn.execute(
+                        sql.SQL(
+                            "CREATE ROLE {} LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                            "NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 20"
+                        ).format(role)
+                    )
+                if password is not None:
+                    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(password)))
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(schema, role))
+                conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, role))
+                conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema))
+                conn.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM {}").format(role))
+                dbname = conn.info.dbname
+                conn.execute(
+                    sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname), role)
+                )
+                conn.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(role, schema))
+        except psycopg.Error as exc:
+            raise DatabaseError(f"PostgreSQL: cannot provision {naming.pg_role(org_id)}: {exc}") from exc
+        return not exists
+
+    def drop_postgres(self, org_id: str) -> None:
+        """Drops the org's schema (with everything in it) and its role."""
+        role_name = naming.pg_role(org_id)
+        role = sql.Identifier(role_name)
+        try:
+            conn = self._pg()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (role_name,))
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                        sql.Identifier(naming.pg_schema(org_id))
+                    )
+                )
+                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role_name,)).fetchone():
+                    conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(role))
+                    conn.execute(sql.SQL("DROP ROLE {}").format(role))
+        except psycopg.Error as exc:
+            raise DatabaseError(f"PostgreSQL: cannot drop {role_name}: {exc}") from exc
+
+    # --- MongoDB ------------------------------------------------------------------------------
+
+    def drop_collections(self, org_id: str) -> list[str]:
+        """Drops the org's raw_<org>_* collections; returns their names.
+
+        Org ids have no underscore, so the prefix raw_<org>_ never matches another org's collections.
+        """
+        prefix = naming.mongo_collection(org_id, "")
+        try:
+            db = self._mongo_client()[self._mongo_db]
+            names = [n for n in db.list_collection_names() if n.startswith(prefix)]
+            for name in names:
+                db.drop_collection(name)
+        except pymongo.errors.PyMongoError as exc:
+            raise DatabaseError(f"MongoDB: cannot drop the collections of org {org_id}: {exc}") from exc
+        return names
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        if self._mongo is not None:
+            self._mongo.close()

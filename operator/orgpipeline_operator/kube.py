@@ -1,0 +1,171 @@
+"""Talking to the Kubernetes API: the one module that sends requests (Kopf's own watches aside).
+
+Objects are plain dicts. Children are written with server-side apply (`fieldManager=orgpipeline-
+operator`, forced: the operator owns the fields it sets), so create and update are one call and
+"already exists" is not an error. Every request is counted by verb for the metrics and the
+benchmark's "requests per idle resync".
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import kubernetes
+from orgpipeline_api import v1alpha1
+
+from orgpipeline_operator import metrics, naming
+
+# (apiVersion, kind) -> (plural, namespaced)
+RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
+    ("v1", "Namespace"): ("namespaces", False),
+    ("v1", "ServiceAccount"): ("serviceaccounts", True),
+    ("v1", "ResourceQuota"): ("resourcequotas", True),
+    ("v1", "LimitRange"): ("limitranges", True),
+    ("v1", "ConfigMap"): ("configmaps", True),
+    ("v1", "Secret"): ("secrets", True),
+    ("v1", "Pod"): ("pods", True),
+    ("v1", "Event"): ("events", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
+    ("batch/v1", "CronJob"): ("cronjobs", True),
+    ("batch/v1", "Job"): ("jobs", True),
+    (v1alpha1.API_VERSION, v1alpha1.KIND): (v1alpha1.PLURAL, False),
+}
+
+
+@dataclass
+class ApiError(Exception):
+    """A request the API server refused or could not serve."""
+
+    status: int
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}: {self.message}"
+
+    @property
+    def transient(self) -> bool:
+        """Whether retrying later can help (server trouble, conflicts, throttling)."""
+        return self.status in (0, 409, 429) or self.status >= 500
+
+    @property
+    def invalid(self) -> bool:
+        """The object was refused as invalid (422) or forbidden by policy: the spec must change."""
+        return self.status in (400, 403, 422)
+
+
+def path(api_version: str, kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    plural, namespaced = RESOURCES[(api_version, kind)]
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    if namespaced and namespace:
+        base += f"/namespaces/{quote(namespace)}"
+    base += f"/{plural}"
+    return base + (f"/{quote(name)}" if name else "")
+
+
+class Kube:
+    """A thread-safe, JSON-in JSON-out client over the kubernetes ApiClient's connection pool."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self._api = api
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_environment(cls, pool_size: int = 32) -> Kube:
+        """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
+        config = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=config)
+        config.connection_pool_maxsize = pool_size
+        return cls(kubernetes.client.ApiClient(config))
+
+    def close(self) -> None:
+        self._api.close()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        full = url + ("?" + urlencode(query) if query else "")
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        m, u, h, b, _ = self._api.param_serialize(
+            method, full, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        metrics.API_REQUESTS.labels(verb=method).inc()
+        try:
+            resp = self._api.call_api(m, u, h, b, _request_timeout=(5, 60))
+            data = resp.read()
+            status = resp.status
+        except Exception as exc:  # connection refused, timeouts, TLS trouble
+            raise ApiError(0, "Unavailable", str(exc)) from exc
+        payload = json.loads(data) if data else {}
+        if status >= 400:
+            raise ApiError(status, str(payload.get("reason") or status), str(payload.get("message") or data))
+        return payload
+
+    # --- verbs --------------------------------------------------------------------------------
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply: creates or updates the fields the operator manages, in one request."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        query = {"fieldManager": naming.MANAGER, "force": "true"}
+        return self.request("PATCH", url, obj, query, "application/apply-patch+yaml")
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
+        return self.request("POST", url, obj, {"fieldManager": naming.MANAGER})
+
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self.request("GET", path(api_version, kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = {"labelSelector": selector} if selector else None
+        items = self.request("GET", path(api_version, kind, namespace), query=query).get("items") or []
+        return list(items)
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Deletes in the background (dependents are garbage-collected); False when already gone."""
+        try:
+            self.request(
+                "DELETE", path(api_version, kind, namespace, name), {"propagationPolicy": "Background"}
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def patch_status(self, name: str, status: dict[str, Any], resource_version: str | None) -> dict[str, Any]:
+        """Merge-patches the OrgPipeline's status; with resource_version, fails (409) when it moved on."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        url = path(v1alpha1.API_VERSION, v1alpha1.KIND, None, name) + "/status"
+        return self.request("PATCH", url, body, content_type="application/merge-patch+json")
+
+    def patch_merge(self, obj_ref: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+        meta = obj_ref["metadata"]
+        url = path(obj_ref["apiVersion"], obj_ref["kind"], meta.get("namespace"), meta["name"])
+        return self.request("PATCH", url, patch, content_type="application/merge-patch+json")

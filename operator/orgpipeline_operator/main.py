@@ -1,0 +1,188 @@
+"""The Kopf registrations of the OrgPipeline operator, and `orgpipeline-operator` (the entry point).
+
+Only wiring here: each handler turns Kopf's kwargs into a call of reconcile, runs or cleanup.
+Indexes of the operator's children (watched with a server-side label selector) let a resync compare
+desired and existing objects without a single API request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+import kopf
+from orgpipeline_api import v1alpha1
+
+from orgpipeline_operator import cleanup, configuration, metrics, naming, reconcile, runs, runtime, status
+
+G, V, P = v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL
+MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
+CHILDREN = [
+    ("v1", "namespaces"),
+    ("v1", "serviceaccounts"),
+    ("v1", "resourcequotas"),
+    ("v1", "limitranges"),
+    ("v1", "configmaps"),
+    ("v1", "secrets"),
+    ("networking.k8s.io/v1", "networkpolicies"),
+    ("batch/v1", "cronjobs"),
+]
+CHILD_INDEXES = [f"children_{plural}" for _, plural in CHILDREN]
+RESYNC_SECONDS = float(os.environ.get("ORGPIPELINE_RESYNC_SECONDS") or 300)
+READY = threading.Event()
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    conf: configuration.Settings = memo.conf
+    settings.persistence.finalizer = naming.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.orgpipeline.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kopf.orgpipeline.io")
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = naming.MANAGER
+    settings.execution.max_workers = conf.workers
+    settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
+    settings.networking.request_timeout = 60
+    settings.watching.server_timeout = 600
+    for api_version, plural in [*CHILDREN, ("batch/v1", "jobs")]:
+        settings.watching.label_selectors[api_version, plural] = naming.MANAGED_SELECTOR
+    memo.rt = runtime.Runtime.start(conf)
+
+
+@kopf.on.cleanup()
+def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    memo.rt.db.close()
+    memo.rt.kube.close()
+
+
+# --- indexes -----------------------------------------------------------------------------------
+
+
+def _child(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    return {labels.get(naming.LABEL_PIPELINE, ""): runtime.child_entry(body)}
+
+
+for _api_version, _plural in CHILDREN:
+    kopf.index(_api_version, _plural, labels=MANAGED, id=f"children_{_plural}")(_child)
+
+
+@kopf.index(G, V, P)
+def pipelines(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    meta = body.metadata
+    snap = {
+        "metadata": {
+            "name": name,
+            "uid": meta.uid,
+            "resourceVersion": meta.get("resourceVersion"),
+            "generation": meta.get("generation"),
+        },
+        "spec": dict(body.spec),
+        "status": dict(body.status),
+    }
+    return {name: snap}
+
+
+@kopf.index(G, V, P)
+def orgs(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
+    return {spec.get("orgId", ""): (meta.get("creationTimestamp", ""), name)}
+
+
+@kopf.index("batch/v1", "jobs", labels=MANAGED)
+def jobs(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    return {labels.get(naming.LABEL_PIPELINE, ""): runs.job_entry(body)}
+
+
+# --- the OrgPipeline ---------------------------------------------------------------------------
+
+
+def _request(trigger: str, name: str, body: kopf.Body, kwargs: dict[str, Any]) -> reconcile.Request:
+    return reconcile.Request(
+        name=name,
+        uid=body.metadata.uid or "",
+        generation=body.metadata.get("generation"),
+        resource_version=body.metadata.get("resourceVersion"),
+        spec=dict(body.spec),
+        status=dict(body.status),
+        trigger=trigger,
+        existing=runtime.children_of(name, [kwargs[i] for i in CHILD_INDEXES]),
+        org_owner=reconcile.org_owner(kwargs["orgs"], body.spec.get("orgId")),
+    )
+
+
+@kopf.on.create(G, V, P)
+@kopf.on.update(G, V, P)
+@kopf.on.resume(G, V, P)
+def reconcile_pipeline(name: str, body: kopf.Body, memo: kopf.Memo, reason: str, **kwargs: Any) -> None:
+    trigger = "create" if reason == "create" else "update" if reason == "update" else "resume"
+    reconcile.reconcile(memo.rt, _request(trigger, name, body, kwargs), body)
+
+
+@kopf.timer(G, V, P, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
+def resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    if body.metadata.get("deletionTimestamp"):
+        return
+    reconcile.reconcile(memo.rt, _request("resync", name, body, kwargs), body)
+    recorded = {t.name: t.last_run.job for t in status.parse(dict(body.status)).tables if t.last_run}
+    for table, job, finished in kwargs["jobs"].get(name, ()):
+        if finished and recorded.get(table) != job:  # a Job event the watcher missed
+            found = memo.rt.kube.get("batch/v1", "Job", job, status.naming.namespace(body.spec["orgId"]))
+            if found:
+                runs.record_finished_job(memo.rt, found, next(iter(kwargs["pipelines"].get(name, ())), None))
+
+
+@kopf.on.field(G, V, P, field=("metadata", "annotations", naming.ANNOTATION_RUN_NOW))
+def run_now(name: str, body: kopf.Body, new: Any, memo: kopf.Memo, patch: kopf.Patch, **kwargs: Any) -> None:
+    if not new:
+        return
+    active = [t for t, _job, finished in kwargs["jobs"].get(name, ()) if not finished]
+    runs.run_now(memo.rt, name, body.metadata.uid or "", dict(body.spec), str(new), active, body)
+    patch.metadata.setdefault("annotations", {})[naming.ANNOTATION_RUN_NOW] = None
+
+
+@kopf.on.delete(G, V, P)
+def delete_pipeline(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    cleanup.finalize(memo.rt, name, dict(body.spec), body)
+
+
+# --- Jobs --------------------------------------------------------------------------------------
+
+
+@kopf.on.event("batch/v1", "jobs", labels=MANAGED)
+def job_event(body: kopf.Body, type: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+    if type == "DELETED" or status.job_finished(dict(body)) is None:
+        return
+    parent = next(iter(kwargs["pipelines"].get(labels.get(naming.LABEL_PIPELINE, ""), ())), None)
+    runs.record_finished_job(memo.rt, body, parent)
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def run() -> None:
+    """`orgpipeline-operator`: validates the settings, then runs Kopf cluster-wide, standalone."""
+    try:
+        conf = configuration.from_env()
+    except configuration.SettingsError as exc:
+        print(f"orgpipeline-operator: {exc}", file=sys.stderr)
+        sys.exit(2)
+    level = conf.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":  # Kopf logs every handler at INFO: too much at a thousand orgs
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+    if conf.metrics_port:
+        metrics.serve(conf.metrics_port, READY)
+    liveness = f"http://0.0.0.0:{conf.health_port}/healthz" if conf.health_port else None
+    kopf.run(
+        clusterwide=True,
+        standalone=True,
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(conf=conf),
+        ready_flag=READY,
+    )
+
+
+if __name__ == "__main__":
+    run()

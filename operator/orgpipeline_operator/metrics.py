@@ -1,0 +1,95 @@
+"""Prometheus metrics and the readiness endpoint, served from one small HTTP server.
+
+Reconcile counts, durations and errors; API requests by verb (what "requests per idle resync"
+counts); per-org gauges set from the status the operator writes (quality, rows, alerts, last
+success). /readyz answers 200 once Kopf has started and listed its resources; Kopf's own liveness
+endpoint (/healthz, another port) covers liveness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import prometheus_client
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter(
+    "orgpipeline_reconcile_total", "Reconciles of OrgPipelines by trigger and outcome.", ["trigger", "result"]
+)
+RECONCILE_SECONDS = Histogram(
+    "orgpipeline_reconcile_duration_seconds",
+    "Duration of reconciles.",
+    ["trigger"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RECONCILE_ERRORS = Counter(
+    "orgpipeline_reconcile_errors_total", "Reconciles that failed, by reason.", ["reason"]
+)
+CHILD_WRITES = Counter(
+    "orgpipeline_child_writes_total", "Children applied or deleted, by kind.", ["kind", "op"]
+)
+API_REQUESTS = Counter(
+    "orgpipeline_api_requests_total", "Kubernetes API requests sent by the operator.", ["verb"]
+)
+JOB_RESULTS = Counter("orgpipeline_job_results_total", "Finished Jobs read back, by result.", ["result"])
+
+ORG_QUALITY = Gauge("orgpipeline_org_quality_score", "Lowest quality score of the org's last runs.", ["org"])
+ORG_ROWS = Gauge("orgpipeline_org_rows", "Rows of the org's last runs, by kind.", ["org", "kind"])
+ORG_ALERTS = Gauge("orgpipeline_org_active_alerts", "Active alerts of the org.", ["org"])
+ORG_LAST_SUCCESS = Gauge(
+    "orgpipeline_org_last_success_timestamp_seconds", "When the org's last successful run finished.", ["org"]
+)
+ORG_READY = Gauge("orgpipeline_org_ready", "1 when the org's Ready condition is True.", ["org"])
+
+ROW_KINDS = ("rowsRead", "inserted", "updated", "deleted", "unchanged", "rejected")
+
+
+def set_org(org: str, values: dict[str, Any]) -> None:
+    """Sets the org's gauges from a summary dict (see status.gauges)."""
+    ORG_READY.labels(org=org).set(1 if values.get("ready") else 0)
+    ORG_ALERTS.labels(org=org).set(values.get("alerts", 0))
+    if values.get("quality") is not None:
+        ORG_QUALITY.labels(org=org).set(values["quality"])
+    if values.get("lastSuccess") is not None:
+        ORG_LAST_SUCCESS.labels(org=org).set(values["lastSuccess"])
+    for kind in ROW_KINDS:
+        ORG_ROWS.labels(org=org, kind=kind).set(values.get("rows", {}).get(kind, 0))
+
+
+def forget_org(org: str) -> None:
+    """Drops the org's series when its OrgPipeline is gone."""
+    for gauge in (ORG_QUALITY, ORG_ALERTS, ORG_LAST_SUCCESS, ORG_READY):
+        with contextlib.suppress(KeyError):
+            gauge.remove(org)
+    for kind in ROW_KINDS:
+        with contextlib.suppress(KeyError):
+            ORG_ROWS.remove(org, kind)
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingServer(WSGIServer):
+    daemon_threads = True
+
+
+def serve(port: int, ready: threading.Event) -> WSGIServer:
+    """Starts /metrics and /readyz on the port in a daemon thread; returns the server."""
+    metrics_app = prometheus_client.make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/readyz":
+            ok = ready.is_set()
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"ok\n" if ok else b"starting\n"]
+        return metrics_app(environ, start_response)
+
+    server = make_server("0.0.0.0", port, app, server_class=_ThreadingServer, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

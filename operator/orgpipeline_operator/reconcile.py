@@ -1,0 +1,223 @@
+"""Reconcile one OrgPipeline: database, children, status. Called on create, update, resume and by
+the idle resync; idempotent, and silent (no write at all) when everything is already as desired.
+
+Failures are sorted: a spec that cannot work (invalid beyond the schema, a child the API server
+refuses, an org id another OrgPipeline owns) becomes a False condition and waits for a spec change;
+trouble that may pass (API or database unavailable, conflicts) becomes a False condition and a
+retry (kopf.TemporaryError).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+from pydantic import ValidationError
+
+from orgpipeline_operator import builders, database, kube, metrics, naming, runtime, status
+from orgpipeline_operator.runtime import ChildKey, Runtime, SourceSecretMissing, log
+
+# Kinds the operator deletes when they are no longer desired (the rest are fixed per org).
+PRUNABLE = {"CronJob"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One reconcile: the object as Kopf saw it and the indexes it needs."""
+
+    name: str
+    uid: str
+    generation: int | None
+    resource_version: str | None
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any] | None
+    trigger: str  # create | update | resume | resync
+    existing: dict[ChildKey, str | None]
+    org_owner: str | None  # the OrgPipeline that owns this org id (oldest wins), from the index
+
+
+def _spec_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"spec.{where}: {err['msg']}" if where else err["msg"])
+    return "; ".join(parts)
+
+
+def reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
+    started = time.monotonic()
+    result = "ok"
+    try:
+        _reconcile(rt, req, body)
+    except kopf.TemporaryError:
+        result = "retry"
+        raise
+    except Exception:
+        result = "error"
+        metrics.RECONCILE_ERRORS.labels(reason="Unexpected").inc()
+        raise
+    finally:
+        metrics.RECONCILES.labels(trigger=req.trigger, result=result).inc()
+        metrics.RECONCILE_SECONDS.labels(trigger=req.trigger).observe(time.monotonic() - started)
+
+
+def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
+    obs = status.Observation(generation=req.generation)
+    try:
+        spec = OrgPipelineSpec.model_validate(dict(req.spec))
+    except ValidationError as exc:
+        obs.spec_error = status.Check(False, "InvalidSpec", _spec_error(exc))
+        metrics.RECONCILE_ERRORS.labels(reason="InvalidSpec").inc()
+        write_status(rt, req, None, obs, body)
+        return
+    if req.org_owner and req.org_owner != req.name:
+        obs.spec_error = status.Check(
+            False, "OrgIdConflict", f"orgId {spec.org_id} already belongs to OrgPipeline {req.org_owner}"
+        )
+        metrics.RECONCILE_ERRORS.labels(reason="OrgIdConflict").inc()
+        write_status(rt, req, None, obs, body)
+        return
+
+    target = builders.Target(req.name, req.uid, spec, rt.job_settings)
+    old = status.parse(dict(req.status or {}))
+    db_ready = (c := old.condition(status.DATABASE_READY)) is not None and c.status == "True"
+    retry: str | None = None
+    try:
+        _apply_children(rt, req, target, obs, db_ready)
+    except database.DatabaseError as exc:
+        obs.database = status.Check(False, "DatabaseUnavailable", str(exc))
+        retry = str(exc)
+    except SourceSecretMissing as exc:
+        obs.resources = status.Check(False, "SourceCredentialsMissing", str(exc))
+        retry = str(exc)
+    except kube.ApiError as exc:
+        if exc.invalid and "being terminated" not in exc.message:
+            obs.resources = status.Check(
+                False, "ChildRejected", f"the API server refused a child: {exc.message}"
+            )
+        else:
+            obs.resources = status.Check(False, "ApplyFailed", str(exc))
+            retry = str(exc)
+    if obs.resources is not None and not obs.resources.ok:
+        metrics.RECONCILE_ERRORS.labels(reason=obs.resources.reason).inc()
+    if obs.database is not None and not obs.database.ok:
+        metrics.RECONCILE_ERRORS.labels(reason=obs.database.reason).inc()
+    write_status(rt, req, spec, obs, body)
+    if retry:
+        raise kopf.TemporaryError(retry, delay=rt.settings.retry_seconds)
+
+
+def _apply_children(
+    rt: Runtime, req: Request, target: builders.Target, obs: status.Observation, db_ready: bool
+) -> None:
+    spec = target.spec
+    desired = builders.desired_children(target, rt.credentials(spec, ""))
+    desired_keys = {builders.child_key(c) for c in desired}
+    provisioned = False
+    writes = 0
+    for child in desired:
+        key = builders.child_key(child)
+        digest = builders.applied_hash(child)
+        if child["kind"] == "Secret":
+            if req.existing.get(key) == digest:
+                continue
+            # (Re)write the credentials: keep the password the Secret already has, else make one.
+            password = rt.current_password(target.namespace)
+            fresh = password is None
+            password = password or database.generate_password()
+            rt.db.provision(spec.org_id, password)
+            provisioned = True
+            creds = rt.credentials(spec, password, rt.source_keys(spec))
+            child = builders.build_secret(target, creds)
+            if not fresh:
+                log.info("rewriting the credentials Secret of %s (password kept)", req.name)
+        elif req.existing.get(key) == digest:
+            continue
+        rt.kube.apply(child)
+        writes += 1
+        metrics.CHILD_WRITES.labels(kind=child["kind"], op="apply").inc()
+    if not provisioned and (req.trigger != "resync" or not db_ready):
+        # Cheap and idempotent: repairs a dropped schema or role (with the Secret's password).
+        if rt.db.provision(spec.org_id, None):
+            rt.db.provision(spec.org_id, rt.current_password(target.namespace))
+        provisioned = True
+    obs.database = (
+        status.Check(True, "Provisioned", "role and schema in place") if provisioned or db_ready else None
+    )
+    for key in req.existing:
+        if key[0] in PRUNABLE and key not in desired_keys:
+            rt.kube.delete("batch/v1", key[0], key[2], key[1])
+            writes += 1
+            metrics.CHILD_WRITES.labels(kind=key[0], op="delete").inc()
+    n = len(desired)
+    obs.resources = status.Check(
+        True, "Applied", f"{n} objects in namespace {target.namespace} are as desired"
+    )
+    if writes:
+        log.info("%s: %d child writes (%s)", req.name, writes, req.trigger)
+
+
+def write_status(
+    rt: Runtime, req: Request, spec: OrgPipelineSpec | None, obs: status.Observation, body: Mapping[str, Any]
+) -> None:
+    """Writes the new status when it differs; on a conflict re-reads the object and tries again."""
+    raw = dict(req.status or {})
+    rv = req.resource_version
+    for _attempt in range(5):
+        old = status.parse(raw)
+        new = status.compute_status(spec, old, obs, status.now_iso())
+        patch = status.status_patch(raw, new)
+        if spec is not None:
+            metrics.set_org(spec.org_id, status.gauges(new))
+        if patch is None:
+            return
+        try:
+            rt.kube.patch_status(req.name, patch, rv)
+        except kube.ApiError as exc:
+            if exc.status == 409:
+                fresh = rt.kube.get(*_ref(req.name))
+                if fresh is None:
+                    return
+                raw, rv = dict(fresh.get("status") or {}), fresh["metadata"]["resourceVersion"]
+                continue
+            if exc.status == 404:
+                return
+            raise kopf.TemporaryError(f"cannot write status: {exc}", delay=rt.settings.retry_seconds) from exc
+        post_events(body, old, new)
+        return
+    raise kopf.TemporaryError("status kept changing under the operator", delay=rt.settings.retry_seconds)
+
+
+def _ref(name: str) -> tuple[str, str, str]:
+    from orgpipeline_api import v1alpha1
+
+    return v1alpha1.API_VERSION, v1alpha1.KIND, name
+
+
+def post_events(body: Mapping[str, Any], old: Any, new: Any) -> None:
+    """Kubernetes Events for what changed: new alerts (Warning), Ready transitions."""
+    for alert in status.new_alerts(old.alerts, new.alerts):
+        runtime.warn(body, reason=alert.type, message=f"{alert.table}: {alert.message}"[:1000])
+    before, after = old.condition(status.READY), new.condition(status.READY)
+    if after is not None and (
+        before is None or before.status != after.status or before.reason != after.reason
+    ):
+        if after.status == "True":
+            runtime.info(body, reason=after.reason, message=after.message[:1000])
+        else:
+            runtime.warn(body, reason=after.reason, message=after.message[:1000])
+
+
+def org_owner(orgs: Mapping[str, Any], org_id: str | None) -> str | None:
+    """The oldest OrgPipeline claiming the org id (ties by name): it alone may own the org."""
+    if not org_id or org_id not in orgs:
+        return None
+    claims = sorted(orgs[org_id])
+    return str(claims[0][1]) if claims else None
+
+
+__all__ = ["Request", "naming", "org_owner", "reconcile"]

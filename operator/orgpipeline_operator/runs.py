@@ -1,0 +1,157 @@
+"""Runs: the run-now annotation makes one-off Jobs; finished Jobs flow back into the status.
+
+A finished Job's result is its container's termination message (the data plane's compact JSON);
+when there is none (killed, deadline, image trouble), the Job's Failed condition and the
+container's exit code say why. The result lands in status.tables[].lastRun and may raise alerts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+from orgpipeline_api import v1alpha1
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+
+from orgpipeline_operator import builders, kube, metrics, naming, runtime, status
+from orgpipeline_operator.runtime import Runtime, log
+
+
+def requested_tables(value: str | None) -> list[str]:
+    """`orders` or `orders,customers` or `*` (every table) -> table names, in order, without repeats."""
+    names = [n.strip() for n in (value or "").split(",") if n.strip()]
+    return list(dict.fromkeys(names))
+
+
+def run_now(
+    rt: Runtime,
+    name: str,
+    uid: str,
+    spec_raw: Mapping[str, Any],
+    value: str | None,
+    active: Iterable[str],
+    body: Mapping[str, Any],
+) -> list[str]:
+    """Creates one Job per requested table unless one is already running; returns the Jobs made.
+
+    `active` are the tables with a running Job (from the Jobs index): like the CronJob's
+    concurrencyPolicy Forbid, a second run of a table never overlaps the first.
+    """
+    tables = requested_tables(value)
+    if not tables:
+        return []
+    spec = OrgPipelineSpec.model_validate(dict(spec_raw))
+    if tables == ["*"]:
+        tables = [t.name for t in spec.tables]
+    target = builders.Target(name, uid, spec, rt.job_settings)
+    running = set(active)
+    made = []
+    for table_name in tables:
+        table = spec.table(table_name)
+        if table is None:
+            runtime.warn(body, reason="RunNowUnknownTable", message=f"no table {table_name!r} in spec.tables")
+            continue
+        if table_name in running:
+            runtime.info(body, reason="RunNowSkipped", message=f"{table_name}: a run is already active")
+            continue
+        try:
+            job = rt.kube.create(builders.build_manual_job(target, table))
+        except kube.ApiError as exc:
+            if exc.transient or exc.status == 404:  # 404: the namespace is not there yet
+                raise kopf.TemporaryError(
+                    f"cannot create the run-now Job: {exc}", delay=rt.settings.retry_seconds
+                ) from exc
+            runtime.warn(body, reason="RunNowFailed", message=f"{table_name}: {exc.message}"[:1000])
+            continue
+        job_name = job["metadata"]["name"]
+        made.append(job_name)
+        runtime.info(body, reason="RunNowStarted", message=f"{table_name}: Job {job_name}")
+    return made
+
+
+def job_entry(body: Mapping[str, Any]) -> tuple[str, str, bool]:
+    """(table, job name, finished) of a Job, for the Jobs index."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return (
+        labels.get(naming.LABEL_TABLE, ""),
+        body["metadata"]["name"],
+        status.job_finished(dict(body)) is not None,
+    )
+
+
+def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str, Any] | None) -> bool:
+    """Reads a finished Job's result into its OrgPipeline's status; False when nothing was to do.
+
+    `parent` is the OrgPipeline as the index last saw it; the write re-reads on a conflict.
+    """
+    labels = job["metadata"].get("labels") or {}
+    pipeline, table = labels.get(naming.LABEL_PIPELINE), labels.get(naming.LABEL_TABLE)
+    if not pipeline or not table or parent is None or status.job_finished(dict(job)) is None:
+        return False
+    name = job["metadata"]["name"]
+    raw = dict(parent.get("status") or {})
+    known = status.parse(raw).table(table)
+    if known and known.last_run and known.last_run.job == name:
+        return False  # already recorded (a re-list after a restart, or a later event of the same Job)
+    finished_at = (job.get("status") or {}).get("completionTime") or ""
+    if known and known.last_run and finished_at and (known.last_run.finished_at or "") > finished_at:
+        return False  # an older Job of the history; the newer result stays
+    pods = rt.kube.list("v1", "Pod", job["metadata"]["namespace"], f"batch.kubernetes.io/job-name={name}")
+    run = status.last_run_from_job(dict(job), pods)
+    if run is None:
+        return False
+    metrics.JOB_RESULTS.labels(result=run.result.value).inc()
+    _write_run(rt, parent, table, run)
+    return True
+
+
+def _write_run(rt: Runtime, parent: Mapping[str, Any], table: str, run: Any) -> None:
+    meta = parent["metadata"]
+    raw, rv = dict(parent.get("status") or {}), meta.get("resourceVersion")
+    current = dict(parent)
+    for _attempt in range(5):
+        try:
+            spec = OrgPipelineSpec.model_validate(dict(current.get("spec") or {}))
+        except ValueError:
+            return
+        old = status.parse(raw)
+        prev = old.table(table)
+        if prev and prev.last_run and not status.is_newer(run, prev.last_run):
+            return
+        obs = status.Observation(generation=old.observed_generation, runs={table: run})
+        new = status.compute_status(spec, old, obs, status.now_iso())
+        patch = status.status_patch(raw, new)
+        if patch is None:
+            return
+        try:
+            rt.kube.patch_status(meta["name"], patch, rv)
+        except kube.ApiError as exc:
+            if exc.status == 409:
+                fresh = rt.kube.get(v1alpha1.API_VERSION, v1alpha1.KIND, meta["name"])
+                if fresh is None:
+                    return
+                current, raw, rv = (
+                    fresh,
+                    dict(fresh.get("status") or {}),
+                    fresh["metadata"]["resourceVersion"],
+                )
+                continue
+            if exc.status == 404:
+                return
+            raise kopf.TemporaryError(
+                f"cannot record the run: {exc}", delay=rt.settings.retry_seconds
+            ) from exc
+        metrics.set_org(spec.org_id, status.gauges(new))
+        ref = {"apiVersion": v1alpha1.API_VERSION, "kind": v1alpha1.KIND, "metadata": current["metadata"]}
+        if run.result == "Failed":
+            runtime.warn(
+                ref, reason="RunFailed", message=f"{table}: job {run.job} failed: {run.error or ''}"[:1000]
+            )
+        else:
+            runtime.info(ref, reason=f"Run{run.result.value}", message=f"{table}: job {run.job}")
+        for alert in status.new_alerts(old.alerts, new.alerts):
+            if alert.type != "RunFailed":
+                runtime.warn(ref, reason=alert.type, message=f"{alert.table}: {alert.message}"[:1000])
+        log.info("%s/%s: recorded %s of job %s", meta["name"], table, run.result.value, run.job)
+        return

@@ -1,0 +1,124 @@
+"""What every handler shares: settings, the API client, the database connections, and the indexes
+Kopf keeps of the operator's children (so that an idle resync needs no API request at all)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+
+from orgpipeline_operator import builders, configuration, database, kube, naming
+
+log = logging.getLogger("orgpipeline.operator")
+
+ChildKey = tuple[str, str, str]  # kind, namespace, name
+
+
+@dataclass
+class Runtime:
+    settings: configuration.Settings
+    kube: kube.Kube
+    db: database.Databases
+
+    @classmethod
+    def start(cls, settings: configuration.Settings) -> Runtime:
+        return cls(
+            settings=settings,
+            kube=kube.Kube.from_environment(pool_size=settings.workers + 8),
+            db=database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db),
+        )
+
+    @property
+    def job_settings(self) -> builders.JobSettings:
+        s = self.settings
+        return builders.JobSettings(s.job_image, s.job_image_pull_policy, tuple(s.egress_ports))
+
+    def credentials(
+        self, spec: OrgPipelineSpec, password: str, s3: tuple[str, str] | None = None
+    ) -> builders.Credentials:
+        """The org's Secret content. Without `s3` the S3 keys are placeholders (for the hash only)."""
+        s = self.settings
+        host, port = s.jobs_postgres_hostport
+        if s3 is None:
+            ref = spec.source.credentials_secret
+            s3 = (f"secret:{ref}", "") if ref else (s.s3_access_key, s.s3_secret_key)
+        from orgpipeline_api import naming as api_naming
+
+        return builders.Credentials(
+            postgres_user=api_naming.pg_role(spec.org_id),
+            postgres_password=password,
+            postgres_host=host,
+            postgres_port=port,
+            postgres_db=s.postgres_dbname,
+            mongo_uri=s.job_mongo_uri or s.mongo_uri,
+            mongo_db=s.mongo_db,
+            s3_endpoint=s.job_s3_endpoint or s.s3_endpoint,
+            s3_access_key=s3[0],
+            s3_secret_key=s3[1],
+        )
+
+    def source_keys(self, spec: OrgPipelineSpec) -> tuple[str, str]:
+        """S3 keys for the org: from spec.source.credentialsSecret, else the operator's own."""
+        ref = spec.source.credentials_secret
+        if not ref:
+            return self.settings.s3_access_key, self.settings.s3_secret_key
+        secret = self.kube.get("v1", "Secret", ref, self.settings.namespace)
+        data = (secret or {}).get("data") or {}
+        if "accessKey" not in data or "secretKey" not in data:
+            raise SourceSecretMissing(
+                f"Secret {self.settings.namespace}/{ref} (spec.source.credentialsSecret) is missing "
+                "or lacks accessKey/secretKey"
+            )
+        return _b64(data["accessKey"]), _b64(data["secretKey"])
+
+    def current_password(self, namespace: str) -> str | None:
+        secret = self.kube.get("v1", "Secret", naming.SECRET, namespace)
+        value = ((secret or {}).get("data") or {}).get("ORGPIPELINE_POSTGRES_PASSWORD")
+        return _b64(value) if value else None
+
+
+def warn(obj: Mapping[str, Any], reason: str, message: str) -> None:
+    """A Warning Event on the object (posted by Kopf in the background)."""
+    kopf.warn(kopf.Body(cast("kopf.RawBody", dict(obj))), reason=reason, message=message[:1000])
+
+
+def info(obj: Mapping[str, Any], reason: str, message: str) -> None:
+    """A Normal Event on the object."""
+    kopf.info(kopf.Body(cast("kopf.RawBody", dict(obj))), reason=reason, message=message[:1000])
+
+
+class SourceSecretMissing(Exception):
+    """spec.source.credentialsSecret names a Secret that is not there (fix the Secret or the spec)."""
+
+
+def _b64(value: str) -> str:
+    return base64.b64decode(value).decode()
+
+
+# --- Kopf index shapes -------------------------------------------------------------------------
+
+
+def child_entry(body: Mapping[str, Any]) -> tuple[str, str, str, str | None]:
+    meta = body.get("metadata") or {}
+    return (
+        str(body.get("kind")),
+        str(meta.get("namespace") or ""),
+        str(meta.get("name")),
+        ((meta.get("annotations") or {}).get(naming.ANNOTATION_HASH)),
+    )
+
+
+def children_of(
+    pipeline: str, indexes: Iterable[Mapping[str, Iterable[tuple[str, str, str, str | None]]]]
+) -> dict[ChildKey, str | None]:
+    """Existing children of the pipeline, from Kopf's indexes: (kind, namespace, name) -> hash."""
+    out: dict[ChildKey, str | None] = {}
+    for index in indexes:
+        for kind, ns, name, digest in index.get(pipeline, ()):
+            out[(kind, ns, name)] = digest
+    return out
