@@ -1,0 +1,1 @@
+"""Landing stage: CSV rows -> versioned, audited, quality-scored MongoDB documents."""

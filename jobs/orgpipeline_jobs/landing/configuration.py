@@ -1,0 +1,16 @@
+"""Settings of the landing stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from orgpipeline_jobs.source.configuration import SourceConfig
+
+
+@dataclass(frozen=True)
+class LandingConfig:
+    batch_rows: int = 20_000
+    """Rows per landing batch: one heads query, one insert_many, one PostgreSQL transaction."""
+    fused_load: bool = True
+    """Load each batch into PostgreSQL as it lands (the `run` path); False leaves versions pending."""
+    source: SourceConfig = field(default_factory=SourceConfig)

@@ -1,0 +1,182 @@
+"""The version document of the seed's "MongoDB Record Format", and its PostgreSQL row.
+
+`_id` is `{composite_key}|v{version}`: deterministic, so a replayed batch cannot add a second copy
+of a version (MongoDB refuses the duplicate `_id` and the landing ignores exactly that error).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from orgpipeline_jobs.quality import RecordCheck
+
+PIPELINE_VERSION = "2.0"
+LINEAGE = "S3 -> MongoDB -> PostgreSQL"
+
+
+@dataclass(frozen=True)
+class VersionContext:
+    """What every document of one file shares."""
+
+    org_id: str
+    table: str
+    run_id: str
+    user_id: str | None
+    source_file: dict[str, Any]
+    now: datetime
+
+
+def version_id(composite_key: str, version: int) -> str:
+    return f"{composite_key}|v{version}"
+
+
+def build(
+    ctx: VersionContext,
+    *,
+    composite_key: str,
+    values: dict[str, Any],
+    version: int,
+    data_hash: str,
+    change_type: str,
+    changed_fields: list[str],
+    previous_version: int | None,
+    previous_data_hash: str | None,
+    line: int | None,
+    check: RecordCheck | None,
+    batch_id: str,
+    postgres_status: str,
+) -> dict[str, Any]:
+    quality = (
+        check.as_document()
+        if check
+        else {"status": "PASSED", "errors": [], "warnings": [], "quality_score": 1.0}
+    )
+    source = {**ctx.source_file, "line": line}
+    return {
+        "_id": version_id(composite_key, version),
+        "org_id": ctx.org_id,
+        "composite_key": composite_key,
+        "table": ctx.table,
+        **values,
+        "version": version,
+        "data_hash": data_hash,
+        "change_type": change_type,
+        "changed_fields": changed_fields,
+        "changed_by_user_id": ctx.user_id,
+        "previous_version": previous_version,
+        "previous_data_hash": previous_data_hash,
+        "audit_trail": {
+            "change_type": change_type,
+            "changed_fields": changed_fields,
+            "previous_version": previous_version,
+            "change_timestamp": ctx.now.isoformat(),
+            "source_file": source,
+            "validation_status": quality["status"],
+            "validation_errors": quality["errors"],
+            "data_quality_score": quality["quality_score"],
+            "processing_metadata": {
+                "ingestion_pipeline_version": PIPELINE_VERSION,
+                "data_lineage": LINEAGE,
+                "run_id": ctx.run_id,
+                "batch_id": batch_id,
+            },
+        },
+        "data_quality": quality,
+        "ingested_at": ctx.now,
+        "last_modified": ctx.now,
+        "postgres_status": postgres_status,
+        "status": "deleted" if change_type == "DELETE" else "active",
+        "is_active": True,
+        "file_id": ctx.source_file["file_id"],
+        "batch_id": batch_id,
+        "run_id": ctx.run_id,
+    }
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def pg_row(doc: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
+    """The raw_{table} row of a version document, in `raw_columns(columns)` order."""
+    audit = doc["audit_trail"]
+    return (
+        doc["org_id"],
+        doc["composite_key"],
+        *(doc.get(c) for c in columns),
+        doc["version"],
+        doc["data_hash"],
+        doc["change_type"],
+        _json(doc["changed_fields"]),
+        doc["changed_by_user_id"],
+        doc["previous_version"],
+        _json(audit),
+        doc["ingested_at"],
+        doc["last_modified"],
+        "loaded",
+        doc["status"],
+        doc["is_active"],
+        _json(doc["data_quality"]),
+        _json(audit["source_file"]),
+        _json(audit["processing_metadata"]),
+    )
+
+
+def raw_columns(columns: list[str]) -> list[str]:
+    return [
+        "org_id",
+        "composite_key",
+        *columns,
+        "version",
+        "data_hash",
+        "change_type",
+        "changed_fields",
+        "changed_by_user_id",
+        "previous_version",
+        "audit_trail",
+        "ingested_at",
+        "last_modified",
+        "postgres_status",
+        "status",
+        "is_active",
+        "data_quality",
+        "source_file_metadata",
+        "processing_metadata",
+    ]
+
+
+CHANGE_LOG_COLUMNS = [
+    "org_id",
+    "composite_key",
+    "old_version",
+    "new_version",
+    "change_type",
+    "changed_fields",
+    "changed_by_user_id",
+    "change_timestamp",
+    "old_data_hash",
+    "new_data_hash",
+    "change_metadata",
+    "source_info",
+]
+
+
+def change_log_row(doc: dict[str, Any]) -> tuple[Any, ...]:
+    audit = doc["audit_trail"]
+    return (
+        doc["org_id"],
+        doc["composite_key"],
+        doc["previous_version"],
+        doc["version"],
+        doc["change_type"],
+        _json(doc["changed_fields"]),
+        doc["changed_by_user_id"],
+        doc["ingested_at"],
+        doc.get("previous_data_hash"),
+        doc["data_hash"],
+        _json(audit["processing_metadata"]),
+        _json(audit["source_file"]),
+    )

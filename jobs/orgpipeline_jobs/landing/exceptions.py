@@ -1,0 +1,11 @@
+"""Errors of the landing stage."""
+
+from __future__ import annotations
+
+from orgpipeline_jobs.errors import PipelineError
+
+
+class LandingError(PipelineError):
+    """MongoDB refused a write of the landing (other than a replayed duplicate)."""
+
+    stage = "landing"

@@ -1,0 +1,21 @@
+"""Settings of the source stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    block_size: int = 4 * MiB
+    """Bytes parsed per batch; bounds memory. A row larger than this is retried with bigger blocks."""
+    max_block_size: int = 64 * MiB
+    """The largest block tried; a row larger than this rejects the file."""
+    max_field_bytes: int = 1 * MiB
+    """A value larger than this rejects its row (field_too_large)."""
+    max_columns: int = 1024
+    """A header wider than this rejects the file."""
+    sniff_bytes: int = 8192
+    """Bytes inspected at the start of a file to tell a binary file from text."""

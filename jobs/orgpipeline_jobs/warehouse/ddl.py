@@ -1,0 +1,209 @@
+"""DDL of the org's schema `orgdata_{org_id}`: the seed's tables plus the pipeline's bookkeeping.
+
+Per table T (names from `orgpipeline_api.naming`):
+- raw_T: typed business columns, the seed's audit columns, PRIMARY KEY (org_id, composite_key,
+  version) and the seed's indexes; one row per version.
+- raw_T_change_log, raw_T_quality_metrics: the seed's audit tables (the change log gets a unique
+  (org_id, composite_key, new_version) so a replayed load adds nothing).
+- raw_T_heads: the latest version of each key, what change detection compares against (FerretDB
+  cannot push `$in` down to PostgreSQL, so a batch lookup there would scan the collection).
+- raw_T_rejected_rows: every row that did not become a version, with file, line and reason.
+- raw_T_outbox: version documents committed to PostgreSQL but not yet written to MongoDB.
+Per org: pipeline_runs (one row per command run) and pipeline_files (one row per source file).
+
+Every statement is idempotent (IF NOT EXISTS) and runs under a transaction-level advisory lock of
+the org, so concurrent first runs of two tables cannot race on CREATE SCHEMA.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from orgpipeline_api import naming
+from orgpipeline_api.v1alpha1 import Table
+from psycopg import sql
+
+from orgpipeline_jobs import lock
+
+AUDIT_COLUMNS = [
+    ("version", "INTEGER NOT NULL DEFAULT 1"),
+    ("data_hash", "TEXT"),
+    ("change_type", "VARCHAR(10) DEFAULT 'INSERT'"),
+    ("changed_fields", "JSONB"),
+    ("changed_by_user_id", "TEXT"),
+    ("previous_version", "INTEGER"),
+    ("audit_trail", "JSONB"),
+    ("ingested_at", "TIMESTAMPTZ NOT NULL DEFAULT NOW()"),
+    ("last_modified", "TIMESTAMPTZ DEFAULT NOW()"),
+    ("postgres_status", "VARCHAR(20) DEFAULT 'pending'"),
+    ("status", "VARCHAR(20) DEFAULT 'active'"),
+    ("is_active", "BOOLEAN DEFAULT TRUE"),
+    ("data_quality", "JSONB"),
+    ("source_file_metadata", "JSONB"),
+    ("processing_metadata", "JSONB"),
+]
+RESERVED_COLUMNS = frozenset(
+    {"org_id", "composite_key", "table", "_id", "file_id", "batch_id", "run_id", "previous_data_hash"}
+    | {name for name, _ in AUDIT_COLUMNS}
+)
+
+RUNS_COLUMNS = """
+    run_id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    command TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    finished_at TIMESTAMPTZ,
+    user_id TEXT,
+    files JSONB NOT NULL DEFAULT '[]',
+    rows_read BIGINT NOT NULL DEFAULT 0,
+    inserted BIGINT NOT NULL DEFAULT 0,
+    updated BIGINT NOT NULL DEFAULT 0,
+    deleted BIGINT NOT NULL DEFAULT 0,
+    unchanged BIGINT NOT NULL DEFAULT 0,
+    rejected BIGINT NOT NULL DEFAULT 0,
+    loaded BIGINT NOT NULL DEFAULT 0,
+    quality_score DOUBLE PRECISION,
+    completeness_score DOUBLE PRECISION,
+    validity_score DOUBLE PRECISION,
+    consistency_score DOUBLE PRECISION,
+    error_rate_percent DOUBLE PRECISION,
+    quality_report JSONB,
+    breaches JSONB NOT NULL DEFAULT '[]',
+    business_keys JSONB,
+    error TEXT
+"""
+
+FILES_COLUMNS = """
+    table_name TEXT NOT NULL,
+    file_id TEXT NOT NULL,
+    bucket TEXT,
+    object_key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    run_id TEXT,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    finished_at TIMESTAMPTZ,
+    counts JSONB,
+    quality_report JSONB,
+    error TEXT,
+    PRIMARY KEY (table_name, file_id)
+"""
+
+
+def _q(*parts: str) -> sql.Composable:
+    return sql.SQL(".").join(sql.Identifier(p) for p in parts)
+
+
+def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -> None:
+    """Creates (or completes) the org's schema and the table's objects; commits."""
+    schema = naming.pg_schema(org_id)
+    raw = naming.pg_table(table.name)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        business = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns]
+        audit = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(d)) for n, d in AUDIT_COLUMNS]
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (org_id TEXT NOT NULL, composite_key TEXT NOT NULL, {}, {},"
+                " PRIMARY KEY (org_id, composite_key, version))"
+            ).format(_q(schema, raw), sql.SQL(", ").join(business), sql.SQL(", ").join(audit))
+        )
+        for column in table.columns:  # columns added to the manifest later
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                    _q(schema, raw), sql.Identifier(column.name), sql.SQL(column.type)
+                )
+            )
+        indexes = [
+            ("org_active", "(org_id, is_active)"),
+            ("composite_latest", "(composite_key, version DESC)"),
+            ("ingested_at", "(ingested_at)"),
+            ("changed_by", "(changed_by_user_id)"),
+            ("data_quality", "USING gin (data_quality)"),
+            ("file", "((source_file_metadata->>'file_id'))"),
+        ]
+        for suffix, body in indexes:
+            conn.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + body).format(
+                    sql.Identifier(f"idx_{raw}_{suffix}"[:63]), _q(schema, raw)
+                )
+            )
+        statements = [
+            """CREATE TABLE IF NOT EXISTS {} (
+                id BIGSERIAL PRIMARY KEY, org_id TEXT NOT NULL, composite_key TEXT NOT NULL,
+                old_version INTEGER, new_version INTEGER NOT NULL, change_type VARCHAR(10) NOT NULL,
+                changed_fields JSONB, changed_by_user_id TEXT, change_timestamp TIMESTAMPTZ DEFAULT NOW(),
+                old_data_hash TEXT, new_data_hash TEXT, change_metadata JSONB, source_info JSONB,
+                UNIQUE (org_id, composite_key, new_version))""",
+            """CREATE TABLE IF NOT EXISTS {} (
+                id BIGSERIAL PRIMARY KEY, org_id TEXT NOT NULL, table_name TEXT NOT NULL,
+                measurement_timestamp TIMESTAMPTZ DEFAULT NOW(), total_records INTEGER,
+                records_with_errors INTEGER, records_with_warnings INTEGER,
+                average_quality_score DECIMAL(5,4), quality_metrics JSONB,
+                period_start TIMESTAMPTZ, period_end TIMESTAMPTZ, run_id TEXT, file_id TEXT,
+                UNIQUE (run_id, file_id))""",
+            """CREATE TABLE IF NOT EXISTS {} (
+                composite_key TEXT PRIMARY KEY, version INTEGER NOT NULL, data_hash TEXT NOT NULL,
+                change_type VARCHAR(10) NOT NULL, data JSONB NOT NULL, file_id TEXT NOT NULL,
+                line BIGINT NOT NULL, seen_file TEXT)""",
+            """CREATE TABLE IF NOT EXISTS {} (
+                file_id TEXT NOT NULL, line BIGINT NOT NULL, run_id TEXT NOT NULL, source TEXT NOT NULL,
+                issue_type TEXT NOT NULL, field TEXT, reason TEXT NOT NULL, text TEXT,
+                rejected_at TIMESTAMPTZ NOT NULL DEFAULT NOW(), PRIMARY KEY (file_id, line))""",
+            """CREATE TABLE IF NOT EXISTS {} (
+                batch_id TEXT PRIMARY KEY, documents BYTEA NOT NULL)""",
+        ]
+        names = [
+            naming.pg_change_log(table.name),
+            naming.pg_quality_metrics(table.name),
+            heads_table(table.name),
+            rejected_table(table.name),
+            outbox_table(table.name),
+        ]
+        for statement, name in zip(statements, names, strict=True):
+            conn.execute(sql.SQL(statement).format(_q(schema, name)))
+        conn.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + RUNS_COLUMNS + ")").format(
+                _q(schema, naming.PG_RUNS_TABLE)
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (table_name, started_at DESC)").format(
+                sql.Identifier("idx_pipeline_runs_table_started"), _q(schema, naming.PG_RUNS_TABLE)
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + FILES_COLUMNS + ")").format(
+                _q(schema, FILES_TABLE)
+            )
+        )
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, business_keys JSONB NOT NULL,"
+                " detected BOOLEAN NOT NULL, decided_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"
+            ).format(_q(schema, TABLES_TABLE))
+        )
+
+
+FILES_TABLE = "pipeline_files"
+TABLES_TABLE = "pipeline_tables"
+
+
+def heads_table(table: str) -> str:
+    return f"raw_{table}_heads"
+
+
+def rejected_table(table: str) -> str:
+    return f"raw_{table}_rejected_rows"
+
+
+def outbox_table(table: str) -> str:
+    return f"raw_{table}_outbox"
+
+
+def qualified(org_id: str, name: str) -> sql.Composable:
+    """`"orgdata_<org>"."<name>"`, quoted."""
+    return _q(naming.pg_schema(org_id), name)

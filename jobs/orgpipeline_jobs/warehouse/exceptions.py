@@ -1,0 +1,11 @@
+"""Errors of the warehouse stage."""
+
+from __future__ import annotations
+
+from orgpipeline_jobs.errors import PipelineError
+
+
+class WarehouseError(PipelineError):
+    """PostgreSQL refused a statement of the load (schema drift, permissions)."""
+
+    stage = "warehouse"

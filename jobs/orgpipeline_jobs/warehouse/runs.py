@@ -1,0 +1,206 @@
+"""The org's bookkeeping tables: pipeline_runs, pipeline_files, rejected rows, quality metrics.
+
+pipeline_runs is the contract with the status/metrics commands and the operator: one row per
+command run (`ingest`, `load`, `run`), inserted with status Running when the run holds its lock and
+updated once when it ends; a run that died is marked Interrupted by the next run of its table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from orgpipeline_api import naming
+from psycopg import sql
+
+from orgpipeline_jobs.source.csvstream import RejectedRow
+from orgpipeline_jobs.source.files import SourceFile
+from orgpipeline_jobs.warehouse.ddl import FILES_TABLE, TABLES_TABLE, qualified, rejected_table
+
+RUN_RESULT_COLUMNS = (
+    "status",
+    "finished_at",
+    "files",
+    "rows_read",
+    "inserted",
+    "updated",
+    "deleted",
+    "unchanged",
+    "rejected",
+    "loaded",
+    "quality_score",
+    "completeness_score",
+    "validity_score",
+    "consistency_score",
+    "error_rate_percent",
+    "quality_report",
+    "breaches",
+    "business_keys",
+    "error",
+)
+JSON_COLUMNS = {"files", "quality_report", "breaches", "business_keys"}
+
+
+def start_run(
+    conn: psycopg.Connection[Any], org_id: str, table: str, run_id: str, command: str, user_id: str | None
+) -> None:
+    runs = qualified(org_id, naming.PG_RUNS_TABLE)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} SET status = 'Interrupted', finished_at = now(), "
+                "error = 'the run ended without recording a result (killed?)' "
+                "WHERE table_name = %s AND status = 'Running'"
+            ).format(runs),
+            (table,),
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (run_id, org_id, table_name, command, status, user_id) "
+                "VALUES (%s, %s, %s, %s, 'Running', %s)"
+            ).format(runs),
+            (run_id, org_id, table, command, user_id),
+        )
+
+
+def finish_run(conn: psycopg.Connection[Any], org_id: str, run_id: str, result: dict[str, Any]) -> None:
+    values = [json.dumps(result.get(c)) if c in JSON_COLUMNS else result.get(c) for c in RUN_RESULT_COLUMNS]
+    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in RUN_RESULT_COLUMNS)
+    conn.execute(
+        sql.SQL("UPDATE {} SET {} WHERE run_id = %s").format(
+            qualified(org_id, naming.PG_RUNS_TABLE), assignments
+        ),
+        (*values, run_id),
+    )
+
+
+def file_status(conn: psycopg.Connection[Any], org_id: str, table: str, source: SourceFile) -> str | None:
+    row = conn.execute(
+        sql.SQL("SELECT status FROM {} WHERE table_name = %s AND file_id = %s").format(
+            qualified(org_id, FILES_TABLE)
+        ),
+        (table, source.file_id),
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def files_by_status(conn: psycopg.Connection[Any], org_id: str, table: str) -> dict[str, str]:
+    rows = conn.execute(
+        sql.SQL("SELECT file_id, status FROM {} WHERE table_name = %s").format(
+            qualified(org_id, FILES_TABLE)
+        ),
+        (table,),
+    ).fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def start_file(
+    conn: psycopg.Connection[Any], org_id: str, table: str, source: SourceFile, run_id: str
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (table_name, file_id, bucket, object_key, etag, size, status, run_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s, 'ingesting', %s) ON CONFLICT (table_name, file_id) "
+            "DO UPDATE SET status = 'ingesting', run_id = EXCLUDED.run_id, started_at = now()"
+        ).format(qualified(org_id, FILES_TABLE)),
+        (table, source.file_id, source.bucket, source.key, source.etag, source.size, run_id),
+    )
+
+
+def finish_file(
+    conn: psycopg.Connection[Any],
+    org_id: str,
+    table: str,
+    source: SourceFile,
+    status: str,
+    counts: dict[str, Any],
+    report: dict[str, Any] | None,
+    error: str | None,
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET status = %s, finished_at = now(), counts = %s, quality_report = %s, error = %s "
+            "WHERE table_name = %s AND file_id = %s"
+        ).format(qualified(org_id, FILES_TABLE)),
+        (status, json.dumps(counts), json.dumps(report) if report else None, error, table, source.file_id),
+    )
+
+
+def write_rejected(
+    conn: psycopg.Connection[Any],
+    org_id: str,
+    table: str,
+    source: SourceFile,
+    run_id: str,
+    rows: Sequence[RejectedRow],
+) -> None:
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO {} (file_id, line, run_id, source, issue_type, field, reason, text) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+            ).format(qualified(org_id, rejected_table(table))),
+            [
+                (source.file_id, r.line, run_id, source.uri, r.issue_type, r.field, r.reason, r.text)
+                for r in rows
+            ],
+        )
+
+
+def write_quality_metrics(
+    conn: psycopg.Connection[Any],
+    org_id: str,
+    table: str,
+    run_id: str,
+    file_id: str,
+    report: dict[str, Any],
+    period: tuple[datetime, datetime],
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (org_id, table_name, total_records, records_with_errors, records_with_warnings,"
+            " average_quality_score, quality_metrics, period_start, period_end, run_id, file_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, file_id) DO NOTHING"
+        ).format(qualified(org_id, naming.pg_quality_metrics(table))),
+        (
+            org_id,
+            table,
+            report["total_records"],
+            report["records_with_errors"],
+            report["records_with_warnings"],
+            report["overall_quality_score"],
+            json.dumps(report),
+            period[0],
+            period[1],
+            run_id,
+            file_id,
+        ),
+    )
+
+
+def business_keys(conn: psycopg.Connection[Any], org_id: str, table: str) -> tuple[list[str], bool] | None:
+    row = conn.execute(
+        sql.SQL("SELECT business_keys, detected FROM {} WHERE table_name = %s").format(
+            qualified(org_id, TABLES_TABLE)
+        ),
+        (table,),
+    ).fetchone()
+    return (list(row[0]), bool(row[1])) if row else None
+
+
+def save_business_keys(
+    conn: psycopg.Connection[Any], org_id: str, table: str, keys: Iterable[str], detected: bool
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (table_name, business_keys, detected) VALUES (%s, %s, %s) "
+            "ON CONFLICT (table_name) DO UPDATE SET business_keys = EXCLUDED.business_keys, "
+            "detected = EXCLUDED.detected, decided_at = now()"
+        ).format(qualified(org_id, TABLES_TABLE)),
+        (table, json.dumps(list(keys)), detected),
+    )
