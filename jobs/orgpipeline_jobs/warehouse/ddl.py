@@ -176,9 +176,7 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
             )
         )
         conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + FILES_COLUMNS + ")").format(
-                _q(schema, FILES_TABLE)
-            )
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + FILES_COLUMNS + ")").format(_q(schema, FILES_TABLE))
         )
         conn.execute(
             sql.SQL(

@@ -1,0 +1,113 @@
+"""`orgpipeline ingest | load | run`: the data-plane commands the scheduled Jobs also run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from orgpipeline_cli.main import CommandFailed
+from orgpipeline_cli.output import Format, emit
+
+ManifestOpt = typer.Option(
+    ..., "-f", "--filename", help="OrgPipeline manifest (the file kubectl apply takes)."
+)
+OutputOpt = typer.Option(Format.table, "-o", "--output", help="table (default) or json (one JSON object).")
+MongoOpt = typer.Option(None, "--mongo-uri", help="Overrides ORGPIPELINE_MONGO_URI.")
+MongoDbOpt = typer.Option(None, "--mongo-db", help="Overrides ORGPIPELINE_MONGO_DB.")
+PostgresOpt = typer.Option(None, "--postgres-dsn", help="Overrides ORGPIPELINE_POSTGRES_DSN.")
+S3Opt = typer.Option(None, "--s3-endpoint", help="Overrides ORGPIPELINE_S3_ENDPOINT.")
+
+
+def _setup(
+    manifest: Path,
+    mongo_uri: str | None,
+    mongo_db: str | None,
+    postgres_dsn: str | None,
+    s3_endpoint: str | None,
+) -> tuple[Any, Any]:
+    from orgpipeline_api.v1alpha1 import load_manifest
+    from orgpipeline_jobs.settings import Settings
+
+    _, spec = load_manifest(manifest)
+    settings = Settings.from_env(
+        mongo_uri=mongo_uri, mongo_db=mongo_db, postgres_dsn=postgres_dsn, s3_endpoint=s3_endpoint
+    )
+    return spec, settings
+
+
+def _finish(result: dict[str, Any], output: Format) -> None:
+    emit(result, output)
+    if result.get("result") == "Failed":
+        raise CommandFailed(
+            f"{result.get('command', 'run')} failed: {result.get('error') or 'see the result'}"
+        )
+
+
+def ingest(
+    filename: Path = ManifestOpt,
+    table: str = typer.Option(..., "--table", help="Table of the manifest."),
+    file: str = typer.Option(..., "--file", help="s3://bucket/key or a local path."),
+    user_id: str | None = typer.Option(None, "--user-id", help="Recorded as changed_by_user_id."),
+    output: Format = OutputOpt,
+    mongo_uri: str | None = MongoOpt,
+    mongo_db: str | None = MongoDbOpt,
+    postgres_dsn: str | None = PostgresOpt,
+    s3_endpoint: str | None = S3Opt,
+) -> None:
+    """Land one CSV file in MongoDB: new versions, quality, audit trail (postgres_status pending)."""
+    from orgpipeline_jobs import pipeline
+
+    spec, settings = _setup(filename, mongo_uri, mongo_db, postgres_dsn, s3_endpoint)
+    _finish(pipeline.run_ingest(settings, spec, table, file, user_id), output)
+
+
+def load(
+    filename: Path = ManifestOpt,
+    table: str = typer.Option(..., "--table", help="Table of the manifest."),
+    output: Format = OutputOpt,
+    mongo_uri: str | None = MongoOpt,
+    mongo_db: str | None = MongoDbOpt,
+    postgres_dsn: str | None = PostgresOpt,
+) -> None:
+    """Load pending versions from MongoDB into PostgreSQL with COPY."""
+    from orgpipeline_jobs import pipeline
+
+    spec, settings = _setup(filename, mongo_uri, mongo_db, postgres_dsn, None)
+    _finish(pipeline.run_load(settings, spec, table), output)
+
+
+def run(
+    filename: Path = ManifestOpt,
+    table: str | None = typer.Option(None, "--table", help="One table; default: every table in turn."),
+    user_id: str | None = typer.Option(None, "--user-id", help="Recorded as changed_by_user_id."),
+    source_dir: str | None = typer.Option(
+        None,
+        "--source-dir",
+        help="Read the table's files from a local directory instead of the manifest's bucket.",
+    ),
+    output: Format = OutputOpt,
+    mongo_uri: str | None = MongoOpt,
+    mongo_db: str | None = MongoDbOpt,
+    postgres_dsn: str | None = PostgresOpt,
+    s3_endpoint: str | None = S3Opt,
+) -> None:
+    """Ingest every new file of the table(s) under the manifest's source, loading as it goes."""
+    from orgpipeline_jobs import pipeline
+
+    spec, settings = _setup(filename, mongo_uri, mongo_db, postgres_dsn, s3_endpoint)
+    if table is not None:
+        _finish(pipeline.run_table(settings, spec, table, user_id, source_dir), output)
+        return
+    results = [pipeline.run_table(settings, spec, t.name, user_id, source_dir) for t in spec.tables]
+    order = {"Failed": 0, "Succeeded": 1, "NoNewFiles": 2}
+    worst = min((r["result"] for r in results), key=lambda r: order.get(r, 0))
+    errors = "; ".join(f"{r['table']}: {r['error']}" for r in results if r.get("error"))
+    _finish({"command": "run", "result": worst, "error": errors or None, "runs": results}, output)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.command("load")(load)
+    app.command("run")(run)

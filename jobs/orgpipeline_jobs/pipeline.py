@@ -1,0 +1,381 @@
+"""The three commands of the data plane, `ingest`, `load` and `run`, and their result.
+
+Each command takes the run lock of its org and table, makes sure the org's schema exists, records
+itself in `pipeline_runs` (Running, then its result) and returns the result below, which the
+command line prints (`-o json`) and, for the operator, writes to the termination log.
+
+Result (one JSON object; `-o json` prints it whole):
+    run_id, org_id, table, command ("ingest" | "load" | "run"),
+    result: "Succeeded" | "Failed" | "NoNewFiles" (Failed: a file was rejected as a whole, or the
+        run stopped on an error),
+    files: [{name, uri, file_id, status ("ingested" | "rejected" | "skipped"), error, notes, counts...}],
+    rows_read, inserted, updated, deleted, unchanged, rejected, blank_lines, duplicates, loaded,
+    quality_score, completeness_score, validity_score, consistency_score, error_rate_percent,
+    quality_report (the seed's report shape), breaches: [{type, message, value, threshold}],
+    business_keys, business_keys_detected, started_at, finished_at, duration_seconds, error.
+Accounting: rows_read == inserted + updated + unchanged + rejected (deleted counts snapshot
+DELETE versions, which no row produced; blank lines are not rows).
+
+Termination log (the operator's contract): when ORGPIPELINE_TERMINATION_LOG names a path, `run`
+also writes there one compact JSON object under 4096 bytes:
+    {"runId", "orgId", "table", "result", "files": [names, truncated to fit], "rowsRead",
+     "inserted", "updated", "deleted", "unchanged", "rejected", "qualityScore",
+     "completenessScore", "errorRatePercent", "breaches": [{"type", "message", "value",
+     "threshold"}], "startedAt", "finishedAt", "error"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pymongo
+import pymongo.errors
+from orgpipeline_api import naming
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
+
+from orgpipeline_jobs import lock, quality
+from orgpipeline_jobs.errors import ConfigurationError, PipelineError, ServerUnavailable
+from orgpipeline_jobs.landing import ingest
+from orgpipeline_jobs.landing.configuration import LandingConfig
+from orgpipeline_jobs.settings import Settings
+from orgpipeline_jobs.source import files
+from orgpipeline_jobs.source.exceptions import FileRejected
+from orgpipeline_jobs.warehouse import ddl, runs
+from orgpipeline_jobs.warehouse.load import copy_versions
+
+TERMINATION_LOG_ENV = "ORGPIPELINE_TERMINATION_LOG"
+TERMINATION_LOG_LIMIT = 4096
+LOAD_CHUNK = 10_000
+
+
+def check_table(spec: OrgPipelineSpec, table_name: str) -> Table:
+    """The manifest's table, or a clear error; refuses column names the audit columns use."""
+    table = spec.table(table_name)
+    if table is None:
+        known = ", ".join(t.name for t in spec.tables)
+        raise ConfigurationError(f"unknown table {table_name!r}; the manifest has: {known}")
+    reserved = [c.name for c in table.columns if c.name in ddl.RESERVED_COLUMNS]
+    if reserved:
+        raise ConfigurationError(
+            f"table {table.name}: column names reserved for audit columns: {', '.join(reserved)}"
+        )
+    return table
+
+
+def connect_postgres(settings: Settings) -> psycopg.Connection[Any]:
+    settings.require("postgres_dsn")
+    try:
+        return psycopg.connect(settings.postgres_dsn or "", autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        raise ServerUnavailable(f"PostgreSQL unreachable: {first}", stage="warehouse") from None
+
+
+def connect_mongo(settings: Settings) -> pymongo.MongoClient[dict[str, Any]]:
+    settings.require("mongo_uri")
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=8000, connectTimeoutMS=8000
+    )
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError as exc:
+        client.close()
+        raise ServerUnavailable(f"MongoDB unreachable: {str(exc).split(',')[0]}", stage="landing") from None
+    return client
+
+
+@dataclass
+class TableRun:
+    """A command's hold on one table: connections, lock, run record, and what it did so far."""
+
+    settings: Settings
+    spec: OrgPipelineSpec
+    table: Table
+    command: str
+    user_id: str | None
+    conn: psycopg.Connection[Any]
+    collection: Any
+    run_id: str = field(
+        default_factory=lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:8]
+    )
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    outcomes: list[ingest.FileOutcome] = field(default_factory=list)
+    loaded: int = 0
+    business_keys: list[str] = field(default_factory=list)
+    keys_detected: bool = False
+
+    def context(self, fused: bool) -> ingest.TableContext:
+        return ingest.TableContext(
+            self.settings,
+            self.conn,
+            self.collection,
+            self.spec.org_id,
+            self.table,
+            self.run_id,
+            self.user_id,
+            list(self.business_keys),
+            LandingConfig(fused_load=fused),
+        )
+
+    def ingest_file(self, source: files.SourceFile, fused: bool) -> ingest.FileOutcome:
+        org, name = self.spec.org_id, self.table.name
+        status = runs.file_status(self.conn, org, name, source)
+        checker = quality.RecordChecker(self.table, extra_required=self.business_keys)
+        if status in ("ingested", "rejected"):
+            outcome = ingest.FileOutcome(
+                source,
+                "skipped",
+                ingest.Counts(),
+                quality.QualityAccumulator(len(checker.completeness_columns)),
+                notes=[f"already {status}"],
+            )
+            self.outcomes.append(outcome)
+            return outcome
+        runs.start_file(self.conn, org, name, source, self.run_id)
+        ctx = self.context(fused)
+        worker = ingest.FileIngest(ctx, source)
+        started = datetime.now(UTC)
+        try:
+            outcome = worker.run()
+        except FileRejected as exc:
+            outcome = ingest.FileOutcome(
+                source, "rejected", worker.counts, worker.quality, error=str(exc), notes=worker.notes
+            )
+        if ctx.business_keys != self.business_keys:
+            self.business_keys, self.keys_detected = ctx.business_keys, True
+        report = outcome.quality.report()
+        with self.conn.transaction():
+            runs.finish_file(
+                self.conn, org, name, source, outcome.status, vars(outcome.counts), report, outcome.error
+            )
+            runs.write_quality_metrics(
+                self.conn, org, name, self.run_id, source.file_id, report, (started, datetime.now(UTC))
+            )
+        self.outcomes.append(outcome)
+        return outcome
+
+    def load_pending(self) -> int:
+        """Loads versions landed by `ingest` (postgres_status pending), then marks them loaded."""
+        cursor = self.collection.find({"postgres_status": "pending"}, batch_size=LOAD_CHUNK)
+        chunk: list[dict[str, Any]] = []
+        batch_ids: set[str] = set()
+        loaded = 0
+        for doc in cursor:
+            chunk.append(doc)
+            if len(chunk) >= LOAD_CHUNK:
+                with self.conn.transaction():
+                    copy_versions(self.conn, self.spec.org_id, self.table, chunk)
+                loaded += len(chunk)
+                batch_ids.update(d["batch_id"] for d in chunk)
+                chunk = []
+        if chunk:
+            with self.conn.transaction():
+                copy_versions(self.conn, self.spec.org_id, self.table, chunk)
+            loaded += len(chunk)
+            batch_ids.update(d["batch_id"] for d in chunk)
+        # Only after the commits: a crash before this line reloads the same versions, adding nothing.
+        now = datetime.now(UTC)
+        for batch_id in sorted(batch_ids):
+            self.collection.update_many(
+                {"batch_id": batch_id, "postgres_status": "pending"},
+                {"$set": {"postgres_status": "loaded", "loaded_at": now}},
+            )
+        self.loaded += loaded
+        return loaded
+
+    def result(self, error: str | None = None) -> dict[str, Any]:
+        counts = ingest.Counts()
+        checker = quality.RecordChecker(self.table, extra_required=self.business_keys)
+        acc = quality.QualityAccumulator(len(checker.completeness_columns))
+        for outcome in self.outcomes:
+            counts.add(outcome.counts)
+            acc.merge(outcome.quality)
+        counts.loaded += self.loaded
+        report = acc.report()
+        found = quality.breaches(report, self.spec.quality_thresholds)
+        rejected_files = [o for o in self.outcomes if o.status == "rejected"]
+        if error is None and rejected_files:
+            error = "; ".join(f"{o.source.name} rejected: {o.error}" for o in rejected_files)[:1000]
+        worked = any(o.status != "skipped" for o in self.outcomes) or self.loaded
+        status = "Failed" if error else ("Succeeded" if worked or self.command != "run" else "NoNewFiles")
+        finished = datetime.now(UTC)
+        return {
+            "run_id": self.run_id,
+            "org_id": self.spec.org_id,
+            "table": self.table.name,
+            "command": self.command,
+            "result": status,
+            "status": status,
+            "files": [o.summary() for o in self.outcomes],
+            **{k: v for k, v in vars(counts).items()},
+            "quality_score": report["overall_quality_score"],
+            "completeness_score": report["completeness_score"],
+            "validity_score": report["validity_score"],
+            "consistency_score": report["consistency_score"],
+            "error_rate_percent": report["error_rate_percent"],
+            "quality_report": report,
+            "breaches": found,
+            "business_keys": self.business_keys,
+            "business_keys_detected": self.keys_detected,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": finished.isoformat(),
+            "duration_seconds": round((finished - self.started_at).total_seconds(), 3),
+            "error": error,
+        }
+
+
+@contextmanager
+def table_run(
+    settings: Settings, spec: OrgPipelineSpec, table_name: str, command: str, user_id: str | None = None
+) -> Iterator[TableRun]:
+    """Connects, creates the schema, takes the run lock and records the run; releases on exit."""
+    table = check_table(spec, table_name)
+    conn = connect_postgres(settings)
+    client = connect_mongo(settings)
+    try:
+        ddl.ensure_schema(conn, spec.org_id, table)
+        lock.acquire(conn, spec.org_id, table.name, settings.lock_timeout_seconds)
+        collection = client[settings.mongo_db][naming.mongo_collection(spec.org_id, table.name)]
+        collection.create_index("postgres_status")
+        collection.create_index("batch_id")
+        saved = runs.business_keys(conn, spec.org_id, table.name)
+        keys = list(table.business_keys) or (saved[0] if saved else [])
+        tr = TableRun(
+            settings,
+            spec,
+            table,
+            command,
+            user_id,
+            conn,
+            collection,
+            business_keys=keys,
+            keys_detected=not table.business_keys and bool(saved),
+        )
+        runs.start_run(conn, spec.org_id, table.name, tr.run_id, command, user_id)
+        yield tr
+    finally:
+        client.close()
+        conn.close()  # also releases the session-level run lock
+
+
+def _finish(tr: TableRun, error: str | None = None) -> dict[str, Any]:
+    result = tr.result(error)
+    runs.finish_run(tr.conn, tr.spec.org_id, tr.run_id, result)
+    return result
+
+
+def _guarded(tr: TableRun, work: Any) -> dict[str, Any]:
+    """Runs the work; an error is recorded in the run row before it propagates."""
+    try:
+        work()
+    except PipelineError as exc:
+        _finish(tr, f"{exc.stage}: {exc}")
+        raise
+    except (psycopg.Error, pymongo.errors.PyMongoError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        with suppress(psycopg.Error):
+            _finish(tr, message)
+        raise ServerUnavailable(f"database error: {message}") from None
+    return _finish(tr)
+
+
+def run_ingest(
+    settings: Settings, spec: OrgPipelineSpec, table_name: str, source_uri: str, user_id: str | None = None
+) -> dict[str, Any]:
+    """`orgpipeline ingest`: lands one file in MongoDB (postgres_status pending)."""
+    source = files.resolve(source_uri, settings)
+    with table_run(settings, spec, table_name, "ingest", user_id) as tr:
+        return _guarded(
+            tr, lambda: (ingest.replay_outbox(tr.context(False)), tr.ingest_file(source, fused=False))
+        )
+
+
+def run_load(settings: Settings, spec: OrgPipelineSpec, table_name: str) -> dict[str, Any]:
+    """`orgpipeline load`: loads pending versions into PostgreSQL."""
+    with table_run(settings, spec, table_name, "load") as tr:
+        return _guarded(tr, lambda: (ingest.replay_outbox(tr.context(True)), tr.load_pending()))
+
+
+def run_table(
+    settings: Settings,
+    spec: OrgPipelineSpec,
+    table_name: str,
+    user_id: str | None = None,
+    local_dir: str | None = None,
+) -> dict[str, Any]:
+    """`orgpipeline run`: ingests (and loads) every new file of the table, then loads leftovers."""
+    table = check_table(spec, table_name)
+
+    def work() -> None:
+        ingest.replay_outbox(tr.context(True))
+        if local_dir:
+            found = files.local_files(local_dir, table.glob)
+        else:
+            found = files.list_table_files(settings, spec.source.bucket, spec.source.prefix, table.glob)
+        statuses = runs.files_by_status(tr.conn, spec.org_id, table.name)
+        todo = [f for f in found if statuses.get(f.file_id) not in ("ingested", "rejected")]
+        # An interrupted file first: its rerun must see the heads it left, not a later file's.
+        todo.sort(key=lambda f: (statuses.get(f.file_id) != "ingesting", f.key))
+        for source in todo:
+            tr.ingest_file(source, fused=True)
+        tr.load_pending()
+
+    with table_run(settings, spec, table_name, "run", user_id) as tr:
+        result = _guarded(tr, work)
+    write_termination_log(result)
+    return result
+
+
+def write_termination_log(result: dict[str, Any], path: str | None = None) -> None:
+    """Writes the compact result for the operator when ORGPIPELINE_TERMINATION_LOG is set."""
+    path = path or os.environ.get(TERMINATION_LOG_ENV)
+    if not path:
+        return
+    text = json.dumps(compact_result(result), separators=(",", ":"))
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError:
+        pass  # the result is also in pipeline_runs; a missing log must not fail the run
+
+
+def compact_result(result: dict[str, Any]) -> dict[str, Any]:
+    """The termination-log object, with file names and messages cut until it fits 4096 bytes."""
+    names = [f["name"] for f in result.get("files", []) if f.get("status") != "skipped"]
+    compact: dict[str, Any] = {
+        "runId": result["run_id"],
+        "orgId": result["org_id"],
+        "table": result["table"],
+        "result": result["result"],
+        "files": names,
+        "rowsRead": result["rows_read"],
+        "inserted": result["inserted"],
+        "updated": result["updated"],
+        "deleted": result["deleted"],
+        "unchanged": result["unchanged"],
+        "rejected": result["rejected"],
+        "qualityScore": result["quality_score"],
+        "completenessScore": result["completeness_score"],
+        "errorRatePercent": result["error_rate_percent"],
+        "breaches": [
+            {k: b[k] for k in ("type", "message", "value", "threshold")} for b in result["breaches"]
+        ],
+        "startedAt": result["started_at"],
+        "finishedAt": result["finished_at"],
+        "error": result.get("error"),
+    }
+    if compact["error"]:
+        compact["error"] = str(compact["error"])[:1000]
+    keep = len(names)
+    while len(json.dumps(compact, separators=(",", ":")).encode()) >= TERMINATION_LOG_LIMIT and keep:
+        keep //= 2
+        compact["files"] = [*names[:keep], f"... {len(names) - keep} more"]
+    return compact
