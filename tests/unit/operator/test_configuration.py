@@ -1,0 +1,45 @@
+"""Settings come from the environment, validated once, with one message naming every problem."""
+
+from __future__ import annotations
+
+import pytest
+from orgpipeline_operator import configuration
+
+GOOD = {
+    "ORGPIPELINE_POSTGRES_DSN": "postgresql://admin:pw@db.example:5433/orgs",
+    "ORGPIPELINE_MONGO_URI": "mongodb://mongo:27017/",
+    "ORGPIPELINE_S3_ENDPOINT": "http://s3:9000",
+    "ORGPIPELINE_S3_ACCESS_KEY": "ak",
+    "ORGPIPELINE_S3_SECRET_KEY": "sk",
+}
+
+
+def test_defaults_and_derived_values() -> None:
+    s = configuration.from_env(GOOD)
+    assert s.job_image == "orgpipeline:dev"
+    assert s.jobs_postgres_hostport == ("db.example", "5433")
+    assert s.postgres_dbname == "orgs"
+    assert s.egress_ports == [5433, 9000, 27017]
+
+
+def test_job_overrides() -> None:
+    s = configuration.from_env(
+        {**GOOD, "ORGPIPELINE_JOB_POSTGRES_HOST": "pg.svc:5432", "ORGPIPELINE_WORKERS": "4"}
+    )
+    assert s.jobs_postgres_hostport == ("pg.svc", "5432") and s.workers == 4
+
+
+def test_every_problem_is_named_at_once() -> None:
+    env = {**GOOD, "ORGPIPELINE_WORKERS": "many", "ORGPIPELINE_S3_ENDPOINT": "s3:9000"}
+    del env["ORGPIPELINE_MONGO_URI"]
+    with pytest.raises(configuration.SettingsError) as err:
+        configuration.from_env(env)
+    assert "ORGPIPELINE_MONGO_URI is required" in str(err.value)
+    assert "ORGPIPELINE_WORKERS='many' is not a int" in str(err.value)
+
+
+def test_bad_values_are_refused() -> None:
+    with pytest.raises(configuration.SettingsError, match="must be an http"):
+        configuration.from_env({**GOOD, "ORGPIPELINE_S3_ENDPOINT": "s3:9000"})
+    with pytest.raises(configuration.SettingsError, match="PULL_POLICY"):
+        configuration.from_env({**GOOD, "ORGPIPELINE_JOB_IMAGE_PULL_POLICY": "Sometimes"})
