@@ -35,7 +35,8 @@ AUDIT_COLUMNS = [
     ("ingested_at", "TIMESTAMPTZ NOT NULL DEFAULT NOW()"),
     ("last_modified", "TIMESTAMPTZ DEFAULT NOW()"),
     ("postgres_status", "VARCHAR(20) DEFAULT 'pending'"),
-    ("status", "VARCHAR(20) DEFAULT 'active'"),
+    # The seed calls this `status`; renamed because tables often have a business column `status`.
+    ("record_status", "VARCHAR(20) DEFAULT 'active'"),
     ("is_active", "BOOLEAN DEFAULT TRUE"),
     ("data_quality", "JSONB"),
     ("source_file_metadata", "JSONB"),
