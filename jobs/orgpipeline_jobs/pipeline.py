@@ -122,7 +122,7 @@ class TableRun:
             self.run_id,
             self.user_id,
             list(self.business_keys),
-            LandingConfig(fused_load=fused),
+            LandingConfig(batch_rows=self.settings.batch_rows, fused_load=fused),
         )
 
     def ingest_file(self, source: files.SourceFile, fused: bool) -> ingest.FileOutcome:

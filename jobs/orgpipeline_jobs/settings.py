@@ -36,6 +36,8 @@ class Settings:
     """S3 secret key (ORGPIPELINE_S3_SECRET_KEY)."""
     lock_timeout_seconds: float = 600.0
     """How long a run waits for another run of the same org and table (ORGPIPELINE_LOCK_TIMEOUT)."""
+    batch_rows: int = 20_000
+    """Rows per landing batch (ORGPIPELINE_BATCH_ROWS): one heads query, one insert_many, one commit."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: str | None) -> Settings:
@@ -45,11 +47,13 @@ class Settings:
             value = env.get(ENV_PREFIX + name, "").strip()
             return value or None
 
-        timeout = get("LOCK_TIMEOUT")
+        timeout, rows = get("LOCK_TIMEOUT"), get("BATCH_ROWS")
         try:
             lock_timeout = float(timeout) if timeout else 600.0
         except ValueError:
             raise ConfigurationError(f"{ENV_PREFIX}LOCK_TIMEOUT is not a number: {timeout!r}") from None
+        if rows is not None and (not rows.isdigit() or int(rows) < 1):
+            raise ConfigurationError(f"{ENV_PREFIX}BATCH_ROWS must be a positive integer: {rows!r}")
         settings = cls(
             mongo_uri=get("MONGO_URI"),
             mongo_db=get("MONGO_DB") or "orgpipeline",
@@ -58,6 +62,7 @@ class Settings:
             s3_access_key=get("S3_ACCESS_KEY"),
             s3_secret_key=get("S3_SECRET_KEY"),
             lock_timeout_seconds=lock_timeout,
+            batch_rows=int(rows) if rows else 20_000,
         )
         changes: dict[str, Any] = {k: v for k, v in overrides.items() if v}
         settings = replace(settings, **changes)

@@ -1,0 +1,109 @@
+"""The seed's retention policy, as one function the CLI and the operator call.
+
+- Versions: the last `keep_versions` versions of every key stay active; older ones get
+  is_active = false, in PostgreSQL and in MongoDB. (The seed's SQL deactivates every version of
+  such a key; here only the versions beyond the limit are.)
+- Audit rows: change-log, rejected-row, quality-metric and finished run rows older than
+  `audit_log_days` are deleted.
+
+It takes the table's run lock, so it never interleaves with a run of the same table.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from orgpipeline_api import naming
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Retention
+from psycopg import sql
+from pymongo import UpdateOne
+from pymongo.collection import Collection
+
+from orgpipeline_jobs import lock
+from orgpipeline_jobs.warehouse.ddl import qualified, rejected_table
+
+MONGO_BATCH = 1000
+
+
+def apply_to_table(
+    conn: psycopg.Connection[Any],
+    collection: Collection[dict[str, Any]],
+    org_id: str,
+    table: str,
+    retention: Retention,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Applies retention to one table; `conn` must be autocommit and hold the table's run lock."""
+    now = now or datetime.now(UTC)
+    raw = qualified(org_id, naming.pg_table(table))
+    with conn.transaction():
+        rows = conn.execute(
+            sql.SQL(
+                "UPDATE {raw} r SET is_active = FALSE, last_modified = now() FROM ("
+                " SELECT org_id, composite_key, version, ROW_NUMBER() OVER ("
+                "  PARTITION BY org_id, composite_key ORDER BY version DESC) AS version_rank"
+                " FROM {raw} WHERE org_id = %s) ranked"
+                " WHERE ranked.version_rank > %s AND r.is_active AND r.org_id = ranked.org_id"
+                " AND r.composite_key = ranked.composite_key AND r.version = ranked.version"
+                " RETURNING r.composite_key, r.version"
+            ).format(raw=raw),
+            (org_id, retention.keep_versions),
+        ).fetchall()
+    # MongoDB after the commit: a crash in between leaves PostgreSQL ahead, and the next run of
+    # retention finds nothing left to deactivate there, so MongoDB is also updated by _id from the
+    # versions not yet inactive (FerretDB pushes `_id` equality down; `$in` it would scan).
+    ops = [
+        UpdateOne({"_id": f"{ck}|v{v}"}, {"$set": {"is_active": False, "last_modified": now}})
+        for ck, v in rows
+    ]
+    for start in range(0, len(ops), MONGO_BATCH):
+        collection.bulk_write(ops[start : start + MONGO_BATCH], ordered=False)
+    cutoff = now - timedelta(days=retention.audit_log_days)
+    deleted: dict[str, int] = {}
+    targets = [
+        ("change_log", naming.pg_change_log(table), "change_timestamp", None),
+        ("rejected_rows", rejected_table(table), "rejected_at", None),
+        ("quality_metrics", naming.pg_quality_metrics(table), "measurement_timestamp", None),
+        ("runs", naming.PG_RUNS_TABLE, "finished_at", table),
+    ]
+    with conn.transaction():
+        for label, name, column, only_table in targets:
+            statement = sql.SQL("DELETE FROM {} WHERE {} < %s").format(
+                qualified(org_id, name), sql.Identifier(column)
+            )
+            params: tuple[Any, ...] = (cutoff,)
+            if only_table:
+                statement = sql.SQL("{} AND table_name = %s").format(statement)
+                params = (cutoff, only_table)
+            deleted[label] = conn.execute(statement, params).rowcount
+    return {"versions_deactivated": len(rows), **{f"{k}_deleted": v for k, v in deleted.items()}}
+
+
+def apply(
+    settings: Any, spec: OrgPipelineSpec, table_name: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """Retention of one table with the manifest's policy: connects, locks, applies."""
+    from orgpipeline_jobs import pipeline  # late: pipeline imports the stages, not retention
+
+    table = pipeline.check_table(spec, table_name)
+    conn = pipeline.connect_postgres(settings)
+    client = pipeline.connect_mongo(settings)
+    try:
+        from orgpipeline_jobs.warehouse import ddl
+
+        ddl.ensure_schema(conn, spec.org_id, table)
+        lock.acquire(conn, spec.org_id, table.name, settings.lock_timeout_seconds)
+        collection = client[settings.mongo_db][naming.mongo_collection(spec.org_id, table.name)]
+        result = apply_to_table(conn, collection, spec.org_id, table.name, spec.retention, now)
+    finally:
+        client.close()
+        conn.close()
+    return {
+        "org_id": spec.org_id,
+        "table": table.name,
+        "keep_versions": spec.retention.keep_versions,
+        "audit_log_days": spec.retention.audit_log_days,
+        **result,
+    }
