@@ -1,0 +1,69 @@
+"""Fixtures for the operator tests: the CRD applied, the operator running as a real subprocess
+(`orgpipeline-operator`, short timings), kubectl as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from operator_helpers import CRD, REPO, RESYNC_SECONDS, Kubectl, Operator, free_port
+from orgpipeline_operator import kube
+
+
+@pytest.fixture(scope="session")
+def tool_path(stack: Any) -> str:
+    """PATH with the stack's kubectl (from `hack/stack env`), or the caller's PATH on a real cluster."""
+    out = subprocess.run(
+        ["bash", "-c", f'eval "$({REPO}/hack/stack env)" >/dev/null 2>&1; echo "$PATH"'],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return out or os.environ.get("PATH", "")
+
+
+@pytest.fixture(scope="session")
+def kubectl(stack: Any, tool_path: str) -> Kubectl:
+    return Kubectl(tool_path, stack.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def api(kube_api: Any) -> kube.Kube:
+    """The operator's own JSON client, as the admin: for what kubectl cannot do (pod status)."""
+    return kube.Kube(kube_api)
+
+
+@pytest.fixture(scope="session")
+def crd(kubectl: Kubectl) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "crd/orgpipelines.orgpipeline.io", "--timeout=30s")
+
+
+@pytest.fixture(scope="session")
+def operator(stack: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    env = {
+        **os.environ,
+        **stack.as_environ(),
+        "ORGPIPELINE_RESYNC_SECONDS": str(RESYNC_SECONDS),
+        "ORGPIPELINE_RETRY_SECONDS": "1",
+        "ORGPIPELINE_METRICS_PORT": str(free_port()),
+        "ORGPIPELINE_HEALTH_PORT": str(free_port()),
+        "ORGPIPELINE_NAMESPACE": "default",
+        "ORGPIPELINE_WORKERS": "8",
+    }
+    op = Operator(env, tmp_path_factory.mktemp("operator") / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture()
+def cleanup_pipelines(kubectl: Kubectl) -> Iterator[list[str]]:
+    """Names appended here are deleted after the test (the operator is still running then)."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--wait=false", check=False)

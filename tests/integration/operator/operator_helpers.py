@@ -1,0 +1,156 @@
+"""Helpers of the operator tests: kubectl as a user runs it, the operator as a subprocess, waiting."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from orgpipeline_operator import kube
+
+REPO = Path(__file__).resolve().parents[3]
+CRD = REPO / "crds" / "orgpipeline.io_orgpipelines.yaml"
+CASES = Path(__file__).resolve().parent / "cases"
+RESYNC_SECONDS = 3.0
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Kubectl:
+    def __init__(self, path: str, kubeconfig: str) -> None:
+        self.env = {**os.environ, "PATH": path, "KUBECONFIG": kubeconfig}
+
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["kubectl", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+        return proc
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self("apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+    def json(self, *args: str) -> dict[str, Any]:
+        return json.loads(self(*args, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+class Operator:
+    """`orgpipeline-operator` as a subprocess, restartable (and killable, as a crash would)."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = int(env["ORGPIPELINE_METRICS_PORT"])
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "orgpipeline-operator")],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(self.ready, timeout=30, what="operator /readyz")
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"operator exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}"
+            )
+        url = f"http://127.0.0.1:{self.metrics_port}/readyz"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+        return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 30, what: str = "condition", interval: float = 0.3) -> T:
+    """Polls fn until it returns something truthy; fails with `what` after the timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (AssertionError, KeyError, IndexError, TypeError) as exc:
+            last = exc
+            if isinstance(exc, AssertionError) and "operator exited" in str(exc):
+                raise
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def pipeline(org: str, tables: list[str] | None = None, **spec: Any) -> dict[str, Any]:
+    """An OrgPipeline manifest for org `org` with simple tables (name -> two columns)."""
+    base = yaml.safe_load((CASES / "base.yaml").read_text())
+    base["metadata"]["name"] = f"org-{org}"
+    base["spec"]["orgId"] = org
+    base["spec"]["source"]["prefix"] = f"{org}/"
+    table = base["spec"]["tables"][0]
+    base["spec"]["tables"] = [{**table, "name": name} for name in (tables or ["orders"])]
+    base["spec"].update(spec)
+    return base  # type: ignore[no-any-return]
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return dict(c)
+    return {}
+
+
+def get_pipeline(api: kube.Kube, name: str) -> dict[str, Any]:
+    found = api.get("orgpipeline.io/v1alpha1", "OrgPipeline", name)
+    assert found is not None, f"OrgPipeline {name} is gone"
+    return found
+
+
+def wait_ready(api: kube.Kube, name: str, timeout: float = 30) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        obj = get_pipeline(api, name)
+        c = condition(obj, "Ready")
+        gen = obj["metadata"]["generation"]
+        ok = c.get("status") == "True" and c.get("observedGeneration") == gen
+        return obj if ok and obj["status"].get("observedGeneration") == gen else None
+
+    return wait_for(ready, timeout, f"{name} Ready")
