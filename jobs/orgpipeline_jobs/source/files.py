@@ -113,6 +113,21 @@ def list_table_files(settings: Settings, bucket: str, prefix: str, pattern: str)
     return sorted(found, key=lambda f: f.key)
 
 
+class _Raw(io.RawIOBase):
+    """The HTTP response body as a raw stream (the response's own `closed` is not reliable)."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._response.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 @contextmanager
 def open_file(source: SourceFile, settings: Settings) -> Iterator[BinaryIO]:
     """A buffered binary stream of the file (supports peek); S3 objects are streamed, not downloaded."""
@@ -127,7 +142,7 @@ def open_file(source: SourceFile, settings: Settings) -> Iterator[BinaryIO]:
     client = s3_client(settings)
     response = _s3_call(f"cannot read {source.uri}", client.get_object, source.bucket, source.key)
     try:
-        yield io.BufferedReader(response, buffer_size=1 << 16)
+        yield io.BufferedReader(_Raw(response), buffer_size=1 << 16)
     finally:
         response.close()
         response.release_conn()

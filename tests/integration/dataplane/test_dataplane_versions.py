@@ -1,0 +1,144 @@
+"""Versions: INSERT, UPDATE with changed_fields, unchanged rows, snapshot DELETE, duplicates, reruns."""
+
+from __future__ import annotations
+
+from conftest import Org, order, orders_csv
+
+SEED_FIELDS = {
+    "_id",
+    "org_id",
+    "composite_key",
+    "table",
+    "version",
+    "data_hash",
+    "change_type",
+    "changed_fields",
+    "changed_by_user_id",
+    "previous_version",
+    "audit_trail",
+    "data_quality",
+    "ingested_at",
+    "last_modified",
+    "postgres_status",
+    "is_active",
+}
+
+
+def test_insert_update_unchanged(org: Org) -> None:
+    org.upload("orders_1.csv", orders_csv([order(1), order(2), order(3)]))
+    first = org.run()
+    assert (first["inserted"], first["updated"], first["unchanged"]) == (3, 0, 0)
+    org.upload(
+        "orders_2.csv", orders_csv([order(1), order(2, amount="12.50"), order(3, status="shipped"), order(4)])
+    )
+    second = org.run()
+    assert (second["inserted"], second["updated"], second["unchanged"]) == (1, 2, 1)
+    doc = org.collection().find_one({"order_id": "O2", "version": 2})
+    assert set(doc) >= SEED_FIELDS
+    assert (
+        doc["change_type"] == "UPDATE"
+        and doc["changed_fields"] == ["amount"]
+        and doc["previous_version"] == 1
+    )
+    assert doc["composite_key"] == f"org_{org.org_id}_orders_O2_C2" and doc["amount"] == 12.5
+    assert doc["audit_trail"]["source_file"]["filename"] == "orders_2.csv"
+    rows = org.sql(
+        "SELECT order_id, version, change_type, amount::text FROM {schema}.raw_orders ORDER BY 1, 2"
+    )
+    assert rows == [
+        ("O1", 1, "INSERT", "10.00"),
+        ("O2", 1, "INSERT", "10.00"),
+        ("O2", 2, "UPDATE", "12.50"),
+        ("O3", 1, "INSERT", "10.00"),
+        ("O3", 2, "UPDATE", "10.00"),
+        ("O4", 1, "INSERT", "10.00"),
+    ]
+    log = org.sql(
+        "SELECT composite_key, old_version, new_version, changed_fields::text, old_data_hash IS NOT NULL "
+        "FROM {schema}.raw_orders_change_log WHERE new_version = 2 ORDER BY 1"
+    )
+    assert [r[1:] for r in log] == [(1, 2, '["amount"]', True), (1, 2, '["status"]', True)]
+    # The same file again writes nothing; the same content under a new name only counts unchanged rows.
+    assert org.run()["result"] == "NoNewFiles"
+    before = org.state()
+    org.upload(
+        "orders_3.csv", orders_csv([order(1), order(2, amount="12.50"), order(3, status="shipped"), order(4)])
+    )
+    third = org.run()
+    assert (third["inserted"], third["updated"], third["unchanged"]) == (0, 0, 4)
+    assert org.state() == before
+    runs = org.sql(
+        "SELECT command, status, inserted, updated FROM {schema}.pipeline_runs ORDER BY started_at"
+    )
+    assert [r[1] for r in runs] == ["Succeeded", "Succeeded", "NoNewFiles", "Succeeded"]
+
+
+def test_snapshot_deletes_missing_keys_and_reinserts(org: Org) -> None:
+    header = "customer_id,name,email,country,created_at"
+    org.upload(
+        "customers_1.csv", f"{header}\nC1,Ann,a@b.co,FR,2024-01-01T10:00:00Z\nC2,Bob,b@b.co,DE,\nC3,Cy,,,\n"
+    )
+    assert org.run("customers")["inserted"] == 3
+    org.upload("customers_2.csv", f"{header}\nC1,Ann,a@b.co,FR,2024-01-01T10:00:00Z\nC3,Cy,,,\n")
+    second = org.run("customers")
+    assert (second["deleted"], second["unchanged"]) == (1, 2)
+    deleted = org.collection("customers").find_one({"customer_id": "C2", "version": 2})
+    assert deleted["change_type"] == "DELETE" and deleted["record_status"] == "deleted"
+    org.upload(
+        "customers_3.csv", f"{header}\nC1,Ann,a@b.co,FR,2024-01-01T10:00:00Z\nC2,Bob,b@b.co,DE,\nC3,Cy,,,\n"
+    )
+    third = org.run("customers")
+    assert (third["inserted"], third["deleted"], third["unchanged"]) == (1, 0, 2)
+    rows = org.sql(
+        "SELECT customer_id, version, change_type, record_status, created_at::text "
+        "FROM {schema}.raw_customers ORDER BY 1, 2"
+    )
+    assert rows[:4] == [
+        ("C1", 1, "INSERT", "active", "2024-01-01 10:00:00+00"),
+        ("C2", 1, "INSERT", "active", None),
+        ("C2", 2, "DELETE", "deleted", None),
+        ("C2", 3, "INSERT", "active", None),
+    ]
+
+
+def test_duplicate_keys_in_one_file_are_deterministic(org: Org, twin: Org) -> None:
+    data = orders_csv([order(1), order(2), order(1, amount="11.00"), order(1, amount="11.00"), order(2)])
+    for target in (org, twin):
+        target.upload("orders_dup.csv", data)
+        result = target.run(ORGPIPELINE_BATCH_ROWS="2")  # duplicates across batches too
+        assert result["duplicates"] == 3
+        assert (result["inserted"], result["updated"], result["unchanged"]) == (2, 1, 2)
+        assert any(i["issue_type"] == "duplicate_key" for i in result["quality_report"]["quality_issues"])
+    assert org.state() == twin.state()
+    assert org.sql("SELECT order_id, version, amount::text FROM {schema}.raw_orders ORDER BY 1, 2") == [
+        ("O1", 1, "10.00"),
+        ("O1", 2, "11.00"),
+        ("O2", 1, "10.00"),
+    ]
+
+
+def test_ingest_then_load(org: Org) -> None:
+    uri = org.upload("orders_1.csv", orders_csv([order(1), order(2)]))
+    code, ingested = org.cli_json("ingest", "--table", "orders", "--file", uri, "--user-id", "user_456")
+    assert code == 0 and ingested["inserted"] == 2
+    docs = list(org.collection().find({}))
+    assert {d["postgres_status"] for d in docs} == {"pending"} and docs[0]["changed_by_user_id"] == "user_456"
+    assert org.sql("SELECT count(*) FROM {schema}.raw_orders") == [(0,)]
+    code, loaded = org.cli_json("load", "--table", "orders")
+    assert code == 0 and loaded["loaded"] == 2
+    assert {d["postgres_status"] for d in org.collection().find({})} == {"loaded"}
+    assert org.sql("SELECT changed_by_user_id, postgres_status FROM {schema}.raw_orders") == [
+        ("user_456", "loaded"),
+        ("user_456", "loaded"),
+    ]
+    code, again = org.cli_json("load", "--table", "orders")
+    assert code == 0 and again["loaded"] == 0
+
+
+def test_business_keys_detected_when_not_given(org: Org) -> None:
+    org.rewrite(orders={"businessKeys": []})
+    org.upload("orders_1.csv", orders_csv([order(1), order(2), order(3)]))
+    result = org.run()
+    assert result["business_keys"] == ["order_id"] and result["business_keys_detected"]
+    assert any("business keys detected" in n for n in result["files"][0]["notes"])
+    assert org.run()["business_keys"] == ["order_id"]
