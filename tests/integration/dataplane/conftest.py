@@ -121,7 +121,8 @@ class Org:
         log = [
             (key(r[0]), *r[1:])
             for r in self.sql(
-                f"SELECT composite_key, old_version, new_version, change_type FROM {{schema}}.raw_{table}_change_log"
+                "SELECT composite_key, old_version, new_version, change_type "
+                f"FROM {{schema}}.raw_{table}_change_log"
             )
         ]
         heads = [
