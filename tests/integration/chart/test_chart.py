@@ -1,0 +1,237 @@
+"""The Helm chart: lint, schema, rendering, and the rendered objects applied to the real API server.
+
+The operator's own contract is checked against the rendered chart: its settings (env names), its
+probe endpoints and ports, and the metric names the PrometheusRule uses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+CHART = REPO / "charts" / "orgpipeline-operator"
+CI_VALUES = CHART / "ci" / "test-values.yaml"
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["helm", *args], capture_output=True, text=True, check=check, timeout=120)
+
+
+def render(*sets: str, release: str = "op", namespace: str = "orgpipeline-system") -> list[dict[str, Any]]:
+    args = ["template", release, str(CHART), "-n", namespace, "-f", str(CI_VALUES)]
+    for s in sets:
+        args += ["--set-json" if s.startswith("json:") else "--set", s.removeprefix("json:")]
+    return [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind]
+    return doc
+
+
+def test_helm_lint_is_clean(stack: Any) -> None:
+    out = helm("lint", "--strict", str(CHART), "-f", str(CI_VALUES))
+    assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout
+    out = helm(
+        "lint",
+        "--strict",
+        str(CHART),
+        "-f",
+        str(CI_VALUES),
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+    )
+    assert "0 chart(s) failed" in out.stdout
+
+
+def test_the_charts_crd_is_the_repositorys(stack: Any) -> None:
+    repo_crds = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    chart_crds = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert chart_crds == repo_crds
+    for name in repo_crds:
+        assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), (
+            f"the chart's copy of crds/{name} is stale: cp crds/{name} charts/orgpipeline-operator/crds/"
+        )
+
+
+@pytest.mark.parametrize(
+    ("sets", "error"),
+    [
+        (["operator.workers=0"], "/operator/workers"),
+        (["operator.logLevel=LOUD"], "/operator/logLevel"),
+        (["image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+        (["metrics.prometheusRule.noSuccessSeconds=5"], "/metrics/prometheusRule/noSuccessSeconds"),
+        (["connections.mongoUri=http://mongo"], "/connections/mongoUri"),
+        (["unknownKey=1"], "unknownKey"),
+    ],
+)
+def test_the_values_schema_refuses_bad_values(stack: Any, sets: list[str], error: str) -> None:
+    args = ["template", "op", str(CHART), "-f", str(CI_VALUES)]
+    for s in sets:
+        args += ["--set", s]
+    out = helm(*args, check=False)
+    assert out.returncode != 0
+    assert error in out.stderr
+
+
+def test_connections_are_required_unless_an_existing_secret_is_named(stack: Any) -> None:
+    out = helm("template", "op", str(CHART), check=False)
+    assert out.returncode != 0
+    assert "connections.postgresDsn (or connections.existingSecret) is required" in out.stderr
+    docs = [
+        d
+        for d in yaml.safe_load_all(
+            helm("template", "op", str(CHART), "--set", "connections.existingSecret=conn").stdout
+        )
+        if d
+    ]
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "conn"}}]
+
+
+def test_the_deployment_matches_the_operators_contract(stack: Any) -> None:
+    from orgpipeline_operator import configuration
+
+    docs = render()
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    assert c["command"] == ["orgpipeline-operator"]
+    assert c["image"] == "orgpipeline:0.1.0"
+    # every variable the chart sets is one the operator reads; the required ones come from the Secret
+    known = {f"ORGPIPELINE_{f.upper()}" for f in configuration.Settings.__dataclass_fields__}
+    names = {e["name"] for e in c["env"]}
+    assert names <= known, names - known
+    secret = one(docs, "Secret")
+    required = {
+        f"ORGPIPELINE_{n.upper()}"
+        for n, f in configuration.Settings.__dataclass_fields__.items()
+        if f.default is f.default_factory
+    }  # dataclasses.MISSING for both
+    assert required <= set(secret["stringData"]), required - set(secret["stringData"])
+    env = {e["name"]: e for e in c["env"]}
+    assert env["ORGPIPELINE_JOB_IMAGE"]["value"] == "orgpipeline:0.1.0"
+    assert env["ORGPIPELINE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["metrics"] == int(env["ORGPIPELINE_METRICS_PORT"]["value"])
+    assert ports["health"] == int(env["ORGPIPELINE_HEALTH_PORT"]["value"])
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    # restricted Pod Security
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert c["resources"]["limits"] and c["resources"]["requests"]
+    # the metrics Service selects the Deployment's pods on the metrics port
+    svc = one(docs, "Service")
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+    assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_service_monitor_and_prometheus_rule_use_the_operators_metrics(stack: Any) -> None:
+    import prometheus_client
+    from orgpipeline_operator import metrics  # noqa: F401 - registers the operator's metrics
+
+    docs = render(
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "json:metrics.prometheusRule.qualityThreshold=0.9",
+    )
+    svc, monitor = one(docs, "Service"), one(docs, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+
+    exported = set()
+    for family in prometheus_client.REGISTRY.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
+        exported |= {family.name + suffix for suffix in suffixes}
+    rules = [r for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    alerts = {r["alert"]: r for r in rules}
+    assert {
+        "OrgPipelineQualityBelowThreshold",
+        "OrgPipelineRunsFailing",
+        "OrgPipelineNoRecentSuccess",
+    } <= set(alerts)
+    for rule in rules:
+        for metric in re.findall(r"\borgpipeline_[a-z_]+", rule["expr"]):
+            assert metric in exported, f"{rule['alert']}: {metric} is not a metric the operator exports"
+    assert alerts["OrgPipelineQualityBelowThreshold"]["expr"] == "orgpipeline_org_quality_score < 0.9"
+    assert 'result="Failed"' in alerts["OrgPipelineRunsFailing"]["expr"]
+
+
+@pytest.fixture()
+def release(stack: Any) -> Iterator[dict[str, str]]:
+    uid = uuid.uuid4().hex[:8]
+    ns, name = f"orgpipeline-chart-{uid}", f"chart-{uid}"
+    subprocess.run(["kubectl", "create", "namespace", ns], check=True, capture_output=True)
+    yield {"namespace": ns, "release": name}
+    for kind in ("clusterrolebinding", "clusterrole"):
+        subprocess.run(
+            ["kubectl", "delete", kind, f"{name}-orgpipeline-operator", "--ignore-not-found"],
+            capture_output=True,
+        )
+    subprocess.run(["kubectl", "delete", "namespace", ns, "--wait=false"], capture_output=True)
+
+
+def kubectl_json(*args: str) -> dict[str, Any]:
+    out = subprocess.run(["kubectl", *args, "-o", "json"], check=True, capture_output=True, text=True)
+    return dict(json.loads(out.stdout))
+
+
+def test_the_rendered_chart_applies_server_side(release: dict[str, str]) -> None:
+    ns, name = release["namespace"], release["release"]
+    rendered = helm("template", name, str(CHART), "-n", ns, "-f", str(CI_VALUES), "--include-crds").stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    rest = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+    assert [c["metadata"]["name"] for c in crds] == ["orgpipelines.orgpipeline.io"]
+    # The CRD is shared by everyone using this API server: validated server-side, not changed.
+    subprocess.run(
+        [
+            "kubectl",
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--field-manager=helm-chart-test",
+            "-f",
+            "-",
+        ],
+        input=yaml.safe_dump_all(crds),
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        ["kubectl", "apply", "--server-side", "--field-manager=helm-chart-test", "-f", "-"],
+        input=yaml.safe_dump_all(rest),
+        text=True,
+        capture_output=True,
+    )
+    assert out.returncode == 0, out.stderr
+    full = f"{name}-orgpipeline-operator"
+    assert kubectl_json("-n", ns, "get", "serviceaccount", full)["metadata"]["name"] == full
+    role = kubectl_json("get", "clusterrole", full)
+    binding = kubectl_json("get", "clusterrolebinding", full)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": full, "namespace": ns}]
+    assert role["rules"]
+    dep = kubectl_json("-n", ns, "get", "deployment", full)
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == full
+    assert kubectl_json("-n", ns, "get", "service", f"{full}-metrics")["spec"]["ports"][0]["port"] == 8080
+    assert kubectl_json("-n", ns, "get", "secret", f"{full}-connections")["type"] == "Opaque"
