@@ -17,7 +17,7 @@ import sys
 import click
 import typer
 
-COMMAND_MODULES = ["orgpipeline_cli.pipeline"]
+COMMAND_MODULES = ["orgpipeline_cli.pipeline", "orgpipeline_cli.manage"]
 
 app = typer.Typer(
     name="orgpipeline",
@@ -69,6 +69,12 @@ def run() -> None:
     except Exception as exc:
         if os.environ.get("ORGPIPELINE_DEBUG") == "1":
             raise
+        # Recent typer raises usage errors from its own copy of click: recognise them by shape.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            if type(exc).__name__ == "Abort":
+                _fail("aborted", 130)
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         _fail(f"{type(exc).__name__}: {exc}", 1)
 
 
