@@ -1,0 +1,17 @@
+"""Management commands (issue 5): status, quality, audit, metrics, alerts, validate, retention.
+
+The seed's `data_pipeline_manager.py`, as subcommands of `orgpipeline`. They read the stores the
+data plane writes (and the cluster, when KUBECONFIG names one); only `retention` changes anything.
+"""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    from orgpipeline_cli.manage import history, integrity, reports
+
+    reports.register(app)
+    history.register(app)
+    integrity.register(app)

@@ -1,0 +1,152 @@
+"""What every management command shares: options, exit codes, connections, output.
+
+Exit codes (the same for every management command, printed in each `--help`):
+  0  done (validate: no difference; alerts: no alert)
+  1  validate found a difference; alerts found an active alert
+  2  usage or user error: bad flag, unknown org or table, no retention policy
+  3  a store (PostgreSQL, MongoDB) cannot be reached or read
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import typer
+from orgpipeline_api import naming
+from rich.console import Console
+
+from orgpipeline_cli.main import CommandFailed
+from orgpipeline_cli.output import Format
+
+EXIT_OK, EXIT_FOUND, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 differences (validate) or active alerts (alerts) found; "
+    "2 usage or user error (bad flag, unknown org or table); 3 a store cannot be reached."
+)
+
+OrgOpt = typer.Option(None, "--org-id", help="The org's id (spec.orgId); every org when omitted.")
+OrgRequiredOpt = typer.Option(..., "--org-id", help="The org's id (spec.orgId).")
+TableOpt = typer.Option(None, "--table", help="One table of the org; every table when omitted.")
+OutputOpt = typer.Option(
+    Format.table, "-o", "--output", help="table: readable tables (default); json: one JSON document."
+)
+
+
+def days_option(default: int, what: str) -> Any:
+    return typer.Option(default, "--days", min=1, max=3650, help=f"Period in days, ending now, {what}.")
+
+
+class UserError(CommandFailed):
+    """A mistake the user can fix (unknown org or table): exit 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
+@dataclass
+class Stores:
+    """Open connections: PostgreSQL (autocommit) and the MongoDB database of the raw landing."""
+
+    conn: Any
+    client: Any
+    db: Any
+
+
+@contextmanager
+def stores(need_mongo: bool = True) -> Iterator[Stores]:
+    """Connects with the data plane's settings (ORGPIPELINE_* variables); a store that cannot be
+    reached ends the command with one line and exit code 3."""
+    from orgpipeline_jobs import pipeline
+    from orgpipeline_jobs.errors import ConfigurationError, ServerUnavailable
+    from orgpipeline_jobs.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        conn = pipeline.connect_postgres(settings)
+    except ConfigurationError as exc:
+        raise UserError(str(exc)) from None
+    except ServerUnavailable as exc:
+        raise CommandFailed(str(exc), EXIT_UNAVAILABLE) from None
+    client = None
+    try:
+        if need_mongo:
+            try:
+                client = pipeline.connect_mongo(settings)
+            except (ConfigurationError, ServerUnavailable) as exc:
+                code = EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_UNAVAILABLE
+                raise CommandFailed(str(exc), code) from None
+        yield Stores(conn, client, client[settings.mongo_db] if client is not None else None)
+    finally:
+        if client is not None:
+            client.close()
+        conn.close()
+
+
+def resolve_orgs(conn: Any, org_id: str | None) -> list[str]:
+    """The org asked for (which must have a schema), or every org."""
+    from orgpipeline_cli.manage import queries
+
+    if org_id is None:
+        return queries.list_orgs(conn)
+    if not queries.org_exists(conn, org_id):
+        raise UserError(f"unknown org {org_id!r}: no schema {naming.pg_schema(org_id)} in PostgreSQL")
+    return [org_id]
+
+
+def resolve_tables(conn: Any, org_id: str, table: str | None) -> list[str]:
+    from orgpipeline_cli.manage import queries
+
+    tables = queries.list_tables(conn, org_id)
+    if table is None:
+        return tables
+    if table not in tables:
+        known = ", ".join(tables) or "none yet"
+        raise UserError(f"unknown table {table!r} for org {org_id}; its tables: {known}")
+    return [table]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+def print_json(document: Any) -> None:
+    print(json.dumps(document, default=_default, ensure_ascii=False))
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def fmt_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else str(value)
+
+
+def fmt_num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | Decimal):
+        return f"{float(value):.{digits}g}"
+    return str(value)
+
+
+def fmt_bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
