@@ -124,7 +124,11 @@ def print_json(document: Any) -> None:
 
 
 def console() -> Console:
-    return Console(highlight=False)
+    """stdout; when it is not a terminal (a pipe, a log file), wide enough not to wrap rows."""
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        out = Console(highlight=False, width=160)
+    return out
 
 
 def fmt_time(value: Any) -> str:

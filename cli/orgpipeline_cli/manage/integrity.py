@@ -52,8 +52,8 @@ def validate(
     """Compare MongoDB with PostgreSQL per key and version; exit 1 on any difference.
 
     Every active version MongoDB marks loaded must be an active row of raw_<table> whose business
-    columns hash to the version's data_hash. Reports missing (in MongoDB only), extra (in PostgreSQL only) and hash_mismatch
-    (a row changed behind the pipeline's back). Exits 1 on any difference.
+    columns hash to the version's data_hash. Reports missing (in MongoDB only), extra (in
+    PostgreSQL only) and hash_mismatch (a row changed behind the pipeline's back).
 
     Example: `orgpipeline validate --org-id 123`.
     """
@@ -220,7 +220,9 @@ def retention(
             existing = set(queries.list_tables(s.conn, org_id))
             for t in tables:
                 counts = (
-                    queries.retention_preview(s.conn, org_id, t, spec.retention, now) if t in existing else {}
+                    queries.retention_preview(s.conn, org_id, t, spec.retention, now)
+                    if t in existing
+                    else dict.fromkeys(RETENTION_COLUMNS, 0)
                 )
                 results.append({"table": t, **counts})
     else:

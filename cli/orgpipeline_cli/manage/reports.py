@@ -310,7 +310,7 @@ def alerts(
                 history = queries.runs(s.conn, org, None, limit=ALERT_HISTORY_RUNS)
                 found.extend(aggregate.alerts_from_runs(org, history))
     found = aggregate.filter_severity(found, wanted)
-    source = "cluster" if view.reachable else f"runs ({view.reason})"
+    source = "OrgPipeline status where one exists, else runs" if view.reachable else f"runs ({view.reason})"
     if output == Format.json:
         print_json({"cluster": view.reachable, "cluster_note": view.reason or None, "alerts": found})
     else:
@@ -322,9 +322,9 @@ def alerts(
 def _render_alerts(found: list[dict[str, Any]], source: str) -> None:
     out = console()
     if not found:
-        out.print(f"No active alerts (source: {source}).")
+        out.print(f"No active alerts (from {source}).")
         return
-    table = Table(title=f"Active alerts (source: {source})")
+    table = Table(title="Active alerts", caption=f"from {source}")
     for name in ("severity", "org", "table", "type", "since", "message", "from"):
         table.add_column(name)
     for a in found:
