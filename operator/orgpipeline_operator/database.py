@@ -64,16 +64,20 @@ class Databases:
 
         Idempotent: safe to call on every reconcile and after a crash half way.
         """
-        role = sql.Identifier(naming.pg_role(org_id))
-        schema = sql.Identifier(naming.pg_schema(org_id))
+        role_name, schema_name = naming.pg_role(org_id), naming.pg_schema(org_id)
+        role, schema = sql.Identifier(role_name), sql.Identifier(schema_name)
         try:
             conn = self._pg()
             with conn.transaction():
                 # Serialise provisioning of the same org across threads and operator replicas.
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (naming.pg_role(org_id),))
-                exists = conn.execute(
-                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (naming.pg_role(org_id),)
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (role_name,))
+                row = conn.execute(
+                    "SELECT (SELECT rolname FROM pg_roles WHERE rolname = %s),"
+                    " (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s)",
+                    (role_name, schema_name),
                 ).fetchone()
+                exists = bool(row and row[0] is not None)
+                owner = str(row[1]) if row and row[1] is not None else None
                 if not exists:
                     conn.execute(
                         sql.SQL(
@@ -81,17 +85,25 @@ class Databases:
                             "NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 20"
                         ).format(role)
                     )
+                    conn.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(role, schema))
                 if password is not None:
                     conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(password)))
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(schema, role))
-                conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, role))
-                conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema))
-                conn.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM {}").format(role))
-                dbname = conn.info.dbname
-                conn.execute(
-                    sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname), role)
-                )
-                conn.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(role, schema))
+                if owner is None:
+                    conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(schema, role))
+                    conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema))
+                elif owner.strip('"') != role_name:
+                    conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, role))
+                    conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema))
+                # PUBLIC may connect by default; a hardened database needs the explicit grant.
+                can = conn.execute(
+                    "SELECT has_database_privilege(%s, current_database(), 'CONNECT')", (role_name,)
+                ).fetchone()
+                if not exists and not (can and can[0]):
+                    conn.execute(
+                        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                            sql.Identifier(conn.info.dbname), role
+                        )
+                    )
         except psycopg.Error as exc:
             raise DatabaseError(f"PostgreSQL: cannot provision {naming.pg_role(org_id)}: {exc}") from exc
         return not exists

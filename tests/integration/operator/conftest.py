@@ -66,4 +66,4 @@ def cleanup_pipelines(kubectl: Kubectl) -> Iterator[list[str]]:
     names: list[str] = []
     yield names
     for name in names:
-        kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--wait=false", check=False)
+        kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--timeout=30s", check=False)

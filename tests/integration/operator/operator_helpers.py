@@ -128,6 +128,7 @@ def pipeline(org: str, tables: list[str] | None = None, **spec: Any) -> dict[str
     base["spec"]["source"]["prefix"] = f"{org}/"
     table = base["spec"]["tables"][0]
     base["spec"]["tables"] = [{**table, "name": name} for name in (tables or ["orders"])]
+    base["spec"]["deletionPolicy"] = "Delete"  # tests leave no schemas or roles behind
     base["spec"].update(spec)
     return base  # type: ignore[no-any-return]
 
