@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""Data-plane benchmark (issue 3): our pipeline against the raw write limit and dlt's scd2 merge.
+
+    eval "$(hack/stack env)"; .venv/bin/python bench/dataplane.py [--rows 1000000] [--big-factor 10]
+
+Generates an 8-column orders CSV and measures, on the stack's servers, each step in its own child
+process (so each peak RSS is its own):
+  (a) our first ingest + load (`orgpipeline run`, S3 -> MongoDB -> PostgreSQL);
+  (b) a re-run with an unchanged file (same rows, new name);
+  (c) a re-run with 1% of the rows changed;
+  (d) the raw write limit: pymongo insert_many of the same documents + COPY of the same rows into a
+      logged table with the same primary key (documents built outside the timing);
+  (e) dlt (postgres destination, merge/scd2, pyarrow batches + row hash), first load and unchanged
+      re-run, at work_mem 4MB and 256MB, each capped at --dlt-cap seconds;
+  and our first load on a file --big-factor times larger, for peak RSS against file size.
+Prints rows/s, ratios and peak RSS side by side. A script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ["order_id", "customer_id", "product_id", "order_date", "amount", "status", "email", "note"]
+STATUSES = ["pending", "shipped", "delivered", "cancelled"]
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+]
+
+
+def manifest(org_id: str, bucket: str) -> str:
+    return f"""apiVersion: orgpipeline.io/v1alpha1
+kind: OrgPipeline
+metadata: {{name: org-{org_id}}}
+spec:
+  orgId: "{org_id}"
+  source: {{bucket: {bucket}, prefix: org-{org_id}/}}
+  tables:
+    - name: orders
+      businessKeys: [order_id, customer_id]
+      columns:
+        - {{name: order_id, type: text, required: true}}
+        - {{name: customer_id, type: text, required: true}}
+        - {{name: product_id, type: text}}
+        - {{name: order_date, type: date, required: true}}
+        - {{name: amount, type: "decimal(10,2)", required: true, min: 0}}
+        - {{name: status, type: text, allowed: [pending, shipped, delivered, cancelled]}}
+        - {{name: email, type: text}}
+        - {{name: note, type: text}}
+"""
+
+
+def generate(path: Path, rows: int, changed_share: float = 0.0, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    change = random.Random(99)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for i in range(rows):
+            amount = rng.randint(100, 99999) / 100
+            if changed_share and change.random() < changed_share:
+                amount += 1
+            writer.writerow(
+                [
+                    f"ORD{i:09d}",
+                    f"CUST{rng.randint(0, 99999):06d}",
+                    f"PROD{rng.randint(0, 9999):05d}",
+                    f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                    f"{amount:.2f}",
+                    STATUSES[rng.randint(0, 3)],
+                    f"user{i}@example.com",
+                    " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))),
+                ]
+            )
+
+
+def peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)
+
+
+# ---- child steps: each prints one JSON line {seconds, rss_mb, ...} -------------------------------
+
+
+def step_ours(manifest_path: str) -> dict[str, Any]:
+    from orgpipeline_api.v1alpha1 import load_manifest
+    from orgpipeline_jobs import pipeline
+    from orgpipeline_jobs.settings import Settings
+
+    _, spec = load_manifest(manifest_path)
+    started = time.monotonic()
+    result = pipeline.run_table(Settings.from_env(), spec, "orders")
+    seconds = time.monotonic() - started
+    keys = ("result", "rows_read", "inserted", "updated", "unchanged", "rejected", "error")
+    return {"seconds": seconds, "rss_mb": peak_rss_mb(), **{k: result[k] for k in keys}}
+
+
+def step_raw(csv_path: str, tag: str) -> dict[str, Any]:
+    """insert_many of documents shaped like ours + COPY of the same rows into a keyed, logged table."""
+    from datetime import UTC, datetime
+
+    import psycopg
+    import pyarrow.csv as pacsv
+    import pymongo
+    from orgpipeline_api.v1alpha1 import load_manifest
+    from orgpipeline_jobs import hashing, keys
+    from orgpipeline_jobs.landing import documents
+    from psycopg import sql
+
+    _, spec = load_manifest(os.environ["BENCH_MANIFEST"])
+    table = spec.tables[0]
+    names = [c.name for c in table.columns]
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(os.environ["ORGPIPELINE_MONGO_URI"])
+    collection = client["orgpipeline"][f"rawlimit_{tag}"]
+    conn = psycopg.connect(os.environ["ORGPIPELINE_POSTGRES_DSN"], autocommit=True)
+    schema = f"rawlimit_{tag}"
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    business = ", ".join(f'"{c.name}" {c.type}' for c in table.columns)
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE {}.raw_orders (org_id TEXT NOT NULL, composite_key TEXT NOT NULL, "
+            + business
+            + ", "
+            "version INTEGER NOT NULL, data_hash TEXT, change_type VARCHAR(10), changed_fields JSONB, "
+            "changed_by_user_id TEXT, previous_version INTEGER, audit_trail JSONB, "
+            "ingested_at TIMESTAMPTZ NOT NULL, last_modified TIMESTAMPTZ, postgres_status VARCHAR(20), "
+            "record_status VARCHAR(20), is_active BOOLEAN, "
+            "data_quality JSONB, source_file_metadata JSONB, processing_metadata JSONB, "
+            "PRIMARY KEY (org_id, composite_key, version))"
+        ).format(sql.Identifier(schema))
+    )
+    ctx = documents.VersionContext(
+        spec.org_id,
+        "orders",
+        "raw",
+        None,
+        {"filename": "x.csv", "file_size": 0, "file_id": "f_raw"},
+        datetime.now(UTC),
+    )
+    reader = pacsv.open_csv(
+        csv_path, convert_options=pacsv.ConvertOptions(column_types={c: "string" for c in COLUMNS})
+    )
+    mongo_seconds = copy_seconds = 0.0
+    rows = 0
+    for batch in reader:
+        values = batch.to_pylist()
+        docs = []
+        for i, row in enumerate(values):
+            data = {
+                "order_id": row["order_id"],
+                "customer_id": row["customer_id"],
+                "product_id": row["product_id"],
+                "order_date": row["order_date"],
+                "amount": float(row["amount"]),
+                "status": row["status"],
+                "email": row["email"],
+                "note": row["note"],
+            }
+            ck = keys.composite_key(spec.org_id, "orders", [row["order_id"], row["customer_id"]])
+            docs.append(
+                documents.build(
+                    ctx,
+                    composite_key=ck,
+                    values=data,
+                    version=1,
+                    data_hash=hashing.data_hash(data),
+                    change_type="INSERT",
+                    changed_fields=[],
+                    previous_version=None,
+                    previous_data_hash=None,
+                    line=rows + i + 2,
+                    check=None,
+                    batch_id="b",
+                    postgres_status="loaded",
+                )
+            )
+        pg_rows = [documents.pg_row(d, names) for d in docs]
+        started = time.monotonic()
+        for start in range(0, len(docs), 20_000):
+            collection.insert_many(docs[start : start + 20_000], ordered=False)
+        mongo_seconds += time.monotonic() - started
+        started = time.monotonic()
+        target = sql.SQL("COPY {}.raw_orders ({}) FROM STDIN").format(
+            sql.Identifier(schema),
+            sql.SQL(", ").join(sql.Identifier(c) for c in documents.raw_columns(names)),
+        )
+        with conn.cursor() as cur, cur.copy(target) as copy:
+            for pg_row in pg_rows:
+                copy.write_row(pg_row)
+        copy_seconds += time.monotonic() - started
+        rows += len(docs)
+    collection.drop()
+    conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    return {
+        "seconds": mongo_seconds + copy_seconds,
+        "mongo_seconds": mongo_seconds,
+        "copy_seconds": copy_seconds,
+        "rows": rows,
+        "rss_mb": peak_rss_mb(),
+    }
+
+
+def step_dlt(csv_path: str, dataset: str) -> dict[str, Any]:
+    import dlt
+    import pyarrow.csv as pacsv
+    from dlt.sources.helpers.transform import add_row_hash_to_table
+
+    @dlt.resource(
+        name="orders",
+        write_disposition={"disposition": "merge", "strategy": "scd2", "row_version_column_name": "row_hash"},
+    )
+    def orders() -> Any:
+        yield from pacsv.open_csv(
+            csv_path, convert_options=pacsv.ConvertOptions(column_types={c: "string" for c in COLUMNS})
+        )
+
+    pipe = dlt.pipeline(
+        pipeline_name=dataset,
+        destination=dlt.destinations.postgres(os.environ["ORGPIPELINE_POSTGRES_DSN"]),
+        dataset_name=dataset,
+        pipelines_dir=os.environ["BENCH_DLT_DIR"],
+    )
+    started = time.monotonic()
+    pipe.run(orders().add_map(add_row_hash_to_table("row_hash")))
+    return {"seconds": time.monotonic() - started, "rss_mb": peak_rss_mb()}
+
+
+# ---- parent ----------------------------------------------------------------------------------
+
+
+def child(args: list[str], env: dict[str, str], cap: float | None = None) -> dict[str, Any]:
+    try:
+        done = subprocess.run(
+            [sys.executable, __file__, *args], capture_output=True, text=True, env=env, timeout=cap
+        )
+    except subprocess.TimeoutExpired:
+        return {"seconds": cap, "capped": True, "rss_mb": None}
+    if done.returncode != 0:
+        raise SystemExit(f"step {args[0]} failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def stack_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if not env.get("ORGPIPELINE_POSTGRES_DSN"):
+        out = subprocess.run(
+            [str(ROOT / "hack" / "stack"), "env", "--json"], check=True, capture_output=True, text=True
+        ).stdout
+        env.update(json.loads(out))
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--big-factor", type=int, default=10, help="RSS check on a file this many times larger (0: skip)"
+    )
+    parser.add_argument("--dlt-cap", type=float, default=600, help="seconds before a dlt step is stopped")
+    parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark's schemas and collections")
+    args = parser.parse_args()
+
+    env = stack_env()
+    tag = uuid.uuid4().hex[:6]
+    work = Path(tempfile.mkdtemp(prefix="orgpipeline-bench-"))
+    env["BENCH_DLT_DIR"] = str(work / "dlt")
+    from minio import Minio
+
+    url = env["ORGPIPELINE_S3_ENDPOINT"].split("://", 1)
+    s3 = Minio(
+        url[1],
+        access_key=env["ORGPIPELINE_S3_ACCESS_KEY"],
+        secret_key=env["ORGPIPELINE_S3_SECRET_KEY"],
+        secure=url[0] == "https",
+    )
+    bucket = f"bench-{tag}"
+    s3.make_bucket(bucket)
+    org = f"bench{tag}"
+    manifest_path = work / "bench.yaml"
+    manifest_path.write_text(manifest(org, bucket))
+    env["BENCH_MANIFEST"] = str(manifest_path)
+
+    print(f"generating {args.rows:,} rows in {work} ...", flush=True)
+    base, changed = work / "orders_base.csv", work / "orders_changed.csv"
+    generate(base, args.rows)
+    generate(changed, args.rows, changed_share=0.01)
+    size_mb = base.stat().st_size / 1e6
+    results: list[tuple[str, int, dict[str, Any]]] = []
+
+    def ours(name: str, source: Path, key: str, target_org: str, target_manifest: Path, rows: int) -> None:
+        s3.fput_object(bucket, f"org-{target_org}/{key}", str(source))
+        print(f"running {name} ...", flush=True)
+        results.append((name, rows, child(["_ours", str(target_manifest)], env)))
+
+    ours("ours: first ingest+load", base, "orders_1.csv", org, manifest_path, args.rows)
+    ours("ours: unchanged re-run", base, "orders_2.csv", org, manifest_path, args.rows)
+    ours("ours: 1% changed re-run", changed, "orders_3.csv", org, manifest_path, args.rows)
+    print("running raw write limit ...", flush=True)
+    results.append(("raw limit: insert_many + COPY", args.rows, child(["_raw", str(base), tag], env)))
+    if not args.skip_dlt:
+        for work_mem in ("256MB", "4MB"):
+            dlt_env = {**env, "PGOPTIONS": f"-c work_mem={work_mem}"}
+            dataset = f"bench_dlt_{tag}_{work_mem.lower()}"
+            for label in ("first load", "unchanged re-run"):
+                print(f"running dlt {label} work_mem {work_mem} ...", flush=True)
+                results.append(
+                    (
+                        f"dlt scd2 {label}, work_mem {work_mem}",
+                        args.rows,
+                        child(["_dlt", str(base), dataset], dlt_env, args.dlt_cap),
+                    )
+                )
+    if args.big_factor > 1:
+        big = work / "orders_big.csv"
+        generate(big, args.rows * args.big_factor, seed=11)
+        big_org = f"bench{tag}b"
+        big_manifest = work / "bench-big.yaml"
+        big_manifest.write_text(manifest(big_org, bucket))
+        ours(
+            f"ours: first load, {args.big_factor}x file",
+            big,
+            "orders_1.csv",
+            big_org,
+            big_manifest,
+            args.rows * args.big_factor,
+        )
+        big.unlink()
+
+    report(results, args.rows, size_mb)
+    if not args.keep:
+        cleanup(env, [org, f"bench{tag}b"], tag)
+
+
+def report(results: list[tuple[str, int, dict[str, Any]]], rows: int, size_mb: float) -> None:
+    print(f"\n{rows:,}-row orders CSV, {size_mb:.0f} MB, 8 columns, key (order_id, customer_id)\n")
+    print(f"| {'step':<44} | {'rows':>10} | {'seconds':>8} | {'rows/s':>9} | {'peak RSS MB':>11} |")
+    print(f"|{'-' * 46}|{'-' * 12}|{'-' * 10}|{'-' * 11}|{'-' * 13}|")
+    rate: dict[str, float] = {}
+    for name, n, r in results:
+        seconds = r["seconds"]
+        per_second = n / seconds if seconds and not r.get("capped") else 0.0
+        rate[name] = per_second
+        shown = f"> {seconds:.0f}" if r.get("capped") else f"{seconds:.1f}"
+        print(f"| {name:<44} | {n:>10,} | {shown:>8} | {per_second:>9,.0f} | {r.get('rss_mb') or '-':>11} |")
+        if "mongo_seconds" in r:
+            print(
+                f"|   (insert_many {r['mongo_seconds']:.1f} s, COPY {r['copy_seconds']:.1f} s)"
+                f"{'':<8}|{'':12}|{'':10}|{'':11}|{'':13}|"
+            )
+    first = rate["ours: first ingest+load"]
+    print()
+    raw = rate.get("raw limit: insert_many + COPY")
+    if raw:
+        print(f"ours first load / raw write limit:          {first / raw:.2f} (aim >= 0.70)")
+    for work_mem in ("256MB", "4MB"):
+        dlt_rate = rate.get(f"dlt scd2 first load, work_mem {work_mem}")
+        if dlt_rate:
+            print(f"ours first load / dlt scd2 first ({work_mem:>5}):  {first / dlt_rate:.2f} (aim >= 1.5)")
+        dlt_rerun = rate.get(f"dlt scd2 unchanged re-run, work_mem {work_mem}")
+        if dlt_rerun:
+            print(
+                f"ours unchanged / dlt unchanged ({work_mem:>5}):    "
+                f"{rate['ours: unchanged re-run'] / dlt_rerun:.2f}"
+            )
+    print(
+        f"unchanged re-run speed-up over first load:  {rate['ours: unchanged re-run'] / first:.2f} (aim >= 5)"
+    )
+
+
+def cleanup(env: dict[str, str], orgs: list[str], tag: str) -> None:
+    import psycopg
+    import pymongo
+
+    with psycopg.connect(env["ORGPIPELINE_POSTGRES_DSN"], autocommit=True) as conn:
+        schemas = [
+            r[0]
+            for r in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) OR nspname LIKE %s",
+                ([f"orgdata_{o}" for o in orgs], f"bench_dlt_{tag}%"),
+            ).fetchall()
+        ]
+        for schema in schemas:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(env["ORGPIPELINE_MONGO_URI"])
+    for org in orgs:
+        client["orgpipeline"][f"raw_{org}_orders"].drop()
+    client.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
+        steps: dict[str, Any] = {"_ours": step_ours, "_raw": step_raw, "_dlt": step_dlt}
+        step = steps[sys.argv[1]]
+        print(json.dumps(step(*sys.argv[2:])))
+    else:
+        main()
