@@ -307,6 +307,23 @@ def main() -> None:
     manifest_path.write_text(manifest(org, bucket))
     env["BENCH_MANIFEST"] = str(manifest_path)
 
+    try:
+        run_all(args, env, s3, bucket, org, tag, work, manifest_path)
+    finally:
+        if not args.keep:
+            cleanup(env, [org, f"bench{tag}b"], tag)
+
+
+def run_all(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    s3: Any,
+    bucket: str,
+    org: str,
+    tag: str,
+    work: Path,
+    manifest_path: Path,
+) -> None:
     print(f"generating {args.rows:,} rows in {work} ...", flush=True)
     base, changed = work / "orders_base.csv", work / "orders_changed.csv"
     generate(base, args.rows)
@@ -354,8 +371,6 @@ def main() -> None:
         big.unlink()
 
     report(results, args.rows, size_mb)
-    if not args.keep:
-        cleanup(env, [org, f"bench{tag}b"], tag)
 
 
 def report(results: list[tuple[str, int, dict[str, Any]]], rows: int, size_mb: float) -> None:
@@ -408,9 +423,17 @@ def cleanup(env: dict[str, str], orgs: list[str], tag: str) -> None:
         ]
         for schema in schemas:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        for schema in [
+            r[0]
+            for r in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"rawlimit_{tag}%",)
+            ).fetchall()
+        ]:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(env["ORGPIPELINE_MONGO_URI"])
     for org in orgs:
         client["orgpipeline"][f"raw_{org}_orders"].drop()
+    client["orgpipeline"][f"rawlimit_{tag}"].drop()
     client.close()
 
 
