@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from chart_release import apply_release
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "orgpipeline-operator"
@@ -176,20 +175,6 @@ def test_service_monitor_and_prometheus_rule_use_the_operators_metrics(stack: An
     assert 'result="Failed"' in alerts["OrgPipelineRunsFailing"]["expr"]
 
 
-@pytest.fixture()
-def release(stack: Any) -> Iterator[dict[str, str]]:
-    uid = uuid.uuid4().hex[:8]
-    ns, name = f"orgpipeline-chart-{uid}", f"chart-{uid}"
-    subprocess.run(["kubectl", "create", "namespace", ns], check=True, capture_output=True)
-    yield {"namespace": ns, "release": name}
-    for kind in ("clusterrolebinding", "clusterrole"):
-        subprocess.run(
-            ["kubectl", "delete", kind, f"{name}-orgpipeline-operator", "--ignore-not-found"],
-            capture_output=True,
-        )
-    subprocess.run(["kubectl", "delete", "namespace", ns, "--wait=false"], capture_output=True)
-
-
 def kubectl_json(*args: str) -> dict[str, Any]:
     out = subprocess.run(["kubectl", *args, "-o", "json"], check=True, capture_output=True, text=True)
     return dict(json.loads(out.stdout))
@@ -197,34 +182,10 @@ def kubectl_json(*args: str) -> dict[str, Any]:
 
 def test_the_rendered_chart_applies_server_side(release: dict[str, str]) -> None:
     ns, name = release["namespace"], release["release"]
-    rendered = helm("template", name, str(CHART), "-n", ns, "-f", str(CI_VALUES), "--include-crds").stdout
-    docs = [d for d in yaml.safe_load_all(rendered) if d]
-    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
-    rest = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
-    assert [c["metadata"]["name"] for c in crds] == ["orgpipelines.orgpipeline.io"]
-    # The CRD is shared by everyone using this API server: validated server-side, not changed.
-    subprocess.run(
-        [
-            "kubectl",
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "--field-manager=helm-chart-test",
-            "-f",
-            "-",
-        ],
-        input=yaml.safe_dump_all(crds),
-        text=True,
-        check=True,
-        capture_output=True,
-    )
-    out = subprocess.run(
-        ["kubectl", "apply", "--server-side", "--field-manager=helm-chart-test", "-f", "-"],
-        input=yaml.safe_dump_all(rest),
-        text=True,
-        capture_output=True,
-    )
-    assert out.returncode == 0, out.stderr
+    docs = apply_release(ns, name)
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"] == [
+        "orgpipelines.orgpipeline.io"
+    ]
     full = f"{name}-orgpipeline-operator"
     assert kubectl_json("-n", ns, "get", "serviceaccount", full)["metadata"]["name"] == full
     role = kubectl_json("get", "clusterrole", full)

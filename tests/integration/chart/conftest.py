@@ -1,0 +1,29 @@
+"""Fixtures of the chart tests: a release of the chart applied to the real API server."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+CHART = REPO / "charts" / "orgpipeline-operator"
+CI_VALUES = CHART / "ci" / "test-values.yaml"
+
+
+@pytest.fixture()
+def release(stack: Any) -> Iterator[dict[str, str]]:
+    uid = uuid.uuid4().hex[:8]
+    ns, name = f"orgpipeline-chart-{uid}", f"chart-{uid}"
+    subprocess.run(["kubectl", "create", "namespace", ns], check=True, capture_output=True)
+    yield {"namespace": ns, "release": name}
+    for kind in ("clusterrolebinding", "clusterrole"):
+        subprocess.run(
+            ["kubectl", "delete", kind, f"{name}-orgpipeline-operator", "--ignore-not-found"],
+            capture_output=True,
+        )
+    subprocess.run(["kubectl", "delete", "namespace", ns, "--wait=false"], capture_output=True)
