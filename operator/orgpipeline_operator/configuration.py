@@ -46,6 +46,8 @@ class Settings:
     """ORGPIPELINE_JOB_S3_ENDPOINT: S3 endpoint the jobs use, when not the operator's."""
     namespace: str = "orgpipeline-system"
     """ORGPIPELINE_NAMESPACE: the operator's namespace (where spec.source.credentialsSecret lives)."""
+    label_selector: str | None = None
+    """ORGPIPELINE_LABEL_SELECTOR: reconcile only the OrgPipelines with these labels (sharding, tests)."""
     resync_seconds: float = 300.0
     """ORGPIPELINE_RESYNC_SECONDS: interval of the idle resync that repairs drifted children."""
     retry_seconds: float = 15.0

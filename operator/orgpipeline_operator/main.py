@@ -49,6 +49,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.server_timeout = 600
     for api_version, plural in [*CHILDREN, ("batch/v1", "jobs")]:
         settings.watching.label_selectors[api_version, plural] = naming.MANAGED_SELECTOR
+    if conf.label_selector:
+        settings.watching.label_selectors[G, P] = conf.label_selector
     memo.rt = runtime.Runtime.start(conf)
 
 

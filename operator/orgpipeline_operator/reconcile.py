@@ -126,7 +126,9 @@ def _apply_children(
             if req.existing.get(key) == digest:
                 continue
             # (Re)write the credentials: keep the password the Secret already has, else make one.
-            password = rt.current_password(target.namespace)
+            # On create, Kopf's index (complete before any handler runs) already says there is none.
+            known = req.trigger != "create" or key in req.existing
+            password = rt.current_password(target.namespace) if known else None
             fresh = password is None
             password = password or database.generate_password()
             rt.db.provision(spec.org_id, password)
