@@ -9,6 +9,7 @@ Exit codes (the same for every management command, printed in each `--help`):
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,16 @@ TableOpt = typer.Option(None, "--table", help="One table of the org; every table
 OutputOpt = typer.Option(
     Format.table, "-o", "--output", help="table: readable tables (default); json: one JSON document."
 )
+
+
+def command_help(function: Any) -> str:
+    """The function's docstring with each paragraph on one line, so that the terminal wraps it."""
+    text = inspect.cleandoc(function.__doc__ or "")
+    return "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))
+
+
+def register(app: typer.Typer, name: str, function: Any) -> None:
+    app.command(name, help=command_help(function), epilog=EXIT_CODES_HELP)(function)
 
 
 def days_option(default: int, what: str) -> Any:

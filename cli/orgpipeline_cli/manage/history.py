@@ -14,9 +14,8 @@ import typer
 from orgpipeline_api import naming
 from rich.table import Table
 
-from orgpipeline_cli.manage import aggregate, charts, queries
+from orgpipeline_cli.manage import aggregate, charts, common, queries
 from orgpipeline_cli.manage.common import (
-    EXIT_CODES_HELP,
     OrgOpt,
     OutputOpt,
     TableOpt,
@@ -325,5 +324,5 @@ def _render_versions(org: str, table: str, key: str, versions: list[dict[str, An
 
 
 def register(app: typer.Typer) -> None:
-    app.command("quality", epilog=EXIT_CODES_HELP)(quality)
-    app.command("audit", epilog=EXIT_CODES_HELP)(audit)
+    common.register(app, "quality", quality)
+    common.register(app, "audit", audit)

@@ -20,9 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orgpipeline_cli.main import CommandFailed
-from orgpipeline_cli.manage import cluster, compare, queries
+from orgpipeline_cli.manage import cluster, common, compare, queries
 from orgpipeline_cli.manage.common import (
-    EXIT_CODES_HELP,
     EXIT_FOUND,
     EXIT_UNAVAILABLE,
     OrgRequiredOpt,
@@ -281,5 +280,5 @@ def _render_retention(document: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("validate", epilog=EXIT_CODES_HELP)(validate)
-    app.command("retention", epilog=EXIT_CODES_HELP)(retention)
+    common.register(app, "validate", validate)
+    common.register(app, "retention", retention)

@@ -15,9 +15,8 @@ from orgpipeline_api import naming
 from rich.table import Table
 
 from orgpipeline_cli.main import CommandFailed
-from orgpipeline_cli.manage import aggregate, cluster, queries
+from orgpipeline_cli.manage import aggregate, cluster, common, queries
 from orgpipeline_cli.manage.common import (
-    EXIT_CODES_HELP,
     EXIT_FOUND,
     OrgOpt,
     OutputOpt,
@@ -342,7 +341,6 @@ def _render_alerts(found: list[dict[str, Any]], source: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    epilog = EXIT_CODES_HELP
-    app.command("status", epilog=epilog)(status)
-    app.command("metrics", epilog=epilog)(metrics)
-    app.command("alerts", epilog=epilog)(alerts)
+    common.register(app, "status", status)
+    common.register(app, "metrics", metrics)
+    common.register(app, "alerts", alerts)
