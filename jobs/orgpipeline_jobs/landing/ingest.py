@@ -18,6 +18,7 @@ interrupted attempt, so a rerun skips it. Two write orders, both replay-safe:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -152,18 +153,29 @@ class FileIngest:
         self.notes: list[str] = []
         self.snapshot = ctx.table.mode == TableMode.snapshot
         self.batch_no = 0
+        self._in_flight: tuple[Future[None], str, int] | None = None
         self.doc_ctx = documents.VersionContext(
             ctx.org_id, ctx.table.name, ctx.run_id, ctx.user_id, source.metadata(), datetime.now(UTC)
         )
 
     def run(self) -> FileOutcome:
         block = self.ctx.config.source.block_size
+        # One MongoDB write in flight while the next batch is parsed, checked and committed.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mongo-writer")
+        try:
+            return self._run(block)
+        finally:
+            self._writer.shutdown(wait=True)
+
+    def _run(self, block: int) -> FileOutcome:
         while True:
             try:
                 with files.open_file(self.source, self.ctx.settings) as stream:
                     self._stream(CsvStream(stream, self.ctx.config.source, block))
+                self._flush()
                 break
             except BlockTooSmall:
+                self._flush()
                 block *= 4
                 if block > self.ctx.config.source.max_block_size:
                     raise FileRejected(
@@ -174,6 +186,7 @@ class FileIngest:
                 self._reset()
         if self.snapshot:
             self._delete_missing()
+            self._flush()
         return FileOutcome(self.source, "ingested", self.counts, self.quality, notes=self.notes)
 
     def _stream(self, stream: CsvStream) -> None:
@@ -330,16 +343,30 @@ class FileIngest:
                         ).format(outbox),
                         (batch_id, blob),
                     )
+            self._flush()
             if docs:
-                insert_documents(ctx.collection, docs)
-                conn.execute(sql.SQL("DELETE FROM {} WHERE batch_id = %s").format(outbox), (batch_id,))
-                self.counts.loaded += len(docs)
+                self._in_flight = (
+                    self._writer.submit(insert_documents, ctx.collection, docs),
+                    batch_id,
+                    len(docs),
+                )
         else:
             insert_documents(ctx.collection, docs)
             with conn.transaction():
                 heads.upsert(conn, org, name, head_rows)
                 heads.mark_seen(conn, org, name, seen, self.file_id)
                 runs.write_rejected(conn, org, name, self.source, ctx.run_id, rejected)
+
+    def _flush(self) -> None:
+        """Waits for the MongoDB write in flight, then drops its outbox copy."""
+        if self._in_flight is None:
+            return
+        future, batch_id, count = self._in_flight
+        self._in_flight = None
+        future.result()
+        outbox = qualified(self.ctx.org_id, outbox_table(self.ctx.table.name))
+        self.ctx.conn.execute(sql.SQL("DELETE FROM {} WHERE batch_id = %s").format(outbox), (batch_id,))
+        self.counts.loaded += count
 
     def _delete_missing(self) -> None:
         """Snapshot mode: a DELETE version for every live key this file did not contain."""
