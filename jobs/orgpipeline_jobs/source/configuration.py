@@ -9,7 +9,7 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class SourceConfig:
-    block_size: int = 4 * MiB
+    block_size: int = 2 * MiB
     """Bytes parsed per batch; bounds memory. A row larger than this is retried with bigger blocks."""
     max_block_size: int = 64 * MiB
     """The largest block tried; a row larger than this rejects the file."""
