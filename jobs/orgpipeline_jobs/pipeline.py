@@ -277,7 +277,7 @@ def _guarded(tr: TableRun, work: Any) -> dict[str, Any]:
     try:
         work()
     except PipelineError as exc:
-        _finish(tr, f"{exc.stage}: {exc}")
+        exc.result = _finish(tr, f"{exc.stage}: {exc}")  # type: ignore[attr-defined]
         raise
     except (psycopg.Error, pymongo.errors.PyMongoError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -328,10 +328,36 @@ def run_table(
             tr.ingest_file(source, fused=True)
         tr.load_pending()
 
-    with table_run(settings, spec, table_name, "run", user_id) as tr:
-        result = _guarded(tr, work)
+    try:
+        with table_run(settings, spec, table_name, "run", user_id) as tr:
+            result = _guarded(tr, work)
+    except PipelineError as exc:
+        # The operator reads the termination log even when the run could not start.
+        write_termination_log(getattr(exc, "result", None) or failed_result(spec, table_name, exc))
+        raise
     write_termination_log(result)
     return result
+
+
+def failed_result(spec: OrgPipelineSpec, table_name: str, exc: PipelineError) -> dict[str, Any]:
+    """The result of a run that failed before it had a run id (bad settings, unreachable server)."""
+    now = datetime.now(UTC).isoformat()
+    zero = dict.fromkeys(("rows_read", "inserted", "updated", "deleted", "unchanged", "rejected"), 0)
+    return {
+        "run_id": None,
+        "org_id": spec.org_id,
+        "table": table_name,
+        "result": "Failed",
+        "files": [],
+        **zero,
+        "quality_score": None,
+        "completeness_score": None,
+        "error_rate_percent": None,
+        "breaches": [],
+        "started_at": now,
+        "finished_at": now,
+        "error": f"{exc.stage}: {exc}",
+    }
 
 
 def write_termination_log(result: dict[str, Any], path: str | None = None) -> None:

@@ -106,3 +106,22 @@ def test_user_errors(org: Org, tmp_path: Path) -> None:
     usage = org.cli("load", "--table", "orders")
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
     assert Path(CLI).exists()
+
+
+def test_termination_log_of_a_run_that_cannot_start(org: Org, tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    done = org.cli(
+        "run",
+        "-f",
+        str(org.path),
+        "--table",
+        "orders",
+        env={
+            "ORGPIPELINE_TERMINATION_LOG": str(log),
+            "ORGPIPELINE_POSTGRES_DSN": "postgresql://u:p@127.0.0.1:1/db",
+        },
+    )
+    one_line_error(done, "PostgreSQL unreachable")
+    compact = json.loads(log.read_text())
+    assert compact["result"] == "Failed" and "PostgreSQL unreachable" in compact["error"]
+    assert compact["orgId"] == org.org_id and compact["table"] == "orders"
