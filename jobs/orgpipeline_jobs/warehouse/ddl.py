@@ -103,7 +103,10 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
     raw = naming.pg_table(table.name)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        # Only when missing: CREATE SCHEMA checks the database privilege even with IF NOT EXISTS, and
+        # a tenant's role may own its schema (made by the operator) without that privilege.
+        if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone():
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         business = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns]
         audit = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(d)) for n, d in AUDIT_COLUMNS]
         conn.execute(
