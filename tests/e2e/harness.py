@@ -28,6 +28,8 @@ EXAMPLE = REPO / "examples" / "org-123.yaml"
 SAMPLES = REPO / "examples" / "data" / "org-123"
 
 T = TypeVar("T")
+TEST_LABEL = "orgpipeline.io/test-run"
+"""Label of a test's OrgPipelines; its operator watches only those (ORGPIPELINE_LABEL_SELECTOR)."""
 
 
 def free_port() -> int:
@@ -76,6 +78,7 @@ def pipeline_manifest(name: str, org_id: str, bucket: str, deletion_policy: str 
     """examples/org-123.yaml with this run's name, org id and source."""
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["metadata"]["name"] = name
+    doc["metadata"]["labels"] = {TEST_LABEL: org_id}
     doc["spec"]["orgId"] = org_id
     doc["spec"]["deletionPolicy"] = deletion_policy
     doc["spec"]["source"] = {"bucket": bucket, "prefix": f"org-{org_id}/"}
@@ -134,7 +137,14 @@ class Process:
 class Operator(Process):
     """`orgpipeline-operator` with the stack's connections, on free metrics and health ports."""
 
-    def __init__(self, env: dict[str, str], log: Path, kubeconfig: str, namespace: str = "default") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        kubeconfig: str,
+        namespace: str = "default",
+        label_selector: str | None = None,
+    ) -> None:
         self.metrics_port, self.health_port = free_port(), free_port()
         full = {
             **env,
@@ -144,6 +154,8 @@ class Operator(Process):
             "ORGPIPELINE_HEALTH_PORT": str(self.health_port),
             "ORGPIPELINE_RETRY_SECONDS": "2",
         }
+        if label_selector:  # only this test's OrgPipelines: other tests' operators share the server
+            full["ORGPIPELINE_LABEL_SELECTOR"] = label_selector
         super().__init__([str(BIN / "orgpipeline-operator")], full, log)
 
     def wait_ready(self, timeout: float = 60) -> None:

@@ -15,8 +15,9 @@ CHART = REPO / "charts" / "orgpipeline-operator"
 CI_VALUES = CHART / "ci" / "test-values.yaml"
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def release(stack: Any) -> Iterator[dict[str, str]]:
+    """A namespace and release name of the chart, removed with its cluster-scoped objects afterwards."""
     uid = uuid.uuid4().hex[:8]
     ns, name = f"orgpipeline-chart-{uid}", f"chart-{uid}"
     subprocess.run(["kubectl", "create", "namespace", ns], check=True, capture_output=True)

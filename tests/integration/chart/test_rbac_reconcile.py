@@ -27,8 +27,8 @@ _spec.loader.exec_module(harness)
 BUCKET = "orgpipeline-chart-test"
 
 
-@pytest.fixture()
-def sa_kubeconfig(release: dict[str, str], stack: Any, tmp_path: Path) -> str:
+@pytest.fixture(scope="module")
+def sa_kubeconfig(release: dict[str, str], stack: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The chart applied; a kubeconfig holding only a token of the chart's ServiceAccount."""
     ns, name = release["namespace"], release["release"]
     apply_release(ns, name)
@@ -44,7 +44,7 @@ def sa_kubeconfig(release: dict[str, str], stack: Any, tmp_path: Path) -> str:
         "contexts": [{"name": sa, "context": {"cluster": "local", "user": sa}}],
         "current-context": sa,
     }
-    path = tmp_path / "operator.kubeconfig"
+    path = tmp_path_factory.mktemp("sa") / "operator.kubeconfig"
     path.write_text(yaml.safe_dump(config))
     return str(path)
 
@@ -101,7 +101,13 @@ def test_the_operator_with_the_charts_rbac_completes_a_full_reconcile(
     sa_kubeconfig: str, release: dict[str, str], org: dict[str, str], stack: Any, tmp_path: Path
 ) -> None:
     env = {**stack.as_environ(), "PATH": os.environ["PATH"]}
-    operator = harness.Operator(env, tmp_path / "operator.log", sa_kubeconfig, namespace=release["namespace"])
+    operator = harness.Operator(
+        env,
+        tmp_path / "operator.log",
+        sa_kubeconfig,
+        namespace=release["namespace"],
+        label_selector=f"{harness.TEST_LABEL}={org['id']}",
+    )
     runner = harness.PodRunner(env, tmp_path / "podrunner.log", [org["namespace"]], tmp_path / "pods")
     try:
         operator.wait_ready()
