@@ -86,9 +86,46 @@ class RssSampler(threading.Thread):
             time.sleep(0.25)
 
 
-def counters(port: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time of the operator and of the stack's servers (to see who the bottleneck is)."""
+    out = {}
+    try:
+        t = psutil.Process(pid).cpu_times()
+        out["operator"] = round(t.user + t.system, 1)
+    except psutil.Error:
+        pass
+    for p in psutil.process_iter(["name", "cpu_times"]):
+        name = p.info["name"] or ""
+        if name in ("kube-apiserver", "etcd", "kube-controller-manager", "postgres"):
+            t = p.info["cpu_times"]
+            out[name] = round(out.get(name, 0) + t.user + t.system, 1)
+    return out
+
+
+def metrics_text(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
+        return str(resp.read().decode())
+
+
+def reconcile_stats(port: int) -> dict[str, float]:
+    """Mean reconcile duration and count by trigger, from the operator's histogram."""
+    text = metrics_text(port)
+    out = {}
+    for trigger in ("create", "resume", "update", "resync"):
+        total = re.search(
+            rf'orgpipeline_reconcile_duration_seconds_sum{{trigger="{trigger}"}} ([0-9.e+-]+)', text
+        )
+        count = re.search(
+            rf'orgpipeline_reconcile_duration_seconds_count{{trigger="{trigger}"}} ([0-9.e+-]+)', text
+        )
+        if total and count and float(count.group(1)):
+            out[f"{trigger}_count"] = float(count.group(1))
+            out[f"{trigger}_mean_seconds"] = round(float(total.group(1)) / float(count.group(1)), 3)
+    return out
+
+
+def counters(port: int) -> dict[str, float]:
+    text = metrics_text(port)
     out = {}
     for m in re.finditer(r'^orgpipeline_api_requests_total\{verb="(\w+)"\} ([0-9.e+]+)$', text, re.M):
         out[m.group(1)] = float(m.group(2))
@@ -142,7 +179,12 @@ def versions(api: kube.Kube, run: str) -> dict[str, str]:
     ):
         for item in api.list(api_version, kind, selector=naming.MANAGED_SELECTOR):
             meta = item["metadata"]
-            out[f"{kind}/{meta.get('namespace', '')}/{meta['name']}"] = meta["resourceVersion"]
+            if not meta["labels"].get(naming.LABEL_PIPELINE, "").startswith(f"org-b{run}"):
+                continue
+            # CronJobs: the controller writes their status when a schedule fires; a spec change
+            # moves the generation. Nothing but the operator writes to the other kinds.
+            version = str(meta.get("generation")) if kind == "CronJob" else meta["resourceVersion"]
+            out[f"{kind}/{meta.get('namespace', '')}/{meta['name']}"] = version
     return out
 
 
@@ -180,6 +222,7 @@ def main() -> int:
         "ORGPIPELINE_RESYNC_SECONDS": str(args.resync),
         "ORGPIPELINE_WORKERS": str(args.workers),
         "ORGPIPELINE_LOG_LEVEL": "WARNING",
+        "ORGPIPELINE_LABEL_SELECTOR": f"bench={run}",  # other OrgPipelines on the cluster are not ours
     }
     subprocess.run(
         [
@@ -208,14 +251,15 @@ def main() -> int:
         deadline = time.monotonic() + 30
         while True:
             try:
-                counters(port)
-                break
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5):
+                    break
             except OSError:
                 if time.monotonic() > deadline or op.poll() is not None:
                     raise SystemExit("the operator did not start; see " + log.name) from None
                 time.sleep(0.5)
         base_rss = sampler.peak
         print(f"run {run}: creating {args.orgs} OrgPipelines x {args.tables} tables ...", flush=True)
+        cpu_before = cpu_seconds(op.pid)
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: api.create(manifest(run, i, args.tables)), range(args.orgs)))
@@ -227,6 +271,11 @@ def main() -> int:
             print(f"  {n}/{args.orgs} Ready at {time.monotonic() - start:.0f}s", flush=True)
             time.sleep(2)
         all_ready = time.monotonic() - start
+        cpu_after = cpu_seconds(op.pid)
+        result["reconciles_until_ready"] = reconcile_stats(port)
+        result["cpu_seconds_until_ready"] = {
+            k: round(v - cpu_before.get(k, 0), 1) for k, v in cpu_after.items()
+        }
         print(f"  all Ready after {all_ready:.1f}s", flush=True)
         result.update(create_seconds=round(created, 1), all_ready_seconds=round(all_ready, 1))
 
