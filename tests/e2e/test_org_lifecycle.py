@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -122,12 +123,11 @@ def pipeline(w: World) -> dict[str, Any] | None:
 def get_orgpipelines_row(w: World) -> dict[str, str]:
     """`kubectl get orgpipelines`, the user's view, as {column: value} for this org."""
     lines = kubectl("get", "orgpipelines").splitlines()
-    header = lines[0]
-    starts = [header.index(col) for col in header.split()]
+    columns = [(m.group(0), m.start()) for m in re.finditer(r"\S+(?: \S+)*", lines[0])]  # "LAST RUN"
+    bounds = [start for _, start in columns[1:]] + [None]
     for line in lines[1:]:
         if line.split()[0] == w.name:
-            cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
-            return dict(zip(header.split(), cells, strict=True))
+            return {name: line[start:end].strip() for (name, start), end in zip(columns, bounds, strict=True)}
     raise AssertionError(f"{w.name} not in `kubectl get orgpipelines`:\n" + "\n".join(lines))
 
 
