@@ -213,7 +213,7 @@ def drop_org_data(postgres_dsn: str, mongo_uri: str, org_id: str) -> None:
         if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
             conn.execute(f'DROP OWNED BY "{role}" CASCADE')
             conn.execute(f'DROP ROLE IF EXISTS "{role}"')
-    with pymongo.MongoClient(mongo_uri) as mongo:
+    with pymongo.MongoClient[dict[str, Any]](mongo_uri) as mongo:
         db = mongo[os.environ.get("ORGPIPELINE_MONGO_DB", "orgpipeline")]
         for name in db.list_collection_names():
             if name.startswith(f"raw_{org_id}_"):

@@ -258,7 +258,7 @@ def test_orgpipeline_run_from_the_installed_wheel_against_the_real_servers(
         s3.remove_object(bucket, f"{org}/{sample.name}")
         with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "orgdata_{org}" CASCADE')
-        with pymongo.MongoClient(stack.mongo_uri) as mongo:
+        with pymongo.MongoClient[dict[str, Any]](stack.mongo_uri) as mongo:
             db = mongo[os.environ.get("ORGPIPELINE_MONGO_DB", "orgpipeline")]
             for name in db.list_collection_names():
                 if name.startswith(f"raw_{org}_"):
