@@ -62,6 +62,7 @@ def sa_kubeconfig(release: dict[str, str], stack: Any, tmp_path_factory: pytest.
         ("create", "orgpipelines.orgpipeline.io", False),
         ("delete", "orgpipelines.orgpipeline.io", False),
         ("create", "pods", False),
+        ("watch", "pods", False),
         ("create", "pods/exec", False),
         ("delete", "secrets", False),
         ("delete", "jobs.batch", False),
