@@ -187,6 +187,8 @@ def operator_proc(installed: dict[str, Path], stack: Any) -> Iterator[dict[str, 
         ORGPIPELINE_METRICS_PORT=str(metrics),
         ORGPIPELINE_HEALTH_PORT=str(health),
         ORGPIPELINE_NAMESPACE="default",
+        # reconcile nothing: the probes are the point, and other tests' OrgPipelines share the server
+        ORGPIPELINE_LABEL_SELECTOR="orgpipeline.io/packaging-test=none",
     )
     log = installed["workdir"] / "operator.log"
     with log.open("w") as out:
