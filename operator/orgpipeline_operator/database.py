@@ -15,8 +15,11 @@ Every identifier is quoted with psycopg.sql; org ids are constrained by the CRD 
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import secrets
 import threading
+from collections.abc import Iterator
 
 import psycopg
 import pymongo
@@ -32,23 +35,35 @@ def generate_password() -> str:
     return secrets.token_urlsafe(24)
 
 
-class Databases:
-    """Admin connections (created lazily, one at a time per thread) to PostgreSQL and MongoDB."""
+PgConn = psycopg.Connection[tuple[object, ...]]
 
-    def __init__(self, postgres_dsn: str, mongo_uri: str, mongo_db: str) -> None:
+
+class Databases:
+    """Admin connections to PostgreSQL (a small pool, made lazily) and MongoDB."""
+
+    def __init__(self, postgres_dsn: str, mongo_uri: str, mongo_db: str, pool_size: int = 4) -> None:
         self._dsn = postgres_dsn
         self._mongo_uri = mongo_uri
         self._mongo_db = mongo_db
-        self._local = threading.local()
+        self._idle: queue.LifoQueue[PgConn] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(pool_size)
         self._mongo: pymongo.MongoClient[dict[str, object]] | None = None
         self._lock = threading.Lock()
 
-    def _pg(self) -> psycopg.Connection[tuple[object, ...]]:
-        conn: psycopg.Connection[tuple[object, ...]] | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
-            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
-            self._local.conn = conn
-        return conn
+    @contextlib.contextmanager
+    def _pg(self) -> Iterator[PgConn]:
+        with self._slots:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = None
+            if conn is None or conn.closed or conn.broken:
+                conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+            try:
+                yield conn
+            finally:
+                if not conn.closed and not conn.broken:
+                    self._idle.put(conn)
 
     def _mongo_client(self) -> pymongo.MongoClient[dict[str, object]]:
         with self._lock:
@@ -67,8 +82,7 @@ class Databases:
         role_name, schema_name = naming.pg_role(org_id), naming.pg_schema(org_id)
         role, schema = sql.Identifier(role_name), sql.Identifier(schema_name)
         try:
-            conn = self._pg()
-            with conn.transaction():
+            with self._pg() as conn, conn.transaction():
                 # Serialise provisioning of the same org across threads and operator replicas.
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (role_name,))
                 row = conn.execute(
@@ -113,8 +127,7 @@ class Databases:
         role_name = naming.pg_role(org_id)
         role = sql.Identifier(role_name)
         try:
-            conn = self._pg()
-            with conn.transaction():
+            with self._pg() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (role_name,))
                 conn.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
@@ -145,8 +158,7 @@ class Databases:
         return names
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
+        while not self._idle.empty():
+            self._idle.get_nowait().close()
         if self._mongo is not None:
             self._mongo.close()

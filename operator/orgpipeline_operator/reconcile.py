@@ -118,32 +118,35 @@ def _apply_children(
     desired = builders.desired_children(target, rt.credentials(spec, ""))
     desired_keys = {builders.child_key(c) for c in desired}
     provisioned = False
-    writes = 0
-    for child in desired:
+
+    def sync(child: dict[str, Any]) -> int:
+        """Brings one child to its desired state; returns the number of writes (0 or 1)."""
+        nonlocal provisioned
         key = builders.child_key(child)
         digest = builders.applied_hash(child)
+        if req.existing.get(key) == digest:
+            return 0
         if child["kind"] == "Secret":
-            if req.existing.get(key) == digest:
-                continue
             # (Re)write the credentials: keep the password the Secret already has, else make one.
             # On create, Kopf's index (complete before any handler runs) already says there is none.
             known = req.trigger != "create" or key in req.existing
             password = rt.current_password(target.namespace) if known else None
-            fresh = password is None
+            if password is not None:
+                log.info("rewriting the credentials Secret of %s (password kept)", req.name)
             password = password or database.generate_password()
             rt.db.provision(spec.org_id, password)
             provisioned = True
-            creds = rt.credentials(spec, password, rt.source_keys(spec))
-            child = builders.build_secret(target, creds)
-            if not fresh:
-                log.info("rewriting the credentials Secret of %s (password kept)", req.name)
-        elif req.existing.get(key) == digest:
-            continue
+            child = builders.build_secret(target, rt.credentials(spec, password, rt.source_keys(spec)))
         elif req.trigger == "resync" and _current_hash(rt, child) == digest:
-            continue  # the index lags behind a busy watch stream: a read, never a needless write
+            return 0  # the index lags behind a busy watch stream: a read, never a needless write
         rt.kube.apply(child)
-        writes += 1
         metrics.CHILD_WRITES.labels(kind=child["kind"], op="apply").inc()
+        return 1
+
+    # The namespace first; then everything in it at once (the reconcile waits on the API server,
+    # not on the CPU, so a few requests in flight per org is what makes a thousand orgs quick).
+    writes = sync(desired[0])
+    writes += sum(rt.parallel(sync, desired[1:]))
     if not provisioned and (req.trigger != "resync" or not db_ready):
         # Cheap and idempotent: repairs a dropped schema or role (with the Secret's password).
         if rt.db.provision(spec.org_id, None):

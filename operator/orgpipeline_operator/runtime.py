@@ -4,10 +4,12 @@ Kopf keeps of the operator's children (so that an idle resync needs no API reque
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import kopf
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
@@ -17,6 +19,8 @@ from orgpipeline_operator import builders, configuration, database, kube, naming
 log = logging.getLogger("orgpipeline.operator")
 
 ChildKey = tuple[str, str, str]  # kind, namespace, name
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -24,13 +28,23 @@ class Runtime:
     settings: configuration.Settings
     kube: kube.Kube
     db: database.Databases
+    pool: concurrent.futures.ThreadPoolExecutor = dataclasses.field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="apply")
+    )
+
+    def parallel(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """fn over items on the shared pool; the first exception is raised once all have finished."""
+        futures = [self.pool.submit(fn, item) for item in items]
+        concurrent.futures.wait(futures)
+        return [f.result() for f in futures]
 
     @classmethod
     def start(cls, settings: configuration.Settings) -> Runtime:
         return cls(
             settings=settings,
-            kube=kube.Kube.from_environment(pool_size=settings.workers + 8),
+            kube=kube.Kube.from_environment(pool_size=settings.workers * 4 + 8),
             db=database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db),
+            pool=concurrent.futures.ThreadPoolExecutor(settings.workers * 4, thread_name_prefix="apply"),
         )
 
     @property
