@@ -130,7 +130,7 @@ def resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     recorded = {t.name: t.last_run.job for t in status.parse(dict(body.status)).tables if t.last_run}
     for table, job, finished in kwargs["jobs"].get(name, ()):
         if finished and recorded.get(table) != job:  # a Job event the watcher missed
-            found = memo.rt.kube.get("batch/v1", "Job", job, status.naming.namespace(body.spec["orgId"]))
+            found = memo.rt.kube.get("batch/v1", "Job", job, naming.namespace(body.spec["orgId"]))
             if found:
                 runs.record_finished_job(memo.rt, found, next(iter(kwargs["pipelines"].get(name, ())), None))
 
