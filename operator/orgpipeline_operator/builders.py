@@ -30,6 +30,7 @@ class JobSettings:
     image: str = "orgpipeline:dev"
     image_pull_policy: str = "IfNotPresent"
     egress_ports: tuple[int, ...] = (5432, 27017, 443)
+    node_selector: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ def build_secret(t: Target, creds: Credentials) -> dict[str, Any]:
 
 def _pod_spec(t: Target, table: Table) -> dict[str, Any]:
     r = tiers.of(t.spec.tier)
-    return {
+    spec: dict[str, Any] = {
         "serviceAccountName": naming.SERVICE_ACCOUNT,
         "automountServiceAccountToken": False,
         "restartPolicy": "Never",
@@ -272,6 +273,9 @@ def _pod_spec(t: Target, table: Table) -> dict[str, Any]:
             {"name": "tmp", "emptyDir": {"sizeLimit": r.tmp_size}},
         ],
     }
+    if t.jobs.node_selector:
+        spec["nodeSelector"] = dict(t.jobs.node_selector)
+    return spec
 
 
 def build_job_spec(t: Target, table: Table) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class Settings:
     """ORGPIPELINE_JOB_IMAGE: image of the CronJobs' container (has the `orgpipeline` command)."""
     job_image_pull_policy: str = "IfNotPresent"
     """ORGPIPELINE_JOB_IMAGE_PULL_POLICY: Always, IfNotPresent or Never."""
+    job_node_selector: str | None = None
+    """ORGPIPELINE_JOB_NODE_SELECTOR: k=v[,k=v] nodeSelector of the jobs' pods (dedicated nodes)."""
     job_postgres_host: str | None = None
     """ORGPIPELINE_JOB_POSTGRES_HOST: host:port the jobs use for PostgreSQL, when not the operator's."""
     job_mongo_uri: str | None = None
@@ -139,6 +141,8 @@ def _check(s: Settings) -> list[str]:
     for var, uri in (("ORGPIPELINE_MONGO_URI", s.mongo_uri), ("ORGPIPELINE_JOB_MONGO_URI", s.job_mongo_uri)):
         if uri and not uri.startswith(("mongodb://", "mongodb+srv://")):
             problems.append(f"{var} must start with mongodb:// or mongodb+srv://")
+    if s.job_node_selector and not all("=" in kv for kv in s.job_node_selector.split(",")):
+        problems.append("ORGPIPELINE_JOB_NODE_SELECTOR must be key=value[,key=value]")
     if s.job_image_pull_policy not in ("Always", "IfNotPresent", "Never"):
         problems.append("ORGPIPELINE_JOB_IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
     if s.resync_seconds <= 0 or s.retry_seconds <= 0:

@@ -50,7 +50,12 @@ class Runtime:
     @property
     def job_settings(self) -> builders.JobSettings:
         s = self.settings
-        return builders.JobSettings(s.job_image, s.job_image_pull_policy, tuple(s.egress_ports))
+        selector = tuple(
+            (k.strip(), v.strip())
+            for k, _, v in (kv.partition("=") for kv in (s.job_node_selector or "").split(","))
+            if k
+        )
+        return builders.JobSettings(s.job_image, s.job_image_pull_policy, tuple(s.egress_ports), selector)
 
     def credentials(
         self, spec: OrgPipelineSpec, password: str, s3: tuple[str, str] | None = None

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from operator_helpers import CRD, REPO, RESYNC_SECONDS, Kubectl, Operator, free_port
+from operator_helpers import CRD, REPO, RESYNC_SECONDS, TEST_LABEL, Kubectl, Operator, free_port
 from orgpipeline_operator import kube
 
 
@@ -53,6 +53,9 @@ def operator(stack: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) ->
         "ORGPIPELINE_HEALTH_PORT": str(free_port()),
         "ORGPIPELINE_NAMESPACE": "default",
         "ORGPIPELINE_WORKERS": "8",
+        "ORGPIPELINE_LABEL_SELECTOR": f"{TEST_LABEL}=true",
+        # The tests play the kubelet for the jobs' pods: on a real cluster (kind) no node may take them.
+        "ORGPIPELINE_JOB_NODE_SELECTOR": "orgpipeline.io/no-such-node=true",
     }
     op = Operator(env, tmp_path_factory.mktemp("operator") / "operator.log")
     op.start()

@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[3]
 CRD = REPO / "crds" / "orgpipeline.io_orgpipelines.yaml"
 CASES = Path(__file__).resolve().parent / "cases"
 RESYNC_SECONDS = 3.0
+TEST_LABEL = "orgpipeline.io/operator-test"
+"""The test operator reconciles only OrgPipelines with this label: others on a shared cluster are not ours."""
 T = TypeVar("T")
 
 
@@ -124,6 +126,7 @@ def pipeline(org: str, tables: list[str] | None = None, **spec: Any) -> dict[str
     """An OrgPipeline manifest for org `org` with simple tables (name -> two columns)."""
     base = yaml.safe_load((CASES / "base.yaml").read_text())
     base["metadata"]["name"] = f"org-{org}"
+    base["metadata"]["labels"] = {TEST_LABEL: "true"}
     base["spec"]["orgId"] = org
     base["spec"]["source"]["prefix"] = f"{org}/"
     table = base["spec"]["tables"][0]

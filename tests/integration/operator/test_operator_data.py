@@ -8,7 +8,6 @@ from typing import Any
 import psycopg
 import pytest
 from operator_helpers import Kubectl, Operator, pipeline, wait_for, wait_ready
-
 from orgpipeline_api import naming as api_naming
 from orgpipeline_operator import kube, naming
 
@@ -19,7 +18,9 @@ def _org_dsn(kubectl: Kubectl, org: str, stack: Any) -> str:
     user = base64.b64decode(secret["data"]["ORGPIPELINE_POSTGRES_USER"]).decode()
     password = base64.b64decode(secret["data"]["ORGPIPELINE_POSTGRES_PASSWORD"]).decode()
     info = psycopg.conninfo.conninfo_to_dict(stack.postgres_dsn)
-    return psycopg.conninfo.make_conninfo(stack.postgres_dsn, user=user, password=password, dbname=info["dbname"])
+    return psycopg.conninfo.make_conninfo(
+        stack.postgres_dsn, user=user, password=password, dbname=info["dbname"]
+    )
 
 
 def _exists(pg: Any, query: str, value: str) -> bool:
@@ -31,7 +32,12 @@ ROLE_Q = "SELECT 1 FROM pg_roles WHERE rolname = %s"
 
 
 def test_org_role_owns_its_schema_and_cannot_read_another_org(
-    operator: Operator, kubectl: Kubectl, api: kube.Kube, stack: Any, unique_id: str, cleanup_pipelines: list[str]
+    operator: Operator,
+    kubectl: Kubectl,
+    api: kube.Kube,
+    stack: Any,
+    unique_id: str,
+    cleanup_pipelines: list[str],
 ) -> None:
     a, b = f"isoa{unique_id}", f"isob{unique_id}"
     for org in (a, b):

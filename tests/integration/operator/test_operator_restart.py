@@ -8,7 +8,6 @@ from typing import Any
 
 import psycopg
 from operator_helpers import Kubectl, Operator, pipeline, wait_for, wait_ready
-
 from orgpipeline_operator import kube, naming
 
 ORGS = 6
@@ -16,7 +15,12 @@ TABLES = ["orders", "customers", "products"]
 
 
 def test_operator_killed_mid_reconcile_converges_without_duplicates(
-    operator: Operator, kubectl: Kubectl, api: kube.Kube, stack: Any, unique_id: str, cleanup_pipelines: list[str]
+    operator: Operator,
+    kubectl: Kubectl,
+    api: kube.Kube,
+    stack: Any,
+    unique_id: str,
+    cleanup_pipelines: list[str],
 ) -> None:
     orgs = [f"rst{i}{unique_id}" for i in range(ORGS)]
     operator.stop()
@@ -26,8 +30,11 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(
             kubectl.apply(pipeline(org, TABLES))
         operator.start()
         # Kill it (no graceful shutdown) as soon as it has started writing children.
-        wait_for(lambda: any(api.get("v1", "Namespace", f"org-{o}") for o in orgs), interval=0.05,
-                 what="first children")
+        wait_for(
+            lambda: any(api.get("v1", "Namespace", f"org-{o}") for o in orgs),
+            interval=0.05,
+            what="first children",
+        )
     finally:
         operator.stop(signal.SIGKILL)
         operator.start()
@@ -39,7 +46,14 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(
         selector = f"{naming.LABEL_PIPELINE}=org-{org}"
         crons = kubectl.json("get", "cronjobs", "-n", ns, "-l", selector)["items"]
         assert sorted(c["metadata"]["name"] for c in crons) == sorted(f"ingest-{t}" for t in TABLES)
-        for kind in ("secrets", "configmaps", "serviceaccounts", "resourcequotas", "limitranges", "networkpolicies"):
+        for kind in (
+            "secrets",
+            "configmaps",
+            "serviceaccounts",
+            "resourcequotas",
+            "limitranges",
+            "networkpolicies",
+        ):
             assert len(kubectl.json("get", kind, "-n", ns, "-l", selector)["items"]) == 1, kind
         assert kubectl.json("get", "jobs", "-n", ns)["items"] == []
         # The password in the Secret is the role's password, whatever moment the crash hit.

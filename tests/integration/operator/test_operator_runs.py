@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from operator_helpers import Kubectl, Operator, get_pipeline, pipeline, wait_for, wait_ready
-
 from orgpipeline_operator import kube, naming
 
 

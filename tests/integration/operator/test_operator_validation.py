@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 from operator_helpers import CASES, Kubectl, Operator, condition, get_pipeline, pipeline, wait_for, wait_ready
-
 from orgpipeline_operator import kube
 
 INVALID = sorted((CASES / "invalid").glob("*.yaml"))
