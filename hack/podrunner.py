@@ -11,7 +11,8 @@ What it does, like a kubelet on one node:
     controller sees it as healthy; deletes it on exit;
   * binds pending pods of the namespaces it serves (those labelled by the operator,
     `app.kubernetes.io/managed-by=orgpipeline-operator`, or given with --namespace) to that node
-    through the pods/binding subresource;
+    through the pods/binding subresource, when their nodeSelector fits the node's labels
+    (kubernetes.io/os=linux, orgpipeline.io/podrunner=true, kubernetes.io/hostname);
   * runs the pod's init containers one after the other, then its containers, as LOCAL PROCESSES of
     this project's own code: the image is ignored; `orgpipeline` / `orgpipeline-operator` map to
     the entry points of the virtual environment this script runs in, `python` to its interpreter,
@@ -153,6 +154,16 @@ class Node:
         self.api = api
         self.name = name
         self.uid = ""
+        self.labels = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "orgpipeline.io/podrunner": "true",
+        }
+
+    def fits(self, pod: dict[str, Any]) -> bool:
+        """What a scheduler would check before placing the pod here: its nodeSelector."""
+        wanted = pod["spec"].get("nodeSelector") or {}
+        return all(self.labels.get(k) == v for k, v in wanted.items())
 
     def register(self) -> None:
         body = {
@@ -160,11 +171,7 @@ class Node:
             "kind": "Node",
             "metadata": {
                 "name": self.name,
-                "labels": {
-                    "kubernetes.io/hostname": self.name,
-                    "kubernetes.io/os": "linux",
-                    "orgpipeline.io/podrunner": "true",
-                },
+                "labels": self.labels,
                 "annotations": {"orgpipeline.io/podrunner": "test-only kubelet stand-in (hack/podrunner.py)"},
             },
             # Only the pod runner binds pods here; a real scheduler must not.
@@ -724,7 +731,8 @@ class Runner:
                 if (
                     meta["namespace"] in served
                     and not meta.get("deletionTimestamp")
-                    and not (pod["spec"].get("schedulerName") not in (None, "default-scheduler"))
+                    and pod["spec"].get("schedulerName") in (None, "default-scheduler")
+                    and self.node.fits(pod)
                 ):
                     self.bind_and_start(pod)
         mine = (

@@ -56,3 +56,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "orgpipeline-operator.connectionsSecret" -}}
 {{- default (printf "%s-connections" (include "orgpipeline-operator.fullname" .)) .Values.connections.existingSecret }}
 {{- end }}
+
+{{/* A map as k=v,k=v (sorted), the operator's spelling of a selector. */}}
+{{- define "orgpipeline-operator.keyValues" -}}
+{{- $pairs := list }}
+{{- range $k, $v := . }}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}

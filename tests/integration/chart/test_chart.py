@@ -123,6 +123,14 @@ def test_the_deployment_matches_the_operators_contract(stack: Any) -> None:
     assert required <= set(secret["stringData"]), required - set(secret["stringData"])
     env = {e["name"]: e for e in c["env"]}
     assert env["ORGPIPELINE_JOB_IMAGE"]["value"] == "orgpipeline:0.1.0"
+    assert "ORGPIPELINE_JOB_NODE_SELECTOR" not in env
+    docs = render("jobs.nodeSelector.pool=data", "jobs.nodeSelector.arch=amd64")
+    c2 = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env2 = {e["name"]: e.get("value") for e in c2["env"]}
+    assert env2["ORGPIPELINE_JOB_NODE_SELECTOR"] == "arch=amd64,pool=data"
+    assert configuration.from_env(
+        {**secret["stringData"], **{k: v for k, v in env2.items() if v}}
+    ).job_node_selector
     assert env["ORGPIPELINE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["metrics"] == int(env["ORGPIPELINE_METRICS_PORT"]["value"])

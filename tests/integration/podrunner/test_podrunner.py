@@ -233,3 +233,26 @@ def test_a_deleted_pod_is_killed_and_removed(
             break
         assert time.monotonic() < deadline, "the deleted pod was never removed"
         time.sleep(0.3)
+
+
+def test_a_pod_whose_node_selector_does_not_fit_stays_pending(
+    kube_api: client.ApiClient, namespace: str, podrunner: dict[str, Any]
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    container = {"name": "main", "image": "orgpipeline:dev", "command": ["true"]}
+    for name, selector in (
+        ("elsewhere", {"disktype": "ssd"}),
+        ("here", {"orgpipeline.io/podrunner": "true"}),
+    ):
+        pod = {
+            "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "nodeSelector": selector, "containers": [container]},
+        }
+        core.create_namespaced_pod(namespace, pod)
+    deadline = time.monotonic() + 30
+    while core.read_namespaced_pod("here", namespace).status.phase != "Succeeded":
+        assert time.monotonic() < deadline, "the fitting pod never ran"
+        time.sleep(0.3)
+    other = core.read_namespaced_pod("elsewhere", namespace)
+    assert other.spec.node_name is None
+    assert other.status.phase == "Pending"
