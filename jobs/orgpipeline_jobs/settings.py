@@ -36,7 +36,7 @@ class Settings:
     """S3 secret key (ORGPIPELINE_S3_SECRET_KEY)."""
     lock_timeout_seconds: float = 600.0
     """How long a run waits for another run of the same org and table (ORGPIPELINE_LOCK_TIMEOUT)."""
-    batch_rows: int = 20_000
+    batch_rows: int = 50_000
     """Rows per landing batch (ORGPIPELINE_BATCH_ROWS): one heads query, one insert_many, one commit."""
 
     @classmethod
@@ -62,7 +62,7 @@ class Settings:
             s3_access_key=get("S3_ACCESS_KEY"),
             s3_secret_key=get("S3_SECRET_KEY"),
             lock_timeout_seconds=lock_timeout,
-            batch_rows=int(rows) if rows else 20_000,
+            batch_rows=int(rows) if rows else 50_000,
         )
         changes: dict[str, Any] = {k: v for k, v in overrides.items() if v}
         settings = replace(settings, **changes)

@@ -9,8 +9,8 @@ from orgpipeline_jobs.source.configuration import SourceConfig
 
 @dataclass(frozen=True)
 class LandingConfig:
-    batch_rows: int = 20_000
-    """Rows per landing batch: one heads query, one insert_many, one PostgreSQL transaction."""
+    batch_rows: int = 50_000
+    """Rows per landing batch (at most one parse block): one heads query, one insert_many, one commit."""
     fused_load: bool = True
     """Load each batch into PostgreSQL as it lands (the `run` path); False leaves versions pending."""
     source: SourceConfig = field(default_factory=SourceConfig)
