@@ -138,3 +138,18 @@ def test_idle_resync_writes_nothing_and_repairs_drift(
         lambda: _cron(kubectl, ns, "ingest-orders") is not None, timeout=RESYNC_SECONDS * 4, what="repair"
     )
     assert get_pipeline(api, name)["status"]["conditions"][0]["status"] == "True"
+
+
+def test_probes_and_metrics_endpoints(operator: Operator) -> None:
+    import urllib.request
+
+    port = operator.env["ORGPIPELINE_HEALTH_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+        assert resp.status == 200
+    text = operator.metrics()
+    for name in (
+        "orgpipeline_reconcile_total",
+        "orgpipeline_reconcile_duration_seconds_bucket",
+        "orgpipeline_api_requests_total",
+    ):
+        assert name in text

@@ -165,3 +165,18 @@ def test_removed_table_drops_its_status_and_alerts() -> None:
 def test_gauges() -> None:
     g = status.gauges(_status_with(report()))
     assert g["ready"] is True and g["rows"]["inserted"] == 7 and g["lastSuccess"] is not None
+
+
+def test_run_now_annotation_values() -> None:
+    from orgpipeline_operator import runs
+
+    assert runs.requested_tables(" orders, customers ,orders,") == ["orders", "customers"]
+    assert runs.requested_tables("") == [] and runs.requested_tables("*") == ["*"]
+
+
+def test_oldest_pipeline_owns_an_org_id() -> None:
+    from orgpipeline_operator import reconcile
+
+    orgs = {"acme": [("2026-01-02T00:00:00Z", "late"), ("2026-01-01T00:00:00Z", "early")]}
+    assert reconcile.org_owner(orgs, "acme") == "early"
+    assert reconcile.org_owner(orgs, "other") is None
