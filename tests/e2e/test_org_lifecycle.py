@@ -154,9 +154,15 @@ def run_now(w: World, tables: str) -> dict[str, dict[str, Any]]:
 
 def test_kubectl_apply_onboards_the_org_and_it_becomes_ready(world: World) -> None:
     kubectl("apply", "-f", str(world.manifest))
-    obj = wait_for(
-        "the OrgPipeline to be Ready", lambda: (o := pipeline(world)) and is_ready(o) and o, timeout=90
-    )
+
+    def ready() -> dict[str, Any] | None:
+        obj = pipeline(world)
+        return obj if is_ready(obj) else None
+
+    try:
+        obj = wait_for("the OrgPipeline to be Ready", ready, timeout=180)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; status: {(pipeline(world) or {}).get('status')}") from None
     assert obj["status"]["namespace"] == world.namespace
     ns = get_json("namespace", world.namespace)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -243,7 +249,7 @@ def test_the_quality_report_shows_the_bad_file(world: World) -> None:
 
 def test_deleting_the_org_removes_its_namespace_and_retains_its_data(world: World) -> None:
     kubectl("delete", "orgpipeline", world.name, "--wait=false")
-    wait_for("the OrgPipeline to be gone", lambda: pipeline(world) is None, timeout=90)
+    wait_for("the OrgPipeline to be gone", lambda: pipeline(world) is None, timeout=180)
     ns = get_json("namespace", world.namespace)
     assert ns is None or ns["metadata"].get("deletionTimestamp"), "the org's namespace is still there"
 

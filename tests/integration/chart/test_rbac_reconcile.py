@@ -119,7 +119,13 @@ def test_the_operator_with_the_charts_rbac_completes_a_full_reconcile(
             obj = harness.get_json("orgpipeline", org["name"])
             return obj if harness.is_ready(obj) else None
 
-        obj = harness.wait_for("the OrgPipeline to be Ready", ready, timeout=90)
+        try:
+            obj = harness.wait_for("the OrgPipeline to be Ready", ready, timeout=180)
+        except AssertionError as exc:
+            now = harness.get_json("orgpipeline", org["name"]) or {}
+            raise AssertionError(
+                f"{exc}; status: {now.get('status')}; operator log:\n{operator.output()}"
+            ) from None
         assert obj["status"]["tableCount"] == 2
         cronjobs = harness.get_json("-n", org["namespace"], "cronjobs")
         assert sorted(c["metadata"]["name"] for c in cronjobs["items"]) == [
@@ -137,7 +143,7 @@ def test_the_operator_with_the_charts_rbac_completes_a_full_reconcile(
         # The Job the operator created from the CronJob's template ran (the pod runner), and the operator
         # read its pods' termination message back into the status. Whether the data plane succeeds is
         # the end-to-end test's business; this one proves the operator was allowed every step.
-        run = harness.wait_for("the run-now Job's result in the status", ran, timeout=120)
+        run = harness.wait_for("the run-now Job's result in the status", ran, timeout=180)
         assert run["job"].startswith("ingest-orders-now-"), run
         assert run.get("runId") or run.get("error"), run
         assert operator.metric("orgpipeline_job_results_total") >= 1
@@ -146,7 +152,7 @@ def test_the_operator_with_the_charts_rbac_completes_a_full_reconcile(
         harness.wait_for(
             "the finalizer to let the OrgPipeline go",
             lambda: harness.get_json("orgpipeline", org["name"]) is None,
-            timeout=90,
+            timeout=180,
         )
         ns = harness.get_json("namespace", org["namespace"])
         assert ns is None or ns["metadata"].get("deletionTimestamp")
