@@ -134,6 +134,17 @@ def test_the_operator_with_the_charts_rbac_completes_a_full_reconcile(
         ]
         assert operator.metric("orgpipeline_reconcile_total", result="ok") >= 1
 
+        # a table removed from the spec: its CronJob goes (update path, cronjobs delete)
+        manifest["spec"]["tables"] = [t for t in manifest["spec"]["tables"] if t["name"] == "orders"]
+        harness.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+        def customers_gone() -> bool:
+            items = (harness.get_json("-n", org["namespace"], "cronjobs") or {}).get("items", [])
+            return [c["metadata"]["name"] for c in items] == ["ingest-orders"]
+
+        harness.wait_for("the removed table's CronJob to go", customers_gone, timeout=120)
+        harness.wait_for("Ready for the new generation", ready, timeout=120)
+
         harness.kubectl("annotate", "orgpipeline", org["name"], "orgpipeline.io/run-now=orders")
 
         def ran() -> dict[str, Any] | None:
