@@ -187,6 +187,14 @@ class OrgPipelineStatus(_Status):
             description="When the most recent successful run finished.",
         ),
     ] = None
+    children_hash: Annotated[
+        str | None,
+        Field(
+            max_length=64,
+            description="Hash of the namespace-level objects last applied (namespace, service account, "
+            "quota, limits, network policy, manifest); equal hash: nothing to write.",
+        ),
+    ] = None
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -345,6 +345,21 @@ def desired_children(t: Target, creds: Credentials) -> list[dict[str, Any]]:
     return children
 
 
+WATCHED_KINDS = frozenset({"Secret", "CronJob"})
+"""Children the operator watches (and indexes); the others change only when the operator writes them
+and are tracked by one combined hash in the status (see `fixed_hash`)."""
+
+
+def fixed_hash(children: list[dict[str, Any]]) -> str:
+    """One hash over the children that are not watched: equal to the status' childrenHash, no write."""
+    digests = sorted(
+        f"{c['kind']}/{c['metadata']['name']}={applied_hash(c)}"
+        for c in children
+        if c["kind"] not in WATCHED_KINDS
+    )
+    return content_hash({"children": digests})
+
+
 def child_key(obj: dict[str, Any]) -> tuple[str, str, str]:
     """(kind, namespace, name): how the reconcile matches desired children with existing ones."""
     meta = obj["metadata"]

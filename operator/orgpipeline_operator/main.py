@@ -20,18 +20,12 @@ from orgpipeline_operator import cleanup, configuration, metrics, naming, reconc
 
 G, V, P = v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
-CHILDREN = [
-    ("v1", "namespaces"),
-    ("v1", "serviceaccounts"),
-    ("v1", "resourcequotas"),
-    ("v1", "limitranges"),
-    ("v1", "configmaps"),
-    ("v1", "secrets"),
-    ("networking.k8s.io/v1", "networkpolicies"),
-    ("batch/v1", "cronjobs"),
-]
+# Watched children (see builders.WATCHED_KINDS): the rest are tracked by status.childrenHash, and a
+# deep resync reads them back now and then, so the operator is not flooded by quota/namespace events.
+CHILDREN = [("v1", "secrets"), ("batch/v1", "cronjobs")]
 CHILD_INDEXES = [f"children_{plural}" for _, plural in CHILDREN]
 RESYNC_SECONDS = float(os.environ.get("ORGPIPELINE_RESYNC_SECONDS") or 300)
+DEEP_RESYNC_SECONDS = float(os.environ.get("ORGPIPELINE_DEEP_RESYNC_SECONDS") or 3600)
 READY = threading.Event()
 
 
@@ -133,6 +127,12 @@ def resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             found = memo.rt.kube.get("batch/v1", "Job", job, naming.namespace(body.spec["orgId"]))
             if found:
                 runs.record_finished_job(memo.rt, found, next(iter(kwargs["pipelines"].get(name, ())), None))
+
+
+@kopf.timer(G, V, P, interval=DEEP_RESYNC_SECONDS, initial_delay=DEEP_RESYNC_SECONDS, idle=None)
+def deep_resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    if not body.metadata.get("deletionTimestamp"):
+        reconcile.reconcile(memo.rt, _request("deep", name, body, kwargs), body)
 
 
 @kopf.on.field(G, V, P, field=("metadata", "annotations", naming.ANNOTATION_RUN_NOW))

@@ -240,6 +240,7 @@ class Observation:
     database: Check | None = None
     resources: Check | None = None
     runs: dict[str, LastRun] = field(default_factory=dict)
+    children_hash: str | None = None
 
 
 def set_condition(
@@ -332,6 +333,7 @@ def compute_status(
         active_alerts=len(alerts),
         last_run_time=max(finished) if finished else None,
         last_success_time=max(succeeded) if succeeded else None,
+        children_hash=obs.children_hash or old.children_hash,
     )
 
 
