@@ -32,6 +32,11 @@ What it does, like a kubelet on one node:
   * honours deletion: a pod being deleted has its processes killed and is then removed (grace 0),
     as the kubelet does.
 
+Not a kubelet beyond that: no images, no isolation (processes run as this user, securityContext and
+resources are not enforced), no probes, and containers are never restarted (restartPolicy
+OnFailure/Always pods end Failed instead). Job pods with restartPolicy Never, as the operator makes
+them, behave as on a real node.
+
 Usage (the stack's environment exported: `eval "$(hack/stack env)"`):
 
     .venv/bin/python hack/podrunner.py                      # the operator's org namespaces
