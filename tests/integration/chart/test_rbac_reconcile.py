@@ -71,6 +71,8 @@ def sa_kubeconfig(release: dict[str, str], stack: Any, tmp_path_factory: pytest.
         ("create", "rolebindings.rbac.authorization.k8s.io", False),
         ("patch", "deployments.apps", False),
         ("get", "nodes", False),
+        ("watch", "configmaps", False),
+        ("list", "namespaces", False),
         ("update", "events", False),
     ],
 )
