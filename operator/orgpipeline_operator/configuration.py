@@ -52,6 +52,8 @@ class Settings:
     """ORGPIPELINE_LABEL_SELECTOR: reconcile only the OrgPipelines with these labels (sharding, tests)."""
     resync_seconds: float = 300.0
     """ORGPIPELINE_RESYNC_SECONDS: interval of the idle resync that repairs drifted children."""
+    deep_resync_seconds: float = 3600.0
+    """ORGPIPELINE_DEEP_RESYNC_SECONDS: interval of the resync that reads every child back."""
     retry_seconds: float = 15.0
     """ORGPIPELINE_RETRY_SECONDS: delay before a failed reconcile is retried."""
     workers: int = 16
@@ -145,8 +147,10 @@ def _check(s: Settings) -> list[str]:
         problems.append("ORGPIPELINE_JOB_NODE_SELECTOR must be key=value[,key=value]")
     if s.job_image_pull_policy not in ("Always", "IfNotPresent", "Never"):
         problems.append("ORGPIPELINE_JOB_IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
-    if s.resync_seconds <= 0 or s.retry_seconds <= 0:
-        problems.append("ORGPIPELINE_RESYNC_SECONDS and ORGPIPELINE_RETRY_SECONDS must be positive")
+    if min(s.resync_seconds, s.deep_resync_seconds, s.retry_seconds) <= 0:
+        problems.append(
+            "ORGPIPELINE_RESYNC_SECONDS, _DEEP_RESYNC_SECONDS and _RETRY_SECONDS must be positive"
+        )
     if not 1 <= s.workers <= 256:
         problems.append("ORGPIPELINE_WORKERS must be between 1 and 256")
     for var, port in (

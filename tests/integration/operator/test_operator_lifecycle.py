@@ -139,6 +139,15 @@ def test_idle_resync_writes_nothing_and_repairs_drift(
     )
     assert get_pipeline(api, name)["status"]["conditions"][0]["status"] == "True"
 
+    # An unwatched child (the quota) is read back and repaired when the operator resumes.
+    kubectl("delete", "resourcequota", naming.QUOTA, "-n", ns)
+    operator.stop()
+    operator.start()
+    wait_for(
+        lambda: kubectl("get", "resourcequota", naming.QUOTA, "-n", ns, check=False).returncode == 0,
+        what="quota repaired on resume",
+    )
+
 
 def test_probes_and_metrics_endpoints(operator: Operator) -> None:
     import urllib.request
