@@ -16,14 +16,23 @@ from typing import Any
 import kopf
 from orgpipeline_api import v1alpha1
 
-from orgpipeline_operator import cleanup, configuration, metrics, naming, reconcile, runs, runtime, status
+from orgpipeline_operator import (
+    cache,
+    cleanup,
+    configuration,
+    metrics,
+    naming,
+    reconcile,
+    runs,
+    runtime,
+    status,
+)
 
 G, V, P = v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
 # Watched children (see builders.WATCHED_KINDS): the rest are tracked by status.childrenHash, and a
 # deep resync reads them back now and then, so the operator is not flooded by quota/namespace events.
 CHILDREN = [("v1", "secrets"), ("batch/v1", "cronjobs")]
-CHILD_INDEXES = [f"children_{plural}" for _, plural in CHILDREN]
 RESYNC_SECONDS = float(os.environ.get("ORGPIPELINE_RESYNC_SECONDS") or 300)
 DEEP_RESYNC_SECONDS = float(os.environ.get("ORGPIPELINE_DEEP_RESYNC_SECONDS") or 3600)
 READY = threading.Event()
@@ -54,47 +63,31 @@ def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo.rt.kube.close()
 
 
-# --- indexes -----------------------------------------------------------------------------------
+# --- the cache (watch events; never blocks the handlers, unlike Kopf's indexes) -----------------
 
 
-def _child(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-    return {labels.get(naming.LABEL_PIPELINE, ""): runtime.child_entry(body)}
+async def _cache_child(type: str | None, body: kopf.Body, **_: Any) -> None:
+    cache.CACHE.child(type, body)
 
 
 for _api_version, _plural in CHILDREN:
-    kopf.index(_api_version, _plural, labels=MANAGED, id=f"children_{_plural}")(_child)
+    kopf.on.event(_api_version, _plural, labels=MANAGED, id=f"cache_{_plural}")(_cache_child)
 
 
-@kopf.index(G, V, P)
-def pipelines(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
-    meta = body.metadata
-    snap = {
-        "metadata": {
-            "name": name,
-            "uid": meta.uid,
-            "resourceVersion": meta.get("resourceVersion"),
-            "generation": meta.get("generation"),
-        },
-        "spec": dict(body.spec),
-        "status": dict(body.status),
-    }
-    return {name: snap}
+@kopf.on.event(G, V, P)
+async def cache_pipelines(type: str | None, body: kopf.Body, **_: Any) -> None:
+    cache.CACHE.pipeline(type, body)
 
 
-@kopf.index(G, V, P)
-def orgs(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
-    return {spec.get("orgId", ""): (meta.get("creationTimestamp", ""), name)}
-
-
-@kopf.index("batch/v1", "jobs", labels=MANAGED)
-def jobs(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-    return {labels.get(naming.LABEL_PIPELINE, ""): runs.job_entry(body)}
+@kopf.on.event("batch/v1", "jobs", labels=MANAGED)
+async def cache_jobs(type: str | None, body: kopf.Body, **_: Any) -> None:
+    cache.CACHE.job(type, body, status.job_finished(dict(body)) is not None)
 
 
 # --- the OrgPipeline ---------------------------------------------------------------------------
 
 
-def _request(trigger: str, name: str, body: kopf.Body, kwargs: dict[str, Any]) -> reconcile.Request:
+def _request(trigger: str, name: str, body: kopf.Body) -> reconcile.Request:
     return reconcile.Request(
         name=name,
         uid=body.metadata.uid or "",
@@ -103,8 +96,8 @@ def _request(trigger: str, name: str, body: kopf.Body, kwargs: dict[str, Any]) -
         spec=dict(body.spec),
         status=dict(body.status),
         trigger=trigger,
-        existing=runtime.children_of(name, [kwargs[i] for i in CHILD_INDEXES]),
-        org_owner=reconcile.org_owner(kwargs["orgs"], body.spec.get("orgId")),
+        existing=cache.CACHE.children_of(name),
+        org_owner=cache.CACHE.org_owner(body.spec.get("orgId")),
     )
 
 
@@ -113,33 +106,33 @@ def _request(trigger: str, name: str, body: kopf.Body, kwargs: dict[str, Any]) -
 @kopf.on.resume(G, V, P)
 def reconcile_pipeline(name: str, body: kopf.Body, memo: kopf.Memo, reason: str, **kwargs: Any) -> None:
     trigger = "create" if reason == "create" else "update" if reason == "update" else "resume"
-    reconcile.reconcile(memo.rt, _request(trigger, name, body, kwargs), body)
+    reconcile.reconcile(memo.rt, _request(trigger, name, body), body)
 
 
 @kopf.timer(G, V, P, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
 def resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     if body.metadata.get("deletionTimestamp"):
         return
-    reconcile.reconcile(memo.rt, _request("resync", name, body, kwargs), body)
+    reconcile.reconcile(memo.rt, _request("resync", name, body), body)
     recorded = {t.name: t.last_run.job for t in status.parse(dict(body.status)).tables if t.last_run}
-    for table, job, finished in kwargs["jobs"].get(name, ()):
+    for table, job, finished in cache.CACHE.jobs_of(name):
         if finished and recorded.get(table) != job:  # a Job event the watcher missed
             found = memo.rt.kube.get("batch/v1", "Job", job, naming.namespace(body.spec["orgId"]))
             if found:
-                runs.record_finished_job(memo.rt, found, next(iter(kwargs["pipelines"].get(name, ())), None))
+                runs.record_finished_job(memo.rt, found, cache.CACHE.pipeline_snapshot(name))
 
 
 @kopf.timer(G, V, P, interval=DEEP_RESYNC_SECONDS, initial_delay=DEEP_RESYNC_SECONDS, idle=None)
 def deep_resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     if not body.metadata.get("deletionTimestamp"):
-        reconcile.reconcile(memo.rt, _request("deep", name, body, kwargs), body)
+        reconcile.reconcile(memo.rt, _request("deep", name, body), body)
 
 
 @kopf.on.field(G, V, P, field=("metadata", "annotations", naming.ANNOTATION_RUN_NOW))
 def run_now(name: str, body: kopf.Body, new: Any, memo: kopf.Memo, patch: kopf.Patch, **kwargs: Any) -> None:
     if not new:
         return
-    active = [t for t, _job, finished in kwargs["jobs"].get(name, ()) if not finished]
+    active = [t for t, _job, finished in cache.CACHE.jobs_of(name) if not finished]
     runs.run_now(memo.rt, name, body.metadata.uid or "", dict(body.spec), str(new), active, body)
     patch.metadata.setdefault("annotations", {})[naming.ANNOTATION_RUN_NOW] = None
 
@@ -156,11 +149,25 @@ def delete_pipeline(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 def job_event(body: kopf.Body, type: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
     if type == "DELETED" or status.job_finished(dict(body)) is None:
         return
-    parent = next(iter(kwargs["pipelines"].get(labels.get(naming.LABEL_PIPELINE, ""), ())), None)
+    parent = cache.CACHE.pipeline_snapshot(labels.get(naming.LABEL_PIPELINE, ""))
     runs.record_finished_job(memo.rt, body, parent)
 
 
 # --- entry point -------------------------------------------------------------------------------
+
+
+def _limit_malloc_arenas() -> None:
+    """glibc gives each thread its own malloc arena: with dozens of threads decoding API responses the
+    operator's RSS doubles from fragmentation alone. Two arenas (what MALLOC_ARENA_MAX=2 does) keep
+    it in check; set before any thread starts."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, int(os.environ.get("MALLOC_ARENA_MAX", "2")))  # M_ARENA_MAX
+    except (OSError, AttributeError, ValueError):
+        pass  # not glibc: nothing to tune
 
 
 def run() -> None:
@@ -170,6 +177,7 @@ def run() -> None:
     except configuration.SettingsError as exc:
         print(f"orgpipeline-operator: {exc}", file=sys.stderr)
         sys.exit(2)
+    _limit_malloc_arenas()
     level = conf.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if level != "DEBUG":  # Kopf logs every handler at INFO: too much at a thousand orgs

@@ -82,6 +82,17 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
         write_status(rt, req, None, obs, body)
         return
 
+    if req.trigger in ("create", "resume"):
+        # The cache may still be filling after a start: the namespace's label is the word of record.
+        ns = rt.kube.get("v1", "Namespace", naming.namespace(spec.org_id))
+        holder = ((ns or {}).get("metadata", {}).get("labels") or {}).get(naming.LABEL_PIPELINE)
+        if holder and holder != req.name:
+            obs.spec_error = status.Check(
+                False, "OrgIdConflict", f"orgId {spec.org_id} already belongs to OrgPipeline {holder}"
+            )
+            metrics.RECONCILE_ERRORS.labels(reason="OrgIdConflict").inc()
+            write_status(rt, req, None, obs, body)
+            return
     target = builders.Target(req.name, req.uid, spec, rt.job_settings)
     old = status.parse(dict(req.status or {}))
     db_ready = (c := old.condition(status.DATABASE_READY)) is not None and c.status == "True"
@@ -134,9 +145,12 @@ def _apply_children(
                 return 0
         elif req.existing.get(key) == digest:
             return 0
+        elif verify and _current_hash(rt, child) == digest:
+            return 0  # the cache is still filling, or lags behind a busy watch: a read, not a write
         if child["kind"] == "Secret":
             # (Re)write the credentials: keep the password the Secret already has, else make one.
-            # On create, Kopf's index (complete before any handler runs) already says there is none.
+            # On create there is none (after a crash mid-create, a new password goes to the role and
+            # the Secret together).
             known = req.trigger != "create" or key in req.existing
             password = rt.current_password(target.namespace) if known else None
             if password is not None:
@@ -145,8 +159,6 @@ def _apply_children(
             rt.db.provision(spec.org_id, password)
             provisioned = True
             child = builders.build_secret(target, rt.credentials(spec, password, rt.source_keys(spec)))
-        elif child["kind"] in builders.WATCHED_KINDS and verify and _current_hash(rt, child) == digest:
-            return 0  # the index lags behind a busy watch stream: a read, never a needless write
         rt.kube.apply(child)
         metrics.CHILD_WRITES.labels(kind=child["kind"], op="apply").inc()
         return 1
@@ -234,12 +246,4 @@ def post_events(body: Mapping[str, Any], old: Any, new: Any) -> None:
             runtime.warn(body, reason=after.reason, message=after.message[:1000])
 
 
-def org_owner(orgs: Mapping[str, Any], org_id: str | None) -> str | None:
-    """The oldest OrgPipeline claiming the org id (ties by name): it alone may own the org."""
-    if not org_id or org_id not in orgs:
-        return None
-    claims = sorted(orgs[org_id])
-    return str(claims[0][1]) if claims else None
-
-
-__all__ = ["Request", "naming", "org_owner", "reconcile"]
+__all__ = ["Request", "naming", "reconcile"]

@@ -70,16 +70,6 @@ def run_now(
     return made
 
 
-def job_entry(body: Mapping[str, Any]) -> tuple[str, str, bool]:
-    """(table, job name, finished) of a Job, for the Jobs index."""
-    labels = (body.get("metadata") or {}).get("labels") or {}
-    return (
-        labels.get(naming.LABEL_TABLE, ""),
-        body["metadata"]["name"],
-        status.job_finished(dict(body)) is not None,
-    )
-
-
 def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str, Any] | None) -> bool:
     """Reads a finished Job's result into its OrgPipeline's status; False when nothing was to do.
 

@@ -117,27 +117,3 @@ class SourceSecretMissing(Exception):
 
 def _b64(value: str) -> str:
     return base64.b64decode(value).decode()
-
-
-# --- Kopf index shapes -------------------------------------------------------------------------
-
-
-def child_entry(body: Mapping[str, Any]) -> tuple[str, str, str, str | None]:
-    meta = body.get("metadata") or {}
-    return (
-        str(body.get("kind")),
-        str(meta.get("namespace") or ""),
-        str(meta.get("name")),
-        ((meta.get("annotations") or {}).get(naming.ANNOTATION_HASH)),
-    )
-
-
-def children_of(
-    pipeline: str, indexes: Iterable[Mapping[str, Iterable[tuple[str, str, str, str | None]]]]
-) -> dict[ChildKey, str | None]:
-    """Existing children of the pipeline, from Kopf's indexes: (kind, namespace, name) -> hash."""
-    out: dict[ChildKey, str | None] = {}
-    for index in indexes:
-        for kind, ns, name, digest in index.get(pipeline, ()):
-            out[(kind, ns, name)] = digest
-    return out
