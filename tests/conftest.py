@@ -72,7 +72,41 @@ def stack() -> StackEnv:
     os.environ.update(env.as_environ())
     # kubectl and helm, built by the stack, for tests that run them the way a user would.
     os.environ["PATH"] = f"{values['ORGPIPELINE_STACK_BIN']}:{os.environ['PATH']}"
+    _install_crd()
     return env
+
+
+def _install_crd() -> None:
+    """Installs the OrgPipeline CRD, as a platform team does before onboarding any tenant.
+
+    Once per session, whatever the order of the tests: a fresh cluster has no CRD, and every test
+    that applies an OrgPipeline (operator, chart, CLI, end to end) relies on it.
+    """
+    crd = REPO / "crds" / "orgpipeline.io_orgpipelines.yaml"
+    subprocess.run(
+        [
+            "kubectl",
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=orgpipeline-tests",
+            "-f",
+            str(crd),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            "kubectl",
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/orgpipelines.orgpipeline.io",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture(scope="session")
