@@ -122,6 +122,19 @@ class TableStatus(_Status):
     last_run: Annotated[LastRun | None, Field(description="The most recent finished run.")] = None
 
 
+class AlertType(StrEnum):
+    """Alert types shared by the jobs (threshold breaches), the operator (status) and the CLI."""
+
+    RunFailed = "RunFailed"
+    QualityBelowThreshold = "QualityBelowThreshold"
+    CompletenessBelowThreshold = "CompletenessBelowThreshold"
+    ErrorRateAboveThreshold = "ErrorRateAboveThreshold"
+
+
+CRITICAL_ALERT_TYPES = frozenset({AlertType.RunFailed.value, AlertType.QualityBelowThreshold.value})
+"""Alert types raised as critical; every other type is a warning."""
+
+
 class AlertSeverity(StrEnum):
     warning = "warning"
     critical = "critical"

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from orgpipeline_api.status import AlertType
 from orgpipeline_api.v1alpha1 import QualityThresholds, Table
 
 from orgpipeline_jobs import values as values_mod
@@ -237,21 +238,21 @@ def breaches(report: Mapping[str, Any], thresholds: QualityThresholds) -> list[d
     found = []
     checks = [
         (
-            "OverallQualityBelowThreshold",
+            AlertType.QualityBelowThreshold.value,
             "overall quality score",
             "overall_quality_score",
             thresholds.overall_quality_score,
             False,
         ),
         (
-            "ErrorRateAboveThreshold",
+            AlertType.ErrorRateAboveThreshold.value,
             "error rate percent",
             "error_rate_percent",
             thresholds.error_rate_percent,
             True,
         ),
         (
-            "CompletenessBelowThreshold",
+            AlertType.CompletenessBelowThreshold.value,
             "completeness score",
             "completeness_score",
             thresholds.completeness_score,

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from orgpipeline_api.status import CRITICAL_ALERT_TYPES
 from orgpipeline_jobs import quality
 
 from orgpipeline_cli.manage.queries import QualitySample
@@ -22,7 +23,7 @@ from orgpipeline_cli.manage.queries import QualitySample
 SCORES = ("overall_quality_score", "completeness_score", "validity_score", "consistency_score")
 FINISHED_OK = {"Succeeded", "NoNewFiles"}
 FAILED = {"Failed", "Interrupted"}
-CRITICAL_TYPES = frozenset({"RunFailed", "QualityBelowThreshold", "OverallQualityBelowThreshold"})
+CRITICAL_TYPES = CRITICAL_ALERT_TYPES
 """Alert types that are critical (the operator's, plus the data plane's name of the quality breach)."""
 
 
