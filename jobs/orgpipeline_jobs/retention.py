@@ -29,16 +29,21 @@ MONGO_BATCH = 1000
 
 def apply_to_table(
     conn: psycopg.Connection[Any],
-    collection: Collection[dict[str, Any]],
+    collection: Collection[dict[str, Any]] | None,
     org_id: str,
     table: str,
     retention: Retention,
     now: datetime | None = None,
+    dry_run: bool = False,
 ) -> dict[str, int]:
-    """Applies retention to one table; `conn` must be autocommit and hold the table's run lock."""
+    """Applies retention to one table; `conn` must be autocommit and hold the table's run lock.
+
+    With `dry_run` the very same statements run and are rolled back, so the counts reported are
+    exactly what a real run would change; MongoDB is not touched (`collection` may be None).
+    """
     now = now or datetime.now(UTC)
     raw = qualified(org_id, naming.pg_table(table))
-    with conn.transaction():
+    with conn.transaction() as versions_tx:
         rows = conn.execute(
             sql.SQL(
                 "UPDATE {raw} r SET is_active = FALSE, last_modified = now() FROM ("
@@ -51,15 +56,18 @@ def apply_to_table(
             ).format(raw=raw),
             (org_id, retention.keep_versions),
         ).fetchall()
+        if dry_run:
+            raise psycopg.Rollback(versions_tx)
     # MongoDB after the commit: a crash in between leaves PostgreSQL ahead, and the next run of
     # retention finds nothing left to deactivate there, so MongoDB is also updated by _id from the
     # versions not yet inactive (FerretDB pushes `_id` equality down; `$in` it would scan).
-    ops = [
-        UpdateOne({"_id": f"{ck}|v{v}"}, {"$set": {"is_active": False, "last_modified": now}})
-        for ck, v in rows
-    ]
-    for start in range(0, len(ops), MONGO_BATCH):
-        collection.bulk_write(ops[start : start + MONGO_BATCH], ordered=False)
+    if collection is not None and not dry_run:
+        ops = [
+            UpdateOne({"_id": f"{ck}|v{v}"}, {"$set": {"is_active": False, "last_modified": now}})
+            for ck, v in rows
+        ]
+        for start in range(0, len(ops), MONGO_BATCH):
+            collection.bulk_write(ops[start : start + MONGO_BATCH], ordered=False)
     cutoff = now - timedelta(days=retention.audit_log_days)
     deleted: dict[str, int] = {}
     targets = [
@@ -68,7 +76,7 @@ def apply_to_table(
         ("quality_metrics", naming.pg_quality_metrics(table), "measurement_timestamp", None),
         ("runs", naming.PG_RUNS_TABLE, "finished_at", table),
     ]
-    with conn.transaction():
+    with conn.transaction() as audit_tx:
         for label, name, column, only_table in targets:
             statement = sql.SQL("DELETE FROM {} WHERE {} < %s").format(
                 qualified(org_id, name), sql.Identifier(column)
@@ -78,6 +86,8 @@ def apply_to_table(
                 statement = sql.SQL("{} AND table_name = %s").format(statement)
                 params = (cutoff, only_table)
             deleted[label] = conn.execute(statement, params).rowcount
+        if dry_run:
+            raise psycopg.Rollback(audit_tx)
     return {"versions_deactivated": len(rows), **{f"{k}_deleted": v for k, v in deleted.items()}}
 
 

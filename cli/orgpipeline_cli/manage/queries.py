@@ -318,35 +318,8 @@ def pg_versions(conn: Conn, org_id: str, table: str) -> Iterator[VersionRef]:
 def retention_preview(
     conn: Conn, org_id: str, table: str, policy: Retention, now: datetime
 ) -> dict[str, int]:
-    """What `orgpipeline_jobs.retention.apply_to_table` would change now, counted, not changed.
-    Same keys as its result."""
-    raw = qualified(org_id, naming.pg_table(table))
-    row = conn.execute(
-        sql.SQL(
-            "SELECT count(*) FROM (SELECT is_active, ROW_NUMBER() OVER ("
-            " PARTITION BY org_id, composite_key ORDER BY version DESC) AS version_rank"
-            " FROM {} WHERE org_id = %s) ranked WHERE version_rank > %s AND is_active"
-        ).format(raw),
-        (org_id, policy.keep_versions),
-    ).fetchone()
-    result = {"versions_deactivated": int(row[0]) if row else 0}
-    cutoff = now - timedelta(days=policy.audit_log_days)
-    from orgpipeline_jobs.warehouse.ddl import rejected_table
+    """What `orgpipeline_jobs.retention.apply_to_table` would change now: the same statements,
+    rolled back. Same keys as its result."""
+    from orgpipeline_jobs import retention
 
-    targets = [
-        ("change_log", naming.pg_change_log(table), "change_timestamp", False),
-        ("rejected_rows", rejected_table(table), "rejected_at", False),
-        ("quality_metrics", naming.pg_quality_metrics(table), "measurement_timestamp", False),
-        ("runs", naming.PG_RUNS_TABLE, "finished_at", True),
-    ]
-    for label, name, column, by_table in targets:
-        statement = sql.SQL("SELECT count(*) FROM {} WHERE {} < %s").format(
-            qualified(org_id, name), sql.Identifier(column)
-        )
-        params: tuple[Any, ...] = (cutoff,)
-        if by_table:
-            statement = sql.SQL("{} AND table_name = %s").format(statement)
-            params = (cutoff, table)
-        counted = conn.execute(statement, params).fetchone()
-        result[f"{label}_deleted"] = int(counted[0]) if counted else 0
-    return result
+    return retention.apply_to_table(conn, None, org_id, table, policy, now, dry_run=True)
