@@ -18,7 +18,7 @@ import kopf
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from pydantic import ValidationError
 
-from orgpipeline_operator import builders, database, kube, metrics, naming, runtime, status
+from orgpipeline_operator import builders, cache, database, kube, metrics, naming, runtime, status
 from orgpipeline_operator.runtime import ChildKey, Runtime, SourceSecretMissing, log
 
 # Kinds the operator deletes when they are no longer desired (the rest are fixed per org).
@@ -160,6 +160,8 @@ def _apply_children(
             provisioned = True
             child = builders.build_secret(target, rt.credentials(spec, password, rt.source_keys(spec)))
         rt.kube.apply(child)
+        if child["kind"] in builders.WATCHED_KINDS:  # read-your-writes: the watch event may lag
+            cache.CACHE.child("MODIFIED", child)
         metrics.CHILD_WRITES.labels(kind=child["kind"], op="apply").inc()
         return 1
 
@@ -175,11 +177,11 @@ def _apply_children(
     obs.database = (
         status.Check(True, "Provisioned", "role and schema in place") if provisioned or db_ready else None
     )
-    for key in req.existing:
-        if key[0] in PRUNABLE and key not in desired_keys:
-            rt.kube.delete("batch/v1", key[0], key[2], key[1])
-            writes += 1
-            metrics.CHILD_WRITES.labels(kind=key[0], op="delete").inc()
+    for key in _prunable(rt, req, target) - desired_keys:
+        rt.kube.delete("batch/v1", key[0], key[2], key[1])
+        cache.CACHE.child("DELETED", {"kind": key[0], "metadata": _cache_meta(req.name, key)})
+        writes += 1
+        metrics.CHILD_WRITES.labels(kind=key[0], op="delete").inc()
     n = len(desired)
     obs.resources = status.Check(
         True, "Applied", f"{n} objects in namespace {target.namespace} are as desired"
@@ -187,6 +189,24 @@ def _apply_children(
     obs.children_hash = fixed
     if writes:
         log.info("%s: %d child writes (%s)", req.name, writes, req.trigger)
+
+
+def _prunable(rt: Runtime, req: Request, target: builders.Target) -> set[ChildKey]:
+    """The pipeline's existing CronJobs: those in the cache, and, unless this is the idle resync,
+    those the API server lists. The cache follows watch events and may not yet have seen CronJobs
+    written a moment ago (by the create or update just before this one, or before a restart): a
+    table removed right then would keep its CronJob if the cache alone said what to delete. One
+    LIST per spec change is the price; the idle resync stays request-free (its cache has caught up)."""
+    keys = {key for key in req.existing if key[0] in PRUNABLE}
+    if req.trigger != "resync":
+        selector = f"{naming.LABEL_PIPELINE}={req.name},{naming.MANAGED_SELECTOR}"
+        for item in rt.kube.list("batch/v1", "CronJob", target.namespace, selector):
+            keys.add(("CronJob", target.namespace, item["metadata"]["name"]))
+    return keys
+
+
+def _cache_meta(pipeline: str, key: ChildKey) -> dict[str, Any]:
+    return {"namespace": key[1], "name": key[2], "labels": {naming.LABEL_PIPELINE: pipeline}}
 
 
 def _current_hash(rt: Runtime, child: dict[str, Any]) -> str | None:
