@@ -19,7 +19,8 @@ from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 
 from orgpipeline_operator import naming, tiers
 
-RUN_AS = 65532
+RUN_AS = 10001
+"""uid and gid of the jobs' pods: the image's own user (Dockerfile `USER 10001:10001`)."""
 TERMINATION_LOG = "/dev/termination-log"
 
 

@@ -91,6 +91,10 @@ def test_cronjob_runs_the_data_plane_for_its_table_with_restricted_security() ->
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # The image's own user (Dockerfile: USER 10001:10001), not another uid.
+    ids = {k: pod["securityContext"][k] for k in ("runAsUser", "runAsGroup", "fsGroup")}
+    assert ids == {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["securityContext"]["runAsNonRoot"]
     assert c["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}  # medium tier
 
 
