@@ -162,3 +162,48 @@ def _check(s: Settings) -> list[str]:
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("ORGPIPELINE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     return problems
+
+
+_WHAT = {
+    "postgres_dsn": "admin DSN (creates the per-org roles and schemas)",
+    "mongo_uri": "MongoDB URI for the jobs; collections dropped on deletionPolicy Delete",
+    "s3_endpoint": "S3 endpoint URL (http(s)://host:port) for the jobs",
+    "s3_access_key": "default S3 access key of the jobs",
+    "s3_secret_key": "default S3 secret key of the jobs",
+    "mongo_db": "database of the raw_<org>_<table> collections",
+    "job_image": "image of the CronJobs (has the `orgpipeline` command)",
+    "job_image_pull_policy": "Always, IfNotPresent or Never",
+    "job_node_selector": "k=v[,k=v] nodeSelector of the jobs' pods",
+    "job_postgres_host": "host:port the jobs use for PostgreSQL, when not the operator's",
+    "job_mongo_uri": "MongoDB URI the jobs use, when not the operator's",
+    "job_s3_endpoint": "S3 endpoint the jobs use, when not the operator's",
+    "namespace": "where spec.source.credentialsSecret Secrets live",
+    "label_selector": "reconcile only OrgPipelines with these labels",
+    "resync_seconds": "idle resync interval",
+    "deep_resync_seconds": "resync that reads every child back",
+    "retry_seconds": "delay before a failed reconcile is retried",
+    "workers": "handler threads (x4 for parallel applies)",
+    "metrics_port": "/metrics and /readyz; 0 disables",
+    "health_port": "Kopf liveness /healthz; 0 disables",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+
+def help_text() -> str:
+    """`orgpipeline-operator --help`: what it does and every setting (read from the environment)."""
+    lines = [
+        "usage: orgpipeline-operator [-h]",
+        "",
+        "Kopf operator reconciling cluster-scoped OrgPipelines (orgpipeline.io/v1alpha1) into one",
+        "namespace per org (org-<orgId>) with a PostgreSQL role and schema, a credentials Secret and",
+        "one CronJob per table; job results are written back to the OrgPipeline's status. Runs",
+        "cluster-wide, standalone (one replica).",
+        "",
+        "Settings (environment variables; validated at start, exit 2 on a bad one):",
+    ]
+    for field in dataclasses.fields(Settings):
+        default = "required" if field.default is dataclasses.MISSING else f"default {field.default}"
+        if field.default is None:
+            default = "optional"
+        lines.append(f"  {_ENV[field.name]:<36} {_WHAT.get(field.name, '')} ({default})")
+    return "\n".join(lines) + "\n"

@@ -33,8 +33,20 @@ MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
 # Watched children (see builders.WATCHED_KINDS): the rest are tracked by status.childrenHash, and a
 # deep resync reads them back now and then, so the operator is not flooded by quota/namespace events.
 CHILDREN = [("v1", "secrets"), ("batch/v1", "cronjobs")]
-RESYNC_SECONDS = float(os.environ.get("ORGPIPELINE_RESYNC_SECONDS") or 300)
-DEEP_RESYNC_SECONDS = float(os.environ.get("ORGPIPELINE_DEEP_RESYNC_SECONDS") or 3600)
+
+
+def _seconds(var: str, default: float) -> float:
+    """A timer interval, read at import (Kopf wants it at registration); a bad value falls back
+    here and is refused by `run()` with the settings' one clear message, not a traceback."""
+    try:
+        value = float(os.environ.get(var) or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+RESYNC_SECONDS = _seconds("ORGPIPELINE_RESYNC_SECONDS", 300)
+DEEP_RESYNC_SECONDS = _seconds("ORGPIPELINE_DEEP_RESYNC_SECONDS", 3600)
 READY = threading.Event()
 
 
@@ -172,6 +184,13 @@ def _limit_malloc_arenas() -> None:
 
 def run() -> None:
     """`orgpipeline-operator`: validates the settings, then runs Kopf cluster-wide, standalone."""
+    args = sys.argv[1:]
+    if args and args[0] in ("-h", "--help"):
+        sys.stdout.write(configuration.help_text())
+        sys.exit(0)
+    if args:
+        print(f"orgpipeline-operator: unexpected argument {args[0]!r} (see --help)", file=sys.stderr)
+        sys.exit(2)
     try:
         conf = configuration.from_env()
     except configuration.SettingsError as exc:
