@@ -3,12 +3,13 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap test unit lint stack-up stack-down stack-status demo demo-down bench clean
+.PHONY: bootstrap test unit lint stack-up stack-down stack-status demo demo-down bench bench-operator
 
 bootstrap:
 	@hack/bootstrap
 
-test: bootstrap
+# Lint first: ruff and mypy clean is part of passing.
+test: bootstrap lint
 	@hack/stack up
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -19,6 +20,7 @@ lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy api jobs operator cli
+	$(BIN)/python -m orgpipeline_api.crd --check
 
 stack-up: bootstrap
 	@hack/stack up
@@ -38,4 +40,9 @@ demo-down:
 bench: bootstrap
 	$(BIN)/pip install -q -e '.[test,bench]'
 	@hack/stack up
-	$(BIN)/python bench/dataplane.py
+	$(BIN)/python bench/dataplane.py $(BENCH_ARGS)
+
+bench-operator: bootstrap
+	$(BIN)/pip install -q -e '.[test,bench]'
+	@hack/stack up
+	$(BIN)/python bench/operator_scale.py $(BENCH_ARGS)
