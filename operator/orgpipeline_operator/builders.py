@@ -315,12 +315,15 @@ def build_cronjob(t: Target, table: Table) -> dict[str, Any]:
     }
 
 
-def build_manual_job(t: Target, table: Table) -> dict[str, Any]:
-    """A one-off Job from the table's CronJob template (what `kubectl create job --from` makes)."""
+def build_manual_job(t: Target, table: Table, requested_at: str) -> dict[str, Any]:
+    """A one-off Job from the table's CronJob template (what `kubectl create job --from` makes).
+
+    Named from the run-now request (`naming.manual_job_name`), so one request makes one Job.
+    """
     cron = build_cronjob(t, table)
-    meta = t.meta("", table=table.name, component="ingest")
-    del meta["name"]
-    meta["generateName"] = naming.manual_job_prefix(table.name)
+    meta = t.meta(
+        naming.manual_job_name(t.uid, table.name, requested_at), table=table.name, component="ingest"
+    )
     meta["labels"][naming.LABEL_RUN_KIND] = "manual"
     meta["annotations"] = {"cronjob.kubernetes.io/instantiate": "manual"}
     return {

@@ -7,6 +7,8 @@ the owner reference to the OrgPipeline, the annotation that records what was app
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from orgpipeline_api import naming as api_naming
@@ -27,6 +29,8 @@ ANNOTATION_HASH = "orgpipeline.io/applied-hash"
 """Hash of the desired object last applied: equal hash, no write (the idle resync writes nothing)."""
 ANNOTATION_RUN_NOW = "orgpipeline.io/run-now"
 """Set by a user on the OrgPipeline (`kubectl annotate ... orgpipeline.io/run-now=orders`)."""
+ANNOTATION_RUN_NOW_FIELD = f"f:{ANNOTATION_RUN_NOW}"
+"""The annotation's key in a managedFields entry's fieldsV1 (under f:metadata, f:annotations)."""
 
 FINALIZER = "orgpipeline.io/finalizer"
 SECRET = "orgpipeline-credentials"
@@ -47,8 +51,42 @@ cronjob = api_naming.cronjob
 
 
 def manual_job_prefix(table: str) -> str:
-    """generateName of a run-now Job (the API server appends 5 random characters)."""
+    """What every run-now Job's name starts with (`manual_job_name` appends the request's hash)."""
     return f"{api_naming.cronjob(table)}-now-"
+
+
+MANUAL_JOB_HASH_LENGTH = 10
+"""Hex digits of the request hash: `ingest-` + a table of at most 40 + `-now-` + 10 = 62 <= 63."""
+
+
+def run_now_requested_at(metadata: Mapping[str, Any]) -> str:
+    """What identifies one run-now request: when the annotation was last written.
+
+    The `time` of the metadata.managedFields entry that owns the annotation (the latest, should
+    several); the same in every event of one request (also one that still carries the annotation
+    after the operator's own status writes), new with every `kubectl annotate --overwrite`. Without
+    such an entry, the object's resourceVersion (`rv:` prefixed).
+    """
+    times = [
+        str(entry.get("time"))
+        for entry in metadata.get("managedFields") or []
+        if entry.get("time")
+        and ANNOTATION_RUN_NOW_FIELD
+        in (((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {})
+    ]
+    return max(times) if times else f"rv:{metadata.get('resourceVersion') or ''}"
+
+
+def manual_job_name(uid: str, table: str, requested_at: str) -> str:
+    """The run-now Job of one request for one table: `ingest-<table>-now-<hash>`, deterministic.
+
+    A repeat of the same request (the handler run twice) names the same Job, so its create fails
+    with AlreadyExists instead of starting a second run; a new request gets a new name. Two requests
+    written within the same second share it (managedFields times are in seconds): one run.
+    """
+    key = "\0".join((uid, table, requested_at)).encode()
+    digest = hashlib.sha256(key).hexdigest()[:MANUAL_JOB_HASH_LENGTH]
+    return manual_job_prefix(table) + digest
 
 
 def labels(

@@ -36,7 +36,10 @@ def run_now(
     """Creates one Job per requested table unless one is already running; returns the Jobs made.
 
     `active` are the tables with a running Job (from the Jobs index): like the CronJob's
-    concurrencyPolicy Forbid, a second run of a table never overlaps the first.
+    concurrencyPolicy Forbid, a second run of a table never overlaps the first. The Job's name is
+    derived from the request (`naming.manual_job_name`: uid, table, when the annotation was
+    written), so running this twice for one request (a repeated event, a cache that has not yet
+    seen the first Job) meets AlreadyExists and makes no second Job.
     """
     tables = requested_tables(value)
     if not tables:
@@ -46,6 +49,7 @@ def run_now(
         tables = [t.name for t in spec.tables]
     target = builders.Target(name, uid, spec, rt.job_settings)
     running = set(active)
+    requested_at = naming.run_now_requested_at(body.get("metadata") or {})
     made = []
     for table_name in tables:
         table = spec.table(table_name)
@@ -55,9 +59,13 @@ def run_now(
         if table_name in running:
             runtime.info(body, reason="RunNowSkipped", message=f"{table_name}: a run is already active")
             continue
+        manifest = builders.build_manual_job(target, table, requested_at)
         try:
-            job = rt.kube.create(builders.build_manual_job(target, table))
+            job = rt.kube.create(manifest)
         except kube.ApiError as exc:
+            if exc.status == 409 and exc.reason == "AlreadyExists":  # this request's Job: made before
+                log.info("%s/%s: run-now Job %s already made", name, table_name, manifest["metadata"]["name"])
+                continue
             if exc.transient or exc.status == 404:  # 404: the namespace is not there yet
                 raise kopf.TemporaryError(
                     f"cannot create the run-now Job: {exc}", delay=rt.settings.retry_seconds

@@ -3,12 +3,18 @@ would, through pods/status) lands in the OrgPipeline's status, alerts and Events
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from operator_helpers import Kubectl, Operator, get_pipeline, pipeline, wait_for, wait_ready
-from orgpipeline_operator import kube, naming
+import kopf
+import pytest
+from kopf._core.engines import posting
+from operator_helpers import TEST_LABEL, Kubectl, Operator, get_pipeline, pipeline, wait_for, wait_ready
+from orgpipeline_operator import configuration, database, kube, naming, runs, runtime
 
 
 def _now() -> str:
@@ -89,8 +95,9 @@ def _run_now(kubectl: Kubectl, name: str, ns: str, table: str, known: set[str]) 
     kubectl("annotate", "--overwrite", "orgpipeline", name, f"{naming.ANNOTATION_RUN_NOW}={table}")
 
     def new_job() -> str | None:
-        names = {j["metadata"]["name"] for j in _jobs(kubectl, ns)} - known
-        return next(iter(names), None)
+        of_table = [j for j in _jobs(kubectl, ns) if j["metadata"]["labels"].get(naming.LABEL_TABLE) == table]
+        names = sorted({j["metadata"]["name"] for j in of_table} - known)
+        return names[0] if names else None
 
     job = wait_for(new_job, what=f"run-now Job of {table}")
     known.add(job)
@@ -197,3 +204,81 @@ def test_run_now_unknown_table_is_an_event_not_a_crash(
     wait_for(warned, what="RunNowUnknownTable Event")
     assert _jobs(kubectl, f"org-{org}") == []
     wait_ready(api, name)
+
+
+@pytest.fixture
+def events() -> Iterator[asyncio.Queue[Any]]:
+    """What Kopf's event poster would receive: runs.run_now posts Events outside a Kopf handler here."""
+    loop = asyncio.new_event_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    settings = kopf.OperatorSettings()
+    tokens = (
+        posting.settings_var.set(settings),
+        posting.event_queue_loop_var.set(loop),
+        posting.event_queue_var.set(queue),
+    )
+    yield queue
+    posting.event_queue_var.reset(tokens[2])
+    posting.event_queue_loop_var.reset(tokens[1])
+    posting.settings_var.reset(tokens[0])
+    loop.close()
+
+
+def _reasons(queue: asyncio.Queue[Any]) -> list[str]:
+    loop = posting.event_queue_loop_var.get()  # not running: the posts wait in its callbacks
+    loop.run_until_complete(asyncio.sleep(0))
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait().reason)
+    return out
+
+
+def test_run_now_twice_for_one_request_makes_one_job(
+    stack: Any, crd: None, kubectl: Kubectl, api: kube.Kube, unique_id: str, events: asyncio.Queue[Any]
+) -> None:
+    """The handler run twice for one annotation (an event still carrying it, a watch cache that has
+    not yet seen the first Job: `active` empty both times), against the real API server: one Job.
+    A later `kubectl annotate --overwrite` is a new request: a new Job."""
+    org = f"rnd{unique_id}"
+    ns = name = f"org-{org}"
+    manifest = pipeline(org, ["orders", "customers"])
+    manifest["metadata"]["labels"] = {TEST_LABEL: "none"}  # no operator handles it: this test does
+    settings = configuration.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
+    rt = runtime.Runtime(
+        settings, api, database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
+    )
+    kubectl.apply(manifest)
+    kubectl("create", "namespace", ns)
+    selector = f"{naming.LABEL_PIPELINE}={name},{naming.LABEL_TABLE}=orders"
+    try:
+        kubectl("annotate", "orgpipeline", name, f"{naming.ANNOTATION_RUN_NOW}=orders")
+        body = get_pipeline(api, name)
+        first = runs.run_now(rt, name, body["metadata"]["uid"], body["spec"], "orders", [], body)
+        second = runs.run_now(rt, name, body["metadata"]["uid"], body["spec"], "orders", [], body)
+        jobs = api.list("batch/v1", "Job", ns, selector)
+        assert [j["metadata"]["name"] for j in jobs] == first, (first, second)
+        assert len(first) == 1 and first[0].startswith("ingest-orders-now-") and second == []
+        assert _reasons(events) == ["RunNowStarted"]  # no second start, no failure
+
+        # The same request seen after other writes (a newer resourceVersion): still the same Job.
+        kubectl("label", "orgpipeline", name, "orgpipeline.io/touched=yes")
+        later = get_pipeline(api, name)
+        assert later["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]
+        assert runs.run_now(rt, name, later["metadata"]["uid"], later["spec"], "orders", [], later) == []
+        assert len(api.list("batch/v1", "Job", ns, selector)) == 1
+
+        # The annotation removed (as the handler does), later written again: a new request, a new Job.
+        kubectl("annotate", "orgpipeline", name, f"{naming.ANNOTATION_RUN_NOW}-")
+        time.sleep(1.1)  # managedFields times are in seconds
+        kubectl("annotate", "orgpipeline", name, f"{naming.ANNOTATION_RUN_NOW}=orders")
+        body = get_pipeline(api, name)
+        third = runs.run_now(rt, name, body["metadata"]["uid"], body["spec"], "orders", [], body)
+        assert len(third) == 1 and third != first
+        assert sorted(j["metadata"]["name"] for j in api.list("batch/v1", "Job", ns, selector)) == sorted(
+            first + third
+        )
+    finally:
+        kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--wait=false", check=False)
+        kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+        rt.db.close()
+        rt.pool.shutdown()

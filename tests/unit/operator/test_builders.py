@@ -160,8 +160,11 @@ def test_network_policy_denies_ingress_and_limits_egress() -> None:
 
 def test_manual_job_is_the_cronjob_template() -> None:
     t = target()
-    job = builders.build_manual_job(t, t.spec.tables[1])
-    assert job["metadata"]["generateName"] == "ingest-customers-now-"
+    job = builders.build_manual_job(t, t.spec.tables[1], "2024-05-01T10:00:00Z")
+    assert job["metadata"]["name"] == naming.manual_job_name("uid-1", "customers", "2024-05-01T10:00:00Z")
+    assert job["metadata"]["name"].startswith("ingest-customers-now-")
+    assert "generateName" not in job["metadata"]
+    assert job["metadata"]["labels"][naming.LABEL_TABLE] == "customers"
     assert job["metadata"]["labels"][naming.LABEL_RUN_KIND] == "manual"
     assert job["spec"] == builders.build_cronjob(t, t.spec.tables[1])["spec"]["jobTemplate"]["spec"]
 
