@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -68,9 +69,10 @@ class Build:
     command: Callable[[Path], list[list[str]]]
     workdir: Path | None = None
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        # The wrapper module's files are part of the key: editing them rebuilds.
+        # The wrapper module's files are part of the key: editing them rebuilds. Hashed once per
+        # process: bindir() is asked for every server's argv.
         digest = hashlib.sha256()
         if self.workdir:
             for f in sorted(self.workdir.iterdir()):
@@ -380,6 +382,7 @@ class Server:
     port_key: str
     user: str | None = None
     prepare: Callable[[dict[str, object]], None] | None = None
+    after_start: Callable[[dict[str, object]], None] | None = None
     stop_signal: int = signal.SIGTERM
     timeout: float = 60.0
 
@@ -467,46 +470,17 @@ def postgres_ready(state: dict[str, object]) -> bool:
     rc = subprocess.run(
         [str(_pg_bin() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(ports(state)["postgres"])]
     ).returncode
-    if rc != 0:
-        return False
-    for db in (PG_DATABASE, "ferretdb"):
-        exists = subprocess.run(
-            [
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-                str(_pg_bin() / "psql"),
-                "-h",
-                str(STATE_DIR / "postgres"),
-                "-p",
-                str(ports(state)["postgres"]),
-                "-d",
-                "postgres",
-                "-tAc",
-                f"SELECT 1 FROM pg_database WHERE datname = '{db}'",
-            ],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        if exists != "1":
-            subprocess.run(
-                [
-                    "runuser",
-                    "-u",
-                    "postgres",
-                    "--",
-                    str(_pg_bin() / "createdb"),
-                    "-h",
-                    str(STATE_DIR / "postgres"),
-                    "-p",
-                    str(ports(state)["postgres"]),
-                    db,
-                ],
-                check=True,
-                capture_output=True,
-            )
-    return True
+    return rc == 0
+
+
+def create_databases(state: dict[str, object]) -> None:
+    """The warehouse database and FerretDB's backend database, once."""
+    import psycopg  # the venv's; hack/stack runs on it
+
+    with psycopg.connect(pg_admin_dsn(state, "postgres"), autocommit=True) as conn:
+        for db in (PG_DATABASE, "ferretdb"):
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone() is None:
+                conn.execute(f'CREATE DATABASE "{db}"')
 
 
 def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
@@ -584,10 +558,16 @@ def apiserver_argv(state: dict[str, object]) -> list[str]:
     ]
 
 
+def write_kubeconfigs(state: dict[str, object]) -> None:
+    """The admin's (for users and tests) and kube-controller-manager's own."""
+    port = ports(state)["apiserver"]
+    write_kubeconfig(STATE_DIR / "kubeconfig", STATE_DIR / "pki", "admin", port)
+    write_kubeconfig(STATE_DIR / "kcm.kubeconfig", STATE_DIR / "pki", "kcm", port)
+
+
 def kcm_argv(state: dict[str, object]) -> list[str]:
     pki, p = STATE_DIR / "pki", ports(state)
     kubeconfig = STATE_DIR / "kcm.kubeconfig"
-    write_kubeconfig(kubeconfig, pki, "kcm", p["apiserver"])
     return [
         str(bindir("kubernetes") / "kube-controller-manager"),
         f"--kubeconfig={kubeconfig}",
@@ -616,6 +596,7 @@ SERVERS = [
         "postgres",
         user="postgres",
         prepare=prepare_postgres,
+        after_start=create_databases,
         stop_signal=signal.SIGINT,
     ),
     Server(
@@ -667,7 +648,9 @@ SERVERS = [
         lambda s: http_ok(f"http://127.0.0.1:{ports(s)['etcd']}/health"),
         "etcd",
     ),
-    Server("kube-apiserver", apiserver_argv, apiserver_ready, "apiserver", timeout=90),
+    Server(
+        "kube-apiserver", apiserver_argv, apiserver_ready, "apiserver", prepare=write_kubeconfigs, timeout=90
+    ),
     Server("kube-controller-manager", kcm_argv, kcm_ready, "kcm", timeout=90),
 ]
 KUBE_SERVERS = {"etcd", "kube-apiserver", "kube-controller-manager"}
@@ -679,12 +662,16 @@ def active_servers() -> list[Server]:
 
 def start(server: Server, state: dict[str, object]) -> None:
     pid = running_pid(server.name)
-    if pid and server.ready(state):
-        return
-    if pid:
-        # Alive but not answering: give it its full start-up time before calling it failed.
+    if pid is None:
+        pid = _launch(server, state)
+    if not server.ready(state):
+        # Just launched, or alive but not answering yet: its full start-up time before it failed.
         _wait_ready(server, state, pid)
-        return
+    if server.after_start:
+        server.after_start(state)
+
+
+def _launch(server: Server, state: dict[str, object]) -> int:
     port = ports(state)[server.port_key]
     if port_open(port):
         raise StackError(
@@ -692,8 +679,6 @@ def start(server: Server, state: dict[str, object]) -> None:
         )
     if server.prepare:
         server.prepare(state)
-    if server.name == "kube-apiserver":
-        write_kubeconfig(STATE_DIR / "kubeconfig", STATE_DIR / "pki", "admin", ports(state)["apiserver"])
     argv = server.argv(state)
     if server.user:
         argv = ["runuser", "-u", server.user, "--", *argv]
@@ -710,7 +695,7 @@ def start(server: Server, state: dict[str, object]) -> None:
             cwd=STATE_DIR,
         )
     pidfile(server.name).write_text(str(proc.pid))
-    _wait_ready(server, state, proc.pid)
+    return proc.pid
 
 
 def _wait_ready(server: Server, state: dict[str, object], pid: int) -> None:
