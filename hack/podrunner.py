@@ -368,6 +368,25 @@ class PodRun:
             "state": state,
         }
 
+    def _not_run(
+        self,
+        c: dict[str, Any],
+        code: int,
+        reason: str,
+        message: str,
+        started: str,
+        finished: str | None = None,
+    ) -> dict[str, Any]:
+        """The status of a container that ended before its process ran (or could not start)."""
+        terminated = {
+            "exitCode": code,
+            "reason": reason,
+            "message": message[:MAX_MESSAGE],
+            "startedAt": started,
+            "finishedAt": finished or now(),
+        }
+        return self._container_status(c, {"terminated": terminated})
+
     # --- environment and volumes ------------------------------------------------------------------
 
     def _get(self, kind: str, name: str) -> dict[str, Any] | None:
@@ -525,21 +544,7 @@ class PodRun:
 
     def _fail_all(self, containers: list[dict[str, Any]], reason: str, message: str) -> None:
         t = now()
-        self.statuses = [
-            self._container_status(
-                c,
-                {
-                    "terminated": {
-                        "exitCode": 128,
-                        "reason": reason,
-                        "message": message[:MAX_MESSAGE],
-                        "startedAt": t,
-                        "finishedAt": t,
-                    }
-                },
-            )
-            for c in containers
-        ]
+        self.statuses = [self._not_run(c, 128, reason, message, t, t) for c in containers]
         self.write_status("Failed", False, reason=reason, message=message)
         log.info("%s/%s: Failed (%s: %s)", self.ns, self.name, reason, message)
 
@@ -563,18 +568,7 @@ class PodRun:
             env = self.environment(c, rewrite)
             argv = command_line(c, env, rewrite)
         except (ContainerCannotRun, ApiError) as exc:
-            return self._container_status(
-                c,
-                {
-                    "terminated": {
-                        "exitCode": 128,
-                        "reason": "CreateContainerConfigError",
-                        "message": str(exc)[:MAX_MESSAGE],
-                        "startedAt": started,
-                        "finishedAt": now(),
-                    }
-                },
-            )
+            return self._not_run(c, 128, "CreateContainerConfigError", str(exc), started)
         base = {
             "PATH": f"{BIN_DIR}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(cdir),
@@ -595,18 +589,7 @@ class PodRun:
                     start_new_session=True,
                 )
             except OSError as exc:
-                return self._container_status(
-                    c,
-                    {
-                        "terminated": {
-                            "exitCode": 127,
-                            "reason": "ContainerCannotRun",
-                            "message": str(exc)[:MAX_MESSAGE],
-                            "startedAt": started,
-                            "finishedAt": now(),
-                        }
-                    },
-                )
+                return self._not_run(c, 127, "ContainerCannotRun", str(exc), started)
             self.procs[c["name"]] = proc
             if announce:
                 self.statuses = [

@@ -203,18 +203,13 @@ class PodRunner(Process):
 
 
 def drop_org_data(postgres_dsn: str, mongo_uri: str, org_id: str) -> None:
-    """Removes whatever a test left of an org in PostgreSQL and MongoDB (idempotent)."""
-    import psycopg
-    import pymongo
+    """Removes whatever a test left of an org in PostgreSQL and MongoDB (idempotent): the operator's
+    own clean-up of a deleted org (schema, role, raw_<org>_* collections)."""
+    from orgpipeline_operator.database import Databases
 
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "orgdata_{org_id}" CASCADE')
-        role = f"orgpipeline_org_{org_id}"
-        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-            conn.execute(f'DROP OWNED BY "{role}" CASCADE')
-            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
-    with pymongo.MongoClient[dict[str, Any]](mongo_uri) as mongo:
-        db = mongo[os.environ.get("ORGPIPELINE_MONGO_DB", "orgpipeline")]
-        for name in db.list_collection_names():
-            if name.startswith(f"raw_{org_id}_"):
-                db.drop_collection(name)
+    db = Databases(postgres_dsn, mongo_uri, os.environ.get("ORGPIPELINE_MONGO_DB", "orgpipeline"))
+    try:
+        db.drop_postgres(org_id)
+        db.drop_collections(org_id)
+    finally:
+        db.close()

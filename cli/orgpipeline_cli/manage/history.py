@@ -234,8 +234,6 @@ def _render_changes(document: dict[str, Any]) -> None:
     ):
         log.add_column(name)
     for c in document["changes"]:
-        source = c.get("source_info") or {}
-        where = f"{source.get('filename') or source.get('name') or ''}:{source.get('line') or ''}".strip(":")
         log.add_row(
             fmt_time(c["change_timestamp"]),
             c["org_id"],
@@ -245,9 +243,14 @@ def _render_changes(document: dict[str, Any]) -> None:
             c["change_type"],
             ", ".join(c.get("changed_fields") or []),
             c.get("changed_by_user_id") or "",
-            where,
+            _file_line(c.get("source_info") or {}),
         )
     out.print(log)
+
+
+def _file_line(source: dict[str, Any]) -> str:
+    """`file:line` of a version's source (the change log's source_info, a document's source_file)."""
+    return f"{source.get('filename') or source.get('name') or ''}:{source.get('line') or ''}".strip(":")
 
 
 def _record_history(s: Any, orgs: list[str], table: str | None, key: str, output: Format) -> None:
@@ -307,7 +310,6 @@ def _render_versions(org: str, table: str, key: str, versions: list[dict[str, An
             changes = ", ".join(f"{k}={val}" for k, val in v["data"].items())
         else:
             changes = "; ".join(f"{f}: {c['old']} → {c['new']}" for f, c in v["changes"].items())
-        source = v["source_file"]
         quality = v["quality"] or {}
         history.add_row(
             str(v["version"]),
@@ -318,7 +320,7 @@ def _render_versions(org: str, table: str, key: str, versions: list[dict[str, An
             v["postgres_status"] or "",
             "yes" if v["is_active"] else "no",
             f"{quality.get('status', '')} {fmt_num(quality.get('quality_score'))}",
-            f"{source.get('filename') or source.get('name') or ''}:{source.get('line') or ''}".strip(":"),
+            _file_line(v["source_file"]),
         )
     out.print(history)
 

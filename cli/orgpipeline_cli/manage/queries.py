@@ -11,7 +11,7 @@ need arithmetic on documents are done here over a projected stream.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -184,22 +184,24 @@ class Latency:
         return self.total_seconds / self.versions if self.versions else None
 
 
-def latency(collection: Collection[Doc], start: datetime) -> Latency:
-    """Versions landed since `start` and loaded: `loaded_at - ingested_at` (ingest, then load), or
-    zero for versions written by `run`, which commits to PostgreSQL before it lands in MongoDB."""
+def latency(collections: Iterable[Collection[Doc]], start: datetime) -> Latency:
+    """Versions landed since `start` and loaded, over all `collections`: `loaded_at - ingested_at`
+    (ingest, then load), or zero for versions written by `run`, which commits to PostgreSQL before
+    it lands in MongoDB."""
     result = Latency()
-    cursor = collection.find(
-        {"ingested_at": {"$gte": start}, "postgres_status": "loaded"},
-        {"_id": 0, "ingested_at": 1, "loaded_at": 1},
-        batch_size=STREAM_BATCH,
-    )
-    for doc in cursor:
-        result.versions += 1
-        loaded, ingested = doc.get("loaded_at"), doc.get("ingested_at")
-        if isinstance(loaded, datetime) and isinstance(ingested, datetime):
-            seconds = max(0.0, (_utc(loaded) - _utc(ingested)).total_seconds())
-            result.total_seconds += seconds
-            result.max_seconds = max(result.max_seconds, seconds)
+    for collection in collections:
+        cursor = collection.find(
+            {"ingested_at": {"$gte": start}, "postgres_status": "loaded"},
+            {"_id": 0, "ingested_at": 1, "loaded_at": 1},
+            batch_size=STREAM_BATCH,
+        )
+        for doc in cursor:
+            result.versions += 1
+            loaded, ingested = doc.get("loaded_at"), doc.get("ingested_at")
+            if isinstance(loaded, datetime) and isinstance(ingested, datetime):
+                seconds = max(0.0, (_utc(loaded) - _utc(ingested)).total_seconds())
+                result.total_seconds += seconds
+                result.max_seconds = max(result.max_seconds, seconds)
     return result
 
 

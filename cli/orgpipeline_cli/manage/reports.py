@@ -201,12 +201,7 @@ def metrics(
 def _org_metrics(s: Any, org: str, start: Any, days: int) -> dict[str, Any]:
     tables = queries.list_tables(s.conn, org)
     stats = aggregate.run_stats(queries.runs(s.conn, org, start))
-    lat = queries.Latency()
-    for table in tables:
-        one = queries.latency(s.db[naming.mongo_collection(org, table)], start)
-        lat.versions += one.versions
-        lat.total_seconds += one.total_seconds
-        lat.max_seconds = max(lat.max_seconds, one.max_seconds)
+    lat = queries.latency((s.db[naming.mongo_collection(org, t)] for t in tables), start)
     store = queries.storage(s.conn, s.db, org, tables, start)
     per_version = store.total_bytes / store.versions if store.versions else None
     growth = round(per_version * store.versions_in_period) if per_version is not None else 0

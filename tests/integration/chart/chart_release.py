@@ -11,8 +11,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "orgpipeline-operator"
 CI_VALUES = CHART / "ci" / "test-values.yaml"
-# Dry run: the server validates the CRD without this test taking its fields from whoever applied it.
-DRY_RUN = ["kubectl", "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", "-"]
 
 
 def apply_release(namespace: str, release: str, *sets: str) -> list[dict[str, Any]]:
@@ -24,6 +22,7 @@ def apply_release(namespace: str, release: str, *sets: str) -> list[dict[str, An
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
     rest = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+    # Dry run: the server validates the CRD without this test taking its fields from whoever applied it.
     subprocess.run(
         [
             "kubectl",

@@ -5,14 +5,9 @@ from __future__ import annotations
 import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-CHART = REPO / "charts" / "orgpipeline-operator"
-CI_VALUES = CHART / "ci" / "test-values.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_release import apply_release
-
-REPO = Path(__file__).resolve().parents[3]
-CHART = REPO / "charts" / "orgpipeline-operator"
-CI_VALUES = CHART / "ci" / "test-values.yaml"
+from chart_release import CHART, CI_VALUES, REPO, apply_release
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import yaml
+from chart_release import CHART, REPO
 
-REPO = Path(__file__).resolve().parents[3]
 SKAFFOLD = REPO / "skaffold.yaml"
-CHART = REPO / "charts" / "orgpipeline-operator"
 
 
 def has_path(values: dict[str, Any], dotted: str) -> bool:

@@ -224,9 +224,8 @@ def test_orgpipeline_run_from_the_installed_wheel_against_the_real_servers(
     installed: dict[str, Path], stack: Any, s3: Any, tmp_path: Path
 ) -> None:
     """The CronJob's command, `orgpipeline run -f pipeline.yaml --table orders -o json`, end to end."""
-    import psycopg
-    import pymongo
     import yaml
+    from orgpipeline_operator.database import Databases
 
     org = f"pkg{uuid.uuid4().hex[:8]}"
     bucket = "orgpipeline-packaging"
@@ -258,10 +257,11 @@ def test_orgpipeline_run_from_the_installed_wheel_against_the_real_servers(
         assert (compact["result"], compact["rowsRead"], compact["qualityScore"]) == ("Succeeded", 40, 1.0)
     finally:
         s3.remove_object(bucket, f"{org}/{sample.name}")
-        with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "orgdata_{org}" CASCADE')
-        with pymongo.MongoClient[dict[str, Any]](stack.mongo_uri) as mongo:
-            db = mongo[os.environ.get("ORGPIPELINE_MONGO_DB", "orgpipeline")]
-            for name in db.list_collection_names():
-                if name.startswith(f"raw_{org}_"):
-                    db.drop_collection(name)
+        db = Databases(
+            stack.postgres_dsn, stack.mongo_uri, os.environ.get("ORGPIPELINE_MONGO_DB", "orgpipeline")
+        )
+        try:
+            db.drop_postgres(org)
+            db.drop_collections(org)
+        finally:
+            db.close()
