@@ -39,6 +39,21 @@ def pg_quality_metrics(table: str) -> str:
     return f"raw_{table}_quality_metrics"
 
 
+def pg_heads(table: str) -> str:
+    """The latest version of every key, for change detection."""
+    return f"raw_{table}_heads"
+
+
+def pg_rejected_rows(table: str) -> str:
+    """Every row that did not become a version, with file, line and reason."""
+    return f"raw_{table}_rejected_rows"
+
+
+def pg_outbox(table: str) -> str:
+    """Version documents committed to PostgreSQL but not yet written to MongoDB."""
+    return f"raw_{table}_outbox"
+
+
 PG_RUNS_TABLE = "pipeline_runs"
 """Per-org-schema table with one row per ingest/load run, read by status, metrics and the operator."""
 

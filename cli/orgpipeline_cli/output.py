@@ -15,18 +15,15 @@ class Format(StrEnum):
     json = "json"
 
 
+COUNT_FIELDS = ["rows_read", "inserted", "updated", "deleted", "unchanged", "rejected"]
+"""The row counts of a run and of each of its files."""
 SUMMARY_FIELDS = [
     "run_id",
     "org_id",
     "table",
     "command",
     "result",
-    "rows_read",
-    "inserted",
-    "updated",
-    "deleted",
-    "unchanged",
-    "rejected",
+    *COUNT_FIELDS,
     "blank_lines",
     "duplicates",
     "loaded",
@@ -39,17 +36,7 @@ SUMMARY_FIELDS = [
     "duration_seconds",
     "error",
 ]
-FILE_FIELDS = [
-    "name",
-    "status",
-    "rows_read",
-    "inserted",
-    "updated",
-    "deleted",
-    "unchanged",
-    "rejected",
-    "error",
-]
+FILE_FIELDS = ["name", "status", *COUNT_FIELDS, "error"]
 
 
 def emit(result: dict[str, Any], fmt: Format) -> None:

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import psycopg
@@ -40,6 +41,7 @@ import pymongo
 import pymongo.errors
 from orgpipeline_api import naming
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
+from pymongo.collection import Collection
 
 from orgpipeline_jobs import lock, quality
 from orgpipeline_jobs.errors import ConfigurationError, PipelineError, ServerUnavailable
@@ -125,17 +127,16 @@ class TableRun:
             LandingConfig(batch_rows=self.settings.batch_rows, fused_load=fused),
         )
 
-    def ingest_file(self, source: files.SourceFile, fused: bool) -> ingest.FileOutcome:
-        org, name = self.spec.org_id, self.table.name
-        status = runs.file_status(self.conn, org, name, source)
+    def empty_quality(self) -> quality.QualityAccumulator:
         checker = quality.RecordChecker(self.table, extra_required=self.business_keys)
+        return quality.QualityAccumulator(len(checker.completeness_columns))
+
+    def ingest_file(self, source: files.SourceFile, fused: bool, status: str | None) -> ingest.FileOutcome:
+        """Ingests the file unless its recorded `status` (pipeline_files) says it is done."""
+        org, name = self.spec.org_id, self.table.name
         if status in ("ingested", "rejected"):
             outcome = ingest.FileOutcome(
-                source,
-                "skipped",
-                ingest.Counts(),
-                quality.QualityAccumulator(len(checker.completeness_columns)),
-                notes=[f"already {status}"],
+                source, "skipped", ingest.Counts(), self.empty_quality(), notes=[f"already {status}"]
             )
             self.outcomes.append(outcome)
             return outcome
@@ -164,19 +165,10 @@ class TableRun:
 
     def load_pending(self) -> int:
         """Loads versions landed by `ingest` (postgres_status pending), then marks them loaded."""
-        cursor = self.collection.find({"postgres_status": "pending"}, batch_size=LOAD_CHUNK)
-        chunk: list[dict[str, Any]] = []
+        docs = iter(self.collection.find({"postgres_status": "pending"}, batch_size=LOAD_CHUNK))
         batch_ids: set[str] = set()
         loaded = 0
-        for doc in cursor:
-            chunk.append(doc)
-            if len(chunk) >= LOAD_CHUNK:
-                with self.conn.transaction():
-                    copy_versions(self.conn, self.spec.org_id, self.table, chunk)
-                loaded += len(chunk)
-                batch_ids.update(d["batch_id"] for d in chunk)
-                chunk = []
-        if chunk:
+        while chunk := list(islice(docs, LOAD_CHUNK)):
             with self.conn.transaction():
                 copy_versions(self.conn, self.spec.org_id, self.table, chunk)
             loaded += len(chunk)
@@ -193,8 +185,7 @@ class TableRun:
 
     def result(self, error: str | None = None) -> dict[str, Any]:
         counts = ingest.Counts()
-        checker = quality.RecordChecker(self.table, extra_required=self.business_keys)
-        acc = quality.QualityAccumulator(len(checker.completeness_columns))
+        acc = self.empty_quality()
         for outcome in self.outcomes:
             counts.add(outcome.counts)
             acc.merge(outcome.quality)
@@ -233,19 +224,30 @@ class TableRun:
 
 
 @contextmanager
-def table_run(
-    settings: Settings, spec: OrgPipelineSpec, table_name: str, command: str, user_id: str | None = None
-) -> Iterator[TableRun]:
-    """Connects, creates the schema, takes the run lock and records the run; releases on exit."""
+def locked_table(
+    settings: Settings, spec: OrgPipelineSpec, table_name: str
+) -> Iterator[tuple[Table, psycopg.Connection[Any], Collection[dict[str, Any]]]]:
+    """Connects, creates the schema and takes the table's run lock; closing releases it on exit."""
     table = check_table(spec, table_name)
     conn = connect_postgres(settings)
     client = connect_mongo(settings)
     try:
         ddl.ensure_schema(conn, spec.org_id, table)
         lock.acquire(conn, spec.org_id, table.name, settings.lock_timeout_seconds)
-        collection = client[settings.mongo_db][naming.mongo_collection(spec.org_id, table.name)]
         # No secondary indexes: each costs FerretDB a jsonb expression index update per insert, and
         # the equality filters of `load` (postgres_status, batch_id) are pushed down to PostgreSQL.
+        yield table, conn, client[settings.mongo_db][naming.mongo_collection(spec.org_id, table.name)]
+    finally:
+        client.close()
+        conn.close()  # also releases the session-level run lock
+
+
+@contextmanager
+def table_run(
+    settings: Settings, spec: OrgPipelineSpec, table_name: str, command: str, user_id: str | None = None
+) -> Iterator[TableRun]:
+    """The locked table (`locked_table`) with its run recorded in pipeline_runs."""
+    with locked_table(settings, spec, table_name) as (table, conn, collection):
         saved = runs.business_keys(conn, spec.org_id, table.name)
         keys = list(table.business_keys) or (saved[0] if saved else [])
         tr = TableRun(
@@ -261,9 +263,6 @@ def table_run(
         )
         runs.start_run(conn, spec.org_id, table.name, tr.run_id, command, user_id)
         yield tr
-    finally:
-        client.close()
-        conn.close()  # also releases the session-level run lock
 
 
 def _finish(tr: TableRun, error: str | None = None) -> dict[str, Any]:
@@ -293,9 +292,13 @@ def run_ingest(
     """`orgpipeline ingest`: lands one file in MongoDB (postgres_status pending)."""
     source = files.resolve(source_uri, settings)
     with table_run(settings, spec, table_name, "ingest", user_id) as tr:
-        return _guarded(
-            tr, lambda: (ingest.replay_outbox(tr.context(False)), tr.ingest_file(source, fused=False))
-        )
+
+        def work() -> None:
+            ingest.replay_outbox(tr.context(False))
+            status = runs.file_status(tr.conn, spec.org_id, tr.table.name, source)
+            tr.ingest_file(source, fused=False, status=status)
+
+        return _guarded(tr, work)
 
 
 def run_load(settings: Settings, spec: OrgPipelineSpec, table_name: str) -> dict[str, Any]:
@@ -324,8 +327,8 @@ def run_table(
         todo = [f for f in found if statuses.get(f.file_id) not in ("ingested", "rejected")]
         # An interrupted file first: its rerun must see the heads it left, not a later file's.
         todo.sort(key=lambda f: (statuses.get(f.file_id) != "ingesting", f.key))
-        for source in todo:
-            tr.ingest_file(source, fused=True)
+        for source in todo:  # each listed once, under the lock: the statuses read above still hold
+            tr.ingest_file(source, fused=True, status=statuses.get(source.file_id))
         tr.load_pending()
 
     try:

@@ -21,8 +21,8 @@ from psycopg import sql
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
-from orgpipeline_jobs import lock
-from orgpipeline_jobs.warehouse.ddl import qualified, rejected_table
+from orgpipeline_jobs.landing import documents
+from orgpipeline_jobs.warehouse.ddl import qualified
 
 MONGO_BATCH = 1000
 
@@ -62,17 +62,15 @@ def apply_to_table(
     # retention finds nothing left to deactivate there, so MongoDB is also updated by _id from the
     # versions not yet inactive (FerretDB pushes `_id` equality down; `$in` it would scan).
     if collection is not None and not dry_run:
-        ops = [
-            UpdateOne({"_id": f"{ck}|v{v}"}, {"$set": {"is_active": False, "last_modified": now}})
-            for ck, v in rows
-        ]
+        inactive = {"$set": {"is_active": False, "last_modified": now}}
+        ops = [UpdateOne({"_id": documents.version_id(ck, v)}, inactive) for ck, v in rows]
         for start in range(0, len(ops), MONGO_BATCH):
             collection.bulk_write(ops[start : start + MONGO_BATCH], ordered=False)
     cutoff = now - timedelta(days=retention.audit_log_days)
     deleted: dict[str, int] = {}
     targets = [
         ("change_log", naming.pg_change_log(table), "change_timestamp", None),
-        ("rejected_rows", rejected_table(table), "rejected_at", None),
+        ("rejected_rows", naming.pg_rejected_rows(table), "rejected_at", None),
         ("quality_metrics", naming.pg_quality_metrics(table), "measurement_timestamp", None),
         ("runs", naming.PG_RUNS_TABLE, "finished_at", table),
     ]
@@ -97,19 +95,8 @@ def apply(
     """Retention of one table with the manifest's policy: connects, locks, applies."""
     from orgpipeline_jobs import pipeline  # late: pipeline imports the stages, not retention
 
-    table = pipeline.check_table(spec, table_name)
-    conn = pipeline.connect_postgres(settings)
-    client = pipeline.connect_mongo(settings)
-    try:
-        from orgpipeline_jobs.warehouse import ddl
-
-        ddl.ensure_schema(conn, spec.org_id, table)
-        lock.acquire(conn, spec.org_id, table.name, settings.lock_timeout_seconds)
-        collection = client[settings.mongo_db][naming.mongo_collection(spec.org_id, table.name)]
+    with pipeline.locked_table(settings, spec, table_name) as (table, conn, collection):
         result = apply_to_table(conn, collection, spec.org_id, table.name, spec.retention, now)
-    finally:
-        client.close()
-        conn.close()
     return {
         "org_id": spec.org_id,
         "table": table.name,

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from orgpipeline_jobs.quality import RecordCheck
+from orgpipeline_jobs.warehouse.ddl import AUDIT_COLUMN_NAMES
 
 PIPELINE_VERSION = "2.0"
 LINEAGE = "S3 -> MongoDB -> PostgreSQL"
@@ -126,26 +127,8 @@ def pg_row(doc: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
 
 
 def raw_columns(columns: list[str]) -> list[str]:
-    return [
-        "org_id",
-        "composite_key",
-        *columns,
-        "version",
-        "data_hash",
-        "change_type",
-        "changed_fields",
-        "changed_by_user_id",
-        "previous_version",
-        "audit_trail",
-        "ingested_at",
-        "last_modified",
-        "postgres_status",
-        "record_status",
-        "is_active",
-        "data_quality",
-        "source_file_metadata",
-        "processing_metadata",
-    ]
+    """The raw_{table} columns `pg_row` fills: keys, business columns, then the DDL's audit columns."""
+    return ["org_id", "composite_key", *columns, *AUDIT_COLUMN_NAMES]
 
 
 CHANGE_LOG_COLUMNS = [

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from orgpipeline_api import naming
 from psycopg import sql
 
-from orgpipeline_jobs.warehouse.ddl import heads_table, qualified
+from orgpipeline_jobs.warehouse.ddl import qualified
 
 
 @dataclass
@@ -48,7 +49,7 @@ def lookup(conn: psycopg.Connection[Any], org_id: str, table: str, keys: Sequenc
         sql.SQL(
             "SELECT composite_key, version, data_hash, change_type, file_id, line FROM {} "
             "WHERE composite_key = ANY(%s)"
-        ).format(qualified(org_id, heads_table(table))),
+        ).format(qualified(org_id, naming.pg_heads(table))),
         (list(keys),),
     ).fetchall()
     return {r[0]: Head(r[1], r[2], r[3], r[4], r[5]) for r in rows}
@@ -59,7 +60,7 @@ def fetch_data(conn: psycopg.Connection[Any], org_id: str, table: str, keys: Seq
         return {}
     rows = conn.execute(
         sql.SQL("SELECT composite_key, data FROM {} WHERE composite_key = ANY(%s)").format(
-            qualified(org_id, heads_table(table))
+            qualified(org_id, naming.pg_heads(table))
         ),
         (list(keys),),
     ).fetchall()
@@ -75,7 +76,7 @@ def upsert(
     """Sets the heads of the given keys (inside the caller's transaction)."""
     if not rows:
         return
-    target = qualified(org_id, heads_table(table))
+    target = qualified(org_id, naming.pg_heads(table))
     stage = sql.Identifier(f"_stage_{table}_heads")
     conn.execute(
         sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(stage, target)
@@ -111,7 +112,7 @@ def mark_seen(
     if keys:
         conn.execute(
             sql.SQL("UPDATE {} SET seen_file = %s WHERE composite_key = ANY(%s)").format(
-                qualified(org_id, heads_table(table))
+                qualified(org_id, naming.pg_heads(table))
             ),
             (file_id, list(keys)),
         )
@@ -126,7 +127,7 @@ def unseen(
             "SELECT composite_key, version, data_hash, change_type, file_id, line, data FROM {} "
             "WHERE seen_file IS DISTINCT FROM %s AND change_type <> 'DELETE' AND composite_key > %s "
             "ORDER BY composite_key LIMIT %s"
-        ).format(qualified(org_id, heads_table(table))),
+        ).format(qualified(org_id, naming.pg_heads(table))),
         (file_id, after, limit),
     ).fetchall()
     return [(r[0], Head(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]

@@ -26,6 +26,7 @@ from typing import Any
 import bson
 import psycopg
 import pymongo.errors
+from orgpipeline_api import naming
 from orgpipeline_api.v1alpha1 import Table, TableMode
 from psycopg import sql
 from pymongo.collection import Collection
@@ -41,7 +42,7 @@ from orgpipeline_jobs.source.csvstream import Batch, CsvStream, RejectedRow
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
 from orgpipeline_jobs.values import key_text
 from orgpipeline_jobs.warehouse import load, runs
-from orgpipeline_jobs.warehouse.ddl import outbox_table, qualified
+from orgpipeline_jobs.warehouse.ddl import qualified
 
 
 @dataclass
@@ -114,7 +115,7 @@ def insert_documents(collection: Collection[dict[str, Any]], docs: Sequence[dict
 
 def replay_outbox(ctx: TableContext) -> int:
     """Writes to MongoDB the documents a crashed fused run committed to PostgreSQL only."""
-    outbox = qualified(ctx.org_id, outbox_table(ctx.table.name))
+    outbox = qualified(ctx.org_id, naming.pg_outbox(ctx.table.name))
     rows = ctx.conn.execute(
         sql.SQL("SELECT batch_id, documents FROM {} ORDER BY batch_id").format(outbox)
     ).fetchall()
@@ -329,7 +330,7 @@ class FileIngest:
         ctx = self.ctx
         conn, org, name = ctx.conn, ctx.org_id, ctx.table.name
         if ctx.config.fused_load:
-            outbox = qualified(org, outbox_table(name))
+            outbox = qualified(org, naming.pg_outbox(name))
             with conn.transaction():
                 load.copy_versions(conn, org, ctx.table, docs)
                 heads.upsert(conn, org, name, head_rows)
@@ -364,7 +365,7 @@ class FileIngest:
         future, batch_id, count = self._in_flight
         self._in_flight = None
         future.result()
-        outbox = qualified(self.ctx.org_id, outbox_table(self.ctx.table.name))
+        outbox = qualified(self.ctx.org_id, naming.pg_outbox(self.ctx.table.name))
         self.ctx.conn.execute(sql.SQL("DELETE FROM {} WHERE batch_id = %s").format(outbox), (batch_id,))
         self.counts.loaded += count
 

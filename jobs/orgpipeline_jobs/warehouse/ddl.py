@@ -42,9 +42,10 @@ AUDIT_COLUMNS = [
     ("source_file_metadata", "JSONB"),
     ("processing_metadata", "JSONB"),
 ]
+AUDIT_COLUMN_NAMES = tuple(name for name, _ in AUDIT_COLUMNS)
 RESERVED_COLUMNS = frozenset(
     {"org_id", "composite_key", "table", "_id", "file_id", "batch_id", "run_id", "previous_data_hash"}
-    | {name for name, _ in AUDIT_COLUMNS}
+    | set(AUDIT_COLUMN_NAMES)
 )
 
 RUNS_COLUMNS = """
@@ -163,9 +164,9 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
         names = [
             naming.pg_change_log(table.name),
             naming.pg_quality_metrics(table.name),
-            heads_table(table.name),
-            rejected_table(table.name),
-            outbox_table(table.name),
+            naming.pg_heads(table.name),
+            naming.pg_rejected_rows(table.name),
+            naming.pg_outbox(table.name),
         ]
         for statement, name in zip(statements, names, strict=True):
             conn.execute(sql.SQL(statement).format(_q(schema, name)))
@@ -192,18 +193,6 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
 
 FILES_TABLE = "pipeline_files"
 TABLES_TABLE = "pipeline_tables"
-
-
-def heads_table(table: str) -> str:
-    return f"raw_{table}_heads"
-
-
-def rejected_table(table: str) -> str:
-    return f"raw_{table}_rejected_rows"
-
-
-def outbox_table(table: str) -> str:
-    return f"raw_{table}_outbox"
 
 
 def qualified(org_id: str, name: str) -> sql.Composable:

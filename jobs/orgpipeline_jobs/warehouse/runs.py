@@ -18,7 +18,7 @@ from psycopg import sql
 
 from orgpipeline_jobs.source.csvstream import RejectedRow
 from orgpipeline_jobs.source.files import SourceFile
-from orgpipeline_jobs.warehouse.ddl import FILES_TABLE, TABLES_TABLE, qualified, rejected_table
+from orgpipeline_jobs.warehouse.ddl import FILES_TABLE, TABLES_TABLE, qualified
 
 RUN_RESULT_COLUMNS = (
     "status",
@@ -144,7 +144,7 @@ def write_rejected(
             sql.SQL(
                 "INSERT INTO {} (file_id, line, run_id, source, issue_type, field, reason, text) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
-            ).format(qualified(org_id, rejected_table(table))),
+            ).format(qualified(org_id, naming.pg_rejected_rows(table))),
             [
                 (source.file_id, r.line, run_id, source.uri, r.issue_type, r.field, r.reason, r.text)
                 for r in rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from conftest import CASES, CLI, Org, order, orders_csv
@@ -15,19 +16,15 @@ def one_line_error(done: object, text: str) -> None:
     assert "Traceback" not in stderr
 
 
+def run_orders(org: Org, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`orgpipeline run` of the orders table through the real script."""
+    return org.cli("run", "-f", str(org.path), "--table", "orders", *args, env=env)
+
+
 def test_run_json_and_termination_log(org: Org, tmp_path: Path) -> None:
     org.upload("orders_1.csv", orders_csv([order(1), order(2)]))
     log = tmp_path / "termination-log"
-    done = org.cli(
-        "run",
-        "-f",
-        str(org.path),
-        "--table",
-        "orders",
-        "-o",
-        "json",
-        env={"ORGPIPELINE_TERMINATION_LOG": str(log)},
-    )
+    done = run_orders(org, "-o", "json", env={"ORGPIPELINE_TERMINATION_LOG": str(log)})
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     for name in (
@@ -45,7 +42,7 @@ def test_run_json_and_termination_log(org: Org, tmp_path: Path) -> None:
     compact = json.loads(log.read_text())
     assert compact["runId"] == result["run_id"] and compact["result"] == "Succeeded"
     assert compact["files"] == ["orders_1.csv"] and compact["rowsRead"] == 2
-    table = org.cli("run", "-f", str(org.path), "--table", "orders")
+    table = run_orders(org)
     assert table.returncode == 0 and "NoNewFiles" in table.stdout
 
 
@@ -110,12 +107,8 @@ def test_user_errors(org: Org, tmp_path: Path) -> None:
 
 def test_termination_log_of_a_run_that_cannot_start(org: Org, tmp_path: Path) -> None:
     log = tmp_path / "termination-log"
-    done = org.cli(
-        "run",
-        "-f",
-        str(org.path),
-        "--table",
-        "orders",
+    done = run_orders(
+        org,
         env={
             "ORGPIPELINE_TERMINATION_LOG": str(log),
             "ORGPIPELINE_POSTGRES_DSN": "postgresql://u:p@127.0.0.1:1/db",
