@@ -53,6 +53,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
+def _cel(rule: str, message: str) -> dict[str, Any]:
+    """A CEL validation rule of the CRD schema (`x-kubernetes-validations`), checked by the API server."""
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+
+
 class Tier(StrEnum):
     small = "small"
     medium = "medium"
@@ -73,14 +78,9 @@ class Column(_Model):
     """One column of a table: its PostgreSQL type and the record-level quality rules."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
-                    "message": "min must not be greater than max",
-                }
-            ]
-        }
+        json_schema_extra=_cel(
+            "!has(self.min) || !has(self.max) || self.min <= self.max", "min must not be greater than max"
+        )
     )
 
     name: Annotated[
@@ -137,14 +137,10 @@ class Table(_Model):
     """One table of the org: where its files come from, when it runs, its key and its columns."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.businessKeys.all(k, self.columns.exists(c, c.name == k))",
-                    "message": "businessKeys must name columns declared in columns",
-                },
-            ]
-        }
+        json_schema_extra=_cel(
+            "self.businessKeys.all(k, self.columns.exists(c, c.name == k))",
+            "businessKeys must name columns declared in columns",
+        )
     )
 
     name: Annotated[
@@ -270,14 +266,9 @@ class OrgPipelineSpec(_Model):
     """What one tenant's pipeline is: its org, tier, source, tables, thresholds and retention."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.tables.all(t, self.tables.exists_one(u, u.name == t.name))",
-                    "message": "table names must be unique",
-                }
-            ]
-        }
+        json_schema_extra=_cel(
+            "self.tables.all(t, self.tables.exists_one(u, u.name == t.name))", "table names must be unique"
+        )
     )
 
     org_id: Annotated[
@@ -286,9 +277,7 @@ class OrgPipelineSpec(_Model):
             pattern=ORG_ID_PATTERN,
             description="The organization's id: lower "
             "case letters, digits and dashes, at most 32 characters. Immutable.",
-            json_schema_extra={
-                "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "orgId is immutable"}]
-            },
+            json_schema_extra=_cel("self == oldSelf", "orgId is immutable"),
         ),
     ]
     tier: Annotated[
@@ -338,7 +327,7 @@ def parse_manifest(document: dict[str, Any]) -> tuple[str, OrgPipelineSpec]:
     try:
         spec = OrgPipelineSpec.model_validate(document.get("spec") or {})
     except ValidationError as exc:
-        raise ManifestError(_one_line(exc)) from None
+        raise ManifestError(errors_one_line(exc)) from None
     return name, spec
 
 
@@ -357,7 +346,8 @@ def load_manifest(path: str | Path) -> tuple[str, OrgPipelineSpec]:
         raise ManifestError(f"{path}: {exc}") from None
 
 
-def _one_line(exc: ValidationError) -> str:
+def errors_one_line(exc: ValidationError) -> str:
+    """A spec's validation errors as one line: `spec.<field path>: <message>`, joined by `; `."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "spec"

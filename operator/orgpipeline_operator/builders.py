@@ -316,11 +316,10 @@ def build_cronjob(t: Target, table: Table) -> dict[str, Any]:
 
 
 def build_manual_job(t: Target, table: Table, requested_at: str) -> dict[str, Any]:
-    """A one-off Job from the table's CronJob template (what `kubectl create job --from` makes).
+    """A one-off Job with the table's CronJob's job spec (what `kubectl create job --from` makes).
 
     Named from the run-now request (`naming.manual_job_name`), so one request makes one Job.
     """
-    cron = build_cronjob(t, table)
     meta = t.meta(
         naming.manual_job_name(t.uid, table.name, requested_at), table=table.name, component="ingest"
     )
@@ -330,7 +329,7 @@ def build_manual_job(t: Target, table: Table, requested_at: str) -> dict[str, An
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": meta,
-        "spec": cron["spec"]["jobTemplate"]["spec"],
+        "spec": build_job_spec(t, table),
     }
 
 

@@ -8,10 +8,12 @@ when this OrgPipeline never owned the org (an orgId conflict).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from orgpipeline_api import naming as api_naming
 from orgpipeline_api import v1alpha1
 
 from orgpipeline_operator import database, kube, metrics, naming, runtime
@@ -44,7 +46,7 @@ def finalize(rt: Runtime, name: str, spec_raw: Mapping[str, Any], body: Mapping[
         runtime.info(
             body,
             reason="DataDeleted",
-            message=f"dropped schema {naming_pg(org_id)}, its role and {len(dropped)} collections",
+            message=f"dropped schema {api_naming.pg_schema(org_id)}, its role and {len(dropped)} collections",
         )
     try:
         if current is not None:
@@ -57,12 +59,4 @@ def finalize(rt: Runtime, name: str, spec_raw: Mapping[str, Any], body: Mapping[
 
 
 def _matches(org_id: str) -> bool:
-    import re
-
     return re.fullmatch(v1alpha1.ORG_ID_PATTERN.strip("^$"), org_id) is not None
-
-
-def naming_pg(org_id: str) -> str:
-    from orgpipeline_api import naming as api_naming
-
-    return api_naming.pg_schema(org_id)

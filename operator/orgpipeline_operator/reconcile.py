@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+from orgpipeline_api import v1alpha1
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from pydantic import ValidationError
 
 from orgpipeline_operator import builders, cache, database, kube, metrics, naming, runtime, status
-from orgpipeline_operator.runtime import ChildKey, Runtime, SourceSecretMissing, log
+from orgpipeline_operator.cache import ChildKey
+from orgpipeline_operator.runtime import Runtime, SourceSecretMissing, log
 
 # Kinds the operator deletes when they are no longer desired (the rest are fixed per org).
 PRUNABLE = {"CronJob"}
@@ -38,14 +40,6 @@ class Request:
     trigger: str  # create | update | resume | resync | deep
     existing: dict[ChildKey, str | None]
     org_owner: str | None  # the OrgPipeline that owns this org id (oldest wins), from the index
-
-
-def _spec_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"spec.{where}: {err['msg']}" if where else err["msg"])
-    return "; ".join(parts)
 
 
 def reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
@@ -67,31 +61,28 @@ def reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
 
 def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     obs = status.Observation(generation=req.generation)
+
+    def refuse(reason: str, message: str) -> None:
+        """A spec that cannot work as it is: a False Ready condition, no retry."""
+        obs.spec_error = status.Check(False, reason, message)
+        metrics.RECONCILE_ERRORS.labels(reason=reason).inc()
+        write_status(rt, req, None, obs, body)
+
     try:
         spec = OrgPipelineSpec.model_validate(dict(req.spec))
     except ValidationError as exc:
-        obs.spec_error = status.Check(False, "InvalidSpec", _spec_error(exc))
-        metrics.RECONCILE_ERRORS.labels(reason="InvalidSpec").inc()
-        write_status(rt, req, None, obs, body)
+        refuse("InvalidSpec", v1alpha1.errors_one_line(exc))
         return
+    conflict = "orgId {} already belongs to OrgPipeline {}"
     if req.org_owner and req.org_owner != req.name:
-        obs.spec_error = status.Check(
-            False, "OrgIdConflict", f"orgId {spec.org_id} already belongs to OrgPipeline {req.org_owner}"
-        )
-        metrics.RECONCILE_ERRORS.labels(reason="OrgIdConflict").inc()
-        write_status(rt, req, None, obs, body)
+        refuse("OrgIdConflict", conflict.format(spec.org_id, req.org_owner))
         return
-
     if req.trigger in ("create", "resume"):
         # The cache may still be filling after a start: the namespace's label is the word of record.
         ns = rt.kube.get("v1", "Namespace", naming.namespace(spec.org_id))
         holder = ((ns or {}).get("metadata", {}).get("labels") or {}).get(naming.LABEL_PIPELINE)
         if holder and holder != req.name:
-            obs.spec_error = status.Check(
-                False, "OrgIdConflict", f"orgId {spec.org_id} already belongs to OrgPipeline {holder}"
-            )
-            metrics.RECONCILE_ERRORS.labels(reason="OrgIdConflict").inc()
-            write_status(rt, req, None, obs, body)
+            refuse("OrgIdConflict", conflict.format(spec.org_id, holder))
             return
     target = builders.Target(req.name, req.uid, spec, rt.job_settings)
     old = status.parse(dict(req.status or {}))
@@ -233,7 +224,7 @@ def write_status(
             rt.kube.patch_status(req.name, patch, rv)
         except kube.ApiError as exc:
             if exc.status == 409:
-                fresh = rt.kube.get(*_ref(req.name))
+                fresh = rt.kube.get(v1alpha1.API_VERSION, v1alpha1.KIND, req.name)
                 if fresh is None:
                     return
                 raw, rv = dict(fresh.get("status") or {}), fresh["metadata"]["resourceVersion"]
@@ -244,12 +235,6 @@ def write_status(
         post_events(body, old, new)
         return
     raise kopf.TemporaryError("status kept changing under the operator", delay=rt.settings.retry_seconds)
-
-
-def _ref(name: str) -> tuple[str, str, str]:
-    from orgpipeline_api import v1alpha1
-
-    return v1alpha1.API_VERSION, v1alpha1.KIND, name
 
 
 def post_events(body: Mapping[str, Any], old: Any, new: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 from orgpipeline_api import v1alpha1
+from orgpipeline_api.status import AlertType, LastRun, RunResult
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
 from orgpipeline_operator import builders, kube, metrics, naming, runtime, status
@@ -104,7 +105,7 @@ def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str
     return True
 
 
-def _write_run(rt: Runtime, parent: Mapping[str, Any], table: str, run: Any) -> None:
+def _write_run(rt: Runtime, parent: Mapping[str, Any], table: str, run: LastRun) -> None:
     meta = parent["metadata"]
     raw, rv = dict(parent.get("status") or {}), meta.get("resourceVersion")
     current = dict(parent)
@@ -142,14 +143,14 @@ def _write_run(rt: Runtime, parent: Mapping[str, Any], table: str, run: Any) -> 
             ) from exc
         metrics.set_org(spec.org_id, status.gauges(new))
         ref = {"apiVersion": v1alpha1.API_VERSION, "kind": v1alpha1.KIND, "metadata": current["metadata"]}
-        if run.result == "Failed":
+        if run.result == RunResult.Failed:
             runtime.warn(
                 ref, reason="RunFailed", message=f"{table}: job {run.job} failed: {run.error or ''}"[:1000]
             )
         else:
             runtime.info(ref, reason=f"Run{run.result.value}", message=f"{table}: job {run.job}")
         for alert in status.new_alerts(old.alerts, new.alerts):
-            if alert.type != "RunFailed":
+            if alert.type != AlertType.RunFailed:
                 runtime.warn(ref, reason=alert.type, message=f"{alert.table}: {alert.message}"[:1000])
         log.info("%s/%s: recorded %s of job %s", meta["name"], table, run.result.value, run.job)
         return

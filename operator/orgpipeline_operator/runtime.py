@@ -1,5 +1,5 @@
-"""What every handler shares: settings, the API client, the database connections, and the indexes
-Kopf keeps of the operator's children (so that an idle resync needs no API request at all)."""
+"""What every handler shares: settings, the API client, the database connections, the thread pool
+the reconcile applies children on, and the org's credentials (the Secret's content)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import kopf
+from orgpipeline_api import naming as api_naming
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
 from orgpipeline_operator import builders, configuration, database, kube, naming
 
 log = logging.getLogger("orgpipeline.operator")
 
-ChildKey = tuple[str, str, str]  # kind, namespace, name
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -66,8 +66,6 @@ class Runtime:
         if s3 is None:
             ref = spec.source.credentials_secret
             s3 = (f"secret:{ref}", "") if ref else (s.s3_access_key, s.s3_secret_key)
-        from orgpipeline_api import naming as api_naming
-
         return builders.Credentials(
             postgres_user=api_naming.pg_role(spec.org_id),
             postgres_password=password,

@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orgpipeline_api.status import (
+    CRITICAL_ALERT_TYPES,
     Alert,
     AlertSeverity,
+    AlertType,
     Condition,
     ConditionStatus,
     LastRun,
@@ -32,8 +34,6 @@ RESOURCES_READY = "ResourcesReady"
 SUSPENDED = "Suspended"
 HEALTHY = "Healthy"
 CONDITION_ORDER = (READY, DATABASE_READY, RESOURCES_READY, SUSPENDED, HEALTHY)
-
-CRITICAL_TYPES = {"RunFailed", "QualityBelowThreshold"}
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -74,11 +74,9 @@ def parse_termination_message(message: str | None) -> dict[str, Any] | None:
 
 
 def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if (
-            cs.get("name") == naming.CONTAINER
-            or len((pod.get("status") or {}).get("containerStatuses") or []) == 1
-        ):
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    for cs in statuses:
+        if cs.get("name") == naming.CONTAINER or len(statuses) == 1:
             term = (cs.get("state") or {}).get("terminated")
             if term:
                 return dict(term)
@@ -174,24 +172,24 @@ def _alerts_of(spec: OrgPipelineSpec, table: str, run: LastRun) -> list[tuple[st
     """(type, message) of every alert the run raises: failure, reported breaches, own threshold checks."""
     out: dict[str, str] = {}
     if run.result == RunResult.Failed:
-        out["RunFailed"] = f"job {run.job} failed: {run.error or 'no reason reported'}"[:1024]
+        out[AlertType.RunFailed] = f"job {run.job} failed: {run.error or 'no reason reported'}"[:1024]
     for b in run.breaches:
         out.setdefault(b.type, (b.message or f"{b.type}: {b.value} vs threshold {b.threshold}")[:1024])
     if run.result != RunResult.Failed:
         th = spec.quality_thresholds
         if run.quality_score is not None and run.quality_score < th.overall_quality_score:
             out.setdefault(
-                "QualityBelowThreshold",
+                AlertType.QualityBelowThreshold,
                 f"quality score {run.quality_score:.4g} is below {th.overall_quality_score:.4g}",
             )
         if run.completeness_score is not None and run.completeness_score < th.completeness_score:
             out.setdefault(
-                "CompletenessBelowThreshold",
+                AlertType.CompletenessBelowThreshold,
                 f"completeness {run.completeness_score:.4g} is below {th.completeness_score:.4g}",
             )
         if run.error_rate_percent is not None and run.error_rate_percent > th.error_rate_percent:
             out.setdefault(
-                "ErrorRateAboveThreshold",
+                AlertType.ErrorRateAboveThreshold,
                 f"error rate {run.error_rate_percent:.4g}% is above {th.error_rate_percent:.4g}%",
             )
     return sorted(out.items())
@@ -209,7 +207,9 @@ def compute_alerts(
         for type_, message in _alerts_of(spec, ts.name, ts.last_run):
             alerts.append(
                 Alert(
-                    severity=AlertSeverity.critical if type_ in CRITICAL_TYPES else AlertSeverity.warning,
+                    severity=AlertSeverity.critical
+                    if type_ in CRITICAL_ALERT_TYPES
+                    else AlertSeverity.warning,
                     type=type_,
                     table=ts.name,
                     message=message,

@@ -158,3 +158,13 @@ def wait_ready(api: kube.Kube, name: str, timeout: float = 30) -> dict[str, Any]
         return obj if ok and obj["status"].get("observedGeneration") == gen else None
 
     return wait_for(ready, timeout, f"{name} Ready")
+
+
+def apply_ready(
+    kubectl: Kubectl, api: kube.Kube, cleanup: list[str], manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """Applies an OrgPipeline manifest (deleted after the test) and waits until it is Ready."""
+    name = manifest["metadata"]["name"]
+    cleanup.append(name)
+    kubectl.apply(manifest)
+    return wait_ready(api, name)

@@ -8,7 +8,16 @@ import time
 from typing import Any
 
 import yaml
-from operator_helpers import RESYNC_SECONDS, Kubectl, Operator, get_pipeline, pipeline, wait_for, wait_ready
+from operator_helpers import (
+    RESYNC_SECONDS,
+    Kubectl,
+    Operator,
+    apply_ready,
+    get_pipeline,
+    pipeline,
+    wait_for,
+    wait_ready,
+)
 from orgpipeline_api import v1alpha1
 from orgpipeline_operator import kube, naming
 
@@ -18,9 +27,7 @@ def test_apply_creates_children_with_the_right_specs_and_becomes_ready(
 ) -> None:
     org = f"life{unique_id}"
     manifest = pipeline(org, ["orders", "customers"], tier="large")
-    cleanup_pipelines.append(manifest["metadata"]["name"])
-    kubectl.apply(manifest)
-    obj = wait_ready(api, f"org-{org}")
+    obj = apply_ready(kubectl, api, cleanup_pipelines, manifest)
     ns = f"org-{org}"
     uid = obj["metadata"]["uid"]
 
@@ -69,9 +76,7 @@ def test_table_changed_removed_and_suspend(
     org = f"chg{unique_id}"
     ns, name = f"org-{org}", f"org-{org}"
     manifest = pipeline(org, ["orders", "customers"])
-    cleanup_pipelines.append(name)
-    kubectl.apply(manifest)
-    wait_ready(api, name)
+    apply_ready(kubectl, api, cleanup_pipelines, manifest)
     before = _cron(kubectl, ns, "ingest-customers")
     assert before is not None
 
@@ -124,9 +129,7 @@ def test_idle_resync_writes_nothing_and_repairs_drift(
 ) -> None:
     org = f"idle{unique_id}"
     ns, name = f"org-{org}", f"org-{org}"
-    cleanup_pipelines.append(name)
-    kubectl.apply(pipeline(org, ["orders"]))
-    wait_ready(api, name)
+    apply_ready(kubectl, api, cleanup_pipelines, pipeline(org, ["orders"]))
     time.sleep(1)
     before = _versions(kubectl, ns, name)
     time.sleep(RESYNC_SECONDS * 2.5)  # at least two idle resyncs

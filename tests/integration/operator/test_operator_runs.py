@@ -13,7 +13,16 @@ from typing import Any
 import kopf
 import pytest
 from kopf._core.engines import posting
-from operator_helpers import TEST_LABEL, Kubectl, Operator, get_pipeline, pipeline, wait_for, wait_ready
+from operator_helpers import (
+    TEST_LABEL,
+    Kubectl,
+    Operator,
+    apply_ready,
+    get_pipeline,
+    pipeline,
+    wait_for,
+    wait_ready,
+)
 from orgpipeline_operator import configuration, database, kube, naming, runs, runtime
 
 
@@ -109,9 +118,7 @@ def test_run_now_and_finished_jobs_update_status_alerts_and_events(
 ) -> None:
     org = f"runs{unique_id}"
     ns, name = f"org-{org}", f"org-{org}"
-    cleanup_pipelines.append(name)
-    kubectl.apply(pipeline(org, ["orders", "customers"]))
-    wait_ready(api, name)
+    apply_ready(kubectl, api, cleanup_pipelines, pipeline(org, ["orders", "customers"]))
     known: set[str] = set()
 
     # run-now -> a Job from the CronJob's template; the annotation is consumed.
@@ -190,9 +197,7 @@ def test_run_now_unknown_table_is_an_event_not_a_crash(
 ) -> None:
     org = f"rnx{unique_id}"
     name = f"org-{org}"
-    cleanup_pipelines.append(name)
-    kubectl.apply(pipeline(org, ["orders"]))
-    wait_ready(api, name)
+    apply_ready(kubectl, api, cleanup_pipelines, pipeline(org, ["orders"]))
     kubectl("annotate", "orgpipeline", name, f"{naming.ANNOTATION_RUN_NOW}=nosuchtable")
 
     def warned() -> bool:
