@@ -226,13 +226,15 @@ def retention(
                 results.append({"table": t, **counts})
     else:
         from orgpipeline_jobs import retention as policy
-        from orgpipeline_jobs.errors import ServerUnavailable
+        from orgpipeline_jobs.errors import ConfigurationError, ServerUnavailable
         from orgpipeline_jobs.settings import Settings
 
         settings = Settings.from_env()
         for t in tables:
             try:
                 applied = policy.apply(settings, spec, t, now)
+            except ConfigurationError as exc:  # exit 2, as stores() maps it for every other command
+                raise UserError(str(exc)) from None
             except ServerUnavailable as exc:
                 raise CommandFailed(str(exc), EXIT_UNAVAILABLE) from None
             results.append(

@@ -249,3 +249,15 @@ def test_retention_dry_run_changes_nothing_then_applies(loaded: Org) -> None:
     assert loaded.json("validate", "--org-id", loaded.org_id)["ok"]  # both sides deactivated alike
     other = loaded.cli("retention", "--org-id", "someone-else", "-f", str(loaded.path), "--dry-run")
     assert other.returncode == 2 and "not someone-else" in other.stderr
+
+
+def test_retention_without_settings_is_a_user_error(loaded: Org) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ORGPIPELINE_POSTGRES_DSN"}
+    out = subprocess.run(
+        [CLI, "retention", "--org-id", loaded.org_id, "-f", str(loaded.path)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "orgpipeline: error: missing settings: ORGPIPELINE_POSTGRES_DSN"
+    ]
