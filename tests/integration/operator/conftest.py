@@ -1,4 +1,4 @@
-"""Fixtures for the operator tests: the CRD applied, the operator running as a real subprocess
+"""Fixtures for the operator tests (the CRD comes with `stack`): the operator as a real subprocess
 (`orgpipeline-operator`, short timings), kubectl as a user runs it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from operator_helpers import CRD, REPO, RESYNC_SECONDS, TEST_LABEL, Kubectl, Operator, free_port
+from operator_helpers import REPO, RESYNC_SECONDS, TEST_LABEL, Kubectl, Operator, free_port
 from orgpipeline_operator import kube
 
 
@@ -37,13 +37,7 @@ def api(kube_api: Any) -> kube.Kube:
 
 
 @pytest.fixture(scope="session")
-def crd(kubectl: Kubectl) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/orgpipelines.orgpipeline.io", "--timeout=30s")
-
-
-@pytest.fixture(scope="session")
-def operator(stack: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+def operator(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     env = {
         **os.environ,
         **stack.as_environ(),

@@ -18,7 +18,6 @@ import yaml
 from orgpipeline_operator import kube
 
 REPO = Path(__file__).resolve().parents[3]
-CRD = REPO / "crds" / "orgpipeline.io_orgpipelines.yaml"
 CASES = Path(__file__).resolve().parent / "cases"
 RESYNC_SECONDS = 3.0
 TEST_LABEL = "orgpipeline.io/operator-test"

@@ -18,7 +18,7 @@ TABLES = [f"t{i:02d}" for i in range(40)]
 
 @pytest.fixture(scope="module")
 def slow_resync_operator(
-    stack: Any, crd: None, operator: Operator, tmp_path_factory: pytest.TempPathFactory
+    stack: Any, operator: Operator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     """An operator of its own whose idle resync never comes during the test: only the update
     handler can remove the CronJob (the session's operator resyncs every few seconds, which hid it)."""
@@ -108,7 +108,7 @@ def _request(api: kube.Kube, name: str, trigger: str, seen: cache.Cache) -> reco
 
 
 def test_update_deletes_cronjobs_its_cache_has_not_seen(
-    stack: Any, crd: None, kubectl: Kubectl, api: kube.Kube, kube_api: Any, unique_id: str
+    stack: Any, kubectl: Kubectl, api: kube.Kube, kube_api: Any, unique_id: str
 ) -> None:
     """The race without the timing: the update's reconcile runs with a watch cache that has not yet
     received the CronJobs the create just wrote (a Cache fed no event), against the real API server.

@@ -239,7 +239,7 @@ def _reasons(queue: asyncio.Queue[Any]) -> list[str]:
 
 
 def test_run_now_twice_for_one_request_makes_one_job(
-    stack: Any, crd: None, kubectl: Kubectl, api: kube.Kube, unique_id: str, events: asyncio.Queue[Any]
+    stack: Any, kubectl: Kubectl, api: kube.Kube, unique_id: str, events: asyncio.Queue[Any]
 ) -> None:
     """The handler run twice for one annotation (an event still carrying it, a watch cache that has
     not yet seen the first Job: `active` empty both times), against the real API server: one Job.

@@ -15,7 +15,7 @@ INVALID = sorted((CASES / "invalid").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
 def test_api_server_refuses_invalid_manifest_with_a_clear_message(
-    crd: None, kubectl: Kubectl, path: Path, unique_id: str
+    kubectl: Kubectl, path: Path, unique_id: str
 ) -> None:
     expected = path.read_text().splitlines()[0].removeprefix("# expect: ")
     doc = yaml.safe_load(path.read_text())
