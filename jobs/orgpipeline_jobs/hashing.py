@@ -13,9 +13,13 @@ from collections.abc import Mapping
 from typing import Any
 
 
+def canonical_json(data: Mapping[str, Any]) -> str:
+    """The text the data hash covers: sorted keys, no spaces, UTF-8 as is."""
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def data_hash(data: Mapping[str, Any]) -> str:
-    text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
 
 
 def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -43,9 +43,8 @@ from orgpipeline_api import naming
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
-from orgpipeline_jobs import lock, quality
+from orgpipeline_jobs import ingest, lock, quality
 from orgpipeline_jobs.errors import ConfigurationError, PipelineError, ServerUnavailable
-from orgpipeline_jobs.landing import ingest
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
@@ -124,7 +123,12 @@ class TableRun:
             self.run_id,
             self.user_id,
             list(self.business_keys),
-            LandingConfig(batch_rows=self.settings.batch_rows, fused_load=fused),
+            LandingConfig(
+                batch_rows=self.settings.batch_rows,
+                fused_load=fused,
+                mongo_streams=self.settings.mongo_streams,
+                mongo_chunk=self.settings.mongo_chunk,
+            ),
         )
 
     def empty_quality(self) -> quality.QualityAccumulator:

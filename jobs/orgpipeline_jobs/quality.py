@@ -166,6 +166,13 @@ class QualityAccumulator:
         for issue in (*check.errors, *check.warnings):
             self.issues[(issue.issue_type, issue.field)] += 1
 
+    def add_clean(self, count: int, required_present: int) -> None:
+        """`count` records that PASSED, with `required_present` completeness values between them."""
+        self.rows_read += count
+        self.well_formed += count
+        self.score_sum += count
+        self.required_present += required_present
+
     def add_rejected(self, issue_type: str, field_name: str | None = None) -> None:
         """A data row rejected before its values could be checked (malformed, not UTF-8, too large)."""
         self.rows_read += 1

@@ -38,6 +38,10 @@ class Settings:
     """How long a run waits for another run of the same org and table (ORGPIPELINE_LOCK_TIMEOUT)."""
     batch_rows: int = 50_000
     """Rows per landing batch (ORGPIPELINE_BATCH_ROWS): one heads query, one insert_many, one commit."""
+    mongo_streams: int = 2
+    """Concurrent insert_many streams to MongoDB (ORGPIPELINE_MONGO_STREAMS)."""
+    mongo_chunk: int = 1000
+    """Documents per insert_many call (ORGPIPELINE_MONGO_CHUNK)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: str | None) -> Settings:
@@ -47,13 +51,17 @@ class Settings:
             value = env.get(ENV_PREFIX + name, "").strip()
             return value or None
 
-        timeout, rows = get("LOCK_TIMEOUT"), get("BATCH_ROWS")
+        timeout = get("LOCK_TIMEOUT")
+        counts = {}
+        for name, default in (("BATCH_ROWS", 50_000), ("MONGO_STREAMS", 2), ("MONGO_CHUNK", 1000)):
+            text = get(name)
+            if text is not None and (not text.isdigit() or int(text) < 1):
+                raise ConfigurationError(f"{ENV_PREFIX}{name} must be a positive integer: {text!r}")
+            counts[name] = int(text) if text else default
         try:
             lock_timeout = float(timeout) if timeout else 600.0
         except ValueError:
             raise ConfigurationError(f"{ENV_PREFIX}LOCK_TIMEOUT is not a number: {timeout!r}") from None
-        if rows is not None and (not rows.isdigit() or int(rows) < 1):
-            raise ConfigurationError(f"{ENV_PREFIX}BATCH_ROWS must be a positive integer: {rows!r}")
         settings = cls(
             mongo_uri=get("MONGO_URI"),
             mongo_db=get("MONGO_DB") or "orgpipeline",
@@ -62,7 +70,9 @@ class Settings:
             s3_access_key=get("S3_ACCESS_KEY"),
             s3_secret_key=get("S3_SECRET_KEY"),
             lock_timeout_seconds=lock_timeout,
-            batch_rows=int(rows) if rows else 50_000,
+            batch_rows=counts["BATCH_ROWS"],
+            mongo_streams=counts["MONGO_STREAMS"],
+            mongo_chunk=counts["MONGO_CHUNK"],
         )
         changes: dict[str, Any] = {k: v for k, v in overrides.items() if v}
         settings = replace(settings, **changes)

@@ -99,6 +99,8 @@ def _decimal(precision: int, scale: int) -> Parser:
             raise ParseError(f"not a decimal({precision},{scale})") from None
         if not number.is_finite():
             raise ParseError("not a finite number")
+        if number.adjusted() >= precision - scale:  # also keeps quantize from failing on 1E100
+            raise ParseError(f"out of range for decimal({precision},{scale})")
         number = number.quantize(quantum, rounding=ROUND_HALF_UP)
         if abs(number) >= limit:
             raise ParseError(f"out of range for decimal({precision},{scale})")

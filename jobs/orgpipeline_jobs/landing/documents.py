@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import bson
+from bson.raw_bson import RawBSONDocument
+
 from orgpipeline_jobs.quality import RecordCheck
 from orgpipeline_jobs.warehouse.ddl import AUDIT_COLUMN_NAMES
 
@@ -50,11 +53,7 @@ def build(
     batch_id: str,
     postgres_status: str,
 ) -> dict[str, Any]:
-    quality = (
-        check.as_document()
-        if check
-        else {"status": "PASSED", "errors": [], "warnings": [], "quality_score": 1.0}
-    )
+    quality = check.as_document() if check else PASSED
     source = {**ctx.source_file, "line": line}
     return {
         "_id": version_id(composite_key, version),
@@ -95,6 +94,15 @@ def build(
         "batch_id": batch_id,
         "run_id": ctx.run_id,
     }
+
+
+PASSED = {"status": "PASSED", "errors": [], "warnings": [], "quality_score": 1.0}
+"""The quality document of a record without issues (shared: BSON encoding only reads it)."""
+
+
+def encode(docs: list[dict[str, Any]]) -> list[RawBSONDocument]:
+    """Each document as BSON once: the same bytes go to the outbox and to MongoDB."""
+    return [RawBSONDocument(bson.encode(d)) for d in docs]
 
 
 def _json(value: Any) -> str:

@@ -38,12 +38,34 @@ class RejectedRow:
 
 @dataclass
 class Batch:
-    """Rows of one parsed block: values by header position, their lines, and the rejected rows."""
+    """Data rows of one parsed block, column by column, with their physical lines and the rejected rows.
 
-    rows: list[list[str]] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)
+    `columns` holds one UTF-8 string array per header position; `lines` the physical line of each row.
+    """
+
+    columns: list[pa.Array] = field(default_factory=list)
+    lines: pa.Array = field(default_factory=lambda: pa.array([], pa.int64()))
     rejected: list[RejectedRow] = field(default_factory=list)
     blank_lines: int = 0
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.lines)
+
+    def rows(self) -> list[list[str]]:
+        """The rows as Python lists (for tests and small inspections; the pipeline stays columnar)."""
+        values = [col.to_pylist() for col in self.columns]
+        return [list(row) for row in zip(*values, strict=True)] if values else []
+
+    def slice(self, start: int, length: int) -> Batch:
+        """Rows [start, start+length); the rejected rows and blank lines go with the first slice."""
+        first = start == 0
+        return Batch(
+            [col.slice(start, length) for col in self.columns],
+            self.lines.slice(start, length),
+            self.rejected if first else [],
+            self.blank_lines if first else 0,
+        )
 
 
 @dataclass
@@ -129,69 +151,117 @@ class CsvStream:
             yield self._convert(record_batch, skip_header)
             record_batch, skip_header = self._read_next(), False
         tail = Batch()
-        self._flush_invalid(tail, final=True)
+        if self._invalid:  # malformed records after the last parsed one
+            self._block_lines(pa.array([], pa.int64()), list(self._invalid), tail)
+            self._invalid.clear()
         if tail.rejected:
             yield tail
 
-    def _flush_invalid(self, batch: Batch, final: bool) -> None:
-        """Books the malformed records that come next in the file (all that remain when final)."""
+    def _take_invalid(self, valid: int) -> list[_Invalid]:
+        """The malformed records interleaved with the block's `valid` records (record numbers below the
+        block's last one); a record with no number is taken as the next one."""
+        taken: list[_Invalid] = []
         while self._invalid:
             bad = self._invalid[0]
-            if not final and bad.number is not None and bad.number != self._next_record:
-                return
-            self._invalid.popleft()
+            if bad.number is not None and bad.number >= self._next_record + valid + len(taken):
+                break
+            taken.append(self._invalid.popleft())
+        return taken
+
+    def _block_lines(self, newlines: pa.Array, invalid: list[_Invalid], batch: Batch) -> pa.Array:
+        """The physical line of each valid record; books the interleaved malformed records."""
+        n = len(newlines)
+        first_line = self._next_line
+        if not invalid:
+            before = pc.subtract(pc.cumulative_sum(newlines), newlines)
+            lines = pc.add(pc.add(pa.array(range(n), pa.int64()), before), first_line)
+            self._next_line += n + (pc.sum(newlines).as_py() or 0)
+            self._next_record += n
+            return lines
+        # Rare: walk the block's records in order, each malformed one before the first valid record
+        # whose number is not below its own (a record without a number comes next).
+        pending = list(invalid)
+        line = first_line
+        record = self._next_record
+        out: list[int] = []
+
+        def book(bad: _Invalid) -> None:
+            nonlocal line
             batch.rejected.append(
                 RejectedRow(
-                    line=self._next_line,
+                    line=line,
                     issue_type="malformed_row",
                     reason=f"expected {bad.expected} fields, found {bad.actual}",
                     text=bad.text[:MAX_REJECTED_TEXT],
                 )
             )
-            self._next_line += 1 + bad.text.count("\n")
-            self._next_record += 1
+            line += 1 + bad.text.count("\n")
+
+        for count in newlines.to_pylist():
+            while pending and (pending[0].number is None or pending[0].number <= record):
+                book(pending.pop(0))
+                record += 1
+            out.append(line)
+            line += 1 + count
+            record += 1
+        for bad in pending:
+            book(bad)
+        self._next_line = line
+        self._next_record = record + len(pending)
+        return pa.array(out, pa.int64())
 
     def _convert(self, record_batch: pa.RecordBatch, skip_header: bool) -> Batch:
+        """Vectorised: lines by cumulative newline counts, checks by column; Python only for bad rows."""
         batch = Batch()
         n = record_batch.num_rows
-        columns = record_batch.columns
-        newlines = _newline_counts(columns, n)
-        too_large = _large_cells(columns, self.config.max_field_bytes)
-        decoded = [_decode(col) for col in columns]
+        columns = list(record_batch.columns)
+        lines = self._block_lines(_newline_counts(columns, n), self._take_invalid(n), batch)
         names = self.header
-        for i in range(n):
-            self._flush_invalid(batch, final=False)
-            line = self._next_line
-            self._next_line += 1 + (newlines[i] if newlines else 0)
-            self._next_record += 1
-            if skip_header and i == 0:
-                continue
-            values = [col[i] for col in decoded]
-            if i in too_large:
-                name = names[too_large[i]]
-                batch.rejected.append(
+        reasons: dict[int, RejectedRow] = {}
+        for j, col in enumerate(columns):  # too large first, the lowest column names the row
+            too_large = pc.greater(pc.binary_length(col), self.config.max_field_bytes)
+            for i in _true_indices(too_large):
+                reasons.setdefault(
+                    i,
                     RejectedRow(
-                        line,
+                        0,
                         "field_too_large",
-                        f"{name}: value larger than {self.config.max_field_bytes} bytes",
-                        name,
-                    )
+                        f"{names[j]}: value larger than {self.config.max_field_bytes} bytes",
+                        names[j],
+                    ),
                 )
-                continue
-            bad = next((j for j, v in enumerate(values) if v is None), None)
-            if bad is not None:
-                raw = columns[bad][i].as_py()
-                batch.rejected.append(
-                    RejectedRow(
-                        line, "invalid_utf8", f"{names[bad]}: not UTF-8 text", names[bad], repr(raw[:100])
+        text_columns = []
+        for j, col in enumerate(columns):
+            text, bad_rows = _decode(col)
+            text_columns.append(text)
+            for i in bad_rows:
+                if i not in reasons:
+                    raw = col[i].as_py()
+                    reasons[i] = RejectedRow(
+                        0, "invalid_utf8", f"{names[j]}: not UTF-8 text", names[j], repr(raw[:100])
                     )
-                )
-                continue
-            if not any(values):
-                batch.blank_lines += 1
-                continue
-            batch.rows.append(values)  # type: ignore[arg-type]
-            batch.lines.append(line)
+        blank = pc.equal(_total_length(columns, n), 0)
+        keep = pc.invert(blank)
+        if skip_header and n:
+            keep = pc.and_(keep, pa.array([False] + [True] * (n - 1)))
+            blank = pc.and_(blank, pa.array([False] + [True] * (n - 1)))
+        if reasons:
+            bad = [False] * n
+            for i in reasons:
+                bad[i] = True
+            bad_mask = pa.array(bad)
+            keep = pc.and_(keep, pc.invert(bad_mask))
+            blank = pc.and_(blank, pc.invert(bad_mask))
+            line_list = lines.to_pylist()
+            for i in sorted(reasons):
+                if skip_header and i == 0:
+                    continue
+                r = reasons[i]
+                batch.rejected.append(RejectedRow(line_list[i], r.issue_type, r.reason, r.field, r.text))
+            batch.rejected.sort(key=lambda r: r.line)
+        batch.blank_lines = pc.sum(blank).as_py() or 0
+        batch.columns = [pc.filter(col, keep) for col in text_columns]
+        batch.lines = pc.filter(lines, keep)
         return batch
 
 
@@ -212,36 +282,37 @@ def _file_error(exc: pa.ArrowInvalid) -> Exception:
     return FileRejected(f"not a readable CSV: {text.splitlines()[0]}")
 
 
-def _newline_counts(columns: list[pa.Array], n: int) -> list[int] | None:
-    total: pa.Array | None = None
+def _newline_counts(columns: list[pa.Array], n: int) -> pa.Array:
+    total: pa.Array = pa.array([0] * n, pa.int64()) if n else pa.array([], pa.int64())
     for col in columns:
-        counts = pc.count_substring(col, "\n")
-        total = counts if total is None else pc.add(total, counts)
-    if total is None or pc.sum(total).as_py() in (0, None):
-        return None
-    return total.to_pylist()
+        total = pc.add(total, pc.cast(pc.count_substring(col, "\n"), pa.int64()))
+    return total
 
 
-def _large_cells(columns: list[pa.Array], limit: int) -> dict[int, int]:
-    found: dict[int, int] = {}
-    for j, col in enumerate(columns):
-        lengths = pc.binary_length(col)
-        if (pc.max(lengths).as_py() or 0) > limit:
-            for i, length in enumerate(lengths.to_pylist()):
-                if length > limit:
-                    found.setdefault(i, j)
-    return found
+def _total_length(columns: list[pa.Array], n: int) -> pa.Array:
+    total: pa.Array = pa.array([0] * n, pa.int64()) if n else pa.array([], pa.int64())
+    for col in columns:
+        total = pc.add(total, pc.cast(pc.binary_length(col), pa.int64()))
+    return total
 
 
-def _decode(col: pa.Array) -> list[str | None]:
-    """UTF-8 text of a binary column; None marks the values that are not valid UTF-8."""
+def _true_indices(mask: pa.Array) -> list[int]:
+    if not pc.any(mask).as_py():
+        return []
+    return [i for i, flag in enumerate(mask.to_pylist()) if flag]
+
+
+def _decode(col: pa.Array) -> tuple[pa.Array, list[int]]:
+    """UTF-8 text of a binary column and the rows that are not valid UTF-8 (their text emptied)."""
     try:
-        return col.cast(pa.string()).to_pylist()
+        return col.cast(pa.string()), []
     except pa.ArrowInvalid:
-        out: list[str | None] = []
-        for raw in col.to_pylist():
+        out: list[str] = []
+        bad: list[int] = []
+        for i, raw in enumerate(col.to_pylist()):
             try:
                 out.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
-                out.append(None)
-        return out
+                out.append("")
+                bad.append(i)
+        return pa.array(out, pa.string()), bad

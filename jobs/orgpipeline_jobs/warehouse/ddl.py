@@ -170,6 +170,12 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
         ]
         for statement, name in zip(statements, names, strict=True):
             conn.execute(sql.SQL(statement).format(_q(schema, name)))
+        # The outbox holds a batch's BSON for seconds: compressing it would cost more than storing it.
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN documents SET STORAGE EXTERNAL").format(
+                _q(schema, naming.pg_outbox(table.name))
+            )
+        )
         conn.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + RUNS_COLUMNS + ")").format(
                 _q(schema, naming.PG_RUNS_TABLE)

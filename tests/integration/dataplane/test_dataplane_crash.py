@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from conftest import CLI, Org, order, orders_csv
 from orgpipeline_jobs import pipeline
-from orgpipeline_jobs.landing import heads, ingest
+from orgpipeline_jobs.landing import writer
+from orgpipeline_jobs.warehouse import heads
 
 ROWS = [order(i, amount=f"{i}.00") for i in range(40)]
 SECOND = [order(i, amount=f"{i + (i % 3)}.00") for i in range(10, 60)]
@@ -49,7 +50,7 @@ def test_killed_between_postgres_commit_and_mongo_write(
     expected = reference(twin)
     org.upload("orders_1.csv", orders_csv(ROWS))
     org.upload("orders_2.csv", orders_csv(SECOND))
-    fail_on_call(monkeypatch, ingest, "insert_documents", call)
+    fail_on_call(monkeypatch, writer, "insert_documents", call)
     with pytest.raises(Killed):
         org.run(ORGPIPELINE_BATCH_ROWS="7")
     monkeypatch.undo()

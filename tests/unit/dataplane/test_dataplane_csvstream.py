@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from orgpipeline_jobs.source.configuration import SourceConfig
-from orgpipeline_jobs.source.csvstream import Batch, CsvStream
+from orgpipeline_jobs.source.csvstream import CsvStream, RejectedRow
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
 
 CASES = Path(__file__).parent / "cases"
 
 
-def read(path: Path, config: SourceConfig | None = None) -> tuple[list[str], Batch]:
+@dataclass
+class Rows:
+    """A whole file's batches as Python lists."""
+
+    rows: list[list[str]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+    blank_lines: int = 0
+
+
+def read(path: Path, config: SourceConfig | None = None) -> tuple[list[str], Rows]:
     with path.open("rb") as handle:
         stream = CsvStream(handle, config or SourceConfig())
         header = stream.open()
-        total = Batch()
+        total = Rows()
         for batch in stream.batches():
-            total.rows += batch.rows
-            total.lines += batch.lines
+            total.rows += batch.rows()
+            total.lines += batch.lines.to_pylist()
             total.rejected += batch.rejected
             total.blank_lines += batch.blank_lines
     return header, total

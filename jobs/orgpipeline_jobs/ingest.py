@@ -1,0 +1,335 @@
+"""Ingesting one source file of a table: the stages composed, batch by batch.
+
+source (pyarrow CSV blocks) -> records (checks, keys, hashes on whole columns) -> warehouse.heads
+(set-based change detection) -> versions (the new versions) -> warehouse (raw rows, change log,
+heads, outbox: one transaction) -> landing (MongoDB, concurrent streams, overlapped with the next
+batch). Snapshot tables then get a DELETE version for every live key the file did not contain.
+
+The order of writes across the two stores lives here, not in a stage. Two orders, both replay-safe
+(version `_id`s are deterministic and MongoDB refuses duplicates):
+- fused (`run`): PostgreSQL first (with an outbox copy of the documents), then MongoDB with
+  postgres_status "loaded"; the outbox row goes once MongoDB has the batch, and a rerun first
+  replays what is left.
+- landing only (`ingest`): MongoDB first (postgres_status "pending"), then the heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import bson
+import psycopg
+import pyarrow.compute as pc
+from orgpipeline_api.v1alpha1 import Table, TableMode
+from pymongo.collection import Collection
+
+from orgpipeline_jobs import hashing, quality, records, versions
+from orgpipeline_jobs.landing import documents
+from orgpipeline_jobs.landing.configuration import LandingConfig
+from orgpipeline_jobs.landing.writer import MongoWriter, insert_documents
+from orgpipeline_jobs.settings import Settings
+from orgpipeline_jobs.source import files
+from orgpipeline_jobs.source.csvstream import Batch, CsvStream, RejectedRow
+from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
+from orgpipeline_jobs.warehouse import heads, load, outbox, runs
+
+
+@dataclass
+class Counts:
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    blank_lines: int = 0
+    duplicates: int = 0
+    loaded: int = 0
+
+    def add(self, other: Counts) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class FileOutcome:
+    source: files.SourceFile
+    status: str
+    """ingested | rejected | skipped (already ingested or rejected earlier)"""
+    counts: Counts
+    quality: quality.QualityAccumulator
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.source.name,
+            "uri": self.source.uri,
+            "file_id": self.source.file_id,
+            "status": self.status,
+            "error": self.error,
+            "notes": self.notes,
+            **vars(self.counts),
+        }
+
+
+@dataclass
+class TableContext:
+    """One table's run: where to write and how."""
+
+    settings: Settings
+    conn: psycopg.Connection[Any]
+    collection: Collection[dict[str, Any]]
+    org_id: str
+    table: Table
+    run_id: str
+    user_id: str | None
+    business_keys: list[str]
+    config: LandingConfig
+
+
+def replay_outbox(ctx: TableContext) -> int:
+    """Writes to MongoDB the documents a crashed fused run committed to PostgreSQL only."""
+    replayed = 0
+    for batch_id, blob in outbox.pending(ctx.conn, ctx.org_id, ctx.table.name):
+        insert_documents(ctx.collection, bson.decode_all(blob))
+        outbox.remove(ctx.conn, ctx.org_id, ctx.table.name, [batch_id])
+        replayed += 1
+    return replayed
+
+
+def detect_business_keys(table: Table, header: list[str], batch: Batch) -> list[str]:
+    """The first manifest column whose values in the first batch are all present and distinct."""
+    present = [c.name for c in table.columns if c.name in header]
+    for name in present:
+        column = batch.columns[header.index(name)]
+        complete = len(column) and not pc.any(pc.equal(column, "")).as_py()
+        if complete and pc.count_distinct(column).as_py() == len(column):
+            return [name]
+    return present
+
+
+class FileIngest:
+    """Ingests one file; `run()` returns its outcome."""
+
+    def __init__(self, ctx: TableContext, source: files.SourceFile) -> None:
+        self.ctx = ctx
+        self.source = source
+        self.file_id = source.file_id
+        self._reset()
+
+    def _reset(self) -> None:
+        ctx, source = self.ctx, self.source
+        self.counts = Counts()
+        self.checker = records.BatchChecker(ctx.table, ctx.business_keys)
+        self.quality = quality.QualityAccumulator(len(self.checker.scalar.completeness_columns))
+        self.notes: list[str] = []
+        self.snapshot = ctx.table.mode == TableMode.snapshot
+        self.batch_no = 0
+        self.doc_ctx = documents.VersionContext(
+            ctx.org_id, ctx.table.name, ctx.run_id, ctx.user_id, source.metadata(), datetime.now(UTC)
+        )
+
+    def run(self) -> FileOutcome:
+        block = self.ctx.config.source.block_size
+        self._writer = MongoWriter(
+            self.ctx.collection, self.ctx.config.mongo_streams, self.ctx.config.mongo_chunk
+        )
+        try:
+            return self._run(block)
+        finally:
+            self._writer.close()
+
+    def _run(self, block: int) -> FileOutcome:
+        while True:
+            try:
+                with files.open_file(self.source, self.ctx.settings) as stream:
+                    self._stream(CsvStream(stream, self.ctx.config.source, block))
+                self._landed(wait=True)
+                break
+            except BlockTooSmall:
+                self._landed(wait=True)
+                block *= 4
+                if block > self.ctx.config.source.max_block_size:
+                    raise FileRejected(
+                        f"a row is larger than {self.ctx.config.source.max_block_size >> 20} MiB"
+                        f" after line {self.counts.rows_read}"
+                    ) from None
+                # Rows already applied are recognised by the rerun (heads point at this file).
+                self._reset()
+        if self.snapshot:
+            self._delete_missing()
+            self._landed(wait=True)
+        return FileOutcome(self.source, "ingested", self.counts, self.quality, notes=self.notes)
+
+    def _stream(self, stream: CsvStream) -> None:
+        header = stream.open()
+        table = self.ctx.table
+        missing_required = [
+            c.name
+            for c in table.columns
+            if (c.required or c.name in self.ctx.business_keys) and c.name not in header
+        ]
+        if missing_required:
+            raise FileRejected(f"header lacks required columns: {', '.join(missing_required)}")
+        absent = [c.name for c in table.columns if c.name not in header]
+        if absent:
+            self.notes.append(f"columns missing from the header (null): {', '.join(absent)}")
+        extra = [h for h in header if table.column(h) is None]
+        if extra:
+            self.notes.append(f"columns not in the manifest (ignored): {', '.join(extra)}")
+        for batch in stream.batches():
+            if not self.ctx.business_keys and batch.num_rows:
+                self.ctx.business_keys = detect_business_keys(table, header, batch)
+                self.checker = records.BatchChecker(table, self.ctx.business_keys)
+                runs.save_business_keys(
+                    self.ctx.conn, self.ctx.org_id, table.name, self.ctx.business_keys, True
+                )
+                self.notes.append(f"business keys detected: {', '.join(self.ctx.business_keys)}")
+            step = self.ctx.config.batch_rows
+            for start in range(0, max(batch.num_rows, 1), step):
+                self._batch(header, batch.slice(start, step))
+
+    def _batch(self, header: list[str], batch: Batch) -> None:
+        ctx, counts = self.ctx, self.counts
+        self.batch_no += 1
+        batch_id = f"{self.file_id}:{self.batch_no:06d}"
+        counts.blank_lines += batch.blank_lines
+        checked = self.checker.check(header, batch, ctx.org_id, self.quality)
+        rejected: list[RejectedRow] = [*batch.rejected, *checked.rejected]
+        counts.rows_read += batch.num_rows + len(batch.rejected)
+        counts.rejected += len(rejected)
+
+        heads.stage_batch(
+            ctx.conn,
+            checked.composite_keys,
+            checked.data_hashes,
+            versions.repeated_keys(checked.composite_keys),
+        )
+        candidates = heads.classify(ctx.conn, ctx.org_id, ctx.table.name, self.file_id)
+        plan = versions.plan(checked, candidates, self.file_id, self.snapshot)
+        counts.inserted += plan.inserted
+        counts.updated += plan.updated
+        counts.unchanged += plan.unchanged
+        counts.duplicates += plan.duplicates
+        for _ in range(plan.duplicates):
+            self.quality.add_duplicate()
+        docs = self._documents(checked, plan, batch_id)
+        self._write(batch_id, docs, plan.heads, rejected)
+
+    def _documents(
+        self, checked: records.CheckedBatch, plan: versions.Plan, batch_id: str
+    ) -> list[dict[str, Any]]:
+        doc_ctx = replace(self.doc_ctx, now=datetime.now(UTC))
+        status = "loaded" if self.ctx.config.fused_load else "pending"
+        values = checked.python_values([v.index for v in plan.versions])
+        docs = []
+        for new, data in zip(plan.versions, values, strict=True):
+            head = new.previous
+            docs.append(
+                documents.build(
+                    doc_ctx,
+                    composite_key=new.composite_key,
+                    values=data,
+                    version=new.version,
+                    data_hash=checked.data_hashes[new.index],
+                    change_type=new.change_type,
+                    changed_fields=hashing.changed_fields(new.previous_data or {}, data)
+                    if new.change_type == "UPDATE"
+                    else [],
+                    previous_version=head.version if head else None,
+                    previous_data_hash=head.data_hash if head else None,
+                    line=checked.lines[new.index],
+                    check=checked.checks.get(new.index),
+                    batch_id=batch_id,
+                    postgres_status=status,
+                )
+            )
+        return docs
+
+    def _write(
+        self,
+        batch_id: str,
+        docs: list[dict[str, Any]],
+        head_rows: list[heads.HeadRow],
+        rejected: list[RejectedRow],
+    ) -> None:
+        ctx = self.ctx
+        conn, org, name = ctx.conn, ctx.org_id, ctx.table.name
+        if not ctx.config.fused_load:
+            insert_documents(ctx.collection, docs)
+        encoded = documents.encode(docs) if ctx.config.fused_load else []
+        with conn.transaction():
+            if ctx.config.fused_load:
+                load.copy_versions(conn, org, ctx.table, docs)
+            heads.upsert(conn, org, name, head_rows)
+            if self.snapshot:
+                heads.mark_staged_seen(conn, org, name, self.file_id)
+            runs.write_rejected(conn, org, name, self.source, ctx.run_id, rejected)
+            if encoded:
+                outbox.put(conn, org, name, batch_id, b"".join(d.raw for d in encoded))
+        if encoded:
+            del docs[:]  # the BSON is what stays in memory until MongoDB has it
+            self._writer.submit(batch_id, encoded)
+            self._landed(wait=False)
+
+    def _landed(self, wait: bool) -> None:
+        """Drops the outbox rows of the batches MongoDB has (all of them when `wait`)."""
+        if not hasattr(self, "_writer"):
+            return
+        done = self._writer.completed(wait=wait)
+        if done:
+            outbox.remove(self.ctx.conn, self.ctx.org_id, self.ctx.table.name, [b for b, _ in done])
+            self.counts.loaded += sum(n for _, n in done)
+
+    def _delete_missing(self) -> None:
+        """Snapshot mode: a DELETE version for every live key this file did not contain."""
+        ctx = self.ctx
+        after = ""
+        while True:
+            missing = heads.unseen(
+                ctx.conn, ctx.org_id, ctx.table.name, self.file_id, after, ctx.config.batch_rows
+            )
+            if not missing:
+                return
+            after = missing[-1][0]
+            self.batch_no += 1
+            batch_id = f"{self.file_id}:{self.batch_no:06d}"
+            doc_ctx = replace(self.doc_ctx, now=datetime.now(UTC))
+            docs: list[dict[str, Any]] = []
+            head_rows: list[heads.HeadRow] = []
+            for ck, head in missing:
+                data = head.data or {}
+                docs.append(
+                    documents.build(
+                        doc_ctx,
+                        composite_key=ck,
+                        values=data,
+                        version=head.version + 1,
+                        data_hash=head.data_hash,
+                        change_type="DELETE",
+                        changed_fields=[],
+                        previous_version=head.version,
+                        previous_data_hash=head.data_hash,
+                        line=None,
+                        check=None,
+                        batch_id=batch_id,
+                        postgres_status="loaded" if ctx.config.fused_load else "pending",
+                    )
+                )
+                head_rows.append(
+                    (
+                        ck,
+                        head.version + 1,
+                        head.data_hash,
+                        "DELETE",
+                        hashing.canonical_json(data),
+                        self.file_id,
+                        0,
+                        self.file_id,
+                    )
+                )
+            self.counts.deleted += len(docs)
+            self._write(batch_id, docs, head_rows, [])

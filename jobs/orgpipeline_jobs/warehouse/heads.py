@@ -1,0 +1,137 @@
+"""raw_{table}_heads: the latest version of every key, kept in PostgreSQL for change detection.
+
+Change detection is set-based: a batch's (composite_key, data_hash) go to a session-local staging
+table in one COPY, and one join against the heads returns only the rows that are not plainly
+unchanged (new key, changed hash, deleted head, a head written by this same file, or a key repeated
+within the batch). An unchanged re-run therefore moves two short strings per row to the server and
+nothing back; there are no per-key round trips and no map of the table's heads in memory.
+(MongoDB/FerretDB would scan the collection for an `$in`, so the heads live here.)
+
+The heads are updated in the same PostgreSQL transaction as the batch's other bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from orgpipeline_api import naming
+from psycopg import sql
+
+from orgpipeline_jobs.warehouse.ddl import qualified
+
+STAGE = sql.Identifier("_orgpipeline_classify")
+
+
+@dataclass
+class Head:
+    version: int
+    data_hash: str
+    change_type: str
+    file_id: str
+    line: int
+    data: dict[str, Any] | None = None
+
+
+HEAD_COLUMNS = [
+    "composite_key",
+    "version",
+    "data_hash",
+    "change_type",
+    "data",
+    "file_id",
+    "line",
+    "seen_file",
+]
+HeadRow = tuple[str, int, str, str, str, str, int, str | None]
+"""(composite_key, version, data_hash, change_type, data as JSON text, file_id, line, seen_file)"""
+
+
+def stage_batch(
+    conn: psycopg.Connection[Any], keys: Sequence[str], hashes: Sequence[str], repeated: Sequence[bool]
+) -> None:
+    """Puts the batch's keys and hashes into the session's staging table (one COPY)."""
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (idx INTEGER, composite_key TEXT, data_hash TEXT,"
+            " repeated BOOLEAN) ON COMMIT PRESERVE ROWS"
+        ).format(STAGE)
+    )
+    conn.execute(sql.SQL("TRUNCATE {}").format(STAGE))
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            sql.SQL("COPY {} (idx, composite_key, data_hash, repeated) FROM STDIN").format(STAGE)
+        ) as copy,
+    ):
+        for row in zip(range(len(keys)), keys, hashes, repeated, strict=True):
+            copy.write_row(row)
+
+
+def classify(conn: psycopg.Connection[Any], org_id: str, table: str, file_id: str) -> dict[int, Head | None]:
+    """The staged rows that are not plainly unchanged, with their heads (None for a new key).
+
+    A head's `data` comes along only where a new version will need it (changed_fields)."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT s.idx, h.version, h.data_hash, h.change_type, h.file_id, h.line,"
+            " CASE WHEN s.repeated OR (h.change_type <> 'DELETE' AND h.data_hash <> s.data_hash)"
+            " THEN h.data END"
+            " FROM {} s LEFT JOIN {} h ON h.composite_key = s.composite_key"
+            " WHERE h.composite_key IS NULL OR h.change_type = 'DELETE' OR h.data_hash <> s.data_hash"
+            " OR h.file_id = %s OR s.repeated"
+        ).format(STAGE, qualified(org_id, naming.pg_heads(table))),
+        (file_id,),
+    ).fetchall()
+    return {r[0]: (None if r[1] is None else Head(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows}
+
+
+def mark_staged_seen(conn: psycopg.Connection[Any], org_id: str, table: str, file_id: str) -> None:
+    """Snapshot mode: every staged key was in the file (inside the caller's transaction)."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} h SET seen_file = %s FROM {} s"
+            " WHERE h.composite_key = s.composite_key AND h.seen_file IS DISTINCT FROM %s"
+        ).format(qualified(org_id, naming.pg_heads(table)), STAGE),
+        (file_id, file_id),
+    )
+
+
+def upsert(conn: psycopg.Connection[Any], org_id: str, table: str, rows: Sequence[HeadRow]) -> None:
+    """Sets the heads of the given keys (inside the caller's transaction)."""
+    if not rows:
+        return
+    target = qualified(org_id, naming.pg_heads(table))
+    stage = sql.Identifier(f"_stage_{table}_heads")
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(stage, target)
+    )
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in HEAD_COLUMNS)
+    with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as copy:
+        for row in rows:
+            copy.write_row(row)
+    updates = sql.SQL(", ").join(
+        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in HEAD_COLUMNS[1:]
+    )
+    conn.execute(
+        sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT (composite_key) DO UPDATE SET {}").format(
+            target, cols, cols, stage, updates
+        )
+    )
+
+
+def unseen(
+    conn: psycopg.Connection[Any], org_id: str, table: str, file_id: str, after: str, limit: int
+) -> list[tuple[str, Head]]:
+    """Live keys a snapshot file did not contain, in key order after `after` (keyset paging)."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT composite_key, version, data_hash, change_type, file_id, line, data FROM {} "
+            "WHERE seen_file IS DISTINCT FROM %s AND change_type <> 'DELETE' AND composite_key > %s "
+            "ORDER BY composite_key LIMIT %s"
+        ).format(qualified(org_id, naming.pg_heads(table))),
+        (file_id, after, limit),
+    ).fetchall()
+    return [(r[0], Head(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
