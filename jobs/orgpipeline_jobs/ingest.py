@@ -216,17 +216,29 @@ class FileIngest:
         counts.duplicates += plan.duplicates
         for _ in range(plan.duplicates):
             self.quality.add_duplicate()
-        docs = self._documents(checked, plan, batch_id)
-        self._write(batch_id, docs, plan.heads, rejected)
+        doc_ctx = replace(self.doc_ctx, now=datetime.now(UTC))
+        values = checked.python_values([v.index for v in plan.versions])
+        changed = [
+            hashing.changed_fields(new.previous_data or {}, data) if new.change_type == "UPDATE" else []
+            for new, data in zip(plan.versions, values, strict=True)
+        ]
+        docs = self._documents(doc_ctx, checked, plan, values, changed, batch_id)
+        fused = self.ctx.config.fused_load
+        rows = versions.version_rows(checked, plan, doc_ctx, batch_id, changed) if fused else None
+        self._write(batch_id, docs, plan.heads, rejected, rows)
 
     def _documents(
-        self, checked: records.CheckedBatch, plan: versions.Plan, batch_id: str
+        self,
+        doc_ctx: documents.VersionContext,
+        checked: records.CheckedBatch,
+        plan: versions.Plan,
+        values: list[dict[str, Any]],
+        changed: list[list[str]],
+        batch_id: str,
     ) -> list[dict[str, Any]]:
-        doc_ctx = replace(self.doc_ctx, now=datetime.now(UTC))
         status = "loaded" if self.ctx.config.fused_load else "pending"
-        values = checked.python_values([v.index for v in plan.versions])
         docs = []
-        for new, data in zip(plan.versions, values, strict=True):
+        for new, data, fields in zip(plan.versions, values, changed, strict=True):
             head = new.previous
             docs.append(
                 documents.build(
@@ -236,9 +248,7 @@ class FileIngest:
                     version=new.version,
                     data_hash=checked.data_hashes[new.index],
                     change_type=new.change_type,
-                    changed_fields=hashing.changed_fields(new.previous_data or {}, data)
-                    if new.change_type == "UPDATE"
-                    else [],
+                    changed_fields=fields,
                     previous_version=head.version if head else None,
                     previous_data_hash=head.data_hash if head else None,
                     line=checked.lines[new.index],
@@ -255,6 +265,7 @@ class FileIngest:
         docs: list[dict[str, Any]],
         head_rows: list[heads.HeadRow],
         rejected: list[RejectedRow],
+        rows: versions.VersionRows | None = None,
     ) -> None:
         ctx = self.ctx
         conn, org, name = ctx.conn, ctx.org_id, ctx.table.name
@@ -262,7 +273,9 @@ class FileIngest:
             insert_documents(ctx.collection, docs)
         encoded = documents.encode(docs) if ctx.config.fused_load else []
         with conn.transaction():
-            if ctx.config.fused_load:
+            if rows is not None:
+                load.copy_batch(conn, org, ctx.table, rows.raw, rows.change_log)
+            elif ctx.config.fused_load:
                 load.copy_versions(conn, org, ctx.table, docs)
             heads.upsert(conn, org, name, head_rows)
             if self.snapshot:

@@ -9,9 +9,15 @@ interrupted attempt of this file: the rerun counts it as it was counted then and
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from orgpipeline_jobs.landing import documents
 from orgpipeline_jobs.records import CheckedBatch
 from orgpipeline_jobs.warehouse.heads import Head, HeadRow
 
@@ -95,3 +101,121 @@ def plan(batch: CheckedBatch, candidates: dict[int, Head | None], file_id: str, 
             )
         )
     return result
+
+
+# ---- the batch's PostgreSQL rows, column-wise -----------------------------------------------------
+
+
+def _json_list(items: list[str]) -> str:
+    return json.dumps(items, ensure_ascii=False)
+
+
+@dataclass
+class VersionRows:
+    """The raw_{table} and change-log rows of a batch's new versions, as string columns for COPY."""
+
+    raw: dict[str, pa.Array]
+    change_log: dict[str, pa.Array]
+
+
+def version_rows(
+    batch: CheckedBatch,
+    plan_: Plan,
+    ctx: documents.VersionContext,
+    batch_id: str,
+    changed: list[list[str]],
+) -> VersionRows:
+    """What `documents.pg_row` and `documents.change_log_row` give for each new version's document,
+    built column by column: the audit JSON from its constant parts and the per-row values."""
+    n = len(plan_.versions)
+    index = pa.array([v.index for v in plan_.versions], pa.int64())
+    const = functools.partial(_repeat, n=n)
+    change = pa.array([v.change_type for v in plan_.versions], pa.string())
+    previous = pa.array([v.previous.version if v.previous else None for v in plan_.versions], pa.int64())
+    previous_hash = pa.array(
+        [v.previous.data_hash if v.previous else None for v in plan_.versions], pa.string()
+    )
+    version = pa.array([v.version for v in plan_.versions], pa.int64())
+    changed_json = pa.array([_json_list(c) for c in changed], pa.string())
+    lines = pc.cast(pc.take(pa.array(batch.lines, pa.int64()), index), pa.string())
+    status = [documents.PASSED["status"]] * n
+    errors = ["[]"] * n
+    warnings = ["[]"] * n
+    scores = ["1.0"] * n
+    for k, new in enumerate(plan_.versions):
+        check = batch.checks.get(new.index)
+        if check is not None:
+            doc = check.as_document()
+            status[k] = doc["status"]
+            errors[k] = _json_list(doc["errors"])
+            warnings[k] = _json_list(doc["warnings"])
+            scores[k] = repr(float(doc["quality_score"]))
+    status_a, errors_a, warnings_a, scores_a = (
+        pa.array(status, pa.string()),
+        pa.array(errors, pa.string()),
+        pa.array(warnings, pa.string()),
+        pa.array(scores, pa.string()),
+    )
+    source = pc.binary_join_element_wise(
+        json.dumps(ctx.source_file, ensure_ascii=False, default=str)[:-1] + ',"line":', lines, "}", ""
+    )
+    processing = json.dumps(documents.processing_metadata(ctx, batch_id), ensure_ascii=False)
+    now = ctx.now.isoformat()
+    previous_text = pc.fill_null(pc.cast(previous, pa.string()), "null")
+    audit = pc.binary_join_element_wise(
+        '{"change_type":"', change,
+        '","changed_fields":', changed_json,
+        ',"previous_version":', previous_text,
+        ',"change_timestamp":"' + now + '","source_file":', source,
+        ',"validation_status":"', status_a,
+        '","validation_errors":', errors_a,
+        ',"data_quality_score":', scores_a,
+        ',"processing_metadata":' + processing + "}",
+        "",
+    )  # fmt: skip
+    quality_doc = pc.binary_join_element_wise(
+        '{"status":"', status_a, '","errors":', errors_a, ',"warnings":', warnings_a,
+        ',"quality_score":', scores_a, "}", "",
+    )  # fmt: skip
+    keys = pa.array([v.composite_key for v in plan_.versions], pa.string())
+    user = const(ctx.user_id)
+    raw: dict[str, pa.Array] = {"org_id": const(ctx.org_id), "composite_key": keys}
+    for name, values in batch.columns.items():
+        raw[name] = pc.take(values, index)
+    data_hash = pc.take(pa.array(batch.data_hashes, pa.string()), index)
+    raw.update(
+        version=version,
+        data_hash=data_hash,
+        change_type=change,
+        changed_fields=changed_json,
+        changed_by_user_id=user,
+        previous_version=previous,
+        audit_trail=audit,
+        ingested_at=const(now),
+        last_modified=const(now),
+        postgres_status=const("loaded"),
+        record_status=const("active"),
+        is_active=const("true"),
+        data_quality=quality_doc,
+        source_file_metadata=source,
+        processing_metadata=const(processing),
+    )
+    log = {
+        "org_id": raw["org_id"],
+        "composite_key": keys,
+        "old_version": previous,
+        "new_version": version,
+        "change_type": change,
+        "changed_fields": changed_json,
+        "changed_by_user_id": user,
+        "change_timestamp": const(now),
+        "old_data_hash": previous_hash,
+        "new_data_hash": data_hash,
+        "change_metadata": const(processing),
+        "source_info": source,
+    }
+    return VersionRows(raw, log)
+
+
+def _repeat(value: str | None, n: int) -> pa.Array:
+    return pa.array([value] * n, pa.string())

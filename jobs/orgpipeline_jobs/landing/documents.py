@@ -33,6 +33,15 @@ class VersionContext:
     now: datetime
 
 
+def processing_metadata(ctx: VersionContext, batch_id: str) -> dict[str, Any]:
+    return {
+        "ingestion_pipeline_version": PIPELINE_VERSION,
+        "data_lineage": LINEAGE,
+        "run_id": ctx.run_id,
+        "batch_id": batch_id,
+    }
+
+
 def version_id(composite_key: str, version: int) -> str:
     return f"{composite_key}|v{version}"
 
@@ -77,12 +86,7 @@ def build(
             "validation_status": quality["status"],
             "validation_errors": quality["errors"],
             "data_quality_score": quality["quality_score"],
-            "processing_metadata": {
-                "ingestion_pipeline_version": PIPELINE_VERSION,
-                "data_lineage": LINEAGE,
-                "run_id": ctx.run_id,
-                "batch_id": batch_id,
-            },
+            "processing_metadata": processing_metadata(ctx, batch_id),
         },
         "data_quality": quality,
         "ingested_at": ctx.now,

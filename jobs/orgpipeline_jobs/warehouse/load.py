@@ -8,10 +8,12 @@ ON CONFLICT DO NOTHING, so a replay adds nothing and fails nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 from orgpipeline_api import naming
 from orgpipeline_api.v1alpha1 import Table
 from psycopg import sql
@@ -34,6 +36,55 @@ def _copy(
             copy.write_row(row)
 
 
+_COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+
+
+def copy_text(columns: Sequence[pa.Array]) -> pa.Buffer:
+    """Rows given column-wise, in COPY's text format: escaped, nulls as \\N, joined by pyarrow."""
+    escaped = []
+    for column in columns:
+        text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+        if pa.types.is_string(column.type):
+            for char, code in _COPY_ESCAPES:
+                text = pc.replace_substring(text, char, code)
+        escaped.append(pc.fill_null(text, "\\N"))
+    lines = pc.binary_join_element_wise(*escaped, "\t")
+    lines = pc.binary_join_element_wise(lines, "", "\n")  # every row ends with a newline
+    whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines), "")
+    buffer: pa.Buffer = whole[0].as_buffer()
+    return buffer
+
+
+def _copy_text(
+    conn: psycopg.Connection[Any], target: sql.Composable, columns: Sequence[str], data: pa.Buffer
+) -> None:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.write(memoryview(data))
+
+
+def copy_batch(
+    conn: psycopg.Connection[Any],
+    org_id: str,
+    table: Table,
+    raw_rows: dict[str, pa.Array],
+    log_rows: dict[str, pa.Array],
+) -> None:
+    """Writes a batch's versions and change-log rows given column-wise; inside a transaction."""
+    if not raw_rows or not len(next(iter(raw_rows.values()))):
+        return
+    raw_text, log_text = copy_text(list(raw_rows.values())), copy_text(list(log_rows.values()))
+    _replay_safe(
+        conn,
+        table,
+        org_id,
+        lambda target: _copy_text(conn, target, list(raw_rows), raw_text),
+        lambda target: _copy_text(conn, target, list(log_rows), log_text),
+    )
+
+
 def copy_versions(
     conn: psycopg.Connection[Any], org_id: str, table: Table, docs: Sequence[dict[str, Any]]
 ) -> None:
@@ -42,12 +93,32 @@ def copy_versions(
         return
     business = [c.name for c in table.columns]
     raw_cols = documents.raw_columns(business)
+    _replay_safe(
+        conn,
+        table,
+        org_id,
+        lambda target: _copy(conn, target, raw_cols, (documents.pg_row(d, business) for d in docs)),
+        lambda target: _copy(conn, target, documents.CHANGE_LOG_COLUMNS, map(documents.change_log_row, docs)),
+    )
+
+
+def _replay_safe(
+    conn: psycopg.Connection[Any],
+    table: Table,
+    org_id: str,
+    copy_raw: Callable[[sql.Composable], None],
+    copy_log: Callable[[sql.Composable], None],
+) -> None:
+    """COPY straight in; if a version is already there (a replay), through staging tables and
+    ON CONFLICT DO NOTHING instead."""
+    business = [c.name for c in table.columns]
+    raw_cols = documents.raw_columns(business)
     raw = qualified(org_id, naming.pg_table(table.name))
     log = qualified(org_id, naming.pg_change_log(table.name))
     try:
         with conn.transaction():
-            _copy(conn, raw, raw_cols, (documents.pg_row(d, business) for d in docs))
-            _copy(conn, log, documents.CHANGE_LOG_COLUMNS, (documents.change_log_row(d) for d in docs))
+            copy_raw(raw)
+            copy_log(log)
         return
     except psycopg.errors.UniqueViolation:
         pass
@@ -64,8 +135,8 @@ def copy_versions(
         ).format(stage_log, log)
     )
     conn.execute(sql.SQL("TRUNCATE {}, {}").format(stage_raw, stage_log))
-    _copy(conn, stage_raw, raw_cols, (documents.pg_row(d, business) for d in docs))
-    _copy(conn, stage_log, documents.CHANGE_LOG_COLUMNS, (documents.change_log_row(d) for d in docs))
+    copy_raw(stage_raw)
+    copy_log(stage_log)
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in raw_cols)
     conn.execute(
         sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
