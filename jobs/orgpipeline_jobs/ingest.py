@@ -31,7 +31,7 @@ from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.landing.writer import MongoWriter, insert_documents
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
-from orgpipeline_jobs.source.csvstream import Batch, CsvStream, RejectedRow
+from orgpipeline_jobs.source.csvstream import Batch, CsvStream, RejectedRow, read_ahead
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
 from orgpipeline_jobs.warehouse import heads, load, outbox, runs
 
@@ -180,7 +180,7 @@ class FileIngest:
         extra = [h for h in header if table.column(h) is None]
         if extra:
             self.notes.append(f"columns not in the manifest (ignored): {', '.join(extra)}")
-        for batch in stream.batches():
+        for batch in read_ahead(stream.batches()):
             if not self.ctx.business_keys and batch.num_rows:
                 self.ctx.business_keys = detect_business_keys(table, header, batch)
                 self.checker = records.BatchChecker(table, self.ctx.business_keys)

@@ -39,7 +39,7 @@ from typing import Any
 import psycopg
 import pymongo
 import pymongo.errors
-from orgpipeline_api import naming
+from orgpipeline_api import naming, stores
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
@@ -74,23 +74,17 @@ def check_table(spec: OrgPipelineSpec, table_name: str) -> Table:
 def connect_postgres(settings: Settings) -> psycopg.Connection[Any]:
     settings.require("postgres_dsn")
     try:
-        return psycopg.connect(settings.postgres_dsn or "", autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-        raise ServerUnavailable(f"PostgreSQL unreachable: {first}", stage="warehouse") from None
+        return stores.connect_postgres(settings.postgres_dsn or "")
+    except stores.StoreUnavailable as exc:
+        raise ServerUnavailable(str(exc), stage="warehouse") from None
 
 
 def connect_mongo(settings: Settings) -> pymongo.MongoClient[dict[str, Any]]:
     settings.require("mongo_uri")
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-        settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=8000, connectTimeoutMS=8000
-    )
     try:
-        client.admin.command("ping")
-    except pymongo.errors.PyMongoError as exc:
-        client.close()
-        raise ServerUnavailable(f"MongoDB unreachable: {str(exc).split(',')[0]}", stage="landing") from None
-    return client
+        return stores.mongo_client(settings.mongo_uri or "")
+    except stores.StoreUnavailable as exc:
+        raise ServerUnavailable(str(exc), stage="landing") from None
 
 
 @dataclass

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pymongo
-from orgpipeline_api import naming
+from orgpipeline_api import naming, stores
 from psycopg import sql
 
 
@@ -58,7 +58,7 @@ class Databases:
             except queue.Empty:
                 conn = None
             if conn is None or conn.closed or conn.broken:
-                conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+                conn = stores.connect_postgres(self._dsn)
             try:
                 yield conn
             finally:
@@ -68,7 +68,7 @@ class Databases:
     def _mongo_client(self) -> pymongo.MongoClient[dict[str, object]]:
         with self._lock:
             if self._mongo is None:
-                self._mongo = pymongo.MongoClient(self._mongo_uri, serverSelectionTimeoutMS=10000)
+                self._mongo = stores.mongo_client(self._mongo_uri, ping=False)
             return self._mongo
 
     # --- PostgreSQL ---------------------------------------------------------------------------
@@ -118,7 +118,7 @@ class Databases:
                             sql.Identifier(conn.info.dbname), role
                         )
                     )
-        except psycopg.Error as exc:
+        except (psycopg.Error, stores.StoreUnavailable) as exc:
             raise DatabaseError(f"PostgreSQL: cannot provision {naming.pg_role(org_id)}: {exc}") from exc
         return not exists
 
@@ -137,7 +137,7 @@ class Databases:
                 if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role_name,)).fetchone():
                     conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(role))
                     conn.execute(sql.SQL("DROP ROLE {}").format(role))
-        except psycopg.Error as exc:
+        except (psycopg.Error, stores.StoreUnavailable) as exc:
             raise DatabaseError(f"PostgreSQL: cannot drop {role_name}: {exc}") from exc
 
     # --- MongoDB ------------------------------------------------------------------------------

@@ -11,9 +11,12 @@ Rows whose values are all empty are blank lines: counted, not data.
 from __future__ import annotations
 
 import collections
+import contextlib
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -263,6 +266,41 @@ class CsvStream:
         batch.columns = [pc.filter(col, keep) for col in text_columns]
         batch.lines = pc.filter(lines, keep)
         return batch
+
+
+def read_ahead(batches: Iterator[Batch], depth: int = 1) -> Iterator[Batch]:
+    """The same batches, with the next `depth` read and parsed in a thread while the caller works on
+    the current one (pyarrow and the S3 socket release the GIL). Errors arrive in order."""
+    done = object()
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                slots.put(batch)
+            slots.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put(exc)
+
+    worker = threading.Thread(target=produce, name="csv-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.05)
+        worker.join()
 
 
 def _peek(stream: BinaryIO, size: int) -> bytes:

@@ -13,12 +13,12 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 from orgpipeline_api import naming
 from orgpipeline_api.v1alpha1 import Table
 from psycopg import sql
 
 from orgpipeline_jobs.landing import documents
+from orgpipeline_jobs.warehouse import copytext
 from orgpipeline_jobs.warehouse.ddl import qualified
 
 
@@ -36,33 +36,15 @@ def _copy(
             copy.write_row(row)
 
 
-_COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
-
-
-def copy_text(columns: Sequence[pa.Array]) -> pa.Buffer:
-    """Rows given column-wise, in COPY's text format: escaped, nulls as \\N, joined by pyarrow."""
-    escaped = []
-    for column in columns:
-        text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
-        if pa.types.is_string(column.type):
-            for char, code in _COPY_ESCAPES:
-                text = pc.replace_substring(text, char, code)
-        escaped.append(pc.fill_null(text, "\\N"))
-    lines = pc.binary_join_element_wise(*escaped, "\t")
-    lines = pc.binary_join_element_wise(lines, "", "\n")  # every row ends with a newline
-    whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines), "")
-    buffer: pa.Buffer = whole[0].as_buffer()
-    return buffer
-
-
 def _copy_text(
-    conn: psycopg.Connection[Any], target: sql.Composable, columns: Sequence[str], data: pa.Buffer
+    conn: psycopg.Connection[Any], target: sql.Composable, columns: Sequence[str], data: list[memoryview]
 ) -> None:
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     with conn.cursor() as cur, cur.copy(statement) as copy:
-        copy.write(memoryview(data))
+        for part in data:
+            copy.write(part)
 
 
 def copy_batch(
@@ -75,7 +57,10 @@ def copy_batch(
     """Writes a batch's versions and change-log rows given column-wise; inside a transaction."""
     if not raw_rows or not len(next(iter(raw_rows.values()))):
         return
-    raw_text, log_text = copy_text(list(raw_rows.values())), copy_text(list(log_rows.values()))
+    raw_text, log_text = (
+        copytext.copy_text(list(raw_rows.values())),
+        copytext.copy_text(list(log_rows.values())),
+    )
     _replay_safe(
         conn,
         table,

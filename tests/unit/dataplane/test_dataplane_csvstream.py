@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from orgpipeline_jobs.source.configuration import SourceConfig
-from orgpipeline_jobs.source.csvstream import CsvStream, RejectedRow
+from orgpipeline_jobs.source.csvstream import Batch, CsvStream, RejectedRow, read_ahead
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
 
 CASES = Path(__file__).parent / "cases"
@@ -96,3 +98,38 @@ def test_lines_across_many_batches(tmp_path: Path) -> None:
     _, batch = read(path, SourceConfig(block_size=4096))
     assert [(r[0], n) for r, n in zip(batch.rows, batch.lines, strict=True)] == expected
     assert len(batch.rejected) == len([i for i in range(3000) if i % 97 == 0])
+
+
+def test_read_ahead_keeps_order_and_raises_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "many.csv"
+    path.write_text("id,v\n" + "".join(f"{i},v{i}\n" for i in range(5000)))
+    with path.open("rb") as handle:
+        stream = CsvStream(handle, SourceConfig(block_size=4096))
+        stream.open()
+        ids = [row[0] for batch in read_ahead(stream.batches()) for row in batch.rows()]
+    assert ids == [str(i) for i in range(5000)]
+
+    def failing() -> Iterator[Batch]:
+        yield Batch()
+        raise BlockTooSmall("a row is larger than the parser block")
+
+    got = read_ahead(failing())
+    assert next(got).num_rows == 0
+    with pytest.raises(BlockTooSmall):
+        next(got)
+
+
+def test_read_ahead_stops_its_reader_when_the_consumer_stops() -> None:
+    produced = []
+
+    def endless() -> Iterator[Batch]:
+        while True:
+            produced.append(1)
+            yield Batch()
+
+    reader = read_ahead(endless())
+    next(reader)
+    reader.close()  # the consumer gave up (an error in the caller): the thread must end
+    count = len(produced)
+    time.sleep(0.1)
+    assert len(produced) == count
