@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import pyarrow as pa
 from orgpipeline_api import naming
 from psycopg import sql
 
+from orgpipeline_jobs.warehouse import copytext
 from orgpipeline_jobs.warehouse.ddl import qualified
 
 STAGE = sql.Identifier("_orgpipeline_classify")
@@ -45,6 +47,8 @@ HEAD_COLUMNS = [
     "line",
     "seen_file",
 ]
+_TEXT, _INT = pa.string(), pa.int64()
+HEAD_TYPES = [_TEXT, _INT, _TEXT, _TEXT, _TEXT, _TEXT, _INT, _TEXT]
 HeadRow = tuple[str, int, str, str, str, str, int, str | None]
 """(composite_key, version, data_hash, change_type, data as JSON text, file_id, line, seen_file)"""
 
@@ -66,30 +70,50 @@ def stage_batch(
             sql.SQL("COPY {} (idx, composite_key, data_hash, repeated) FROM STDIN").format(STAGE)
         ) as copy,
     ):
-        for row in zip(range(len(keys)), keys, hashes, repeated, strict=True):
-            copy.write_row(row)
+        columns = [
+            pa.array(range(len(keys)), pa.int64()),
+            pa.array(keys, pa.string()),
+            pa.array(hashes, pa.string()),
+            pa.array(repeated, pa.bool_()),
+        ]
+        for part in copytext.copy_text(columns):
+            copy.write(part)
 
 
 def classify(conn: psycopg.Connection[Any], org_id: str, table: str, file_id: str) -> dict[int, Head | None]:
     """The staged rows that are not plainly unchanged, with their heads (None for a new key).
 
     A head's `data` comes along only where a new version will need it (changed_fields)."""
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT s.idx, h.version, h.data_hash, h.change_type, h.file_id, h.line,"
-            " CASE WHEN s.repeated OR (h.change_type <> 'DELETE' AND h.data_hash <> s.data_hash)"
-            " THEN h.data END"
-            " FROM {} s LEFT JOIN {} h ON h.composite_key = s.composite_key"
-            " WHERE h.composite_key IS NULL OR h.change_type = 'DELETE' OR h.data_hash <> s.data_hash"
-            " OR h.file_id = %s OR s.repeated"
-        ).format(STAGE, qualified(org_id, naming.pg_heads(table))),
-        (file_id,),
-    ).fetchall()
+    with conn.transaction():
+        _probe_by_index(conn)
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT s.idx, h.version, h.data_hash, h.change_type, h.file_id, h.line,"
+                " CASE WHEN s.repeated OR (h.change_type <> 'DELETE' AND h.data_hash <> s.data_hash)"
+                " THEN h.data END"
+                " FROM {} s LEFT JOIN {} h ON h.composite_key = s.composite_key"
+                " WHERE h.composite_key IS NULL OR h.change_type = 'DELETE' OR h.data_hash <> s.data_hash"
+                " OR h.file_id = %s OR s.repeated"
+            ).format(STAGE, qualified(org_id, naming.pg_heads(table))),
+            (file_id,),
+        ).fetchall()
     return {r[0]: (None if r[1] is None else Head(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows}
+
+
+def _probe_by_index(conn: psycopg.Connection[Any]) -> None:
+    """For the rest of the transaction: join a batch to the heads by primary-key probes.
+
+    A batch is small next to the heads of a large table; a hash or merge join would read every
+    head for every batch (quadratic over a file), a probe per staged key stays linear. No JIT:
+    compiling costs more than these statements run."""
+    conn.execute("SET LOCAL enable_hashjoin = off")
+    conn.execute("SET LOCAL enable_mergejoin = off")
+    conn.execute("SET LOCAL jit = off")
 
 
 def mark_staged_seen(conn: psycopg.Connection[Any], org_id: str, table: str, file_id: str) -> None:
     """Snapshot mode: every staged key was in the file (inside the caller's transaction)."""
+    _probe_by_index(conn)
     conn.execute(
         sql.SQL(
             "UPDATE {} h SET seen_file = %s FROM {} s"
@@ -110,8 +134,10 @@ def upsert(conn: psycopg.Connection[Any], org_id: str, table: str, rows: Sequenc
     )
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in HEAD_COLUMNS)
     with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as copy:
-        for row in rows:
-            copy.write_row(row)
+        by_column = zip(*rows, strict=True)
+        columns = [pa.array(values, kind) for values, kind in zip(by_column, HEAD_TYPES, strict=True)]
+        for part in copytext.copy_text(columns):
+            copy.write(part)
     updates = sql.SQL(", ").join(
         sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in HEAD_COLUMNS[1:]
     )
