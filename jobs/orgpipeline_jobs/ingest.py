@@ -22,6 +22,7 @@ from typing import Any
 import bson
 import psycopg
 import pyarrow.compute as pc
+from bson.raw_bson import RawBSONDocument
 from orgpipeline_api.v1alpha1 import Table, TableMode
 from pymongo.collection import Collection
 
@@ -34,6 +35,11 @@ from orgpipeline_jobs.source import files
 from orgpipeline_jobs.source.csvstream import Batch, CsvStream, RejectedRow, read_ahead
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
 from orgpipeline_jobs.warehouse import heads, load, outbox, runs
+
+ENCODE_CHUNK = 1000
+"""Documents built as dicts before they are encoded to BSON and the dicts dropped."""
+DELETE_PAGE = 10_000
+"""Snapshot DELETE versions written per batch."""
 
 
 @dataclass
@@ -222,10 +228,11 @@ class FileIngest:
             hashing.changed_fields(new.previous_data or {}, data) if new.change_type == "UPDATE" else []
             for new, data in zip(plan.versions, values, strict=True)
         ]
-        docs = self._documents(doc_ctx, checked, plan, values, changed, batch_id)
+        encoded = self._documents(doc_ctx, checked, plan, values, changed, batch_id)
+        del values
         fused = self.ctx.config.fused_load
         rows = versions.version_rows(checked, plan, doc_ctx, batch_id, changed) if fused else None
-        self._write(batch_id, docs, plan.heads, rejected, rows)
+        self._write(batch_id, encoded, plan.heads, rejected, rows)
 
     def _documents(
         self,
@@ -235,9 +242,11 @@ class FileIngest:
         values: list[dict[str, Any]],
         changed: list[list[str]],
         batch_id: str,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RawBSONDocument]:
+        """The batch's documents as BSON, built and encoded a chunk at a time (bounded memory)."""
         status = "loaded" if self.ctx.config.fused_load else "pending"
-        docs = []
+        encoded: list[RawBSONDocument] = []
+        docs: list[dict[str, Any]] = []
         for new, data, fields in zip(plan.versions, values, changed, strict=True):
             head = new.previous
             docs.append(
@@ -257,34 +266,38 @@ class FileIngest:
                     postgres_status=status,
                 )
             )
-        return docs
+            if len(docs) >= ENCODE_CHUNK:
+                encoded += documents.encode(docs)
+                docs.clear()
+        return encoded + documents.encode(docs)
 
     def _write(
         self,
         batch_id: str,
-        docs: list[dict[str, Any]],
+        encoded: list[RawBSONDocument],
         head_rows: list[heads.HeadRow],
         rejected: list[RejectedRow],
         rows: versions.VersionRows | None = None,
+        docs: list[dict[str, Any]] | None = None,
     ) -> None:
+        """Writes a batch: `rows` (column-built) or `docs` (the DELETE versions) to PostgreSQL."""
         ctx = self.ctx
         conn, org, name = ctx.conn, ctx.org_id, ctx.table.name
-        if not ctx.config.fused_load:
-            insert_documents(ctx.collection, docs)
-        encoded = documents.encode(docs) if ctx.config.fused_load else []
+        fused = ctx.config.fused_load
+        if not fused:
+            insert_documents(ctx.collection, encoded)
         with conn.transaction():
-            if rows is not None:
+            if fused and rows is not None:
                 load.copy_batch(conn, org, ctx.table, rows.raw, rows.change_log)
-            elif ctx.config.fused_load:
+            elif fused and docs:
                 load.copy_versions(conn, org, ctx.table, docs)
             heads.upsert(conn, org, name, head_rows)
             if self.snapshot:
                 heads.mark_staged_seen(conn, org, name, self.file_id)
             runs.write_rejected(conn, org, name, self.source, ctx.run_id, rejected)
-            if encoded:
+            if fused and encoded:
                 outbox.put(conn, org, name, batch_id, b"".join(d.raw for d in encoded))
-        if encoded:
-            del docs[:]  # the BSON is what stays in memory until MongoDB has it
+        if fused and encoded:
             self._writer.submit(batch_id, encoded)
             self._landed(wait=False)
 
@@ -303,7 +316,12 @@ class FileIngest:
         after = ""
         while True:
             missing = heads.unseen(
-                ctx.conn, ctx.org_id, ctx.table.name, self.file_id, after, ctx.config.batch_rows
+                ctx.conn,
+                ctx.org_id,
+                ctx.table.name,
+                self.file_id,
+                after,
+                min(ctx.config.batch_rows, DELETE_PAGE),
             )
             if not missing:
                 return
@@ -345,4 +363,4 @@ class FileIngest:
                     )
                 )
             self.counts.deleted += len(docs)
-            self._write(batch_id, docs, head_rows, [])
+            self._write(batch_id, documents.encode(docs), head_rows, [], docs=docs)

@@ -39,7 +39,7 @@ from typing import Any
 import psycopg
 import pymongo
 import pymongo.errors
-from orgpipeline_api import naming, stores
+from orgpipeline_api import memory, naming, stores
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
@@ -313,6 +313,7 @@ def run_table(
     local_dir: str | None = None,
 ) -> dict[str, Any]:
     """`orgpipeline run`: ingests (and loads) every new file of the table, then loads leftovers."""
+    memory.limit_malloc_arenas()
     table = check_table(spec, table_name)
 
     def work() -> None:
