@@ -38,8 +38,6 @@ from orgpipeline_jobs.warehouse import heads, load, outbox, runs
 
 ENCODE_CHUNK = 1000
 """Documents built as dicts before they are encoded to BSON and the dicts dropped."""
-DELETE_PAGE = 10_000
-"""Snapshot DELETE versions written per batch."""
 
 
 @dataclass
@@ -199,9 +197,11 @@ class FileIngest:
                 self._batch(header, batch.slice(start, step))
 
     def _batch(self, header: list[str], batch: Batch) -> None:
+        """Checks and classifies a parsed batch at once, then writes its new versions in parts of
+        `write_rows`: each part one PostgreSQL transaction (raw rows, change log, the heads of the
+        keys whose last version it holds, outbox) and one MongoDB submission. Memory follows the
+        part, not the batch; a part is replay-safe on its own."""
         ctx, counts = self.ctx, self.counts
-        self.batch_no += 1
-        batch_id = f"{self.file_id}:{self.batch_no:06d}"
         counts.blank_lines += batch.blank_lines
         checked = self.checker.check(header, batch, ctx.org_id, self.quality)
         rejected: list[RejectedRow] = [*batch.rejected, *checked.rejected]
@@ -222,6 +222,18 @@ class FileIngest:
         counts.duplicates += plan.duplicates
         for _ in range(plan.duplicates):
             self.quality.add_duplicate()
+        for number, part in enumerate(versions.split(plan, ctx.config.write_rows)):
+            self._write_part(checked, part, rejected if number == 0 else [], mark_seen=number == 0)
+
+    def _write_part(
+        self,
+        checked: records.CheckedBatch,
+        plan: versions.Plan,
+        rejected: list[RejectedRow],
+        mark_seen: bool,
+    ) -> None:
+        self.batch_no += 1
+        batch_id = f"{self.file_id}:{self.batch_no:06d}"
         doc_ctx = replace(self.doc_ctx, now=datetime.now(UTC))
         values = checked.python_values([v.index for v in plan.versions])
         changed = [
@@ -232,7 +244,7 @@ class FileIngest:
         del values
         fused = self.ctx.config.fused_load
         rows = versions.version_rows(checked, plan, doc_ctx, batch_id, changed) if fused else None
-        self._write(batch_id, encoded, plan.heads, rejected, rows)
+        self._write(batch_id, encoded, plan.heads, rejected, rows, mark_seen=mark_seen)
 
     def _documents(
         self,
@@ -279,6 +291,7 @@ class FileIngest:
         rejected: list[RejectedRow],
         rows: versions.VersionRows | None = None,
         docs: list[dict[str, Any]] | None = None,
+        mark_seen: bool = True,
     ) -> None:
         """Writes a batch: `rows` (column-built) or `docs` (the DELETE versions) to PostgreSQL."""
         ctx = self.ctx
@@ -292,7 +305,7 @@ class FileIngest:
             elif fused and docs:
                 load.copy_versions(conn, org, ctx.table, docs)
             heads.upsert(conn, org, name, head_rows)
-            if self.snapshot:
+            if self.snapshot and mark_seen:
                 heads.mark_staged_seen(conn, org, name, self.file_id)
             runs.write_rejected(conn, org, name, self.source, ctx.run_id, rejected)
             if fused and encoded:
@@ -321,7 +334,7 @@ class FileIngest:
                 ctx.table.name,
                 self.file_id,
                 after,
-                min(ctx.config.batch_rows, DELETE_PAGE),
+                min(ctx.config.batch_rows, ctx.config.write_rows),
             )
             if not missing:
                 return
@@ -363,4 +376,4 @@ class FileIngest:
                     )
                 )
             self.counts.deleted += len(docs)
-            self._write(batch_id, documents.encode(docs), head_rows, [], docs=docs)
+            self._write(batch_id, documents.encode(docs), head_rows, [], docs=docs, mark_seen=False)

@@ -318,8 +318,8 @@ class BatchChecker:
             lines,
             value_columns,
             self.composite_keys(org_id, key_texts, len(lines)),
-            [hashlib.sha256(text.encode("utf-8")).hexdigest() for text in data_json],
-            data_json,
+            [hashlib.sha256(raw).hexdigest() for raw in data_json.cast(pa.binary()).to_pylist()],
+            data_json.to_pylist(),
             warned,
             rejected,
         )
@@ -344,13 +344,14 @@ class BatchChecker:
                     result[i] = keys.composite_key(org_id, self.table.name, [c[i] for c in columns])
         return result
 
-    def data_json(self, json_columns: dict[str, pa.Array], n: int) -> list[str]:
+    def data_json(self, json_columns: dict[str, pa.Array], n: int) -> pa.Array:
         """`json.dumps(values, sort_keys=True, separators=(",", ":"))` of every row, column-wise."""
         if not n:
-            return []
+            return pa.array([], pa.string())
         parts: list[Any] = []
         for k, name in enumerate(self.sorted_names):
             parts.append(("{" if k == 0 else ",") + json.dumps(name) + ":")
             parts.append(json_columns[name])
         parts.append("}")
-        return pc.binary_join_element_wise(*parts, "").to_pylist()
+        joined: pa.Array = pc.binary_join_element_wise(*parts, "")
+        return joined

@@ -21,6 +21,7 @@ from psycopg import sql
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
+from orgpipeline_jobs import pipeline
 from orgpipeline_jobs.landing import documents
 from orgpipeline_jobs.warehouse.ddl import qualified
 
@@ -93,8 +94,6 @@ def apply(
     settings: Any, spec: OrgPipelineSpec, table_name: str, now: datetime | None = None
 ) -> dict[str, Any]:
     """Retention of one table with the manifest's policy: connects, locks, applies."""
-    from orgpipeline_jobs import pipeline  # late: pipeline imports the stages, not retention
-
     with pipeline.locked_table(settings, spec, table_name) as (table, conn, collection):
         result = apply_to_table(conn, collection, spec.org_id, table.name, spec.retention, now)
     return {

@@ -103,6 +103,19 @@ def plan(batch: CheckedBatch, candidates: dict[int, Head | None], file_id: str, 
     return result
 
 
+def split(whole: Plan, size: int) -> list[Plan]:
+    """The plan in parts of at most `size` new versions (at least one part, perhaps empty); each head
+    goes with the part that holds its key's last version. Counts stay on the whole plan."""
+    size = max(1, size)
+    parts = [
+        Plan(versions=whole.versions[start : start + size]) for start in range(0, len(whole.versions), size)
+    ] or [Plan()]
+    last = {new.composite_key: k // size for k, new in enumerate(whole.versions)}
+    for row in whole.heads:
+        parts[last.get(row[0], len(parts) - 1)].heads.append(row)
+    return parts
+
+
 # ---- the batch's PostgreSQL rows, column-wise -----------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from orgpipeline_api.v1alpha1 import Table
-from orgpipeline_jobs import hashing, keys, quality, records
+from orgpipeline_jobs import hashing, keys, quality, records, versions
 from orgpipeline_jobs.source.configuration import SourceConfig
 from orgpipeline_jobs.source.csvstream import Batch, CsvStream
 from orgpipeline_jobs.values import key_text
@@ -196,3 +196,23 @@ def test_fixture_files(case: str) -> None:
         header = stream.open()
         for batch in stream.batches():
             same(table, header, batch.rows())
+
+
+def test_a_plan_splits_into_parts_with_each_head_beside_its_last_version() -> None:
+    table = Table.model_validate(
+        {
+            "name": "t",
+            "businessKeys": ["id"],
+            "columns": [{"name": "id", "type": "text", "required": True}, {"name": "v", "type": "text"}],
+        }
+    )
+    checker = records.BatchChecker(table, ["id"])
+    ids, values = ["a", "b", "a", "c", "d"], ["1", "1", "2", "1", "1"]
+    batch = Batch([pa.array(ids), pa.array(values)], pa.array(range(2, 7), pa.int64()))
+    checked = checker.check(["id", "v"], batch, "o", quality.QualityAccumulator(1))
+    whole = versions.plan(checked, dict.fromkeys(range(5)), "f1", snapshot=False)
+    assert [v.version for v in whole.versions] == [1, 1, 2, 1, 1]
+    parts = versions.split(whole, 2)
+    assert [[v.composite_key[-1] for v in p.versions] for p in parts] == [["a", "b"], ["a", "c"], ["d"]]
+    assert [sorted(h[0][-1] for h in p.heads) for p in parts] == [["b"], ["a", "c"], ["d"]]
+    assert versions.split(versions.Plan(), 2)[0].versions == []
