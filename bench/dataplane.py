@@ -131,6 +131,7 @@ def step_raw(csv_path: str, tag: str) -> dict[str, Any]:
     from orgpipeline_jobs import hashing, keys
     from orgpipeline_jobs.landing import documents
     from orgpipeline_jobs.settings import Settings
+    from orgpipeline_jobs.warehouse import rows as rows_mod
     from psycopg import sql
 
     _, spec = load_manifest(os.environ["BENCH_MANIFEST"])
@@ -202,7 +203,7 @@ def step_raw(csv_path: str, tag: str) -> dict[str, Any]:
                     postgres_status="loaded",
                 )
             )
-        pg_rows = [documents.pg_row(d, names) for d in docs]
+        pg_rows = [rows_mod.pg_row(d, names) for d in docs]
         encoded = documents.encode(docs)  # BSON made outside the timing: the store's own limit
         started = time.monotonic()
         with ThreadPoolExecutor(streams) as pool:
@@ -216,7 +217,7 @@ def step_raw(csv_path: str, tag: str) -> dict[str, Any]:
         started = time.monotonic()
         target = sql.SQL("COPY {}.raw_orders ({}) FROM STDIN").format(
             sql.Identifier(schema),
-            sql.SQL(", ").join(sql.Identifier(c) for c in documents.raw_columns(names)),
+            sql.SQL(", ").join(sql.Identifier(c) for c in rows_mod.raw_columns(names)),
         )
         with conn.cursor() as cur, cur.copy(target) as copy:
             for pg_row in pg_rows:

@@ -138,7 +138,7 @@ def version_rows(
     batch_id: str,
     changed: list[list[str]],
 ) -> VersionRows:
-    """What `documents.pg_row` and `documents.change_log_row` give for each new version's document,
+    """What `warehouse.rows.pg_row` and `warehouse.rows.change_log_row` give for each new version's document,
     built column by column: the audit JSON from its constant parts and the per-row values."""
     n = len(plan_.versions)
     index = pa.array([v.index for v in plan_.versions], pa.int64())

@@ -1,4 +1,4 @@
-"""The version document of the seed's "MongoDB Record Format", and its PostgreSQL row.
+"""The version document of the seed's "MongoDB Record Format".
 
 `_id` is `{composite_key}|v{version}`: deterministic, so a replayed batch cannot add a second copy
 of a version (MongoDB refuses the duplicate `_id` and the landing ignores exactly that error).
@@ -6,7 +6,6 @@ of a version (MongoDB refuses the duplicate `_id` and the landing ignores exactl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +14,6 @@ import bson
 from bson.raw_bson import RawBSONDocument
 
 from orgpipeline_jobs.quality import RecordCheck
-from orgpipeline_jobs.warehouse.ddl import AUDIT_COLUMN_NAMES
 
 PIPELINE_VERSION = "2.0"
 LINEAGE = "S3 -> MongoDB -> PostgreSQL"
@@ -107,71 +105,3 @@ PASSED = {"status": "PASSED", "errors": [], "warnings": [], "quality_score": 1.0
 def encode(docs: list[dict[str, Any]]) -> list[RawBSONDocument]:
     """Each document as BSON once: the same bytes go to the outbox and to MongoDB."""
     return [RawBSONDocument(bson.encode(d)) for d in docs]
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def pg_row(doc: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
-    """The raw_{table} row of a version document, in `raw_columns(columns)` order."""
-    audit = doc["audit_trail"]
-    return (
-        doc["org_id"],
-        doc["composite_key"],
-        *(doc.get(c) for c in columns),
-        doc["version"],
-        doc["data_hash"],
-        doc["change_type"],
-        _json(doc["changed_fields"]),
-        doc["changed_by_user_id"],
-        doc["previous_version"],
-        _json(audit),
-        doc["ingested_at"],
-        doc["last_modified"],
-        "loaded",
-        doc["record_status"],
-        doc["is_active"],
-        _json(doc["data_quality"]),
-        _json(audit["source_file"]),
-        _json(audit["processing_metadata"]),
-    )
-
-
-def raw_columns(columns: list[str]) -> list[str]:
-    """The raw_{table} columns `pg_row` fills: keys, business columns, then the DDL's audit columns."""
-    return ["org_id", "composite_key", *columns, *AUDIT_COLUMN_NAMES]
-
-
-CHANGE_LOG_COLUMNS = [
-    "org_id",
-    "composite_key",
-    "old_version",
-    "new_version",
-    "change_type",
-    "changed_fields",
-    "changed_by_user_id",
-    "change_timestamp",
-    "old_data_hash",
-    "new_data_hash",
-    "change_metadata",
-    "source_info",
-]
-
-
-def change_log_row(doc: dict[str, Any]) -> tuple[Any, ...]:
-    audit = doc["audit_trail"]
-    return (
-        doc["org_id"],
-        doc["composite_key"],
-        doc["previous_version"],
-        doc["version"],
-        doc["change_type"],
-        _json(doc["changed_fields"]),
-        doc["changed_by_user_id"],
-        doc["ingested_at"],
-        doc.get("previous_data_hash"),
-        doc["data_hash"],
-        _json(audit["processing_metadata"]),
-        _json(audit["source_file"]),
-    )

@@ -17,8 +17,7 @@ from orgpipeline_api import naming
 from orgpipeline_api.v1alpha1 import Table
 from psycopg import sql
 
-from orgpipeline_jobs.landing import documents
-from orgpipeline_jobs.warehouse import copytext
+from orgpipeline_jobs.warehouse import copytext, rows
 from orgpipeline_jobs.warehouse.ddl import qualified
 
 
@@ -77,13 +76,13 @@ def copy_versions(
     if not docs:
         return
     business = [c.name for c in table.columns]
-    raw_cols = documents.raw_columns(business)
+    raw_cols = rows.raw_columns(business)
     _replay_safe(
         conn,
         table,
         org_id,
-        lambda target: _copy(conn, target, raw_cols, (documents.pg_row(d, business) for d in docs)),
-        lambda target: _copy(conn, target, documents.CHANGE_LOG_COLUMNS, map(documents.change_log_row, docs)),
+        lambda target: _copy(conn, target, raw_cols, (rows.pg_row(d, business) for d in docs)),
+        lambda target: _copy(conn, target, rows.CHANGE_LOG_COLUMNS, map(rows.change_log_row, docs)),
     )
 
 
@@ -97,7 +96,7 @@ def _replay_safe(
     """COPY straight in; if a version is already there (a replay), through staging tables and
     ON CONFLICT DO NOTHING instead."""
     business = [c.name for c in table.columns]
-    raw_cols = documents.raw_columns(business)
+    raw_cols = rows.raw_columns(business)
     raw = qualified(org_id, naming.pg_table(table.name))
     log = qualified(org_id, naming.pg_change_log(table.name))
     try:
@@ -128,7 +127,7 @@ def _replay_safe(
             raw, cols, cols, stage_raw
         )
     )
-    log_cols = sql.SQL(", ").join(sql.Identifier(c) for c in documents.CHANGE_LOG_COLUMNS)
+    log_cols = sql.SQL(", ").join(sql.Identifier(c) for c in rows.CHANGE_LOG_COLUMNS)
     conn.execute(
         sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
             log, log_cols, log_cols, stage_log
