@@ -21,6 +21,7 @@ from typing import Any
 
 import bson
 import psycopg
+import pyarrow as pa
 import pyarrow.compute as pc
 from bson.raw_bson import RawBSONDocument
 from orgpipeline_api.v1alpha1 import Table, TableMode
@@ -195,6 +196,8 @@ class FileIngest:
             step = self.ctx.config.batch_rows
             for start in range(0, max(batch.num_rows, 1), step):
                 self._batch(header, batch.slice(start, step))
+            del batch
+            pa.default_memory_pool().release_unused()  # a block's buffers back to the system
 
     def _batch(self, header: list[str], batch: Batch) -> None:
         """Checks and classifies a parsed batch at once, then writes its new versions in parts of

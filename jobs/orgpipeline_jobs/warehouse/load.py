@@ -25,24 +25,17 @@ def _copy(
     conn: psycopg.Connection[Any],
     target: sql.Composable,
     columns: Sequence[str],
-    rows: Iterable[tuple[Any, ...]],
+    rows: Iterable[tuple[Any, ...]] = (),
+    text: Sequence[memoryview] = (),
 ) -> None:
+    """COPY of Python rows (adapted by psycopg) or of ready COPY text."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     with conn.cursor() as cur, cur.copy(statement) as copy:
         for row in rows:
             copy.write_row(row)
-
-
-def _copy_text(
-    conn: psycopg.Connection[Any], target: sql.Composable, columns: Sequence[str], data: list[memoryview]
-) -> None:
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    )
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        for part in data:
+        for part in text:
             copy.write(part)
 
 
@@ -64,8 +57,8 @@ def copy_batch(
         conn,
         table,
         org_id,
-        lambda target: _copy_text(conn, target, list(raw_rows), raw_text),
-        lambda target: _copy_text(conn, target, list(log_rows), log_text),
+        lambda target: _copy(conn, target, list(raw_rows), text=raw_text),
+        lambda target: _copy(conn, target, list(log_rows), text=log_text),
     )
 
 
