@@ -49,6 +49,11 @@ def pg_rejected_rows(table: str) -> str:
     return f"raw_{table}_rejected_rows"
 
 
+def pg_pending_loads(table: str) -> str:
+    """Batches landed in MongoDB by `ingest` and not yet loaded into PostgreSQL."""
+    return f"raw_{table}_pending_loads"
+
+
 def pg_outbox(table: str) -> str:
     """Version documents committed to PostgreSQL but not yet written to MongoDB."""
     return f"raw_{table}_outbox"

@@ -35,7 +35,7 @@ from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
 from orgpipeline_jobs.source.csvstream import Batch, CsvStream, RejectedRow, read_ahead
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
-from orgpipeline_jobs.warehouse import heads, load, outbox, runs
+from orgpipeline_jobs.warehouse import heads, load, outbox, pending, runs
 
 ENCODE_CHUNK = 1000
 """Documents built as dicts before they are encoded to BSON and the dicts dropped."""
@@ -311,6 +311,8 @@ class FileIngest:
             if self.snapshot and mark_seen:
                 heads.mark_staged_seen(conn, org, name, self.file_id)
             runs.write_rejected(conn, org, name, self.source, ctx.run_id, rejected)
+            if not fused and encoded:
+                pending.add(conn, org, name, batch_id)
             if fused and encoded:
                 outbox.put(conn, org, name, batch_id, b"".join(d.raw for d in encoded))
         if fused and encoded:

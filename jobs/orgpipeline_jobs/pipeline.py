@@ -49,7 +49,7 @@ from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
 from orgpipeline_jobs.source.exceptions import FileRejected
-from orgpipeline_jobs.warehouse import ddl, runs
+from orgpipeline_jobs.warehouse import ddl, pending, runs
 from orgpipeline_jobs.warehouse.load import copy_versions
 
 TERMINATION_LOG_ENV = "ORGPIPELINE_TERMINATION_LOG"
@@ -163,7 +163,13 @@ class TableRun:
 
     def load_pending(self) -> int:
         """Loads versions landed by `ingest` (postgres_status pending), then marks them loaded."""
-        docs = iter(self.collection.find({"postgres_status": "pending"}, batch_size=LOAD_CHUNK))
+        waiting = pending.batches(self.conn, self.spec.org_id, self.table.name)
+        if not waiting:
+            return 0
+        query: dict[str, Any] = {"postgres_status": "pending"}
+        if pending.ALL not in waiting:
+            query["batch_id"] = {"$in": waiting}
+        docs = iter(self.collection.find(query, batch_size=LOAD_CHUNK))
         batch_ids: set[str] = set()
         loaded = 0
         while chunk := list(islice(docs, LOAD_CHUNK)):
@@ -178,6 +184,7 @@ class TableRun:
                 {"batch_id": batch_id, "postgres_status": "pending"},
                 {"$set": {"postgres_status": "loaded", "loaded_at": now}},
             )
+        pending.remove(self.conn, self.spec.org_id, self.table.name, waiting)
         self.loaded += loaded
         return loaded
 

@@ -170,6 +170,11 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
         ]
         for statement, name in zip(statements, names, strict=True):
             conn.execute(sql.SQL(statement).format(_q(schema, name)))
+        pending_loads = _q(schema, naming.pg_pending_loads(table.name))
+        if not conn.execute("SELECT to_regclass(%s)", (pending_loads.as_string(conn),)).fetchone()[0]:  # type: ignore[index]
+            conn.execute(sql.SQL("CREATE TABLE {} (batch_id TEXT PRIMARY KEY)").format(pending_loads))
+            # Made now for a table that may already hold pending documents: look at all of them once.
+            conn.execute(sql.SQL("INSERT INTO {} VALUES ('*')").format(pending_loads))
         # The outbox holds a batch's BSON for seconds: compressing it would cost more than storing it.
         conn.execute(
             sql.SQL("ALTER TABLE {} ALTER COLUMN documents SET STORAGE EXTERNAL").format(
