@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 import kopf
-from orgpipeline_api import v1alpha1
+from orgpipeline_api import memory, v1alpha1
 
 from orgpipeline_operator import (
     cache,
@@ -168,20 +168,6 @@ def job_event(body: kopf.Body, type: str | None, labels: kopf.Labels, memo: kopf
 # --- entry point -------------------------------------------------------------------------------
 
 
-def _limit_malloc_arenas() -> None:
-    """glibc gives each thread its own malloc arena: with dozens of threads decoding API responses the
-    operator's RSS doubles from fragmentation alone. Two arenas (what MALLOC_ARENA_MAX=2 does) keep
-    it in check; set before any thread starts."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-8, int(os.environ.get("MALLOC_ARENA_MAX", "2")))  # M_ARENA_MAX
-    except (OSError, AttributeError, ValueError):
-        pass  # not glibc: nothing to tune
-
-
 def run() -> None:
     """`orgpipeline-operator`: validates the settings, then runs Kopf cluster-wide, standalone."""
     args = sys.argv[1:]
@@ -196,7 +182,7 @@ def run() -> None:
     except configuration.SettingsError as exc:
         print(f"orgpipeline-operator: {exc}", file=sys.stderr)
         sys.exit(2)
-    _limit_malloc_arenas()
+    memory.limit_malloc_arenas()
     level = conf.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if level != "DEBUG":  # Kopf logs every handler at INFO: too much at a thousand orgs
