@@ -153,6 +153,17 @@ BUILDS = [
 
 
 def build_all() -> None:
+    if all(b.built() for b in BUILDS):
+        return
+    # The cache is shared by every checkout on the machine: one builder at a time, the others wait
+    # and then find the binaries built.
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _build_missing()
+
+
+def _build_missing() -> None:
     for b in BUILDS:
         if b.built():
             continue
