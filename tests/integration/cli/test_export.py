@@ -255,7 +255,8 @@ def test_export_to_s3(org: Org, s3: Any, unique_id: str) -> None:
         )
         assert missing.returncode == 2
         assert missing.stderr == (
-            f"orgpipeline: error: cannot write s3://no-{unique_id}/x.csv: bucket no-{unique_id} does not exist\n"
+            f"orgpipeline: error: cannot write s3://no-{unique_id}/x.csv:"
+            f" bucket no-{unique_id} does not exist\n"
         )
     finally:
         for obj in s3.list_objects(bucket, recursive=True):
