@@ -264,9 +264,7 @@ def query(req: Request, cols: list[Col], as_of: datetime) -> tuple[sql.Composed,
     statement = sql.SQL(
         "SELECT {select} FROM (SELECT r.composite_key, r.version, r.change_type, r.ingested_at AS {vf},"
         " lead(r.ingested_at) OVER (PARTITION BY r.composite_key ORDER BY r.version) AS {nf},"
-        " CASE WHEN coalesce(r.source_file_metadata->>'bucket', '') <> ''"
-        " THEN 's3://' || (r.source_file_metadata->>'bucket') || '/' || (r.source_file_metadata->>'key')"
-        " ELSE coalesce(r.source_file_metadata->>'key', r.source_file_metadata->>'filename') END AS {sf},"
+        " {source} AS {sf},"
         " {data} FROM {raw} r WHERE r.org_id = %(org)s) v"
         ' WHERE v.{vf} <= %(as_of)s{live} ORDER BY v.composite_key COLLATE "C", v.version'
     ).format(
@@ -274,6 +272,7 @@ def query(req: Request, cols: list[Col], as_of: datetime) -> tuple[sql.Composed,
         vf=vf,
         nf=nf,
         sf=sf,
+        source=privacy.source_file(sql.Identifier("r")),
         data=sql.SQL(", ").join([sql.SQL("r.{}").format(sql.Identifier(c.name)) for c in cols])
         if cols
         else sql.SQL("NULL AS {}").format(sql.Identifier("#none")),

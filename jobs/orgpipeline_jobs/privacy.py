@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 from orgpipeline_api import naming
-from orgpipeline_api.v1alpha1 import MASKED_CLASSIFICATIONS, Classification, OrgPipelineSpec
+from orgpipeline_api.v1alpha1 import MASKED_CLASSIFICATIONS, Classification, OrgPipelineSpec, Table
 from psycopg import sql
 
 from orgpipeline_jobs import lock
@@ -158,3 +158,47 @@ def business_keys(conn: psycopg.Connection[Any], org_id: str, table: str) -> lis
         (table,),
     ).fetchone()
     return [str(k) for k in row[0]] if row else None
+
+
+def source_file(alias: sql.Composable) -> sql.Composable:
+    """The version's source file as `s3://bucket/key` (or the local path) from its metadata."""
+    return sql.SQL(
+        "CASE WHEN coalesce({a}.source_file_metadata->>'bucket', '') <> ''"
+        " THEN 's3://' || ({a}.source_file_metadata->>'bucket') || '/' || ({a}.source_file_metadata->>'key')"
+        " ELSE coalesce({a}.source_file_metadata->>'key', {a}.source_file_metadata->>'filename') END"
+    ).format(a=alias)
+
+
+def view_statement(org_id: str, table: Table) -> sql.Composed:
+    """The reader's view of a table: every version, masked, with its validity.
+
+    Columns: composite_key, version, change_type, valid_from, valid_to (NULL while current),
+    is_current (the key's live version, not a DELETE), source_file, then the manifest's columns.
+    A security barrier, owned by the org's role: the reader reads through it, never the table.
+    """
+    classes = {c.name: str(c.classification) for c in table.columns}
+    r = sql.Identifier("r")
+    ck = sql.SQL("r.composite_key")
+    key = pseudonym(ck, org_id) if key_is_masked(classes, table.business_keys or None) else ck
+    nxt = sql.SQL("lead(r.ingested_at) OVER (PARTITION BY r.composite_key ORDER BY r.version)")
+    data = [
+        sql.SQL("{} AS {}").format(
+            masked(sql.SQL("r.{}").format(sql.Identifier(c.name)), str(c.classification), org_id),
+            sql.Identifier(c.name),
+        )
+        for c in table.columns
+    ]
+    return sql.SQL(
+        "CREATE VIEW {view} WITH (security_barrier) AS SELECT {key} AS composite_key, r.version,"
+        " r.change_type, r.ingested_at AS valid_from, {nxt} AS valid_to,"
+        " ({nxt} IS NULL AND r.change_type <> 'DELETE') AS is_current, {src} AS source_file, {data}"
+        " FROM {raw} r WHERE r.org_id = {org}"
+    ).format(
+        view=sql.SQL(".").join([sql.Identifier(naming.pg_view_schema(org_id)), sql.Identifier(table.name)]),
+        key=key,
+        nxt=nxt,
+        src=source_file(r),
+        data=sql.SQL(", ").join(data),
+        raw=qualified(org_id, naming.pg_table(table.name)),
+        org=sql.Literal(org_id),
+    )

@@ -24,6 +24,10 @@ from collections.abc import Iterator
 import psycopg
 import pymongo
 from orgpipeline_api import naming
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+from orgpipeline_jobs import lock
+from orgpipeline_jobs import privacy as orgprivacy
+from orgpipeline_jobs.warehouse import ddl
 from psycopg import sql
 
 
@@ -123,7 +127,8 @@ class Databases:
         return not exists
 
     def drop_postgres(self, org_id: str) -> None:
-        """Drops the org's schema (with everything in it) and its role."""
+        """Drops the org's schema (with everything in it), its views, its role and its reader role."""
+        self.drop_reader(org_id)
         role_name = naming.pg_role(org_id)
         role = sql.Identifier(role_name)
         try:
@@ -139,6 +144,129 @@ class Databases:
                     conn.execute(sql.SQL("DROP ROLE {}").format(role))
         except psycopg.Error as exc:
             raise DatabaseError(f"PostgreSQL: cannot drop {role_name}: {exc}") from exc
+
+    # --- the org's read-only role and its masked views (issue 13) ------------------------------
+
+    def provision_reader(self, spec: OrgPipelineSpec, password: str | None) -> None:
+        """Creates (or repairs) the org's read-only role, the tables of every table in the spec and
+        one masked view per table (`orgprivacy.view_statement`); records the classification.
+
+        The reader role `orgpipeline_reader_<org>` has USAGE on `orgview_<org>` and SELECT on its
+        views, nothing in `orgdata_<org>`; its sessions are read-only. The views are owned by the
+        org's role (the work runs as that role, so every object it makes is the org's), which is
+        what lets them read the raw tables; pii and sensitive columns come out masked. Idempotent;
+        the views are replaced in one transaction, so a reader never sees a half-made set.
+        Needs the admin connection to be allowed to SET ROLE to the org's role (a superuser, or a
+        member of it).
+        """
+        org_id = spec.org_id
+        owner, reader = naming.pg_role(org_id), naming.pg_reader_role(org_id)
+        views = naming.pg_view_schema(org_id)
+        # A table with a reserved column name is refused by its own job, with the reason; no view.
+        tables = [t for t in spec.tables if not any(c.name in ddl.RESERVED_COLUMNS for c in t.columns)]
+        try:
+            with self._pg() as conn:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (reader,))
+                    if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,)).fetchone():
+                        conn.execute(
+                            sql.SQL(
+                                "CREATE ROLE {} LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                                "NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 20"
+                            ).format(sql.Identifier(reader))
+                        )
+                        conn.execute(
+                            sql.SQL("ALTER ROLE {} SET search_path = {}").format(
+                                sql.Identifier(reader), sql.Identifier(views)
+                            )
+                        )
+                        conn.execute(
+                            sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
+                                sql.Identifier(reader)
+                            )
+                        )
+                    if password is not None:
+                        conn.execute(
+                            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                                sql.Identifier(reader), sql.Literal(password)
+                            )
+                        )
+                    if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (views,)).fetchone():
+                        conn.execute(
+                            sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+                                sql.Identifier(views), sql.Identifier(owner)
+                            )
+                        )
+                    conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(views)))
+                    conn.execute(
+                        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                            sql.Identifier(views), sql.Identifier(reader)
+                        )
+                    )
+                # As the org's role from here on: what it makes is its own, as when its jobs make it.
+                conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+                try:
+                    for table in tables:
+                        ddl.ensure_schema(conn, org_id, table)
+                    orgprivacy.record(conn, spec)
+                    with conn.transaction():
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
+                        existing = conn.execute(
+                            "SELECT viewname FROM pg_views WHERE schemaname = %s", (views,)
+                        ).fetchall()
+                        for (name,) in existing:
+                            conn.execute(
+                                sql.SQL("DROP VIEW {}.{}").format(
+                                    sql.Identifier(views), sql.Identifier(str(name))
+                                )
+                            )
+                        for table in tables:
+                            conn.execute(orgprivacy.view_statement(org_id, table))
+                            conn.execute(
+                                sql.SQL("GRANT SELECT ON {}.{} TO {}").format(
+                                    sql.Identifier(views), sql.Identifier(table.name), sql.Identifier(reader)
+                                )
+                            )
+                finally:
+                    conn.execute("RESET ROLE")
+        except psycopg.Error as exc:
+            raise DatabaseError(f"PostgreSQL: cannot provision {reader}: {exc}") from exc
+
+    def reader_ready(self, spec: OrgPipelineSpec) -> bool:
+        """Whether the reader role exists and has one view per table of the spec (one query)."""
+        try:
+            with self._pg() as conn:
+                row = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s),"
+                    " ARRAY(SELECT viewname::text FROM pg_views WHERE schemaname = %s)",
+                    (naming.pg_reader_role(spec.org_id), naming.pg_view_schema(spec.org_id)),
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"PostgreSQL: cannot check {naming.pg_reader_role(spec.org_id)}: {exc}"
+            ) from exc
+        wanted = {t.name for t in spec.tables if not any(c.name in ddl.RESERVED_COLUMNS for c in t.columns)}
+        if row is None or not row[0]:
+            return False
+        views = row[1]
+        return isinstance(views, list) and wanted <= {str(v) for v in views}
+
+    def drop_reader(self, org_id: str) -> None:
+        """Drops the org's read-only role and its view schema."""
+        reader = naming.pg_reader_role(org_id)
+        try:
+            with self._pg() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (reader,))
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                        sql.Identifier(naming.pg_view_schema(org_id))
+                    )
+                )
+                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,)).fetchone():
+                    conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(reader)))
+                    conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(reader)))
+        except psycopg.Error as exc:
+            raise DatabaseError(f"PostgreSQL: cannot drop {reader}: {exc}") from exc
 
     # --- MongoDB ------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from orgpipeline_api import v1alpha1
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from pydantic import ValidationError
 
-from orgpipeline_operator import builders, cache, database, kube, metrics, naming, runtime, status
+from orgpipeline_operator import builders, cache, database, kube, metrics, naming, reader, runtime, status
 from orgpipeline_operator.cache import ChildKey
 from orgpipeline_operator.runtime import Runtime, SourceSecretMissing, log
 
@@ -165,6 +165,8 @@ def _apply_children(
         if rt.db.provision(spec.org_id, None):
             rt.db.provision(spec.org_id, rt.current_password(target.namespace))
         provisioned = True
+    # The org's read-only role, its masked views and their Secret (issue 13; see reader.py).
+    writes += reader.sync(rt, req, target)
     obs.database = (
         status.Check(True, "Provisioned", "role and schema in place") if provisioned or db_ready else None
     )
