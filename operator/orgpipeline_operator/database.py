@@ -27,12 +27,18 @@ from orgpipeline_api import naming
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from orgpipeline_jobs import lock
 from orgpipeline_jobs import privacy as orgprivacy
-from orgpipeline_jobs.warehouse import ddl
+from orgpipeline_jobs.errors import LockTimeout
+from orgpipeline_jobs.warehouse import ddl, retype
 from psycopg import sql
 
 
 class DatabaseError(Exception):
     """PostgreSQL or MongoDB refused or could not be reached; a retry may help."""
+
+
+class SchemaChangeRefused(Exception):
+    """The manifest changes a column's type and a stored value does not convert: nothing changed,
+    and a retry cannot help until the manifest or the data does (the message names both)."""
 
 
 def generate_password() -> str:
@@ -204,11 +210,9 @@ class Databases:
                         )
                     )
                 # As the org's role from here on: what it makes is its own, as when its jobs make it.
+                # One transaction: a refused type change leaves every table and view as it was.
                 conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
                 try:
-                    for table in tables:
-                        ddl.ensure_schema(conn, org_id, table)
-                    orgprivacy.record(conn, spec)
                     with conn.transaction():
                         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
                         existing = conn.execute(
@@ -221,6 +225,9 @@ class Databases:
                                 )
                             )
                         for table in tables:
+                            ddl.ensure_schema(conn, org_id, table)
+                        orgprivacy.record(conn, spec)
+                        for table in tables:
                             conn.execute(orgprivacy.view_statement(org_id, table))
                             conn.execute(
                                 sql.SQL("GRANT SELECT ON {}.{} TO {}").format(
@@ -229,6 +236,10 @@ class Databases:
                             )
                 finally:
                     conn.execute("RESET ROLE")
+        except retype.TypeChangeRefused as exc:
+            raise SchemaChangeRefused(str(exc)) from None
+        except LockTimeout as exc:
+            raise DatabaseError(f"PostgreSQL: {exc}") from None
         except psycopg.Error as exc:
             raise DatabaseError(f"PostgreSQL: cannot provision {reader}: {exc}") from exc
 

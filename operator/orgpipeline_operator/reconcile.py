@@ -90,6 +90,8 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     retry: str | None = None
     try:
         _apply_children(rt, req, target, obs, db_ready)
+    except database.SchemaChangeRefused as exc:  # issue 13: no retry helps until spec or data changes
+        obs.database = status.Check(False, "ColumnTypeChangeRefused", str(exc))
     except database.DatabaseError as exc:
         obs.database = status.Check(False, "DatabaseUnavailable", str(exc))
         retry = str(exc)
