@@ -11,7 +11,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from operator_helpers import Kubectl, Operator, apply_ready, pipeline, wait_for
+from operator_helpers import (
+    Kubectl,
+    Operator,
+    apply_ready,
+    condition,
+    get_pipeline,
+    pipeline,
+    wait_for,
+    wait_ready,
+)
 from orgpipeline_api import naming as api_naming
 from orgpipeline_api.v1alpha1 import parse_manifest
 from orgpipeline_jobs import pipeline as dataplane
@@ -194,3 +203,72 @@ def test_reader_role_sees_masked_views_of_its_org_only(
         for org in (a, b):
             for table in ("orders", "customers"):
                 mongo["orgpipeline"][api_naming.mongo_collection(org, table)].drop()
+
+
+def test_refused_type_change_is_a_condition_and_a_fixed_value_lets_it_through(
+    operator: Operator,
+    kubectl: Kubectl,
+    api: kube.Kube,
+    stack: Any,
+    pg: Any,
+    mongo: Any,
+    unique_id: str,
+    tmp_path: Path,
+    cleanup_pipelines: list[str],
+) -> None:
+    org = f"rty{unique_id}"
+    manifest = pipeline(org, tables=["orders"])
+    manifest["spec"]["tables"] = [ORDERS, CUSTOMERS]
+    apply_ready(kubectl, api, cleanup_pipelines, manifest)
+    try:
+        _load(manifest, tmp_path)
+        schema = api_naming.pg_schema(org)
+        pg.execute(f"UPDATE \"{schema}\".raw_orders SET card = 'n/a' WHERE order_id = 'O2'")
+        pg.execute(f"UPDATE \"{schema}\".raw_orders SET card = '41' WHERE order_id = 'O1'")
+        # card: text -> integer; 'n/a' does not convert.
+        manifest["spec"]["tables"] = [
+            {
+                **ORDERS,
+                "columns": [
+                    {**c, "type": "integer"} if c["name"] == "card" else c for c in ORDERS["columns"]
+                ],
+            },
+            CUSTOMERS,
+        ]
+        kubectl.apply(manifest)
+
+        def refused() -> dict[str, Any] | None:
+            c = condition(get_pipeline(api, f"org-{org}"), "DatabaseReady")
+            return c if c.get("reason") == "ColumnTypeChangeRefused" else None
+
+        found = wait_for(refused, what="the refusal condition")
+        assert found["status"] == "False"
+        assert "column card cannot change type from text to integer: stored value 'n/a'" in found["message"]
+        assert condition(get_pipeline(api, f"org-{org}"), "Ready")["status"] == "False"
+        types = pg.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = %s"
+            " AND table_name = 'raw_orders' AND column_name = 'card'",
+            (schema,),
+        ).fetchone()
+        assert types == ("text",)
+        # The reader's view is still there, as it was.
+        assert pg.execute(
+            "SELECT 1 FROM pg_views WHERE schemaname = %s AND viewname = 'orders'",
+            (api_naming.pg_view_schema(org),),
+        ).fetchone()
+
+        # The value fixed: the next reconcile applies the change.
+        pg.execute(f"UPDATE \"{schema}\".raw_orders SET card = NULL WHERE order_id = 'O2'")
+        kubectl("annotate", "orgpipeline", f"org-{org}", f"test/nudge={unique_id}", "--overwrite")
+        wait_ready(api, f"org-{org}", timeout=60)
+        kind = pg.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = %s"
+            " AND table_name = 'orders' AND column_name = 'card'",
+            (api_naming.pg_view_schema(org),),
+        ).fetchone()
+        assert kind == ("text",)  # sensitive: the reader sees [REDACTED], whatever the type
+        stored = pg.execute(f'SELECT card FROM "{schema}".raw_orders ORDER BY order_id').fetchall()
+        assert stored == [(41,), (None,)]
+    finally:
+        for table in ("orders", "customers"):
+            mongo["orgpipeline"][api_naming.mongo_collection(org, table)].drop()
