@@ -86,7 +86,8 @@ def export(
         classes = classes_from_manifest
         if classes is None:
             classes = (privacy.recorded(s.conn, org_id) or {}).get(table)
-        keys = keys_from_manifest if manifest is not None else privacy.business_keys(s.conn, org_id, table)
+        # The manifest's keys, or those the pipeline detected (recorded) when the manifest names none.
+        keys = keys_from_manifest or privacy.business_keys(s.conn, org_id, table)
         request = exporting.Request(
             org_id=org_id,
             table=table,

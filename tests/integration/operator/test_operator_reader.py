@@ -48,6 +48,19 @@ CUSTOMERS = {  # the business key itself is pii: the composite key is masked too
         {"name": "country", "type": "text"},
     ],
 }
+CRD = Path(__file__).resolve().parents[3] / "crds" / "orgpipeline.io_orgpipelines.yaml"
+
+
+@pytest.fixture(autouse=True)
+def this_crd(kubectl: Kubectl) -> None:
+    """This checkout's CRD (with `classification`), again: the session installed it, but a shared
+    API server may have been given another checkout's since."""
+    kubectl(
+        "apply", "--server-side", "--force-conflicts", "--field-manager=orgpipeline-tests", "-f", str(CRD)
+    )
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/orgpipelines.orgpipeline.io")
+
+
 RAW_VALUES = ["alice@secret.example", "bob@secret.example", "4111-1111", "5500-0000", "1980-02-03"]
 
 
