@@ -173,9 +173,11 @@ def compliance(org_id: str = OrgRequiredOpt, output: Format = OutputOpt) -> None
             if t not in recorded:
                 columns.append({"table": t, "column": None, "classification": None, "reader_sees": "nothing"})
         exports = _exports(s.conn, org_id)
+        reader = _reader(s.conn, org_id)
     doc = {
         "org_id": org_id,
         "classification_recorded": bool(recorded),
+        "reader": reader,
         "columns": columns,
         "exports": exports,
     }
@@ -194,6 +196,11 @@ def compliance(org_id: str = OrgRequiredOpt, output: Format = OutputOpt) -> None
             c["reader_sees"],
         )
     out.print(grid)
+    views = ", ".join(reader["views"]) or "none"
+    out.print(
+        f"Read-only role {reader['role']}: {'present' if reader['exists'] else 'absent'};"
+        f" masked views in {reader['schema']}: {views}"
+    )
     log = Table(title="Exports (all fields with -o json)")
     for head in ("started", "by", "table", "as of", "rows", "status", "target", "unmasked pii/sensitive"):
         log.add_column(head, overflow="fold")
@@ -211,6 +218,16 @@ def compliance(org_id: str = OrgRequiredOpt, output: Format = OutputOpt) -> None
             ", ".join(e["unmasked_protected_columns"]) or "-",
         )
     out.print(log if exports else "No exports recorded.")
+
+
+def _reader(conn: Any, org_id: str) -> dict[str, Any]:
+    """The org's read-only role and the views it reads (made by the operator)."""
+    role, schema = naming.pg_reader_role(org_id), naming.pg_view_schema(org_id)
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+    rows = conn.execute(
+        "SELECT viewname FROM pg_views WHERE schemaname = %s ORDER BY 1", (schema,)
+    ).fetchall()
+    return {"role": role, "exists": exists, "schema": schema, "views": [str(r[0]) for r in rows]}
 
 
 def _reader_sees(classification: str) -> str:

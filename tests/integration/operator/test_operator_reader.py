@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +183,19 @@ def test_reader_role_sees_masked_views_of_its_org_only(
                 conn.execute(f'CREATE TABLE "{api_naming.pg_view_schema(a)}".x (v text)')
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(f'CREATE VIEW "{api_naming.pg_view_schema(a)}".x AS SELECT 1')
+
+        # The compliance report shows the role, its views and the classification the operator recorded.
+        cli = str(Path(sys.executable).parent / "orgpipeline")
+        done = subprocess.run(
+            [cli, "compliance", "--org-id", a, "-o", "json"], capture_output=True, text=True
+        )
+        report = json.loads(done.stdout)
+        assert report["reader"]["exists"] and report["reader"]["views"] == ["customers", "orders"]
+        assert {(c["table"], c["column"], c["classification"]) for c in report["columns"]} >= {
+            ("orders", "email", "pii"),
+            ("orders", "card", "sensitive"),
+            ("customers", "country", "internal"),
+        }
 
         # The pipeline's own role keeps the raw values.
         owner = kubectl.json("get", "secret", "orgpipeline-credentials", "-n", f"org-{a}")
