@@ -496,6 +496,9 @@ def _write(
                 writer.write(batch)
                 result.rows += len(batch)
             writer.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # as any file the user writes (mkstemp makes it 0600)
         result.bytes = tmp.stat().st_size
         result.sha256 = _sha256(tmp)
         if target.path is not None:
