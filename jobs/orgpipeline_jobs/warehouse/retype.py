@@ -10,7 +10,8 @@ transaction: either every column changes or, on any refusal, nothing does.
 The org's masked views (schema `orgview_<org>`) read the column, and PostgreSQL refuses to alter a
 column a view uses: the table's view is dropped in the same transaction, and the operator, whose
 view hash includes the column types, makes it again. Only raw_T changes: MongoDB keeps the versions
-as they were landed, and the change-detection heads keep their JSON.
+as they were landed, and the change-detection heads keep their JSON, so a key whose value changes
+form with the type (the text "7" becomes the integer 7) gets one UPDATE version at its next file.
 """
 
 from __future__ import annotations
