@@ -48,6 +48,21 @@ def generate_password() -> str:
 PgConn = psycopg.Connection[tuple[object, ...]]
 
 
+def _raw_columns(conn: PgConn, org_id: str) -> dict[str, dict[str, str]]:
+    """{table: {column: type}} of the org's raw_<table> tables, in one catalog query."""
+    rows = conn.execute(
+        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relkind = 'r' AND starts_with(c.relname, 'raw_')"
+        " AND a.attnum > 0 AND NOT a.attisdropped",
+        (naming.pg_schema(org_id),),
+    ).fetchall()
+    out: dict[str, dict[str, str]] = {}
+    for relname, column, type_ in rows:
+        out.setdefault(str(relname)[len("raw_") :], {})[str(column)] = str(type_)
+    return out
+
+
 class Databases:
     """Admin connections to PostgreSQL (a small pool, made lazily) and MongoDB."""
 
@@ -224,7 +239,11 @@ class Databases:
                                     sql.Identifier(views), sql.Identifier(str(name))
                                 )
                             )
+                        current = _raw_columns(conn, org_id)
                         for table in tables:
+                            want = {c.name: retype.pg_type_name(c.type) for c in table.columns}
+                            if current.get(table.name, {}).items() >= want.items():
+                                continue  # made by a run or an earlier reconcile, and as the spec says
                             ddl.ensure_schema(conn, org_id, table)
                         orgprivacy.record(conn, spec)
                         for table in tables:

@@ -8,6 +8,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,20 @@ CRD = Path(__file__).resolve().parents[3] / "crds" / "orgpipeline.io_orgpipeline
 
 @pytest.fixture(autouse=True)
 def this_crd(kubectl: Kubectl) -> None:
-    """This checkout's CRD (with `classification`), again: the session installed it, but a shared
-    API server may have been given another checkout's since."""
+    """This checkout's CRD (with `classification`): the session installed it, but a shared API server
+    may have been given another checkout's since. Only then is it applied again (a CRD change makes
+    the API server re-initialise the resource's storage and drop every watch of it)."""
+    installed = kubectl("get", "crd/orgpipelines.orgpipeline.io", "-o", "json", check=False).stdout
+    if '"classification"' in installed:
+        return
     kubectl(
         "apply", "--server-side", "--force-conflicts", "--field-manager=orgpipeline-tests", "-f", str(CRD)
     )
     kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/orgpipelines.orgpipeline.io")
+    wait_for(
+        lambda: kubectl("get", "orgpipelines", check=False).returncode == 0, timeout=60, what="CR storage"
+    )
+    time.sleep(15)  # the operator's watch backs off while the storage re-initialises
 
 
 RAW_VALUES = ["alice@secret.example", "bob@secret.example", "4111-1111", "5500-0000", "1980-02-03"]
