@@ -27,6 +27,17 @@ def pg_role(org_id: str) -> str:
     return f"orgpipeline_org_{org_id}"
 
 
+def pg_reader_role(org_id: str) -> str:
+    """The org's read-only login role: sees the org's data only through the masked views."""
+    return f"orgpipeline_reader_{org_id}"
+
+
+def pg_view_schema(org_id: str) -> str:
+    """The schema of the org's masked views (one per table, named as the table), owned by the org's
+    role and readable by its reader role."""
+    return f"orgview_{org_id}"
+
+
 def pg_table(table: str) -> str:
     return f"raw_{table}"
 

@@ -74,6 +74,18 @@ class TableMode(StrEnum):
     snapshot = "snapshot"
 
 
+class Classification(StrEnum):
+    """How sensitive a column's values are; pii and sensitive values are masked for readers."""
+
+    public = "public"
+    internal = "internal"
+    pii = "pii"
+    sensitive = "sensitive"
+
+
+MASKED_CLASSIFICATIONS = frozenset({Classification.pii, Classification.sensitive})
+
+
 class Column(_Model):
     """One column of a table: its PostgreSQL type and the record-level quality rules."""
 
@@ -108,6 +120,14 @@ class Column(_Model):
             "quality check; the header must contain the column."
         ),
     ] = False
+    classification: Annotated[
+        Classification,
+        Field(
+            description="public | internal (default) | pii | sensitive. The org's read-only role sees "
+            "pii values hashed (a keyed SHA-256 pseudonym, equal values give equal pseudonyms) and "
+            "sensitive values redacted; `orgpipeline export --mask` does the same."
+        ),
+    ] = Classification.internal
     min: Annotated[float | None, Field(description="Smallest allowed numeric value (warning below).")] = None
     max: Annotated[float | None, Field(description="Largest allowed numeric value (warning above).")] = None
     allowed: Annotated[

@@ -24,6 +24,11 @@ from collections.abc import Iterator
 import psycopg
 import pymongo
 from orgpipeline_api import naming, stores
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+from orgpipeline_jobs import lock
+from orgpipeline_jobs import privacy as orgprivacy
+from orgpipeline_jobs.errors import LockTimeout
+from orgpipeline_jobs.warehouse import ddl, retype
 from psycopg import sql
 
 
@@ -31,11 +36,31 @@ class DatabaseError(Exception):
     """PostgreSQL or MongoDB refused or could not be reached; a retry may help."""
 
 
+class SchemaChangeRefused(Exception):
+    """The manifest changes a column's type and a stored value does not convert: nothing changed,
+    and a retry cannot help until the manifest or the data does (the message names both)."""
+
+
 def generate_password() -> str:
     return secrets.token_urlsafe(24)
 
 
 PgConn = psycopg.Connection[tuple[object, ...]]
+
+
+def _raw_columns(conn: PgConn, org_id: str) -> dict[str, dict[str, str]]:
+    """{table: {column: type}} of the org's raw_<table> tables, in one catalog query."""
+    rows = conn.execute(
+        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relkind = 'r' AND starts_with(c.relname, 'raw_')"
+        " AND a.attnum > 0 AND NOT a.attisdropped",
+        (naming.pg_schema(org_id),),
+    ).fetchall()
+    out: dict[str, dict[str, str]] = {}
+    for relname, column, type_ in rows:
+        out.setdefault(str(relname)[len("raw_") :], {})[str(column)] = str(type_)
+    return out
 
 
 class Databases:
@@ -123,7 +148,8 @@ class Databases:
         return not exists
 
     def drop_postgres(self, org_id: str) -> None:
-        """Drops the org's schema (with everything in it) and its role."""
+        """Drops the org's schema (with everything in it), its views, its role and its reader role."""
+        self.drop_reader(org_id)
         role_name = naming.pg_role(org_id)
         role = sql.Identifier(role_name)
         try:
@@ -139,6 +165,138 @@ class Databases:
                     conn.execute(sql.SQL("DROP ROLE {}").format(role))
         except (psycopg.Error, stores.StoreUnavailable) as exc:
             raise DatabaseError(f"PostgreSQL: cannot drop {role_name}: {exc}") from exc
+
+    # --- the org's read-only role and its masked views (issue 13) ------------------------------
+
+    def provision_reader(self, spec: OrgPipelineSpec, password: str | None) -> None:
+        """Creates (or repairs) the org's read-only role, the tables of every table in the spec and
+        one masked view per table (`orgprivacy.view_statement`); records the classification.
+
+        The reader role `orgpipeline_reader_<org>` has USAGE on `orgview_<org>` and SELECT on its
+        views, nothing in `orgdata_<org>`; its sessions are read-only. The views are owned by the
+        org's role (the work runs as that role, so every object it makes is the org's), which is
+        what lets them read the raw tables; pii and sensitive columns come out masked. Idempotent;
+        the views are replaced in one transaction, so a reader never sees a half-made set.
+        Needs the admin connection to be allowed to SET ROLE to the org's role (a superuser, or a
+        member of it).
+        """
+        org_id = spec.org_id
+        owner, reader = naming.pg_role(org_id), naming.pg_reader_role(org_id)
+        views = naming.pg_view_schema(org_id)
+        # A table with a reserved column name is refused by its own job, with the reason; no view.
+        tables = [t for t in spec.tables if not any(c.name in ddl.RESERVED_COLUMNS for c in t.columns)]
+        try:
+            with self._pg() as conn:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (reader,))
+                    if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,)).fetchone():
+                        conn.execute(
+                            sql.SQL(
+                                "CREATE ROLE {} LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                                "NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 20"
+                            ).format(sql.Identifier(reader))
+                        )
+                        conn.execute(
+                            sql.SQL("ALTER ROLE {} SET search_path = {}").format(
+                                sql.Identifier(reader), sql.Identifier(views)
+                            )
+                        )
+                        conn.execute(
+                            sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
+                                sql.Identifier(reader)
+                            )
+                        )
+                    if password is not None:
+                        conn.execute(
+                            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                                sql.Identifier(reader), sql.Literal(password)
+                            )
+                        )
+                    if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (views,)).fetchone():
+                        conn.execute(
+                            sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+                                sql.Identifier(views), sql.Identifier(owner)
+                            )
+                        )
+                    conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(views)))
+                    conn.execute(
+                        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                            sql.Identifier(views), sql.Identifier(reader)
+                        )
+                    )
+                # As the org's role from here on: what it makes is its own, as when its jobs make it.
+                # One transaction: a refused type change leaves every table and view as it was.
+                conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+                try:
+                    with conn.transaction():
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
+                        existing = conn.execute(
+                            "SELECT viewname FROM pg_views WHERE schemaname = %s", (views,)
+                        ).fetchall()
+                        for (name,) in existing:
+                            conn.execute(
+                                sql.SQL("DROP VIEW {}.{}").format(
+                                    sql.Identifier(views), sql.Identifier(str(name))
+                                )
+                            )
+                        current = _raw_columns(conn, org_id)
+                        for table in tables:
+                            want = {c.name: retype.pg_type_name(c.type) for c in table.columns}
+                            if current.get(table.name, {}).items() >= want.items():
+                                continue  # made by a run or an earlier reconcile, and as the spec says
+                            ddl.ensure_schema(conn, org_id, table)
+                        orgprivacy.record(conn, spec)
+                        for table in tables:
+                            conn.execute(orgprivacy.view_statement(org_id, table))
+                            conn.execute(
+                                sql.SQL("GRANT SELECT ON {}.{} TO {}").format(
+                                    sql.Identifier(views), sql.Identifier(table.name), sql.Identifier(reader)
+                                )
+                            )
+                finally:
+                    conn.execute("RESET ROLE")
+        except retype.TypeChangeRefused as exc:
+            raise SchemaChangeRefused(str(exc)) from None
+        except LockTimeout as exc:
+            raise DatabaseError(f"PostgreSQL: {exc}") from None
+        except psycopg.Error as exc:
+            raise DatabaseError(f"PostgreSQL: cannot provision {reader}: {exc}") from exc
+
+    def reader_ready(self, spec: OrgPipelineSpec) -> bool:
+        """Whether the reader role exists and has one view per table of the spec (one query)."""
+        try:
+            with self._pg() as conn:
+                row = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s),"
+                    " ARRAY(SELECT viewname::text FROM pg_views WHERE schemaname = %s)",
+                    (naming.pg_reader_role(spec.org_id), naming.pg_view_schema(spec.org_id)),
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"PostgreSQL: cannot check {naming.pg_reader_role(spec.org_id)}: {exc}"
+            ) from exc
+        wanted = {t.name for t in spec.tables if not any(c.name in ddl.RESERVED_COLUMNS for c in t.columns)}
+        if row is None or not row[0]:
+            return False
+        views = row[1]
+        return isinstance(views, list) and wanted <= {str(v) for v in views}
+
+    def drop_reader(self, org_id: str) -> None:
+        """Drops the org's read-only role and its view schema."""
+        reader = naming.pg_reader_role(org_id)
+        try:
+            with self._pg() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (reader,))
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                        sql.Identifier(naming.pg_view_schema(org_id))
+                    )
+                )
+                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,)).fetchone():
+                    conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(reader)))
+                    conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(reader)))
+        except psycopg.Error as exc:
+            raise DatabaseError(f"PostgreSQL: cannot drop {reader}: {exc}") from exc
 
     # --- MongoDB ------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from orgpipeline_api import v1alpha1
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from pydantic import ValidationError
 
-from orgpipeline_operator import builders, cache, database, kube, metrics, naming, runtime, status
+from orgpipeline_operator import builders, cache, database, kube, metrics, naming, reader, runtime, status
 from orgpipeline_operator.cache import ChildKey
 from orgpipeline_operator.runtime import Runtime, SourceSecretMissing, log
 
@@ -90,6 +90,8 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     retry: str | None = None
     try:
         _apply_children(rt, req, target, obs, db_ready)
+    except database.SchemaChangeRefused as exc:  # issue 13: no retry helps until spec or data changes
+        obs.database = status.Check(False, "ColumnTypeChangeRefused", str(exc))
     except database.DatabaseError as exc:
         obs.database = status.Check(False, "DatabaseUnavailable", str(exc))
         retry = str(exc)
@@ -165,6 +167,8 @@ def _apply_children(
         if rt.db.provision(spec.org_id, None):
             rt.db.provision(spec.org_id, rt.current_password(target.namespace))
         provisioned = True
+    # The org's read-only role, its masked views and their Secret (issue 13; see reader.py).
+    writes += reader.sync(rt, req, target)
     obs.database = (
         status.Check(True, "Provisioned", "role and schema in place") if provisioned or db_ready else None
     )

@@ -10,8 +10,10 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from orgpipeline_cli.manage import history, integrity, reports
+    from orgpipeline_cli.manage import governance, history, integrity, reports, seedschemas
 
     reports.register(app)
     history.register(app)
     integrity.register(app)
+    seedschemas.register(app)
+    governance.register(app)

@@ -23,6 +23,7 @@ from orgpipeline_api.v1alpha1 import Table
 from psycopg import sql
 
 from orgpipeline_jobs import lock
+from orgpipeline_jobs.warehouse import retype
 
 AUDIT_COLUMNS = [
     ("version", "INTEGER NOT NULL DEFAULT 1"),
@@ -122,6 +123,7 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
                     _q(schema, raw), sql.Identifier(column.name), sql.SQL(column.type)
                 )
             )
+        retype.apply(conn, org_id, table)  # column types changed in the manifest (or refused)
         indexes = [
             ("org_active", "(org_id, is_active)"),
             ("composite_latest", "(composite_key, version DESC)"),

@@ -77,7 +77,7 @@ def test_delete_policy_drops_data_and_retain_keeps_it(
         wait_ready(api, f"org-{org}")
         db[api_naming.mongo_collection(org, "orders")].insert_one({"k": 1})
         with psycopg.connect(_org_dsn(kubectl, org, stack), autocommit=True) as conn:
-            conn.execute(f'CREATE TABLE "{api_naming.pg_schema(org)}".raw_orders (id int)')
+            conn.execute(f'CREATE TABLE "{api_naming.pg_schema(org)}".extra (id int)')
     # A collection of an org whose id starts like ours must survive.
     other = db[api_naming.mongo_collection(f"{drop}x", "orders")]
     other.insert_one({"k": 1})

@@ -54,7 +54,8 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(
             "limitranges",
             "networkpolicies",
         ):
-            assert len(kubectl.json("get", kind, "-n", ns, "-l", selector)["items"]) == 1, kind
+            want = 2 if kind == "secrets" else 1  # secrets: the jobs' credentials and the reader's
+            assert len(kubectl.json("get", kind, "-n", ns, "-l", selector)["items"]) == want, kind
         assert kubectl.json("get", "jobs", "-n", ns)["items"] == []
         # The password in the Secret is the role's password, whatever moment the crash hit.
         secret = kubectl.json("get", "secret", naming.SECRET, "-n", ns)["data"]
@@ -63,3 +64,15 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(
         dsn = psycopg.conninfo.make_conninfo(stack.postgres_dsn, user=user, password=password)
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT current_user").fetchone() == (user,)
+        # So is the reader's.
+        reader = kubectl.json("get", "secret", "orgpipeline-reader", "-n", ns)["data"]
+        user = base64.b64decode(reader["PGUSER"]).decode()
+        dsn = psycopg.conninfo.make_conninfo(
+            stack.postgres_dsn, user=user, password=_b64(reader["PGPASSWORD"])
+        )
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (user,)
+
+
+def _b64(value: str) -> str:
+    return base64.b64decode(value).decode()

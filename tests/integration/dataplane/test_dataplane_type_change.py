@@ -1,0 +1,74 @@
+"""A column's type changed in the manifest (issue 13): applied at the next run when every stored value
+converts; otherwise the run fails naming the column and a value, and nothing is changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import ORDERS_HEADER, Org
+from orgpipeline_jobs.warehouse import retype
+
+FILE = (
+    ORDERS_HEADER + "\nO1,C1,P1,2024-01-15,10.50,pending,a@x.com,7\nO2,C2,P2,2024-01-16,20,shipped,b@x.com,\n"
+)
+
+
+def _columns(org: Org, **types: str) -> list[dict[str, Any]]:
+    base = [c for t in org.spec.tables if t.name == "orders" for c in t.columns]
+    out = []
+    for c in base:
+        col = c.model_dump(by_alias=True, exclude_none=True, mode="json")
+        col["type"] = types.get(c.name, col["type"])
+        if col["name"] == "amount":
+            col.pop("min", None)
+        out.append(col)
+    return out
+
+
+def _types(org: Org) -> dict[str, str]:
+    rows = org.pg.execute(
+        "SELECT column_name, data_type, numeric_precision, numeric_scale FROM information_schema.columns"
+        " WHERE table_schema = %s AND table_name = 'raw_orders'",
+        (f"orgdata_{org.org_id}",),
+    ).fetchall()
+    return {r[0]: r[1] if r[2] is None or r[1] != "numeric" else f"numeric({r[2]},{r[3]})" for r in rows}
+
+
+def test_type_change_applied_when_every_value_converts(org: Org) -> None:
+    org.upload("orders_1.csv", FILE)
+    assert org.run()["result"] == "Succeeded"
+    org.rewrite(orders={"columns": _columns(org, amount="decimal(12,3)", note="integer")})
+    assert org.run()["result"] == "NoNewFiles"  # the schema follows the manifest at every run
+    types = _types(org)
+    assert types["amount"] == "numeric(12,3)" and types["note"] == "integer"
+    rows = org.pg.execute(
+        f'SELECT order_id, amount::text, note FROM "orgdata_{org.org_id}".raw_orders ORDER BY 1'
+    )
+    assert rows.fetchall() == [("O1", "10.500", 7), ("O2", "20.000", None)]
+
+
+def test_type_change_refused_names_column_and_value_and_changes_nothing(org: Org) -> None:
+    org.upload("orders_1.csv", FILE.replace(",7\n", ",seven\n"))
+    assert org.run()["result"] == "Succeeded"
+    before = _types(org)
+    # Two changes, the first of which would convert: neither is applied.
+    org.rewrite(orders={"columns": _columns(org, amount="decimal(12,3)", note="integer")})
+    with pytest.raises(retype.TypeChangeRefused) as refused:
+        org.run()
+    message = str(refused.value)
+    assert (
+        "column note cannot change type from text to integer: stored value 'seven' does not convert"
+        in message
+    )
+    assert "nothing was changed" in message
+    assert _types(org) == before
+    # A number that would be rounded is refused the same way, by the command a Job runs.
+    org.rewrite(orders={"columns": _columns(org, amount="decimal(10,0)", note="text")})
+    done = org.cli("run", "-f", str(org.path), "--table", "orders")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert (
+        "column amount cannot change type from numeric(10,2) to numeric(10,0):"
+        " stored value '10.50' does not convert (it would be rounded)"
+    ) in done.stderr
+    assert _types(org) == before
