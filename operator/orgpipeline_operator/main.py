@@ -126,9 +126,12 @@ def resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     if body.metadata.get("deletionTimestamp"):
         return
     reconcile.reconcile(memo.rt, _request("resync", name, body), body)
+    finished = [(table, job) for table, job, done in cache.CACHE.jobs_of(name) if done]
+    if not finished:
+        return
     recorded = {t.name: t.last_run.job for t in status.parse(dict(body.status)).tables if t.last_run}
-    for table, job, finished in cache.CACHE.jobs_of(name):
-        if finished and recorded.get(table) != job:  # a Job event the watcher missed
+    for table, job in finished:
+        if recorded.get(table) != job:  # a Job event the watcher missed
             found = memo.rt.kube.get("batch/v1", "Job", job, naming.namespace(body.spec["orgId"]))
             if found:
                 runs.record_finished_job(memo.rt, found, cache.CACHE.pipeline_snapshot(name))
