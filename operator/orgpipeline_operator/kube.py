@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -144,6 +145,19 @@ class Kube:
         query = {"labelSelector": selector} if selector else None
         items = self.request("GET", path(api_version, kind, namespace), query=query).get("items") or []
         return list(items)
+
+    def list_paged(
+        self, api_version: str, kind: str, selector: str | None = None, page: int = 500
+    ) -> Iterator[dict[str, Any]]:
+        """Every object of the kind in all namespaces, `page` per request (bounded responses)."""
+        query = {"limit": str(page), **({"labelSelector": selector} if selector else {})}
+        while True:
+            body = self.request("GET", path(api_version, kind), query=query)
+            yield from body.get("items") or []
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            query = {**query, "continue": token}
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Deletes in the background (dependents are garbage-collected); False when already gone."""
