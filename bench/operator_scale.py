@@ -262,6 +262,21 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: round(v - before.get(k, 0), 1) for k, v in after.items()}
 
 
+class Patient(kube.Kube):
+    """The benchmark's client: waits out what a shared stack throws at it (429 while another client
+    re-applies the CRD, a 5xx) instead of losing a run's figures."""
+
+    def request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        for attempt in range(30):
+            try:
+                return super().request(*args, **kwargs)
+            except kube.ApiError as exc:
+                if not exc.transient or exc.status == 409 or attempt == 29:
+                    raise
+                time.sleep(2)
+        raise AssertionError("unreachable")
+
+
 class Operator:
     """One `orgpipeline-operator` process of the run, with its RSS sampler and an optional py-spy."""
 
@@ -422,6 +437,7 @@ def one_size(api: kube.Kube, args: argparse.Namespace, orgs: int) -> dict[str, A
         print(f"  {n}/{orgs} Ready on the server; first create -> last Ready: {server_seconds}s", flush=True)
         result["all_ready_server_seconds"] = server_seconds
         result["peak_rss_mb_until_ready"] = op.peak_rss_mb
+        print(json.dumps(result), flush=True)  # the figures so far, whatever happens next
 
         # Idle: let the creation settle, then measure exactly one resync period.
         time.sleep(min(args.resync, 10))
@@ -463,6 +479,19 @@ def restart(
     srv_before, versions_before = apiserver_writes(api), versions(api, run)
     new = Operator(run, env, "restart", args.profile)
     op.__dict__.update(new.__dict__)  # the caller stops whichever operator runs
+    return resumed(api, run, new, orgs, args, srv_before, versions_before)
+
+
+def resumed(
+    api: kube.Kube,
+    run: str,
+    new: Operator,
+    orgs: int,
+    args: argparse.Namespace,
+    srv_before: dict[str, float],
+    versions_before: dict[str, str],
+) -> dict[str, Any]:
+    """From the new operator's start until all N orgs are verified: time, requests, writes, CPU."""
     cpu_before = cpu_seconds(new.proc.pid)
     new.wait_ready()
     while (n := reconciles(new.port, "resume")) < orgs:
@@ -473,15 +502,16 @@ def restart(
     cpu = delta(cpu_seconds(new.proc.pid), cpu_before)
     requests = counters(new.port)
     time.sleep(5)  # Kopf's own patches (if any) come after the handlers
-    srv = delta(apiserver_writes(api), srv_before)
-    after = versions(api, run)
+    srv = delta(apiserver_writes(api), srv_before) if srv_before else {}
+    after = versions(api, run) if versions_before else {}
     out = {
+        "orgs": orgs,
         "restart_seconds": round(seconds, 1),
         "restart_requests": {k: v for k, v in requests.items() if v},
         "restart_writes": sum(v for k, v in requests.items() if k in WRITES),
         "restart_cpu_seconds": cpu,
         "restart_peak_rss_mb": new.peak_rss_mb,
-        "restart_errors": reconciles(new.port, "resume") - orgs,
+        "restart_retries": reconciles(new.port, "resume") - orgs,
         "restart_apiserver_writes_all_clients": {k: v for k, v in srv.items() if v},
         "restart_objects_changed": sum(1 for k in after if after[k] != versions_before.get(k)),
     }
@@ -530,11 +560,34 @@ def main() -> int:
     ap.add_argument("--no-restart", dest="restart", action="store_false", help="skip the restart phase")
     ap.add_argument("--profile", type=Path, help="record the operator with py-spy into this folder")
     ap.add_argument("--keep", action="store_true", help="leave the OrgPipelines in place")
+    ap.add_argument(
+        "--existing", metavar="RUN", help="an earlier run's OrgPipelines: restart on them, then delete them"
+    )
     args = ap.parse_args()
 
     client = kubernetes.config.new_client_from_config()
     client.configuration.connection_pool_maxsize = 32
-    api = kube.Kube(client)
+    api = Patient(client)
+    if args.existing:  # the OrgPipelines of an earlier run (--keep, or interrupted)
+        run = args.existing
+        env = {
+            **os.environ,
+            "ORGPIPELINE_RESYNC_SECONDS": str(args.resync),
+            "ORGPIPELINE_WORKERS": str(args.workers),
+            "ORGPIPELINE_LOG_LEVEL": "WARNING",
+            "ORGPIPELINE_LABEL_SELECTOR": f"bench={run}",
+        }
+        subprocess.run(["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(CRD)], check=True)
+        orgs = len(list_run(api, run))
+        op = Operator(run, env, "existing", args.profile)
+        try:
+            if args.restart:
+                print(json.dumps(resumed(api, run, op, orgs, args, {}, {}), indent=2), flush=True)
+            if not args.keep:
+                cleanup(api, run, env, op)
+        finally:
+            op.stop()
+        return 0
     results = []
     for orgs in (int(n) for n in args.orgs.split(",")):
         result = one_size(api, args, orgs)
