@@ -10,6 +10,8 @@ is still filling (it reads a child back before writing it on resume and resync).
 from __future__ import annotations
 
 import threading
+import time
+import zlib
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -27,6 +29,7 @@ class Cache:
         self._orgs: dict[str, dict[str, str]] = {}  # org id -> {pipeline: creationTimestamp}
         self._claim: dict[str, str] = {}  # pipeline -> the org id it claims (to drop that claim alone)
         self._quiet: dict[str, Hashable] = {}  # pipeline -> inputs of its last reconcile that wrote nothing
+        self._deep: dict[str, float] = {}  # pipeline -> when its next deep resync is due (monotonic)
 
     # --- feeding (from watch events) ----------------------------------------------------------
 
@@ -74,6 +77,7 @@ class Cache:
                 self._children.pop(name, None)
                 self._jobs.pop(name, None)
                 self._quiet.pop(name, None)
+                self._deep.pop(name, None)
                 return
             self._pipelines[name] = {
                 "metadata": {k: meta.get(k) for k in ("name", "uid", "resourceVersion", "generation")},
@@ -109,6 +113,22 @@ class Cache:
         with self._lock:
             if pipeline in self._pipelines:  # not for one deleted meanwhile
                 self._quiet[pipeline] = fingerprint
+
+    def deep_due(self, pipeline: str, interval: float, now: float | None = None) -> bool:
+        """Whether the pipeline's deep resync is due (then the next one is set `interval` later).
+        The first falls between one and 1.25 intervals after the first call, spread by the name, so
+        that orgs created together do not all read their children back at the same moment."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            due = self._deep.get(pipeline)
+            if due is None:
+                spread = (zlib.crc32(pipeline.encode()) % 1000) / 4000
+                self._deep[pipeline] = now + interval * (1 + spread)
+                return False
+            if now < due:
+                return False
+            self._deep[pipeline] = now + interval
+            return True
 
     def org_owner(self, org_id: str | None) -> str | None:
         """The oldest OrgPipeline claiming the org id (ties by name): it alone may own the org."""

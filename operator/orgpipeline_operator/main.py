@@ -123,9 +123,12 @@ def reconcile_pipeline(name: str, body: kopf.Body, memo: kopf.Memo, reason: str,
 
 @kopf.timer(G, V, P, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
 def resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """The idle resync, and every DEEP_RESYNC_SECONDS (per org, spread) the deep one: one timer per
+    org, not two (each Kopf timer is a task and state per object: thousands of them at scale)."""
     if body.metadata.get("deletionTimestamp"):
         return
-    reconcile.reconcile(memo.rt, _request("resync", name, body), body)
+    trigger = "deep" if cache.CACHE.deep_due(name, DEEP_RESYNC_SECONDS) else "resync"
+    reconcile.reconcile(memo.rt, _request(trigger, name, body), body)
     finished = [(table, job) for table, job, done in cache.CACHE.jobs_of(name) if done]
     if not finished:
         return
@@ -135,12 +138,6 @@ def resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             found = memo.rt.kube.get("batch/v1", "Job", job, naming.namespace(body.spec["orgId"]))
             if found:
                 runs.record_finished_job(memo.rt, found, cache.CACHE.pipeline_snapshot(name))
-
-
-@kopf.timer(G, V, P, interval=DEEP_RESYNC_SECONDS, initial_delay=DEEP_RESYNC_SECONDS, idle=None)
-def deep_resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    if not body.metadata.get("deletionTimestamp"):
-        reconcile.reconcile(memo.rt, _request("deep", name, body), body)
 
 
 @kopf.on.field(G, V, P, field=("metadata", "annotations", naming.ANNOTATION_RUN_NOW))

@@ -94,3 +94,16 @@ def test_the_quiet_fingerprint_moves_with_the_object_and_its_watched_children() 
     assert quiet_fingerprint(req("2", {cron: "h"})) != base  # spec, status or metadata changed
     assert quiet_fingerprint(req("1", {cron: "edited"})) != base  # a child edited
     assert quiet_fingerprint(req("1", {})) != base  # a child deleted
+
+
+def test_the_deep_resync_comes_once_per_interval_the_first_spread_by_name() -> None:
+    c = Cache()
+    assert not c.deep_due("a", 100, now=0)  # the first call sets the first due time
+    firsts = []
+    for name in ("a", "b", "c", "d"):
+        c.deep_due(name, 100, now=0)
+        t = next(t for t in range(0, 200) if c.deep_due(name, 100, now=t))
+        firsts.append(t)
+    assert all(100 <= t <= 126 for t in firsts) and len(set(firsts)) > 1
+    assert not c.deep_due("a", 100, now=firsts[0] + 50)
+    assert c.deep_due("a", 100, now=firsts[0] + 100)
