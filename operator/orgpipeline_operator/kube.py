@@ -37,6 +37,9 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
 }
 
 
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+
+
 @dataclass
 class ApiError(Exception):
     """A request the API server refused or could not serve."""
@@ -96,9 +99,10 @@ class Kube:
         body: Any = None,
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         full = url + ("?" + urlencode(query) if query else "")
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         m, u, h, b, _ = self._api.param_serialize(
             method, full, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
@@ -146,13 +150,14 @@ class Kube:
         items = self.request("GET", path(api_version, kind, namespace), query=query).get("items") or []
         return list(items)
 
-    def list_paged(
+    def list_metadata(
         self, api_version: str, kind: str, selector: str | None = None, page: int = 500
     ) -> Iterator[dict[str, Any]]:
-        """Every object of the kind in all namespaces, `page` per request (bounded responses)."""
+        """The metadata (labels, annotations) of every object of the kind in all namespaces, `page`
+        per request: PartialObjectMetadata, a fraction of the bytes of whole CronJobs or Secrets."""
         query = {"limit": str(page), **({"labelSelector": selector} if selector else {})}
         while True:
-            body = self.request("GET", path(api_version, kind), query=query)
+            body = self.request("GET", path(api_version, kind), query=query, accept=METADATA_LIST)
             yield from body.get("items") or []
             token = (body.get("metadata") or {}).get("continue")
             if not token:

@@ -62,6 +62,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
     settings.networking.request_timeout = 60
     settings.watching.server_timeout = 600
+    settings.watching.chunk_size = 500  # the initial listings in pages: 9,000 CronJobs at 3,000 orgs
     for api_version, plural in [*CHILDREN, ("batch/v1", "jobs")]:
         settings.watching.label_selectors[api_version, plural] = naming.MANAGED_SELECTOR
     if conf.label_selector:

@@ -196,8 +196,10 @@ def _apply_children(
     writes = sync(desired[0])
     writes += sum(rt.parallel(sync, desired[1:]))
     if not provisioned and (req.trigger != "resync" or not db_ready):
-        # Cheap and idempotent: repairs a dropped schema or role (with the Secret's password).
-        if rt.db.provision(spec.org_id, None):
+        # Cheap and idempotent: repairs a dropped schema or role (with the Secret's password). On
+        # resume, the start-up listing of the org schemas and their owners stands for it.
+        listed = seen.inventory is not None and seen.inventory.provisioned(spec.org_id)
+        if not listed and rt.db.provision(spec.org_id, None):
             rt.db.provision(spec.org_id, rt.current_password(target.namespace))
         provisioned = True
     obs.database = (

@@ -43,12 +43,13 @@ class Runtime:
     @classmethod
     def start(cls, settings: configuration.Settings) -> Runtime:
         client = kube.Kube.from_environment(pool_size=settings.workers * 4 + 8)
+        db = database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
         return cls(
             settings=settings,
             kube=client,
-            db=database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db),
+            db=db,
             pool=concurrent.futures.ThreadPoolExecutor(settings.workers * 4, thread_name_prefix="apply"),
-            snapshot=Snapshot(client),
+            snapshot=Snapshot(client, db),
         )
 
     @property

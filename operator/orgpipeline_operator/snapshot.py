@@ -21,7 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orgpipeline_operator import builders, kube, naming
+from orgpipeline_api import naming as api_naming
+
+from orgpipeline_operator import builders, database, kube, naming
 from orgpipeline_operator.cache import ChildKey
 
 log = logging.getLogger("orgpipeline.operator")
@@ -46,6 +48,7 @@ class Inventory:
     hashes: dict[ChildKey, str | None] = field(default_factory=dict)
     namespace_owner: dict[str, str | None] = field(default_factory=dict)
     cronjobs: dict[str, set[ChildKey]] = field(default_factory=dict)
+    schemas: set[tuple[str, str]] | None = None  # (schema, owner role) in PostgreSQL; None: not read
 
     def add(self, kind: str, items: Iterable[Mapping[str, Any]]) -> None:
         for item in items:
@@ -66,6 +69,13 @@ class Inventory:
         if key[0] == "CronJob" and pipeline:
             self.cronjobs.setdefault(pipeline, set()).add(key)
 
+    def provisioned(self, org_id: str) -> bool:
+        """Whether the org's role exists and owns its schema (as provision() would leave them)."""
+        return (
+            self.schemas is not None
+            and (api_naming.pg_schema(org_id), api_naming.pg_role(org_id)) in self.schemas
+        )
+
     def deleted(self, pipeline: str, key: ChildKey) -> None:
         self.hashes.pop(key, None)
         self.cronjobs.get(pipeline, set()).discard(key)
@@ -74,8 +84,9 @@ class Inventory:
 class Snapshot:
     """The inventory, taken once on first use (the first resume) and dropped when too old."""
 
-    def __init__(self, client: kube.Kube, max_age: float = MAX_AGE) -> None:
+    def __init__(self, client: kube.Kube, db: database.Databases | None, max_age: float = MAX_AGE) -> None:
         self._kube = client
+        self._db = db
         self._max_age = max_age
         self._lock = threading.Lock()
         self._inventory: Inventory | None = None
@@ -108,10 +119,15 @@ class Snapshot:
         inventory = Inventory()
         try:
             for api_version, kind in KINDS:
-                inventory.add(kind, self._kube.list_paged(api_version, kind, naming.MANAGED_SELECTOR))
+                inventory.add(kind, self._kube.list_metadata(api_version, kind, naming.MANAGED_SELECTOR))
         except kube.ApiError as exc:
             log.warning("cannot list the children at start-up (%s); verifying them one by one", exc)
             return None
+        if self._db is not None:
+            try:
+                inventory.schemas = self._db.schema_owners()
+            except database.DatabaseError as exc:
+                log.warning("%s; provisioning org by org", exc)
         log.info(
             "listed %d children of %d namespaces in %.1fs",
             len(inventory.hashes),

@@ -54,3 +54,12 @@ def test_own_writes_and_deletes_update_the_inventory() -> None:
     inv.deleted("org-1", ("CronJob", "org-1", "ingest-a"))
     assert ("CronJob", "org-1", "ingest-a") not in inv.hashes
     assert inv.cronjobs["org-1"] == {("CronJob", "org-1", "ingest-c")}
+
+
+def test_an_org_is_provisioned_when_its_role_owns_its_schema() -> None:
+    inv = Inventory()
+    assert not inv.provisioned("1")  # the schemas were not read: provision as before
+    inv.schemas = {("orgdata_1", "orgpipeline_org_1"), ("orgdata_2", "postgres")}
+    assert inv.provisioned("1")
+    assert not inv.provisioned("2")  # the schema has another owner: provision() repairs it
+    assert not inv.provisioned("3")
