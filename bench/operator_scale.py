@@ -528,9 +528,11 @@ def cleanup(api: kube.Kube, run: str, env: dict[str, str], op: Operator) -> None
         if op.proc.poll() is not None:  # it died: another one finishes the job
             op.__dict__.update(Operator(run, env, "cleanup", None).__dict__)
         op.wait_ready()
-        api.request(
-            "DELETE", kube.path(v1alpha1.API_VERSION, v1alpha1.KIND), query={"labelSelector": f"bench={run}"}
-        )
+        # One DELETE each, 8 at a time: a DELETE of the collection is served one object after the
+        # other and took minutes for 3,000 on a busy API server.
+        names = [i["metadata"]["name"] for i in list_run(api, run)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: api.delete(v1alpha1.API_VERSION, v1alpha1.KIND, n), names))
         deadline = time.monotonic() + 900
         while api.request(
             "GET",
