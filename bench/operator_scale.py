@@ -546,7 +546,7 @@ def cleanup(api: kube.Kube, run: str, env: dict[str, str], op: Operator) -> None
     except Exception as exc:  # the caller stops the operator whatever happened
         print(f"  cleanup failed: {exc}", file=sys.stderr)
         return
-    while (left := run_namespaces(api, run)) and time.monotonic() - started < 900:
+    while (left := run_namespaces(api, run)) and time.monotonic() - started < 180:
         time.sleep(5)
     print(f"  cleaned up in {time.monotonic() - started:.0f}s ({left} namespaces left)", flush=True)
 
