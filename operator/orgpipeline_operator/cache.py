@@ -10,7 +10,9 @@ is still filling (it reads a child back before writing it on resume and resync).
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+import zlib
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from orgpipeline_operator import naming
@@ -24,7 +26,10 @@ class Cache:
         self._children: dict[str, dict[ChildKey, str | None]] = {}
         self._jobs: dict[str, dict[str, tuple[str, bool]]] = {}
         self._pipelines: dict[str, dict[str, Any]] = {}
-        self._orgs: dict[str, dict[str, str]] = {}
+        self._orgs: dict[str, dict[str, str]] = {}  # org id -> {pipeline: creationTimestamp}
+        self._claim: dict[str, str] = {}  # pipeline -> the org id it claims (to drop that claim alone)
+        self._quiet: dict[str, Hashable] = {}  # pipeline -> inputs of its last reconcile that wrote nothing
+        self._deep: dict[str, float] = {}  # pipeline -> when its next deep resync is due (monotonic)
 
     # --- feeding (from watch events) ----------------------------------------------------------
 
@@ -59,12 +64,20 @@ class Cache:
         name = str(meta.get("name"))
         org = str((body.get("spec") or {}).get("orgId") or "")
         with self._lock:
-            for claims in self._orgs.values():
+            # Every event of every OrgPipeline passes here: drop this pipeline's claim by its own
+            # record, not by a scan of all orgs' claims (which made each event cost O(orgs)).
+            previous = self._claim.pop(name, None)
+            if previous is not None:
+                claims = self._orgs.get(previous, {})
                 claims.pop(name, None)
+                if not claims:
+                    self._orgs.pop(previous, None)
             if event == "DELETED":
                 self._pipelines.pop(name, None)
                 self._children.pop(name, None)
                 self._jobs.pop(name, None)
+                self._quiet.pop(name, None)
+                self._deep.pop(name, None)
                 return
             self._pipelines[name] = {
                 "metadata": {k: meta.get(k) for k in ("name", "uid", "resourceVersion", "generation")},
@@ -73,6 +86,7 @@ class Cache:
             }
             if org:
                 self._orgs.setdefault(org, {})[name] = str(meta.get("creationTimestamp") or "")
+                self._claim[name] = org
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -88,6 +102,33 @@ class Cache:
     def pipeline_snapshot(self, name: str) -> dict[str, Any] | None:
         with self._lock:
             return self._pipelines.get(name)
+
+    def quiet(self, pipeline: str) -> Hashable | None:
+        """The inputs of the pipeline's last reconcile that found everything as desired (see
+        reconcile.quiet_fingerprint), or None."""
+        with self._lock:
+            return self._quiet.get(pipeline)
+
+    def set_quiet(self, pipeline: str, fingerprint: Hashable) -> None:
+        with self._lock:
+            if pipeline in self._pipelines:  # not for one deleted meanwhile
+                self._quiet[pipeline] = fingerprint
+
+    def deep_due(self, pipeline: str, interval: float, now: float | None = None) -> bool:
+        """Whether the pipeline's deep resync is due (then the next one is set `interval` later).
+        The first falls between one and 1.25 intervals after the first call, spread by the name, so
+        that orgs created together do not all read their children back at the same moment."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            due = self._deep.get(pipeline)
+            if due is None:
+                spread = (zlib.crc32(pipeline.encode()) % 1000) / 4000
+                self._deep[pipeline] = now + interval * (1 + spread)
+                return False
+            if now < due:
+                return False
+            self._deep[pipeline] = now + interval
+            return True
 
     def org_owner(self, org_id: str | None) -> str | None:
         """The oldest OrgPipeline claiming the org id (ties by name): it alone may own the org."""

@@ -147,6 +147,20 @@ class Databases:
             raise DatabaseError(f"PostgreSQL: cannot provision {naming.pg_role(org_id)}: {exc}") from exc
         return not exists
 
+    def schema_owners(self) -> set[tuple[str, str]]:
+        """(schema, owner role) of every schema owned by an org role: one query for what provision()
+        checks org by org (an org whose pair is here needs nothing but, maybe, a new password)."""
+        try:
+            with self._pg() as conn:
+                rows = conn.execute(
+                    "SELECT n.nspname, r.rolname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner"
+                    " WHERE r.rolname LIKE %s",
+                    (naming.pg_role("") + "%",),
+                ).fetchall()
+        except psycopg.Error as exc:
+            raise DatabaseError(f"PostgreSQL: cannot list the org schemas: {exc}") from exc
+        return {(str(schema), str(role)) for schema, role in rows}
+
     def drop_postgres(self, org_id: str) -> None:
         """Drops the org's schema (with everything in it), its views, its role and its reader role."""
         self.drop_reader(org_id)

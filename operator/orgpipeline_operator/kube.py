@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -34,6 +35,9 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("batch/v1", "Job"): ("jobs", True),
     (v1alpha1.API_VERSION, v1alpha1.KIND): (v1alpha1.PLURAL, False),
 }
+
+
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
 @dataclass
@@ -95,9 +99,10 @@ class Kube:
         body: Any = None,
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         full = url + ("?" + urlencode(query) if query else "")
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         m, u, h, b, _ = self._api.param_serialize(
             method, full, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
@@ -144,6 +149,20 @@ class Kube:
         query = {"labelSelector": selector} if selector else None
         items = self.request("GET", path(api_version, kind, namespace), query=query).get("items") or []
         return list(items)
+
+    def list_metadata(
+        self, api_version: str, kind: str, selector: str | None = None, page: int = 500
+    ) -> Iterator[dict[str, Any]]:
+        """The metadata (labels, annotations) of every object of the kind in all namespaces, `page`
+        per request: PartialObjectMetadata, a fraction of the bytes of whole CronJobs or Secrets."""
+        query = {"limit": str(page), **({"labelSelector": selector} if selector else {})}
+        while True:
+            body = self.request("GET", path(api_version, kind), query=query, accept=METADATA_LIST)
+            yield from body.get("items") or []
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            query = {**query, "continue": token}
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Deletes in the background (dependents are garbage-collected); False when already gone."""

@@ -62,6 +62,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
     settings.networking.request_timeout = 60
     settings.watching.server_timeout = 600
+    settings.watching.chunk_size = 500  # the initial listings in pages: 9,000 CronJobs at 3,000 orgs
     for api_version, plural in [*CHILDREN, ("batch/v1", "jobs")]:
         settings.watching.label_selectors[api_version, plural] = naming.MANAGED_SELECTOR
     if conf.label_selector:
@@ -123,21 +124,21 @@ def reconcile_pipeline(name: str, body: kopf.Body, memo: kopf.Memo, reason: str,
 
 @kopf.timer(G, V, P, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
 def resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """The idle resync, and every DEEP_RESYNC_SECONDS (per org, spread) the deep one: one timer per
+    org, not two (each Kopf timer is a task and state per object: thousands of them at scale)."""
     if body.metadata.get("deletionTimestamp"):
         return
-    reconcile.reconcile(memo.rt, _request("resync", name, body), body)
+    trigger = "deep" if cache.CACHE.deep_due(name, DEEP_RESYNC_SECONDS) else "resync"
+    reconcile.reconcile(memo.rt, _request(trigger, name, body), body)
+    finished = [(table, job) for table, job, done in cache.CACHE.jobs_of(name) if done]
+    if not finished:
+        return
     recorded = {t.name: t.last_run.job for t in status.parse(dict(body.status)).tables if t.last_run}
-    for table, job, finished in cache.CACHE.jobs_of(name):
-        if finished and recorded.get(table) != job:  # a Job event the watcher missed
+    for table, job in finished:
+        if recorded.get(table) != job:  # a Job event the watcher missed
             found = memo.rt.kube.get("batch/v1", "Job", job, naming.namespace(body.spec["orgId"]))
             if found:
                 runs.record_finished_job(memo.rt, found, cache.CACHE.pipeline_snapshot(name))
-
-
-@kopf.timer(G, V, P, interval=DEEP_RESYNC_SECONDS, initial_delay=DEEP_RESYNC_SECONDS, idle=None)
-def deep_resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    if not body.metadata.get("deletionTimestamp"):
-        reconcile.reconcile(memo.rt, _request("deep", name, body), body)
 
 
 @kopf.on.field(G, V, P, field=("metadata", "annotations", naming.ANNOTATION_RUN_NOW))

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from orgpipeline_operator import builders, cache, database, kube, metrics, naming, reader, runtime, status
 from orgpipeline_operator.cache import ChildKey
 from orgpipeline_operator.runtime import Runtime, SourceSecretMissing, log
+from orgpipeline_operator.snapshot import Inventory
 
 # Kinds the operator deletes when they are no longer desired (the rest are fixed per org).
 PRUNABLE = {"CronJob"}
@@ -59,7 +60,19 @@ def reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
         metrics.RECONCILE_SECONDS.labels(trigger=req.trigger).observe(time.monotonic() - started)
 
 
+def quiet_fingerprint(req: Request) -> tuple[Any, ...]:
+    """What a reconcile depends on that can change between two resyncs: the object (its
+    resourceVersion moves with any change of spec, status or metadata) and its watched children as
+    the cache has them. The rest (settings, the operator's code) is fixed for the process."""
+    return req.uid, req.resource_version, tuple(sorted(req.existing.items()))
+
+
 def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
+    if req.trigger == "resync" and cache.CACHE.quiet(req.name) == quiet_fingerprint(req):
+        # Nothing changed since a reconcile that found everything as desired: the same inputs give
+        # the same answer, so skip building every child to find that out again (at thousands of
+        # orgs, the idle resync of every org was the operator's largest steady CPU cost).
+        return
     obs = status.Observation(generation=req.generation)
 
     def refuse(reason: str, message: str) -> None:
@@ -77,10 +90,18 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     if req.org_owner and req.org_owner != req.name:
         refuse("OrgIdConflict", conflict.format(spec.org_id, req.org_owner))
         return
+    inventory = rt.snapshot.get() if rt.snapshot is not None and req.trigger == "resume" else None
+    fresh = False  # the org's namespace did not exist: nothing of the org can exist in it yet
     if req.trigger in ("create", "resume"):
-        # The cache may still be filling after a start: the namespace's label is the word of record.
-        ns = rt.kube.get("v1", "Namespace", naming.namespace(spec.org_id))
-        holder = ((ns or {}).get("metadata", {}).get("labels") or {}).get(naming.LABEL_PIPELINE)
+        # The cache may still be filling after a start: the namespace's label is the word of record
+        # (read at start-up for all orgs at once, else now).
+        ns_name = naming.namespace(spec.org_id)
+        if inventory is not None and ns_name in inventory.namespace_owner:
+            holder = inventory.namespace_owner[ns_name]
+        else:
+            ns = rt.kube.get("v1", "Namespace", ns_name)
+            fresh = ns is None
+            holder = ((ns or {}).get("metadata", {}).get("labels") or {}).get(naming.LABEL_PIPELINE)
         if holder and holder != req.name:
             refuse("OrgIdConflict", conflict.format(spec.org_id, holder))
             return
@@ -88,8 +109,9 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     old = status.parse(dict(req.status or {}))
     db_ready = (c := old.condition(status.DATABASE_READY)) is not None and c.status == "True"
     retry: str | None = None
+    writes = 1  # unless the children were all brought in line, count the reconcile as not quiet
     try:
-        _apply_children(rt, req, target, obs, db_ready)
+        writes = _apply_children(rt, req, target, obs, db_ready, Seen(inventory, fresh))
     except database.SchemaChangeRefused as exc:  # issue 13: no retry helps until spec or data changes
         obs.database = status.Check(False, "ColumnTypeChangeRefused", str(exc))
     except database.DatabaseError as exc:
@@ -110,14 +132,25 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
         metrics.RECONCILE_ERRORS.labels(reason=obs.resources.reason).inc()
     if obs.database is not None and not obs.database.ok:
         metrics.RECONCILE_ERRORS.labels(reason=obs.database.reason).inc()
-    write_status(rt, req, spec, obs, body)
+    wrote_status = write_status(rt, req, spec, obs, body)
     if retry:
         raise kopf.TemporaryError(retry, delay=rt.settings.retry_seconds)
+    if not writes and not wrote_status:
+        cache.CACHE.set_quiet(req.name, quiet_fingerprint(req))
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the reconcile already knows about the org's objects before asking the API server."""
+
+    inventory: Inventory | None  # the children as listed at start-up (resume only)
+    fresh: bool  # the org's namespace did not exist before this reconcile
 
 
 def _apply_children(
-    rt: Runtime, req: Request, target: builders.Target, obs: status.Observation, db_ready: bool
-) -> None:
+    rt: Runtime, req: Request, target: builders.Target, obs: status.Observation, db_ready: bool, seen: Seen
+) -> int:
+    """Brings the children in line; returns the number of writes (applies and deletes)."""
     spec = target.spec
     desired = builders.desired_children(target, rt.credentials(spec, ""))
     desired_keys = {builders.child_key(c) for c in desired}
@@ -134,11 +167,11 @@ def _apply_children(
         key = builders.child_key(child)
         digest = builders.applied_hash(child)
         if child["kind"] not in builders.WATCHED_KINDS:
-            if fixed_ok or (verify and _current_hash(rt, child) == digest):
+            if fixed_ok or (verify and _current_hash(rt, child, seen.inventory) == digest):
                 return 0
         elif req.existing.get(key) == digest:
             return 0
-        elif verify and _current_hash(rt, child) == digest:
+        elif verify and _current_hash(rt, child, seen.inventory) == digest:
             return 0  # the cache is still filling, or lags behind a busy watch: a read, not a write
         if child["kind"] == "Secret":
             # (Re)write the credentials: keep the password the Secret already has, else make one.
@@ -155,6 +188,8 @@ def _apply_children(
         rt.kube.apply(child)
         if child["kind"] in builders.WATCHED_KINDS:  # read-your-writes: the watch event may lag
             cache.CACHE.child("MODIFIED", child)
+        if rt.snapshot is not None:
+            rt.snapshot.applied(child)
         metrics.CHILD_WRITES.labels(kind=child["kind"], op="apply").inc()
         return 1
 
@@ -163,8 +198,10 @@ def _apply_children(
     writes = sync(desired[0])
     writes += sum(rt.parallel(sync, desired[1:]))
     if not provisioned and (req.trigger != "resync" or not db_ready):
-        # Cheap and idempotent: repairs a dropped schema or role (with the Secret's password).
-        if rt.db.provision(spec.org_id, None):
+        # Cheap and idempotent: repairs a dropped schema or role (with the Secret's password). On
+        # resume, the start-up listing of the org schemas and their owners stands for it.
+        listed = seen.inventory is not None and seen.inventory.provisioned(spec.org_id)
+        if not listed and rt.db.provision(spec.org_id, None):
             rt.db.provision(spec.org_id, rt.current_password(target.namespace))
         provisioned = True
     # The org's read-only role, its masked views and their Secret (issue 13; see reader.py).
@@ -172,9 +209,11 @@ def _apply_children(
     obs.database = (
         status.Check(True, "Provisioned", "role and schema in place") if provisioned or db_ready else None
     )
-    for key in _prunable(rt, req, target) - desired_keys:
+    for key in _prunable(rt, req, target, seen) - desired_keys:
         rt.kube.delete("batch/v1", key[0], key[2], key[1])
         cache.CACHE.child("DELETED", {"kind": key[0], "metadata": _cache_meta(req.name, key)})
+        if rt.snapshot is not None:
+            rt.snapshot.deleted(req.name, key)
         writes += 1
         metrics.CHILD_WRITES.labels(kind=key[0], op="delete").inc()
     n = len(desired)
@@ -184,19 +223,26 @@ def _apply_children(
     obs.children_hash = fixed
     if writes:
         log.info("%s: %d child writes (%s)", req.name, writes, req.trigger)
+    return writes
 
 
-def _prunable(rt: Runtime, req: Request, target: builders.Target) -> set[ChildKey]:
+def _prunable(rt: Runtime, req: Request, target: builders.Target, seen: Seen) -> set[ChildKey]:
     """The pipeline's existing CronJobs: those in the cache, and, unless this is the idle resync,
     those the API server lists. The cache follows watch events and may not yet have seen CronJobs
     written a moment ago (by the create or update just before this one, or before a restart): a
     table removed right then would keep its CronJob if the cache alone said what to delete. One
-    LIST per spec change is the price; the idle resync stays request-free (its cache has caught up)."""
+    LIST per spec change is the price; the idle resync stays request-free (its cache has caught up).
+    No LIST either when the namespace was new to this reconcile (nothing old in it), nor on resume
+    when the start-up listing holds every CronJob of the pipeline (later ones are this process's
+    own writes, recorded in the cache)."""
     keys = {key for key in req.existing if key[0] in PRUNABLE}
-    if req.trigger != "resync":
-        selector = f"{naming.LABEL_PIPELINE}={req.name},{naming.MANAGED_SELECTOR}"
-        for item in rt.kube.list("batch/v1", "CronJob", target.namespace, selector):
-            keys.add(("CronJob", target.namespace, item["metadata"]["name"]))
+    if req.trigger == "resync" or (req.trigger == "create" and seen.fresh):
+        return keys
+    if seen.inventory is not None:
+        return keys | seen.inventory.cronjobs.get(req.name, set())
+    selector = f"{naming.LABEL_PIPELINE}={req.name},{naming.MANAGED_SELECTOR}"
+    for item in rt.kube.list("batch/v1", "CronJob", target.namespace, selector):
+        keys.add(("CronJob", target.namespace, item["metadata"]["name"]))
     return keys
 
 
@@ -204,7 +250,10 @@ def _cache_meta(pipeline: str, key: ChildKey) -> dict[str, Any]:
     return {"namespace": key[1], "name": key[2], "labels": {naming.LABEL_PIPELINE: pipeline}}
 
 
-def _current_hash(rt: Runtime, child: dict[str, Any]) -> str | None:
+def _current_hash(rt: Runtime, child: dict[str, Any], inventory: Inventory | None) -> str | None:
+    key = builders.child_key(child)
+    if inventory is not None and key in inventory.hashes:
+        return inventory.hashes[key]
     meta = child["metadata"]
     found = rt.kube.get(child["apiVersion"], child["kind"], meta["name"], meta.get("namespace"))
     return builders.applied_hash(found) if found else None
@@ -212,8 +261,9 @@ def _current_hash(rt: Runtime, child: dict[str, Any]) -> str | None:
 
 def write_status(
     rt: Runtime, req: Request, spec: OrgPipelineSpec | None, obs: status.Observation, body: Mapping[str, Any]
-) -> None:
-    """Writes the new status when it differs; on a conflict re-reads the object and tries again."""
+) -> bool:
+    """Writes the new status when it differs (returns whether it did); on a conflict re-reads the
+    object and tries again."""
     raw = dict(req.status or {})
     rv = req.resource_version
     for _attempt in range(5):
@@ -223,21 +273,21 @@ def write_status(
         if spec is not None:
             metrics.set_org(spec.org_id, status.gauges(new))
         if patch is None:
-            return
+            return False
         try:
             rt.kube.patch_status(req.name, patch, rv)
         except kube.ApiError as exc:
             if exc.status == 409:
                 fresh = rt.kube.get(v1alpha1.API_VERSION, v1alpha1.KIND, req.name)
                 if fresh is None:
-                    return
+                    return True
                 raw, rv = dict(fresh.get("status") or {}), fresh["metadata"]["resourceVersion"]
                 continue
             if exc.status == 404:
-                return
+                return True
             raise kopf.TemporaryError(f"cannot write status: {exc}", delay=rt.settings.retry_seconds) from exc
         post_events(body, old, new)
-        return
+        return True
     raise kopf.TemporaryError("status kept changing under the operator", delay=rt.settings.retry_seconds)
 
 

@@ -16,6 +16,7 @@ from orgpipeline_api import naming as api_naming
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
 from orgpipeline_operator import builders, configuration, database, kube, naming
+from orgpipeline_operator.snapshot import Snapshot
 
 log = logging.getLogger("orgpipeline.operator")
 
@@ -31,6 +32,7 @@ class Runtime:
     pool: concurrent.futures.ThreadPoolExecutor = dataclasses.field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="apply")
     )
+    snapshot: Snapshot | None = None  # the children as listed at start-up (resume only)
 
     def parallel(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """fn over items on the shared pool; the first exception is raised once all have finished."""
@@ -40,11 +42,14 @@ class Runtime:
 
     @classmethod
     def start(cls, settings: configuration.Settings) -> Runtime:
+        client = kube.Kube.from_environment(pool_size=settings.workers * 4 + 8)
+        db = database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
         return cls(
             settings=settings,
-            kube=kube.Kube.from_environment(pool_size=settings.workers * 4 + 8),
-            db=database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db),
+            kube=client,
+            db=db,
             pool=concurrent.futures.ThreadPoolExecutor(settings.workers * 4, thread_name_prefix="apply"),
+            snapshot=Snapshot(client, db),
         )
 
     @property

@@ -57,6 +57,8 @@ def sa_kubeconfig(release: dict[str, str], stack: Any, tmp_path_factory: pytest.
         ("create", "cronjobs.batch", True),
         ("create", "jobs.batch", True),
         ("list", "pods", True),
+        ("list", "namespaces", True),  # the start-up listing (operator/orgpipeline_operator/snapshot.py)
+        ("list", "configmaps", True),
         ("create", "events", True),
         # nothing wider than needed
         ("create", "orgpipelines.orgpipeline.io", False),
@@ -72,7 +74,8 @@ def sa_kubeconfig(release: dict[str, str], stack: Any, tmp_path_factory: pytest.
         ("patch", "deployments.apps", False),
         ("get", "nodes", False),
         ("watch", "configmaps", False),
-        ("list", "namespaces", False),
+        ("watch", "namespaces", False),
+        ("delete", "configmaps", False),
         ("update", "events", False),
     ],
 )

@@ -1,0 +1,137 @@
+"""What the API server held of the operator's children when the operator started: one paged LIST per
+kind, label-selected, instead of a GET of every child of every org.
+
+On resume (an operator start) every org's children are verified: read back, compared with their
+desired hash, repaired if they differ. Read one by one that is ~10 GETs per org: 30,000 requests at
+3,000 orgs, and the restart took minutes. The snapshot reads the same objects in a few dozen pages
+(500 objects each) and keeps only what the verification needs: each child's applied hash, the
+pipeline label of each Namespace (who owns the org id) and each pipeline's CronJobs (what to prune).
+
+Used by the resume only, and only while young (`MAX_AGE`): the operator is the only writer of these
+objects (one replica), its own writes are recorded here too, and whatever the snapshot does not hold
+is read with a GET as before. A failed LIST falls back to the GETs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from orgpipeline_api import naming as api_naming
+
+from orgpipeline_operator import builders, database, kube, naming
+from orgpipeline_operator.cache import ChildKey
+
+log = logging.getLogger("orgpipeline.operator")
+
+MAX_AGE = 300.0
+KINDS = (
+    ("v1", "Namespace"),
+    ("v1", "ServiceAccount"),
+    ("v1", "ResourceQuota"),
+    ("v1", "LimitRange"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("batch/v1", "CronJob"),
+)
+
+
+@dataclass
+class Inventory:
+    """The children as listed: applied hash by key, owner label of namespaces, CronJobs by pipeline."""
+
+    hashes: dict[ChildKey, str | None] = field(default_factory=dict)
+    namespace_owner: dict[str, str | None] = field(default_factory=dict)
+    cronjobs: dict[str, set[ChildKey]] = field(default_factory=dict)
+    schemas: set[tuple[str, str]] | None = None  # (schema, owner role) in PostgreSQL; None: not read
+
+    def add(self, kind: str, items: Iterable[Mapping[str, Any]]) -> None:
+        for item in items:
+            meta = item.get("metadata") or {}
+            key = (kind, str(meta.get("namespace") or ""), str(meta.get("name")))
+            labels = meta.get("labels") or {}
+            self.hashes[key] = (meta.get("annotations") or {}).get(naming.ANNOTATION_HASH)
+            if kind == "Namespace":
+                self.namespace_owner[key[2]] = labels.get(naming.LABEL_PIPELINE)
+            elif kind == "CronJob" and labels.get(naming.LABEL_PIPELINE):
+                self.cronjobs.setdefault(labels[naming.LABEL_PIPELINE], set()).add(key)
+
+    def applied(self, obj: Mapping[str, Any]) -> None:
+        """Records a child the operator just wrote (its hash as applied)."""
+        key = builders.child_key(dict(obj))
+        self.hashes[key] = builders.applied_hash(dict(obj))
+        pipeline = ((obj.get("metadata") or {}).get("labels") or {}).get(naming.LABEL_PIPELINE)
+        if key[0] == "CronJob" and pipeline:
+            self.cronjobs.setdefault(pipeline, set()).add(key)
+
+    def provisioned(self, org_id: str) -> bool:
+        """Whether the org's role exists and owns its schema (as provision() would leave them)."""
+        return (
+            self.schemas is not None
+            and (api_naming.pg_schema(org_id), api_naming.pg_role(org_id)) in self.schemas
+        )
+
+    def deleted(self, pipeline: str, key: ChildKey) -> None:
+        self.hashes.pop(key, None)
+        self.cronjobs.get(pipeline, set()).discard(key)
+
+
+class Snapshot:
+    """The inventory, taken once on first use (the first resume) and dropped when too old."""
+
+    def __init__(self, client: kube.Kube, db: database.Databases | None, max_age: float = MAX_AGE) -> None:
+        self._kube = client
+        self._db = db
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._inventory: Inventory | None = None
+        self._taken = 0.0
+        self._failed = False
+
+    def get(self) -> Inventory | None:
+        """The inventory while it is young; taken on the first call. None: read object by object."""
+        with self._lock:
+            if self._inventory is None and not self._failed:
+                self._inventory = self._take()
+                self._failed = self._inventory is None
+                self._taken = time.monotonic()
+            if self._inventory is not None and time.monotonic() - self._taken > self._max_age:
+                self._inventory = None  # every start-up verification is long done: GETs from now on
+            return self._inventory
+
+    def applied(self, obj: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self._inventory is not None:
+                self._inventory.applied(obj)
+
+    def deleted(self, pipeline: str, key: ChildKey) -> None:
+        with self._lock:
+            if self._inventory is not None:
+                self._inventory.deleted(pipeline, key)
+
+    def _take(self) -> Inventory | None:
+        started = time.monotonic()
+        inventory = Inventory()
+        try:
+            for api_version, kind in KINDS:
+                inventory.add(kind, self._kube.list_metadata(api_version, kind, naming.MANAGED_SELECTOR))
+        except kube.ApiError as exc:
+            log.warning("cannot list the children at start-up (%s); verifying them one by one", exc)
+            return None
+        if self._db is not None:
+            try:
+                inventory.schemas = self._db.schema_owners()
+            except database.DatabaseError as exc:
+                log.warning("%s; provisioning org by org", exc)
+        log.info(
+            "listed %d children of %d namespaces in %.1fs",
+            len(inventory.hashes),
+            len(inventory.namespace_owner),
+            time.monotonic() - started,
+        )
+        return inventory

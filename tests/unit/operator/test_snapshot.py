@@ -1,0 +1,65 @@
+"""The start-up inventory: children as listed, by key, with their applied hashes; namespace owners;
+CronJobs per pipeline; the operator's own writes and deletes recorded on top."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orgpipeline_operator import naming
+from orgpipeline_operator.snapshot import Inventory
+
+
+def obj(
+    kind: str, name: str, namespace: str = "", pipeline: str = "org-1", digest: str = "h"
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "labels": {naming.LABEL_PIPELINE: pipeline},
+        "annotations": {naming.ANNOTATION_HASH: digest},
+    }
+    if namespace:
+        meta["namespace"] = namespace
+    return {"kind": kind, "metadata": meta}
+
+
+def test_listed_children_give_hashes_owners_and_cronjobs() -> None:
+    inv = Inventory()
+    inv.add(
+        "Namespace", [obj("Namespace", "org-1", digest="n1"), obj("Namespace", "org-2", pipeline="org-2")]
+    )
+    inv.add("ConfigMap", [obj("ConfigMap", "orgpipeline-manifest", "org-1", digest="c1")])
+    inv.add("CronJob", [obj("CronJob", "ingest-a", "org-1"), obj("CronJob", "ingest-b", "org-1")])
+    assert inv.hashes[("Namespace", "", "org-1")] == "n1"
+    assert inv.hashes[("ConfigMap", "org-1", "orgpipeline-manifest")] == "c1"
+    assert inv.namespace_owner == {"org-1": "org-1", "org-2": "org-2"}
+    assert inv.cronjobs["org-1"] == {("CronJob", "org-1", "ingest-a"), ("CronJob", "org-1", "ingest-b")}
+
+
+def test_a_child_without_the_hash_annotation_is_listed_as_unknown() -> None:
+    inv = Inventory()
+    bare = obj("LimitRange", "orgpipeline-limits", "org-1")
+    del bare["metadata"]["annotations"]
+    inv.add("LimitRange", [bare])
+    assert ("LimitRange", "org-1", "orgpipeline-limits") in inv.hashes
+    assert inv.hashes[("LimitRange", "org-1", "orgpipeline-limits")] is None
+
+
+def test_own_writes_and_deletes_update_the_inventory() -> None:
+    inv = Inventory()
+    inv.add("CronJob", [obj("CronJob", "ingest-a", "org-1", digest="old")])
+    inv.applied({**obj("CronJob", "ingest-a", "org-1", digest="new")})
+    inv.applied({**obj("CronJob", "ingest-c", "org-1", digest="c")})
+    assert inv.hashes[("CronJob", "org-1", "ingest-a")] == "new"
+    assert ("CronJob", "org-1", "ingest-c") in inv.cronjobs["org-1"]
+    inv.deleted("org-1", ("CronJob", "org-1", "ingest-a"))
+    assert ("CronJob", "org-1", "ingest-a") not in inv.hashes
+    assert inv.cronjobs["org-1"] == {("CronJob", "org-1", "ingest-c")}
+
+
+def test_an_org_is_provisioned_when_its_role_owns_its_schema() -> None:
+    inv = Inventory()
+    assert not inv.provisioned("1")  # the schemas were not read: provision as before
+    inv.schemas = {("orgdata_1", "orgpipeline_org_1"), ("orgdata_2", "postgres")}
+    assert inv.provisioned("1")
+    assert not inv.provisioned("2")  # the schema has another owner: provision() repairs it
+    assert not inv.provisioned("3")
