@@ -99,6 +99,10 @@ class Cache:
         with self._lock:
             return [(t, name, done) for name, (t, done) in self._jobs.get(pipeline, {}).items()]
 
+    def pipeline_count(self) -> int:
+        with self._lock:
+            return len(self._pipelines)
+
     def pipeline_snapshot(self, name: str) -> dict[str, Any] | None:
         with self._lock:
             return self._pipelines.get(name)

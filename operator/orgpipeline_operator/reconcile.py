@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from orgpipeline_operator import builders, cache, database, kube, metrics, naming, reader, runtime, status
 from orgpipeline_operator.cache import ChildKey
 from orgpipeline_operator.runtime import Runtime, SourceSecretMissing, log
-from orgpipeline_operator.snapshot import Inventory
+from orgpipeline_operator.snapshot import MIN_ORGS, Inventory
 
 # Kinds the operator deletes when they are no longer desired (the rest are fixed per org).
 PRUNABLE = {"CronJob"}
@@ -90,7 +90,9 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     if req.org_owner and req.org_owner != req.name:
         refuse("OrgIdConflict", conflict.format(spec.org_id, req.org_owner))
         return
-    inventory = rt.snapshot.get() if rt.snapshot is not None and req.trigger == "resume" else None
+    inventory = None
+    if rt.snapshot is not None and req.trigger == "resume" and cache.CACHE.pipeline_count() >= MIN_ORGS:
+        inventory = rt.snapshot.get()
     fresh = False  # the org's namespace did not exist: nothing of the org can exist in it yet
     if req.trigger in ("create", "resume"):
         # The cache may still be filling after a start: the namespace's label is the word of record

@@ -29,6 +29,9 @@ from orgpipeline_operator.cache import ChildKey
 log = logging.getLogger("orgpipeline.operator")
 
 MAX_AGE = 300.0
+MIN_ORGS = 100
+"""Below this many OrgPipelines a resume reads its few children with GETs: the listing covers every
+managed child on the cluster, which a small operator (or one shard of many) need not pay for."""
 KINDS = (
     ("v1", "Namespace"),
     ("v1", "ServiceAccount"),
