@@ -23,6 +23,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +139,21 @@ def get_orgpipelines_row(w: World) -> dict[str, str]:
 def run_now(w: World, tables: str) -> dict[str, dict[str, Any]]:
     """Annotates run-now and waits for a new finished run of each table; returns their lastRun."""
     before = {t: (last_run(pipeline(w), t) or {}).get("job") for t in tables.split(",")}
+    asked = datetime.now(UTC).replace(microsecond=0)
     kubectl("annotate", "--overwrite", "orgpipeline", w.name, f"orgpipeline.io/run-now={tables}")
+
+    def requested(run: dict[str, Any] | None, table: str) -> bool:
+        """A run of this request: a new Job that started after the annotation (a late run of an
+        earlier request is not the answer to this one)."""
+        if not run or run.get("job") == before[table]:
+            return False
+        started = run.get("startedAt")
+        return started is None or datetime.fromisoformat(str(started)) >= asked
 
     def done() -> dict[str, dict[str, Any]] | None:
         obj = pipeline(w)
         runs = {t: last_run(obj, t) for t in before}
-        if all(r and r.get("job") != before[t] for t, r in runs.items()):
+        if all(requested(r, t) for t, r in runs.items()):
             return {t: r for t, r in runs.items() if r}
         return None
 
