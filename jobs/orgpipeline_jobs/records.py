@@ -36,9 +36,7 @@ from orgpipeline_jobs.source.csvstream import Batch, RejectedRow
 _JSON_ESCAPE = r'["\\\x00-\x1f]'
 """Characters json.dumps escapes (with ensure_ascii=False): a text holding one is encoded by it."""
 
-_INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 _PLAIN_INT = r"^-?[0-9]{1,18}$"
-_DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
 
 
 @dataclass
@@ -92,13 +90,13 @@ def _nulls(n: int, kind: pa.DataType) -> pa.Array:
 
 
 def _value_type(column_type: str) -> pa.DataType:
-    if column_type in _INT_RANGES:
+    if column_type in values.INT_RANGES:
         return pa.int64()
     if column_type in ("double precision",):
         return pa.float64()
     if column_type == "boolean":
         return pa.bool_()
-    match = _DECIMAL.match(column_type)
+    match = values.DECIMAL.match(column_type)
     if match and int(match.group(1)) <= 15:
         return pa.float64()
     return pa.string()
@@ -191,8 +189,8 @@ class BatchChecker:
 
     def _fast_numbers(self, column: Column, raw: pa.Array) -> TypedColumn | None:
         """Integers and narrow decimals of the plain shape by pyarrow casts; the rest per distinct."""
-        match = _DECIMAL.match(column.type)
-        if column.type in _INT_RANGES:
+        match = values.DECIMAL.match(column.type)
+        if column.type in values.INT_RANGES:
             shape = _PLAIN_INT
         elif match and int(match.group(2)) < int(match.group(1)) <= 15:
             whole, scale = int(match.group(1)) - int(match.group(2)), int(match.group(2))
@@ -207,9 +205,9 @@ class BatchChecker:
         else:
             rest = None
         safe = pc.if_else(plain, raw, "0")
-        if column.type in _INT_RANGES:
+        if column.type in values.INT_RANGES:
             numbers = pc.cast(safe, pa.int64())
-            low, high = _INT_RANGES[column.type]
+            low, high = values.INT_RANGES[column.type]
             broken = pc.or_(pc.less(numbers, low), pc.greater(numbers, high))
             json_ = pc.cast(numbers, pa.string())
             text = json_

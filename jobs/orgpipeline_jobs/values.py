@@ -17,10 +17,10 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 Value = str | int | float | bool | None
 Parser = Callable[[str], Value]
 
-_INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
+INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
-_DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
+DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
 
 
 class ParseError(ValueError):
@@ -28,7 +28,7 @@ class ParseError(ValueError):
 
 
 def _integer(kind: str) -> Parser:
-    low, high = _INT_RANGES[kind]
+    low, high = INT_RANGES[kind]
 
     def parse(text: str) -> Value:
         try:
@@ -113,9 +113,9 @@ def parser_for(column_type: str) -> Parser:
     """The parser of a manifest column type (already validated by the manifest's pattern)."""
     if column_type == "text":
         return str
-    if column_type in _INT_RANGES:
+    if column_type in INT_RANGES:
         return _integer(column_type)
-    match = _DECIMAL.match(column_type)
+    match = DECIMAL.match(column_type)
     if match:
         return _decimal(int(match.group(1)), int(match.group(2)))
     simple: dict[str, Parser] = {
