@@ -74,6 +74,14 @@ class TableMode(StrEnum):
     snapshot = "snapshot"
 
 
+class TableTrigger(StrEnum):
+    """What starts a table's runs: its cron schedule, the arrival of a file (S3 event), or both."""
+
+    schedule = "schedule"
+    fileArrival = "fileArrival"
+    both = "both"
+
+
 class Classification(StrEnum):
     """How sensitive a column's values are; pii and sensitive values are masked for readers."""
 
@@ -180,6 +188,13 @@ class Table(_Model):
         ),
     ] = "0 * * * *"
     suspend: Annotated[bool, Field(description="Suspend this table's CronJob.")] = False
+    trigger: Annotated[
+        TableTrigger,
+        Field(
+            description="What starts a run: schedule (the CronJob only), fileArrival (an S3 event for "
+            "a file matching filePattern, via the operator's webhook; the CronJob is suspended) or both."
+        ),
+    ] = TableTrigger.both
     file_pattern: Annotated[
         str | None,
         Field(

@@ -80,7 +80,10 @@ class Cache:
                 self._deep.pop(name, None)
                 return
             self._pipelines[name] = {
-                "metadata": {k: meta.get(k) for k in ("name", "uid", "resourceVersion", "generation")},
+                "metadata": {
+                    k: meta.get(k)
+                    for k in ("name", "uid", "resourceVersion", "generation", "deletionTimestamp")
+                },
                 "spec": dict(body.get("spec") or {}),
                 "status": dict(body.get("status") or {}),
             }
@@ -98,6 +101,11 @@ class Cache:
         """(table, job name, finished) of the pipeline's Jobs."""
         with self._lock:
             return [(t, name, done) for name, (t, done) in self._jobs.get(pipeline, {}).items()]
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        """Every OrgPipeline as last seen (not being deleted): what file arrivals are routed over."""
+        with self._lock:
+            return [p for p in self._pipelines.values() if not p["metadata"].get("deletionTimestamp")]
 
     def pipeline_count(self) -> int:
         with self._lock:
