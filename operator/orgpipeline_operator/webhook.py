@@ -154,16 +154,13 @@ class Receiver:
         this loop created that the cache has not seen yet."""
         pipeline, name = table
         jobs = cache.CACHE.jobs_of(pipeline)
-        if any(t == name and not done for t, _job, done in jobs):
-            return True
         inflight = self._inflight.get(table)
-        if inflight is None:
-            return False
-        job, since = inflight
-        if any(j == job for _t, j, _done in jobs) or time.monotonic() - since > INFLIGHT_SECONDS:
-            del self._inflight[table]
-            return False
-        return True
+        if inflight is not None:
+            job, since = inflight
+            if any(j == job for _t, j, _done in jobs) or time.monotonic() - since > INFLIGHT_SECONDS:
+                del self._inflight[table]  # the cache knows it now (or never will: it is gone)
+                inflight = None
+        return inflight is not None or any(t == name and not done for t, _job, done in jobs)
 
 
 def _owns(pipeline: str, org: str) -> bool:
