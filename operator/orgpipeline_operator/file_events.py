@@ -115,6 +115,18 @@ def parse_notification(body: bytes) -> list[ObjectCreated]:
     return created
 
 
+def sns_subscribe_url(body: bytes) -> str | None:
+    """The SubscribeURL of an SNS subscription confirmation (a person opens it once), else None."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(doc, dict) and doc.get("Type") == "SubscriptionConfirmation":
+        url = doc.get("SubscribeURL")
+        return url if isinstance(url, str) else None
+    return None
+
+
 def _path(doc: Any, outer: str, inner: str) -> str:
     """doc[outer][inner] when that is a string, else "" (senders' JSON is not trusted to be shaped)."""
     value = doc.get(outer) if isinstance(doc, dict) else None

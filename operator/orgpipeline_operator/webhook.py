@@ -98,6 +98,10 @@ class Receiver:
             objects = file_events.parse_notification(body)
         except file_events.BadNotification as exc:
             return _answer(400, "bad_request", str(exc))
+        if not objects and b"SubscriptionConfirmation" in body:
+            url = file_events.sns_subscribe_url(body)
+            if url:  # confirming is a person's decision: the operator fetches no URL a body names
+                log.warning("SNS subscription to confirm: open %s", url)
         watched = file_events.watches(cache.CACHE.pipelines(), _owns)
         routed = file_events.route(objects, watched)
         now, wall = time.monotonic(), datetime.now(UTC).isoformat()

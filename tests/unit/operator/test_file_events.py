@@ -100,6 +100,15 @@ def test_parse_sns_envelope_and_eventbridge() -> None:
     assert file_events.parse_notification(json.dumps(bridge).encode()) == [ObjectCreated("b2", "k.csv")]
 
 
+def test_sns_subscription_confirmation_is_nothing_but_names_its_url() -> None:
+    confirm = json.dumps(
+        {"Type": "SubscriptionConfirmation", "SubscribeURL": "https://sns.example/confirm"}
+    ).encode()
+    assert file_events.parse_notification(confirm) == []
+    assert file_events.sns_subscribe_url(confirm) == "https://sns.example/confirm"
+    assert file_events.sns_subscribe_url(body(record("b", "k"))) is None
+
+
 def test_parse_test_event_is_nothing() -> None:
     test_event = {"Service": "S3", "Event": "s3:TestEvent", "Bucket": "Test-Bucket"}
     assert file_events.parse_notification(json.dumps(test_event).encode()) == []
