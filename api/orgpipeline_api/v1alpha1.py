@@ -166,7 +166,10 @@ class AnomalyDetection(_Model):
     `orgpipeline_api.anomaly`); outliers are VolumeAnomaly / QualityAnomaly warnings."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel("self.minHistory <= self.window", "minHistory must not exceed window")
+        json_schema_extra=_cel(
+            "!has(self.minHistory) || !has(self.window) || self.minHistory <= self.window",
+            "minHistory must not exceed window",
+        )
     )
 
     enabled: Annotated[bool, Field(description="Compare runs with their history.")] = True
