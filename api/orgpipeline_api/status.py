@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from orgpipeline_api.run_report import AlertSeverity, Breach, RunResult
+
 
 class _Status(BaseModel):
     """Base of the status models: camelCase, tolerant of fields a newer operator may have written."""
@@ -57,21 +59,6 @@ class Condition(_Status):
     message: Annotated[str, Field(max_length=32768, description="Human-readable details.")] = ""
 
 
-class RunResult(StrEnum):
-    Succeeded = "Succeeded"
-    Failed = "Failed"
-    NoNewFiles = "NoNewFiles"
-
-
-class Breach(_Status):
-    """A quality threshold a run did not meet, as the job reported it."""
-
-    type: Annotated[str, Field(max_length=128, description="Alert type, for example QualityBelowThreshold.")]
-    message: Annotated[str, Field(max_length=1024, description="What was breached.")] = ""
-    value: Annotated[float | None, Field(description="The measured value.")] = None
-    threshold: Annotated[float | None, Field(description="The configured threshold.")] = None
-
-
 class LastRun(_Status):
     """The outcome of the table's most recent finished Job (its container's termination message)."""
 
@@ -109,6 +96,10 @@ class LastRun(_Status):
     ] = None
     error: Annotated[str | None, Field(max_length=4096, description="Why the run failed.")] = None
 
+    @property
+    def label(self) -> str:
+        return f"job {self.job}"
+
 
 class TableStatus(_Status):
     """Per-table state: its CronJob and its last run."""
@@ -120,24 +111,6 @@ class TableStatus(_Status):
     schedule: Annotated[str, Field(max_length=256, description="The CronJob's schedule.")]
     suspended: Annotated[bool, Field(description="Whether the CronJob is suspended.")] = False
     last_run: Annotated[LastRun | None, Field(description="The most recent finished run.")] = None
-
-
-class AlertType(StrEnum):
-    """Alert types shared by the jobs (threshold breaches), the operator (status) and the CLI."""
-
-    RunFailed = "RunFailed"
-    QualityBelowThreshold = "QualityBelowThreshold"
-    CompletenessBelowThreshold = "CompletenessBelowThreshold"
-    ErrorRateAboveThreshold = "ErrorRateAboveThreshold"
-
-
-CRITICAL_ALERT_TYPES = frozenset({AlertType.RunFailed.value, AlertType.QualityBelowThreshold.value})
-"""Alert types raised as critical; every other type is a warning."""
-
-
-class AlertSeverity(StrEnum):
-    warning = "warning"
-    critical = "critical"
 
 
 class Alert(_Status):
