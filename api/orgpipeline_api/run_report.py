@@ -34,7 +34,7 @@ MESSAGE_LIMIT = 1024
 """Characters of an alert's message."""
 
 
-class _Camel(BaseModel):
+class TolerantModel(BaseModel):
     """camelCase on the wire (snake_case accepted), tolerant of fields a newer writer may add."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
@@ -75,7 +75,7 @@ def severity_of(alert_type: str) -> AlertSeverity:
     return ALERT_SEVERITY.get(alert_type, AlertSeverity.warning)
 
 
-class Breach(_Camel):
+class Breach(TolerantModel):
     """A rule a run did not meet, such as a quality threshold."""
 
     type: Annotated[str, Field(max_length=128, description="Alert type, for example QualityBelowThreshold.")]
@@ -96,9 +96,7 @@ ROW_COUNT_FIELDS = ("rows_read", "inserted", "updated", "deleted", "unchanged", 
 
 
 class Counts(BaseModel):
-    """What a run (or one of its files) did to rows."""
-
-    model_config = ConfigDict(frozen=True)
+    """What a run (or one of its files) did to rows; the jobs add to it as they go."""
 
     rows_read: int = 0
     inserted: int = 0
@@ -110,9 +108,15 @@ class Counts(BaseModel):
     duplicates: int = 0
     loaded: int = 0
 
+    def add(self, other: Counts) -> None:
+        for name in Counts.model_fields:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 class FileSummary(Counts):
     """One file of a run."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     uri: str
@@ -123,7 +127,7 @@ class FileSummary(Counts):
     notes: list[str] = Field(default_factory=list)
 
 
-class RunReport(BaseModel):
+class RunReport(Counts):
     """The result of one `ingest`, `load` or `run` of one table (snake_case, as `-o json` prints it).
 
     result Failed: a file was rejected as a whole, or the run stopped on an error. The quality
@@ -137,15 +141,6 @@ class RunReport(BaseModel):
     table: str
     command: str = "run"
     result: RunResult
-    rows_read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    blank_lines: int = 0
-    duplicates: int = 0
-    loaded: int = 0
     quality_score: float | None = None
     completeness_score: float | None = None
     validity_score: float | None = None
@@ -198,7 +193,10 @@ class RunReport(BaseModel):
 
     @classmethod
     def summary_fields(cls) -> list[str]:
-        return [name for name in cls.model_fields if name not in cls.DETAIL_FIELDS]
+        """Who ran what and how it ended, the counts, then the rest (details left out)."""
+        counts = list(Counts.model_fields)
+        own = [name for name in cls.model_fields if name not in counts and name not in cls.DETAIL_FIELDS]
+        return [*own[:5], *counts, *own[5:]]
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -250,7 +248,7 @@ class UnreadableReport(ValueError):
     """A termination message that is meant as a run report but cannot be read as one."""
 
 
-class TerminationReport(_Camel):
+class TerminationReport(TolerantModel):
     """The compact run report in a pod's termination message (camelCase; the operator's input)."""
 
     run_id: str | None = None

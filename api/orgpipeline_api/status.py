@@ -9,16 +9,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
-from orgpipeline_api.run_report import AlertSeverity, Breach, RunResult
-
-
-class _Status(BaseModel):
-    """Base of the status models: camelCase, tolerant of fields a newer operator may have written."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+from orgpipeline_api.run_report import AlertSeverity, Breach, RunResult, TolerantModel
 
 
 class ConditionStatus(StrEnum):
@@ -27,7 +20,7 @@ class ConditionStatus(StrEnum):
     unknown = "Unknown"
 
 
-class Condition(_Status):
+class Condition(TolerantModel):
     """One aspect of the pipeline's state, per the Kubernetes API conventions."""
 
     type: Annotated[
@@ -59,7 +52,7 @@ class Condition(_Status):
     message: Annotated[str, Field(max_length=32768, description="Human-readable details.")] = ""
 
 
-class LastRun(_Status):
+class LastRun(TolerantModel):
     """The outcome of the table's most recent finished Job (its container's termination message)."""
 
     job: Annotated[str, Field(max_length=63, description="Name of the Job that ran.")]
@@ -101,7 +94,7 @@ class LastRun(_Status):
         return f"job {self.job}"
 
 
-class TableStatus(_Status):
+class TableStatus(TolerantModel):
     """Per-table state: its CronJob and its last run."""
 
     name: Annotated[str, Field(max_length=40, description="The table's name.")]
@@ -113,7 +106,7 @@ class TableStatus(_Status):
     last_run: Annotated[LastRun | None, Field(description="The most recent finished run.")] = None
 
 
-class Alert(_Status):
+class Alert(TolerantModel):
     """An active alert: a failed run or a breached quality threshold, until a later run clears it."""
 
     severity: Annotated[AlertSeverity, Field(description="warning or critical.")]
@@ -132,7 +125,7 @@ class Alert(_Status):
     ]
 
 
-class OrgPipelineStatus(_Status):
+class OrgPipelineStatus(TolerantModel):
     """What the operator observed: conditions, tables and their last runs, alerts, and a summary."""
 
     observed_generation: Annotated[

@@ -26,7 +26,7 @@ import psycopg
 import pymongo
 import pymongo.errors
 from orgpipeline_api import memory, naming, stores
-from orgpipeline_api.run_report import FileSummary, RunReport, RunResult, assess
+from orgpipeline_api.run_report import Counts, FileSummary, RunReport, RunResult, assess
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
@@ -120,7 +120,7 @@ class TableRun:
         org, name = self.spec.org_id, self.table.name
         if status in ("ingested", "rejected"):
             outcome = ingest.FileOutcome(
-                source, "skipped", ingest.Counts(), self.empty_quality(), notes=[f"already {status}"]
+                source, "skipped", Counts(), self.empty_quality(), notes=[f"already {status}"]
             )
             self.outcomes.append(outcome)
             return outcome
@@ -175,7 +175,7 @@ class TableRun:
         return loaded
 
     def result(self, error: str | None = None) -> RunReport:
-        counts = ingest.Counts()
+        counts = Counts()
         acc = self.empty_quality()
         for outcome in self.outcomes:
             counts.add(outcome.counts)
@@ -195,7 +195,7 @@ class TableRun:
             command=self.command,
             result=RunResult(status),
             files=[FileSummary.model_validate(o.summary()) for o in self.outcomes],
-            **vars(counts),
+            **counts.model_dump(),
             quality_score=report["overall_quality_score"],
             completeness_score=report["completeness_score"],
             validity_score=report["validity_score"],
