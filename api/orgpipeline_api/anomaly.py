@@ -25,14 +25,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from orgpipeline_api.run_report import AlertType
+
 MAD_TO_SIGMA = 1.4826
 SAME_WEEKDAY_MIN = 3
 """Runs of the same weekday the history needs before they alone are the reference."""
 
 
 class AnomalyType(StrEnum):
-    VolumeAnomaly = "VolumeAnomaly"
-    QualityAnomaly = "QualityAnomaly"
+    VolumeAnomaly = AlertType.VolumeAnomaly.value
+    QualityAnomaly = AlertType.QualityAnomaly.value
 
 
 @dataclass(frozen=True)

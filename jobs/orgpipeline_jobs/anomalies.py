@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 from orgpipeline_api import anomaly, naming
+from orgpipeline_api.run_report import Breach
 from orgpipeline_api.v1alpha1 import AnomalyDetection
 from psycopg import sql
 
@@ -35,25 +36,21 @@ def history(conn: psycopg.Connection[Any], org_id: str, table: str, limit: int) 
 
 def breaches(
     run: anomaly.RunPoint, past: Sequence[anomaly.RunPoint], settings: AnomalyDetection
-) -> list[dict[str, Any]]:
+) -> list[Breach]:
     """Pure: the run's anomalies as breaches, one per type (several metrics of a type: one message)."""
     if not settings.enabled or run.rows_read <= 0:
         return []
     found = anomaly.detect(
         run, past, anomaly.Settings(settings.window, settings.min_history, settings.sensitivity)
     )
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Breach] = {}
     for a in found:
         bound = a.expected_low if a.value < a.expected_low else a.expected_high
-        if a.type.value in out:
-            out[a.type.value]["message"] += f"; {a.message}"
+        first = out.get(a.type.value)
+        if first is not None:
+            out[a.type.value] = first.model_copy(update={"message": f"{first.message}; {a.message}"[:1024]})
         else:
-            out[a.type.value] = {
-                "type": a.type.value,
-                "message": a.message,
-                "value": a.value,
-                "threshold": bound,
-            }
+            out[a.type.value] = Breach(type=a.type.value, message=a.message, value=a.value, threshold=bound)
     return list(out.values())
 
 
@@ -66,7 +63,7 @@ def for_run(
     rows_read: int,
     rejected: int,
     quality_score: float | None,
-) -> list[dict[str, Any]]:
+) -> list[Breach]:
     """The anomaly breaches of the run now ending (none when it read nothing or was not scored)."""
     if not settings.enabled or rows_read <= 0 or quality_score is None:
         return []

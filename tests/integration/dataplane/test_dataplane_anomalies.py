@@ -1,8 +1,10 @@
 """Anomaly alerts against the table's own history: six runs of about 1,000 rows, then a file of 50
 rows: `orgpipeline run -o json` reports a VolumeAnomaly (warning) with the expected range, though no
-static threshold is broken."""
+static threshold is broken, and `orgpipeline alerts` lists it."""
 
 from __future__ import annotations
+
+import json
 
 from conftest import Org, order, orders_csv
 
@@ -29,6 +31,15 @@ def test_a_tenth_of_the_usual_rows_is_a_volume_anomaly(org: Org) -> None:
     assert "(from the last 6 successful runs)" in volume["message"]
     assert volume["value"] == 50 and 50 < volume["threshold"] < 1000
     assert not [b for b in report["breaches"] if b["type"] != "VolumeAnomaly"]
+
+    # `orgpipeline alerts` (from pipeline_runs here: no OrgPipeline on the cluster) lists it.
+    listed = org.cli("alerts", "--org-id", org.org_id, "-o", "json")
+    assert listed.returncode == 1, listed.stderr  # exit 1: alerts are active
+    alerts = json.loads(listed.stdout)["alerts"]
+    assert [(a["type"], a["severity"], a["table"]) for a in alerts] == [
+        ("VolumeAnomaly", "warning", "orders")
+    ]
+    assert alerts[0]["message"] == volume["message"]
 
 
 def test_no_anomaly_until_enough_history_or_when_turned_off(org: Org) -> None:
