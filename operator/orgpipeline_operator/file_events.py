@@ -171,29 +171,42 @@ class Routed:
     ambiguous: int = 0
 
 
+class Index:
+    """The watched tables by bucket and prefix: routing an object costs a lookup per character of
+    its key, not a scan of every org (a notification at 3,000 orgs must not hold the event loop)."""
+
+    def __init__(self, watched: Iterable[Watch]) -> None:
+        self._buckets: dict[str, dict[str, list[Watch]]] = {}
+        for w in watched:
+            self._buckets.setdefault(w.bucket, {}).setdefault(w.prefix, []).append(w)
+
+    def route(self, objects: Iterable[ObjectCreated]) -> Routed:
+        """Maps created objects to the tables they start (see the module's docstring for the rules)."""
+        routed = Routed()
+        for obj in objects:
+            prefixes = self._buckets.get(obj.bucket, {})
+            # The longest prefix the key starts with, the empty prefix (the whole bucket) last.
+            owners = next(
+                (prefixes[obj.key[:n]] for n in range(len(obj.key), -1, -1) if obj.key[:n] in prefixes), None
+            )
+            if owners is None:
+                routed.ignored += 1
+                continue
+            if len({w.org for w in owners}) > 1:
+                routed.ambiguous += 1
+                continue
+            relative = obj.key[len(owners[0].prefix) :]
+            matched = [w for w in owners if fnmatch.fnmatchcase(relative, w.pattern)]
+            if not matched:
+                routed.ignored += 1
+            for w in matched:
+                routed.runs.setdefault((w.pipeline, w.table), []).append(obj.key)
+        return routed
+
+
 def route(objects: Iterable[ObjectCreated], watched: Iterable[Watch]) -> Routed:
-    """Maps created objects to the tables they start (see the module's docstring for the rules)."""
-    by_bucket: dict[str, list[Watch]] = {}
-    for w in watched:
-        by_bucket.setdefault(w.bucket, []).append(w)
-    routed = Routed()
-    for obj in objects:
-        candidates = [w for w in by_bucket.get(obj.bucket, []) if obj.key.startswith(w.prefix)]
-        if not candidates:
-            routed.ignored += 1
-            continue
-        longest = max(len(w.prefix) for w in candidates)
-        owners = [w for w in candidates if len(w.prefix) == longest]
-        if len({w.org for w in owners}) > 1:
-            routed.ambiguous += 1
-            continue
-        relative = obj.key[longest:]
-        matched = [w for w in owners if fnmatch.fnmatchcase(relative, w.pattern)]
-        if not matched:
-            routed.ignored += 1
-        for w in matched:
-            routed.runs.setdefault((w.pipeline, w.table), []).append(obj.key)
-    return routed
+    """Maps created objects to the tables they start (an Index made for this call)."""
+    return Index(watched).route(objects)
 
 
 # --- batching --------------------------------------------------------------------------------

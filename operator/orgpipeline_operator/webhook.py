@@ -59,6 +59,7 @@ class Receiver:
             settings.webhook_debounce_seconds, settings.webhook_max_wait_seconds
         )
         self._inflight: dict[TableKey, tuple[str, float]] = {}
+        self._routes: tuple[int, file_events.Index] = (-1, file_events.Index([]))
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.Task[None] | None = None
 
@@ -102,8 +103,7 @@ class Receiver:
             url = file_events.sns_subscribe_url(body)
             if url:  # confirming is a person's decision: the operator fetches no URL a body names
                 log.warning("SNS subscription to confirm: open %s", url)
-        watched = file_events.watches(cache.CACHE.pipelines(), _owns)
-        routed = file_events.route(objects, watched)
+        routed = (await self._index()).route(objects)
         now, wall = time.monotonic(), datetime.now(UTC).isoformat()
         for table, keys in routed.runs.items():
             self.batches.add(table, keys, now, wall)
@@ -127,6 +127,15 @@ class Receiver:
                 "ignored": routed.ignored + routed.ambiguous,
             }
         )
+
+    async def _index(self) -> file_events.Index:
+        """The routing index, rebuilt (off the event loop: tens of ms at thousands of orgs) only
+        when an OrgPipeline came, went or changed its spec."""
+        version = cache.CACHE.specs_version()
+        if self._routes[0] != version:
+            index = await asyncio.to_thread(_build_index)
+            self._routes = (version, index)
+        return self._routes[1]
 
     # --- the batches -------------------------------------------------------------------------
 
@@ -165,6 +174,10 @@ class Receiver:
                 del self._inflight[table]  # the cache knows it now (or never will: it is gone)
                 inflight = None
         return inflight is not None or any(t == name and not done for t, _job, done in jobs)
+
+
+def _build_index() -> file_events.Index:
+    return file_events.Index(file_events.watches(cache.CACHE.pipelines(), _owns))
 
 
 def _owns(pipeline: str, org: str) -> bool:
