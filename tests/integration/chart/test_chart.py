@@ -225,6 +225,8 @@ def test_service_monitor_and_prometheus_rule_use_the_operators_metrics(stack: An
         "OrgPipelineQualityBelowThreshold",
         "OrgPipelineRunsFailing",
         "OrgPipelineNoRecentSuccess",
+        "OrgPipelineFileEventsUnauthorized",
+        "OrgPipelineFileArrivalRunsFailing",
     } <= set(alerts)
     for rule in rules:
         for metric in re.findall(r"\borgpipeline_[a-z_]+", rule["expr"]):
