@@ -172,6 +172,7 @@ class FileIngest:
     def _stream(self, stream: CsvStream) -> None:
         header = stream.open()
         table = self.ctx.table
+        runs.save_header(self.ctx.conn, self.ctx.org_id, table.name, self.source, stream.raw_header)
         missing_required = [
             c.name
             for c in table.columns

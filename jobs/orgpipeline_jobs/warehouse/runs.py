@@ -129,6 +129,18 @@ def finish_file(
     )
 
 
+def save_header(
+    conn: psycopg.Connection[Any], org_id: str, table: str, source: SourceFile, header: Sequence[str]
+) -> None:
+    """The file's header as the file spells it: what `orgpipeline rejected -o csv` writes first."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET header = %s WHERE table_name = %s AND file_id = %s").format(
+            qualified(org_id, FILES_TABLE)
+        ),
+        (json.dumps(list(header)), table, source.file_id),
+    )
+
+
 def write_rejected(
     conn: psycopg.Connection[Any],
     org_id: str,
@@ -142,11 +154,21 @@ def write_rejected(
     with conn.cursor() as cur:
         cur.executemany(
             sql.SQL(
-                "INSERT INTO {} (file_id, line, run_id, source, issue_type, field, reason, text) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+                "INSERT INTO {} (file_id, line, run_id, source, issue_type, field, reason, text,"
+                " text_truncated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
             ).format(qualified(org_id, naming.pg_rejected_rows(table))),
             [
-                (source.file_id, r.line, run_id, source.uri, r.issue_type, r.field, r.reason, r.text)
+                (
+                    source.file_id,
+                    r.line,
+                    run_id,
+                    source.uri,
+                    r.issue_type,
+                    r.field,
+                    r.reason,
+                    r.text,
+                    r.text_truncated,
+                )
                 for r in rows
             ],
         )
