@@ -10,7 +10,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from orgpipeline_cli.manage import governance, history, integrity, rejected, reports, seedschemas
+    from orgpipeline_cli.manage import governance, history, integrity, rejected, reports, runnow, seedschemas
 
     reports.register(app)
     history.register(app)
@@ -18,3 +18,4 @@ def register(app: typer.Typer) -> None:
     seedschemas.register(app)
     governance.register(app)
     rejected.register(app)
+    runnow.register(app)
