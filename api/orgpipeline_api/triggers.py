@@ -101,3 +101,5 @@ def run_now_request(annotations: Mapping[str, str]) -> RunTrigger:
 
 SCHEDULE = RunTrigger(Trigger.schedule)
 """The trigger of the CronJobs' runs."""
+MANUAL = RunTrigger(Trigger.manual)
+"""A run started by hand, by an unknown user."""

@@ -136,7 +136,9 @@ def quality_samples(conn: Conn, org_id: str, table: str, start: datetime) -> lis
 
 CHANGE_FIELDS = (
     "composite_key, old_version, new_version, change_type, changed_fields, changed_by_user_id,"
-    " change_timestamp, source_info"
+    " change_timestamp, source_info,"
+    # Who and why ({"type", "user", "reason"}); null for versions written before runs recorded it.
+    " change_metadata->'trigger' AS trigger"
 )
 
 
