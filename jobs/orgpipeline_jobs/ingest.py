@@ -24,6 +24,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from bson.raw_bson import RawBSONDocument
+from orgpipeline_api import triggers
 from orgpipeline_api.v1alpha1 import Table, TableMode
 from pymongo.collection import Collection
 
@@ -93,6 +94,8 @@ class TableContext:
     user_id: str | None
     business_keys: list[str]
     config: LandingConfig
+    trigger: triggers.RunTrigger = triggers.MANUAL
+    """Who started the run and why, recorded with every version."""
 
 
 def replay_outbox(ctx: TableContext) -> int:
@@ -134,7 +137,13 @@ class FileIngest:
         self.snapshot = ctx.table.mode == TableMode.snapshot
         self.batch_no = 0
         self.doc_ctx = documents.VersionContext(
-            ctx.org_id, ctx.table.name, ctx.run_id, ctx.user_id, source.metadata(), datetime.now(UTC)
+            ctx.org_id,
+            ctx.table.name,
+            ctx.run_id,
+            ctx.user_id,
+            source.metadata(),
+            datetime.now(UTC),
+            ctx.trigger,
         )
 
     def run(self) -> FileOutcome:

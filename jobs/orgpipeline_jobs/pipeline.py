@@ -39,7 +39,7 @@ from typing import Any
 import psycopg
 import pymongo
 import pymongo.errors
-from orgpipeline_api import memory, naming, stores
+from orgpipeline_api import memory, naming, stores, triggers
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
@@ -106,6 +106,7 @@ class TableRun:
     loaded: int = 0
     business_keys: list[str] = field(default_factory=list)
     keys_detected: bool = False
+    trigger: triggers.RunTrigger = triggers.MANUAL
 
     def context(self, fused: bool) -> ingest.TableContext:
         return ingest.TableContext(
@@ -123,6 +124,7 @@ class TableRun:
                 mongo_streams=self.settings.mongo_streams,
                 mongo_chunk=self.settings.mongo_chunk,
             ),
+            self.trigger,
         )
 
     def empty_quality(self) -> quality.QualityAccumulator:
@@ -249,9 +251,19 @@ def locked_table(
 
 @contextmanager
 def table_run(
-    settings: Settings, spec: OrgPipelineSpec, table_name: str, command: str, user_id: str | None = None
+    settings: Settings,
+    spec: OrgPipelineSpec,
+    table_name: str,
+    command: str,
+    user_id: str | None = None,
+    trigger: triggers.RunTrigger | None = None,
 ) -> Iterator[TableRun]:
-    """The locked table (`locked_table`) with its run recorded in pipeline_runs."""
+    """The locked table (`locked_table`) with its run recorded in pipeline_runs.
+
+    `trigger` says who started the run and why (its user is the run's user); without one the run is
+    `manual`, by `user_id`.
+    """
+    trigger = trigger or triggers.RunTrigger.of(triggers.Trigger.manual, user_id, None)
     with locked_table(settings, spec, table_name) as (table, conn, collection):
         saved = runs.business_keys(conn, spec.org_id, table.name)
         keys = list(table.business_keys) or (saved[0] if saved else [])
@@ -260,13 +272,14 @@ def table_run(
             spec,
             table,
             command,
-            user_id,
+            trigger.user,
             conn,
             collection,
             business_keys=keys,
             keys_detected=not table.business_keys and bool(saved),
+            trigger=trigger,
         )
-        runs.start_run(conn, spec.org_id, table.name, tr.run_id, command, user_id)
+        runs.start_run(conn, spec.org_id, table.name, tr.run_id, command, trigger)
         yield tr
 
 
@@ -292,11 +305,16 @@ def _guarded(tr: TableRun, work: Any) -> dict[str, Any]:
 
 
 def run_ingest(
-    settings: Settings, spec: OrgPipelineSpec, table_name: str, source_uri: str, user_id: str | None = None
+    settings: Settings,
+    spec: OrgPipelineSpec,
+    table_name: str,
+    source_uri: str,
+    user_id: str | None = None,
+    trigger: triggers.RunTrigger | None = None,
 ) -> dict[str, Any]:
     """`orgpipeline ingest`: lands one file in MongoDB (postgres_status pending)."""
     source = files.resolve(source_uri, settings)
-    with table_run(settings, spec, table_name, "ingest", user_id) as tr:
+    with table_run(settings, spec, table_name, "ingest", user_id, trigger) as tr:
 
         def work() -> None:
             ingest.replay_outbox(tr.context(False))
@@ -306,9 +324,11 @@ def run_ingest(
         return _guarded(tr, work)
 
 
-def run_load(settings: Settings, spec: OrgPipelineSpec, table_name: str) -> dict[str, Any]:
+def run_load(
+    settings: Settings, spec: OrgPipelineSpec, table_name: str, trigger: triggers.RunTrigger | None = None
+) -> dict[str, Any]:
     """`orgpipeline load`: loads pending versions into PostgreSQL."""
-    with table_run(settings, spec, table_name, "load") as tr:
+    with table_run(settings, spec, table_name, "load", None, trigger) as tr:
         return _guarded(tr, lambda: (ingest.replay_outbox(tr.context(True)), tr.load_pending()))
 
 
@@ -318,6 +338,7 @@ def run_table(
     table_name: str,
     user_id: str | None = None,
     local_dir: str | None = None,
+    trigger: triggers.RunTrigger | None = None,
 ) -> dict[str, Any]:
     """`orgpipeline run`: ingests (and loads) every new file of the table, then loads leftovers."""
     memory.limit_malloc_arenas()
@@ -338,7 +359,7 @@ def run_table(
         tr.load_pending()
 
     try:
-        with table_run(settings, spec, table_name, "run", user_id) as tr:
+        with table_run(settings, spec, table_name, "run", user_id, trigger) as tr:
             result = _guarded(tr, work)
     except PipelineError as exc:
         # The operator reads the termination log even when the run could not start.

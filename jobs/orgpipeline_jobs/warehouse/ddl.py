@@ -228,6 +228,8 @@ def added_columns(table: str) -> list[tuple[str, str, str]]:
     return [
         (naming.pg_rejected_rows(table), "text_truncated", "BOOLEAN NOT NULL DEFAULT FALSE"),
         (FILES_TABLE, "header", "JSONB"),
+        (naming.PG_RUNS_TABLE, "trigger", "TEXT"),  # schedule | run-now | file-arrival | manual
+        (naming.PG_RUNS_TABLE, "trigger_reason", "TEXT"),  # the user is user_id
     ]
 
 

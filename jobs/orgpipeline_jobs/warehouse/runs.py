@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 from orgpipeline_api import naming
+from orgpipeline_api.triggers import RunTrigger
 from psycopg import sql
 
 from orgpipeline_jobs.source.csvstream import RejectedRow
@@ -45,8 +46,10 @@ JSON_COLUMNS = {"files", "quality_report", "breaches", "business_keys"}
 
 
 def start_run(
-    conn: psycopg.Connection[Any], org_id: str, table: str, run_id: str, command: str, user_id: str | None
+    conn: psycopg.Connection[Any], org_id: str, table: str, run_id: str, command: str, trigger: RunTrigger
 ) -> None:
+    """Marks a run of the table that died Interrupted, and records this one as Running, with its
+    trigger (user_id is the trigger's user)."""
     runs = qualified(org_id, naming.PG_RUNS_TABLE)
     with conn.transaction():
         conn.execute(
@@ -59,10 +62,10 @@ def start_run(
         )
         conn.execute(
             sql.SQL(
-                "INSERT INTO {} (run_id, org_id, table_name, command, status, user_id) "
-                "VALUES (%s, %s, %s, %s, 'Running', %s)"
+                "INSERT INTO {} (run_id, org_id, table_name, command, status, user_id, trigger,"
+                " trigger_reason) VALUES (%s, %s, %s, %s, 'Running', %s, %s, %s)"
             ).format(runs),
-            (run_id, org_id, table, command, user_id),
+            (run_id, org_id, table, command, trigger.user, trigger.trigger.value, trigger.reason),
         )
 
 
