@@ -83,7 +83,10 @@ def has_runs_table(conn: Conn, org_id: str) -> bool:
 RUN_FIELDS = (
     "run_id, org_id, table_name, command, status, started_at, finished_at, rows_read, inserted, updated,"
     " deleted, unchanged, rejected, loaded, quality_score, completeness_score, error_rate_percent,"
-    " breaches, error"
+    " breaches, error, user_id,"
+    # Through to_jsonb: a runs table no run has brought up to date yet lacks these columns.
+    f" to_jsonb({naming.PG_RUNS_TABLE})->>'trigger' AS trigger,"
+    f" to_jsonb({naming.PG_RUNS_TABLE})->>'trigger_reason' AS trigger_reason"
 )
 
 

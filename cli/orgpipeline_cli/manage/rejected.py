@@ -148,7 +148,9 @@ def rows(conn: psycopg.Connection[Any], f: Filters, limit: int | None) -> Iterat
     where, params = _where(f)
     statement = sql.SQL(
         "SELECT r.file_id, r.line, r.run_id, r.source, r.issue_type, r.field, r.reason, r.text,"
-        " r.text_truncated, r.rejected_at, f.header"
+        # Through to_jsonb: a schema no run has brought up to date yet lacks these two columns.
+        " coalesce((to_jsonb(r)->>'text_truncated')::boolean, false) AS text_truncated, r.rejected_at,"
+        " to_jsonb(f)->'header' AS header"
         " FROM {} WHERE {} ORDER BY f.started_at DESC NULLS LAST, r.file_id, r.line {}"
     ).format(_from(f), where, sql.SQL("LIMIT %s") if limit is not None else sql.SQL(""))
     with conn.transaction(), conn.cursor(name=f"rejected_{f.table}", row_factory=dict_row) as cur:
@@ -176,7 +178,7 @@ def _check_one_header(conn: psycopg.Connection[Any], f: Filters) -> None:
     where, params = _where(f)
     found = conn.execute(
         sql.SQL(
-            "SELECT f.header, min(r.source) FROM {} WHERE {} GROUP BY f.header ORDER BY min(r.source) LIMIT 2"
+            "SELECT to_jsonb(f)->'header', min(r.source) FROM {} WHERE {} GROUP BY 1 ORDER BY 2 LIMIT 2"
         ).format(_from(f), where),
         params,
     ).fetchall()

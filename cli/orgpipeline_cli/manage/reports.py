@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from orgpipeline_api import naming
 from rich.table import Table
+from rich.text import Text
 
 from orgpipeline_cli.main import CommandFailed
 from orgpipeline_cli.manage import aggregate, cluster, common, queries
@@ -122,6 +123,7 @@ def _render_status(document: dict[str, Any]) -> None:
         "org",
         "table",
         "command",
+        "trigger",
         "result",
         "rows",
         "new",
@@ -155,6 +157,7 @@ def _render_status(document: dict[str, Any]) -> None:
                 org["org_id"],
                 r["table_name"],
                 r["command"],
+                Text(" ".join(filter(None, [r.get("trigger"), r.get("user_id")]))),
                 _result_style(r["status"]),
                 str(r["rows_read"]),
                 str(r["inserted"]),

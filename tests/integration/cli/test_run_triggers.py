@@ -66,6 +66,12 @@ def test_a_run_now_jobs_trigger_reaches_runs_versions_change_log_and_audit(org: 
     assert {c["changed_by_user_id"] for c in audit["changes"]} == {"alice"}
     history = org.json("audit", "--org-id", org.org_id, "--composite-key", doc["composite_key"])
     assert history["versions"][0]["trigger"] == expected
+    (recent,) = org.json("status", "--org-id", org.org_id)["orgs"][0]["recent_runs"]
+    assert (recent["trigger"], recent["user_id"], recent["trigger_reason"]) == (
+        "run-now",
+        "alice",
+        "corrected upload",
+    )
     table = org.cli("audit", "--org-id", org.org_id)
     assert "run-now:" in table.stdout and "alice" in table.stdout  # the reason may wrap
 
@@ -95,6 +101,8 @@ def test_a_runs_table_made_before_triggers_gains_the_columns(org: Org) -> None:
     assert run(org, "orders_1.csv", FILE_1).returncode == 0
     schema = naming.pg_schema(org.org_id)
     org.pg.execute(f'ALTER TABLE "{schema}".pipeline_runs DROP COLUMN trigger, DROP COLUMN trigger_reason')
+    (old,) = org.json("status", "--org-id", org.org_id)["orgs"][0]["recent_runs"]  # read before any run
+    assert old["trigger"] is None
     assert run(org, "orders_2.csv", FILE_2, **{triggers.ENV_TRIGGER: "schedule"}).returncode == 0
     rows: list[Any] = org.sql("SELECT trigger FROM {schema}.pipeline_runs ORDER BY started_at")
     assert rows == [(None,), ("schedule",)]
