@@ -210,6 +210,9 @@ class TableRun:
             finished_at=finished.isoformat(),
             duration_seconds=round((finished - self.started_at).total_seconds(), 3),
             error=error,
+            trigger=self.trigger.trigger,
+            triggered_by=self.trigger.user,
+            trigger_reason=self.trigger.reason,
         )
         return run.model_copy(update={"breaches": assess(run, self.spec.quality_thresholds).breaches})
 
@@ -347,16 +350,22 @@ def run_table(
             result = _guarded(tr, work)
     except PipelineError as exc:
         # The operator reads the termination log even when the run could not start.
-        write_termination_log(getattr(exc, "result", None) or failed_result(spec, table_name, exc))
+        write_termination_log(getattr(exc, "result", None) or failed_result(spec, table_name, exc, trigger))
         raise
     write_termination_log(result)
     return result
 
 
-def failed_result(spec: OrgPipelineSpec, table_name: str, exc: PipelineError) -> RunReport:
+def failed_result(
+    spec: OrgPipelineSpec, table_name: str, exc: PipelineError, trigger: triggers.RunTrigger | None = None
+) -> RunReport:
     """The result of a run that failed before it had a run id (bad settings, unreachable server)."""
     now = datetime.now(UTC).isoformat()
+    trigger = trigger or triggers.MANUAL
     return RunReport(
+        trigger=trigger.trigger,
+        triggered_by=trigger.user,
+        trigger_reason=trigger.reason,
         run_id=None,
         org_id=spec.org_id,
         table=table_name,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
 
 import pytest
 from orgpipeline_api import naming
+from orgpipeline_api.run_report import RunReport
 from orgpipeline_api.v1alpha1 import load_manifest
 from orgpipeline_jobs import pipeline
 from orgpipeline_jobs.settings import Settings
@@ -27,7 +27,7 @@ BAD_FILE = HEADER + (
 )
 
 
-def run_file(org: Org, name: str, text: str) -> dict[str, Any]:
+def run_file(org: Org, name: str, text: str) -> RunReport:
     (org.source / name).write_text(text)
     _, spec = load_manifest(org.path)
     return pipeline.run_table(Settings.from_env(), spec, "orders", None, str(org.source))
@@ -35,7 +35,7 @@ def run_file(org: Org, name: str, text: str) -> dict[str, Any]:
 
 def test_rejected_rows_with_file_line_reason_and_text(org: Org) -> None:
     result = run_file(org, "orders_1.csv", BAD_FILE)
-    assert result["rejected"] == 3
+    assert result.rejected == 3
     doc = org.json("rejected", "--org-id", org.org_id, "--table", "orders")
     assert doc["total"] == 3
     by_line = {r["line"]: r for r in doc["rows"]}
@@ -46,7 +46,7 @@ def test_rejected_rows_with_file_line_reason_and_text(org: Org) -> None:
     assert next(csv.reader(io.StringIO(by_line[3]["raw"], newline=""))) == [
         "O2", "", "P2", "2024-01-15", "20.50", "shipped", "b@x.com", "no customer, two\nlines"
     ]  # fmt: skip
-    assert {r["run_id"] for r in doc["rows"]} == {result["run_id"]}
+    assert {r["run_id"] for r in doc["rows"]} == {result.run_id}
 
     limited = org.json("rejected", "--org-id", org.org_id, "--table", "orders", "--limit", "1")
     assert limited["total"] == 3 and [r["line"] for r in limited["rows"]] == [3]
@@ -71,7 +71,7 @@ def test_csv_output_is_a_file_to_fix_and_upload_again(org: Org) -> None:
     )
     assert len(done.stdout.splitlines()) == 5  # header, O2 (two lines), O3, O4
     result = run_file(org, "orders_1_fixed.csv", fixed)
-    assert (result["inserted"], result["rejected"]) == (3, 0)
+    assert (result.inserted, result.rejected) == (3, 0)
     again = org.json("rejected", "--org-id", org.org_id, "--table", "orders", "--file", "orders_1_fixed.csv")
     assert again == {**again, "total": 0, "rows": []}
 
@@ -81,9 +81,9 @@ def test_filters_by_file_and_run(org: Org) -> None:
     second = run_file(org, "orders_2.csv", HEADER + "O9,,P9,2024-01-15,1,pending,z@x.com,n\n")
     by_file = org.json("rejected", "--org-id", org.org_id, "--table", "orders", "--file", "orders_2.csv")
     assert by_file["total"] == 1 and by_file["rows"][0]["raw"].startswith("O9,,")
-    by_run = org.json("rejected", "--org-id", org.org_id, "--table", "orders", "--run", first["run_id"])
-    assert by_run["total"] == 3 and {r["run_id"] for r in by_run["rows"]} == {first["run_id"]}
-    assert second["run_id"] != first["run_id"]
+    by_run = org.json("rejected", "--org-id", org.org_id, "--table", "orders", "--run", first.run_id)
+    assert by_run["total"] == 3 and {r["run_id"] for r in by_run["rows"]} == {first.run_id}
+    assert second.run_id != first.run_id
     both = org.json("rejected", "--org-id", org.org_id, "--table", "orders")
     assert both["total"] == 4 and both["rows"][0]["file"] == "orders_2.csv"  # newest file first
     # Two files with one header make one CSV.

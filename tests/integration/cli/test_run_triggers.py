@@ -35,6 +35,8 @@ def test_a_run_now_jobs_trigger_reaches_runs_versions_change_log_and_audit(org: 
         org,
         "orders_1.csv",
         FILE_1,
+        "-o",
+        "json",
         **{
             triggers.ENV_TRIGGER: "run-now",
             triggers.ENV_TRIGGERED_BY: "alice",
@@ -42,6 +44,12 @@ def test_a_run_now_jobs_trigger_reaches_runs_versions_change_log_and_audit(org: 
         },
     )
     assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["trigger"], report["triggered_by"], report["trigger_reason"]) == (
+        "run-now",
+        "alice",
+        "corrected upload",
+    )
     expected = {"type": "run-now", "user": "alice", "reason": "corrected upload"}
     assert org.sql("SELECT trigger, user_id, trigger_reason FROM {schema}.pipeline_runs") == [
         ("run-now", "alice", "corrected upload")
