@@ -24,6 +24,7 @@ from typing import Annotated, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator
 from pydantic.alias_generators import to_camel
 
+from orgpipeline_api.triggers import MAX_USER, Trigger
 from orgpipeline_api.v1alpha1 import QualityThresholds
 
 TERMINATION_LOG_LIMIT = 4096
@@ -32,6 +33,8 @@ ERROR_LIMIT = 1000
 """Characters of a run's error the compact form carries."""
 MESSAGE_LIMIT = 1024
 """Characters of an alert's message."""
+TRIGGER_REASON_LIMIT = 256
+"""Characters of a run's trigger reason the compact form carries (the whole one is in pipeline_runs)."""
 
 
 class TolerantModel(BaseModel):
@@ -158,6 +161,12 @@ class RunReport(Counts):
     business_keys_detected: bool = False
     started_at: str
     finished_at: str
+    trigger: Trigger = Trigger.manual
+    """What started the run: schedule, run-now, file-arrival or manual (`orgpipeline_api.triggers`)."""
+    triggered_by: str | None = None
+    """Who: the run-now requester, the `--user-id` of a manual run; None when unknown."""
+    trigger_reason: str | None = None
+    """Why, in the requester's words (run-now), or the object keys (file-arrival)."""
 
     DETAIL_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"files", "quality_report", "breaches", "business_keys_detected", "started_at", "finished_at"}
@@ -232,6 +241,9 @@ class RunReport(Counts):
             started_at=self.started_at,
             finished_at=self.finished_at,
             error=self.error[:ERROR_LIMIT] if self.error else self.error,
+            trigger=self.trigger.value,
+            triggered_by=self.triggered_by,
+            trigger_reason=self.trigger_reason[:TRIGGER_REASON_LIMIT] if self.trigger_reason else None,
         )
 
     def termination_message(self) -> str:
@@ -272,6 +284,9 @@ class TerminationReport(TolerantModel):
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None
+    trigger: str | None = None
+    triggered_by: Annotated[str | None, Field(max_length=MAX_USER)] = None
+    trigger_reason: Annotated[str | None, Field(max_length=TRIGGER_REASON_LIMIT)] = None
 
     @field_validator("files", mode="before")
     @classmethod

@@ -88,6 +88,17 @@ class LastRun(TolerantModel):
         str | None, Field(json_schema_extra={"format": "date-time"}, description="When the run finished.")
     ] = None
     error: Annotated[str | None, Field(max_length=4096, description="Why the run failed.")] = None
+    trigger: Annotated[
+        str | None,
+        Field(max_length=32, description="What started the run: schedule, run-now, file-arrival or manual."),
+    ] = None
+    triggered_by: Annotated[
+        str | None,
+        Field(max_length=256, description="Who asked for the run (run-now requester); empty when unknown."),
+    ] = None
+    trigger_reason: Annotated[
+        str | None, Field(max_length=1024, description="Why the run was asked for (run-now reason).")
+    ] = None
 
     @property
     def label(self) -> str:

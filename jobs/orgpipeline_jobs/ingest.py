@@ -24,6 +24,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from bson.raw_bson import RawBSONDocument
+from orgpipeline_api import triggers
 from orgpipeline_api.run_report import Counts
 from orgpipeline_api.v1alpha1 import Table, TableMode
 from pymongo.collection import Collection
@@ -77,6 +78,8 @@ class TableContext:
     user_id: str | None
     business_keys: list[str]
     config: LandingConfig
+    trigger: triggers.RunTrigger = triggers.MANUAL
+    """Who started the run and why, recorded with every version."""
 
 
 def replay_outbox(ctx: TableContext) -> int:
@@ -118,7 +121,13 @@ class FileIngest:
         self.snapshot = ctx.table.mode == TableMode.snapshot
         self.batch_no = 0
         self.doc_ctx = documents.VersionContext(
-            ctx.org_id, ctx.table.name, ctx.run_id, ctx.user_id, source.metadata(), datetime.now(UTC)
+            ctx.org_id,
+            ctx.table.name,
+            ctx.run_id,
+            ctx.user_id,
+            source.metadata(),
+            datetime.now(UTC),
+            ctx.trigger,
         )
 
     def run(self) -> FileOutcome:
@@ -156,6 +165,7 @@ class FileIngest:
     def _stream(self, stream: CsvStream) -> None:
         header = stream.open()
         table = self.ctx.table
+        runs.save_header(self.ctx.conn, self.ctx.org_id, table.name, self.source, stream.raw_header)
         missing_required = [
             c.name
             for c in table.columns

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 import pymongo
 import pymongo.errors
-from orgpipeline_api import memory, naming, stores
+from orgpipeline_api import memory, naming, stores, triggers
 from orgpipeline_api.run_report import Breach, Counts, FileSummary, RunReport, RunResult, assess
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
@@ -92,6 +92,7 @@ class TableRun:
     loaded: int = 0
     business_keys: list[str] = field(default_factory=list)
     keys_detected: bool = False
+    trigger: triggers.RunTrigger = triggers.MANUAL
 
     def context(self, fused: bool) -> ingest.TableContext:
         return ingest.TableContext(
@@ -109,6 +110,7 @@ class TableRun:
                 mongo_streams=self.settings.mongo_streams,
                 mongo_chunk=self.settings.mongo_chunk,
             ),
+            self.trigger,
         )
 
     def empty_quality(self) -> quality.QualityAccumulator:
@@ -208,6 +210,9 @@ class TableRun:
             finished_at=finished.isoformat(),
             duration_seconds=round((finished - self.started_at).total_seconds(), 3),
             error=error,
+            trigger=self.trigger.trigger,
+            triggered_by=self.trigger.user,
+            trigger_reason=self.trigger.reason,
         )
         if run.result == RunResult.Succeeded:
             run = run.model_copy(update={"breaches": self.anomalies(run)})
@@ -252,9 +257,19 @@ def locked_table(
 
 @contextmanager
 def table_run(
-    settings: Settings, spec: OrgPipelineSpec, table_name: str, command: str, user_id: str | None = None
+    settings: Settings,
+    spec: OrgPipelineSpec,
+    table_name: str,
+    command: str,
+    user_id: str | None = None,
+    trigger: triggers.RunTrigger | None = None,
 ) -> Iterator[TableRun]:
-    """The locked table (`locked_table`) with its run recorded in pipeline_runs."""
+    """The locked table (`locked_table`) with its run recorded in pipeline_runs.
+
+    `trigger` says who started the run and why (its user is the run's user); without one the run is
+    `manual`, by `user_id`.
+    """
+    trigger = trigger or triggers.RunTrigger.of(triggers.Trigger.manual, user_id, None)
     with locked_table(settings, spec, table_name) as (table, conn, collection):
         saved = runs.business_keys(conn, spec.org_id, table.name)
         keys = list(table.business_keys) or (saved[0] if saved else [])
@@ -263,13 +278,14 @@ def table_run(
             spec,
             table,
             command,
-            user_id,
+            trigger.user,
             conn,
             collection,
             business_keys=keys,
             keys_detected=not table.business_keys and bool(saved),
+            trigger=trigger,
         )
-        runs.start_run(conn, spec.org_id, table.name, tr.run_id, command, user_id)
+        runs.start_run(conn, spec.org_id, table.name, tr.run_id, command, trigger)
         yield tr
 
 
@@ -295,11 +311,16 @@ def _guarded(tr: TableRun, work: Any) -> RunReport:
 
 
 def run_ingest(
-    settings: Settings, spec: OrgPipelineSpec, table_name: str, source_uri: str, user_id: str | None = None
+    settings: Settings,
+    spec: OrgPipelineSpec,
+    table_name: str,
+    source_uri: str,
+    user_id: str | None = None,
+    trigger: triggers.RunTrigger | None = None,
 ) -> RunReport:
     """`orgpipeline ingest`: lands one file in MongoDB (postgres_status pending)."""
     source = files.resolve(source_uri, settings)
-    with table_run(settings, spec, table_name, "ingest", user_id) as tr:
+    with table_run(settings, spec, table_name, "ingest", user_id, trigger) as tr:
 
         def work() -> None:
             ingest.replay_outbox(tr.context(False))
@@ -309,9 +330,11 @@ def run_ingest(
         return _guarded(tr, work)
 
 
-def run_load(settings: Settings, spec: OrgPipelineSpec, table_name: str) -> RunReport:
+def run_load(
+    settings: Settings, spec: OrgPipelineSpec, table_name: str, trigger: triggers.RunTrigger | None = None
+) -> RunReport:
     """`orgpipeline load`: loads pending versions into PostgreSQL."""
-    with table_run(settings, spec, table_name, "load") as tr:
+    with table_run(settings, spec, table_name, "load", None, trigger) as tr:
         return _guarded(tr, lambda: (ingest.replay_outbox(tr.context(True)), tr.load_pending()))
 
 
@@ -321,6 +344,7 @@ def run_table(
     table_name: str,
     user_id: str | None = None,
     local_dir: str | None = None,
+    trigger: triggers.RunTrigger | None = None,
 ) -> RunReport:
     """`orgpipeline run`: ingests (and loads) every new file of the table, then loads leftovers."""
     memory.limit_malloc_arenas()
@@ -341,20 +365,26 @@ def run_table(
         tr.load_pending()
 
     try:
-        with table_run(settings, spec, table_name, "run", user_id) as tr:
+        with table_run(settings, spec, table_name, "run", user_id, trigger) as tr:
             result = _guarded(tr, work)
     except PipelineError as exc:
         # The operator reads the termination log even when the run could not start.
-        write_termination_log(getattr(exc, "result", None) or failed_result(spec, table_name, exc))
+        write_termination_log(getattr(exc, "result", None) or failed_result(spec, table_name, exc, trigger))
         raise
     write_termination_log(result)
     return result
 
 
-def failed_result(spec: OrgPipelineSpec, table_name: str, exc: PipelineError) -> RunReport:
+def failed_result(
+    spec: OrgPipelineSpec, table_name: str, exc: PipelineError, trigger: triggers.RunTrigger | None = None
+) -> RunReport:
     """The result of a run that failed before it had a run id (bad settings, unreachable server)."""
     now = datetime.now(UTC).isoformat()
+    trigger = trigger or triggers.MANUAL
     return RunReport(
+        trigger=trigger.trigger,
+        triggered_by=trigger.user,
+        trigger_reason=trigger.reason,
         run_id=None,
         org_id=spec.org_id,
         table=table_name,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from orgpipeline_api import v1alpha1
+from orgpipeline_api import triggers, v1alpha1
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table, TableTrigger
 
 from orgpipeline_operator import naming, tiers
@@ -221,7 +221,7 @@ def build_secret(t: Target, creds: Credentials) -> dict[str, Any]:
     return stamp(secret, digest)
 
 
-def _pod_spec(t: Target, table: Table) -> dict[str, Any]:
+def _pod_spec(t: Target, table: Table, trigger: triggers.RunTrigger) -> dict[str, Any]:
     r = tiers.of(t.spec.tier)
     spec: dict[str, Any] = {
         "serviceAccountName": naming.SERVICE_ACCOUNT,
@@ -250,7 +250,10 @@ def _pod_spec(t: Target, table: Table) -> dict[str, Any]:
                     "json",
                 ],
                 "envFrom": [{"secretRef": {"name": naming.SECRET}}],
-                "env": [{"name": "ORGPIPELINE_TERMINATION_LOG", "value": TERMINATION_LOG}],
+                "env": [
+                    {"name": "ORGPIPELINE_TERMINATION_LOG", "value": TERMINATION_LOG},
+                    *trigger.job_env(),
+                ],
                 "resources": {
                     "requests": {"cpu": r.cpu_request, "memory": r.memory_request},
                     "limits": {"cpu": r.cpu_limit, "memory": r.memory_limit},
@@ -279,7 +282,8 @@ def _pod_spec(t: Target, table: Table) -> dict[str, Any]:
     return spec
 
 
-def build_job_spec(t: Target, table: Table) -> dict[str, Any]:
+def build_job_spec(t: Target, table: Table, trigger: triggers.RunTrigger) -> dict[str, Any]:
+    """The job spec of the table's runs; `trigger` goes into the container's env (who and why)."""
     r = tiers.of(t.spec.tier)
     return {
         "backoffLimit": 2,
@@ -287,7 +291,7 @@ def build_job_spec(t: Target, table: Table) -> dict[str, Any]:
         "ttlSecondsAfterFinished": 3 * 86400,
         "template": {
             "metadata": {"labels": naming.labels(t.name, t.org, table.name, "ingest")},
-            "spec": _pod_spec(t, table),
+            "spec": _pod_spec(t, table, trigger),
         },
     }
 
@@ -310,14 +314,17 @@ def build_cronjob(t: Target, table: Table) -> dict[str, Any]:
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
                 "metadata": {"labels": {**job_labels, naming.LABEL_RUN_KIND: "scheduled"}},
-                "spec": build_job_spec(t, table),
+                "spec": build_job_spec(t, table, triggers.SCHEDULE),
             },
         },
     }
 
 
-def build_manual_job(t: Target, table: Table, requested_at: str) -> dict[str, Any]:
-    """A one-off Job with the table's CronJob's job spec (what `kubectl create job --from` makes).
+def build_manual_job(
+    t: Target, table: Table, requested_at: str, trigger: triggers.RunTrigger
+) -> dict[str, Any]:
+    """A one-off Job with the table's CronJob's job spec (what `kubectl create job --from` makes),
+    started by `trigger` (a run-now request: its requester and reason).
 
     Named from the run-now request (`naming.manual_job_name`), so one request makes one Job.
     """
@@ -330,7 +337,7 @@ def build_manual_job(t: Target, table: Table, requested_at: str) -> dict[str, An
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": meta,
-        "spec": build_job_spec(t, table),
+        "spec": build_job_spec(t, table, trigger),
     }
 
 
@@ -339,15 +346,13 @@ def build_file_arrival_job(t: Target, table: Table, batch_id: str, reason: str) 
     makes one Job; its env says why it runs (`ORGPIPELINE_TRIGGER=file-arrival`, the keys)."""
     meta = t.meta(naming.file_job_name(t.uid, table.name, batch_id), table=table.name, component="ingest")
     meta["labels"][naming.LABEL_RUN_KIND] = "file-arrival"
-    spec = build_job_spec(t, table)
-    container = spec["template"]["spec"]["containers"][0]
-    container["env"] = [
-        *container["env"],
-        {"name": "ORGPIPELINE_TRIGGER", "value": "file-arrival"},
-        {"name": "ORGPIPELINE_TRIGGERED_BY", "value": ""},
-        {"name": "ORGPIPELINE_TRIGGER_REASON", "value": reason},
-    ]
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
+    trigger = triggers.RunTrigger.of(triggers.Trigger.file_arrival, None, reason)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": build_job_spec(t, table, trigger),
+    }
 
 
 def desired_children(t: Target, creds: Credentials) -> list[dict[str, Any]]:

@@ -162,7 +162,9 @@ def run_now(name: str, body: kopf.Body, new: Any, memo: kopf.Memo, patch: kopf.P
         return
     active = [t for t, _job, finished in cache.CACHE.jobs_of(name) if not finished]
     runs.run_now(memo.rt, name, body.metadata.uid or "", dict(body.spec), str(new), active, body)
-    patch.metadata.setdefault("annotations", {})[naming.ANNOTATION_RUN_NOW] = None
+    served = patch.metadata.setdefault("annotations", {})
+    for annotation in naming.RUN_NOW_ANNOTATIONS:
+        served[annotation] = None
 
 
 @kopf.on.delete(G, V, P)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
-from orgpipeline_api import v1alpha1
+from orgpipeline_api import triggers, v1alpha1
 from orgpipeline_api.run_report import AlertType, RunResult
 from orgpipeline_api.status import LastRun
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
@@ -51,7 +51,9 @@ def run_now(
         tables = [t.name for t in spec.tables]
     target = builders.Target(name, uid, spec, rt.job_settings)
     running = set(active)
-    requested_at = naming.run_now_requested_at(body.get("metadata") or {})
+    metadata = body.get("metadata") or {}
+    requested_at = naming.run_now_requested_at(metadata)
+    trigger = triggers.run_now_request(metadata.get("annotations") or {})
     made = []
     for table_name in tables:
         table = spec.table(table_name)
@@ -61,7 +63,7 @@ def run_now(
         if table_name in running:
             runtime.info(body, reason="RunNowSkipped", message=f"{table_name}: a run is already active")
             continue
-        manifest = builders.build_manual_job(target, table, requested_at)
+        manifest = builders.build_manual_job(target, table, requested_at, trigger)
         try:
             job = rt.kube.create(manifest)
         except kube.ApiError as exc:
@@ -76,7 +78,8 @@ def run_now(
             continue
         job_name = job["metadata"]["name"]
         made.append(job_name)
-        runtime.info(body, reason="RunNowStarted", message=f"{table_name}: Job {job_name}")
+        who = f" for {trigger.user}" if trigger.user else ""
+        runtime.info(body, reason="RunNowStarted", message=f"{table_name}: Job {job_name}{who}")
     return made
 
 

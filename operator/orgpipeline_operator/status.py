@@ -124,6 +124,9 @@ def _reported_run(
         started_at=report.started_at or started,
         finished_at=report.finished_at or finished,
         error=report.error or (why if result == RunResult.Failed else None),
+        trigger=report.trigger,
+        triggered_by=report.triggered_by,
+        trigger_reason=report.trigger_reason,
     )
 
 

@@ -83,7 +83,10 @@ def has_runs_table(conn: Conn, org_id: str) -> bool:
 RUN_FIELDS = (
     "run_id, org_id, table_name, command, status, started_at, finished_at, rows_read, inserted, updated,"
     " deleted, unchanged, rejected, loaded, quality_score, completeness_score, error_rate_percent,"
-    " breaches, error"
+    " breaches, error, user_id,"
+    # Through to_jsonb: a runs table no run has brought up to date yet lacks these columns.
+    f" to_jsonb({naming.PG_RUNS_TABLE})->>'trigger' AS trigger,"
+    f" to_jsonb({naming.PG_RUNS_TABLE})->>'trigger_reason' AS trigger_reason"
 )
 
 
@@ -136,7 +139,9 @@ def quality_samples(conn: Conn, org_id: str, table: str, start: datetime) -> lis
 
 CHANGE_FIELDS = (
     "composite_key, old_version, new_version, change_type, changed_fields, changed_by_user_id,"
-    " change_timestamp, source_info"
+    " change_timestamp, source_info,"
+    # Who and why ({"type", "user", "reason"}); null for versions written before runs recorded it.
+    " change_metadata->'trigger' AS trigger"
 )
 
 

@@ -14,6 +14,7 @@ import typer
 from orgpipeline_api import naming
 from orgpipeline_api.run_report import FAILED_RESULTS
 from rich.table import Table
+from rich.text import Text
 
 from orgpipeline_cli.main import CommandFailed
 from orgpipeline_cli.manage import aggregate, cluster, common, queries
@@ -123,6 +124,7 @@ def _render_status(document: dict[str, Any]) -> None:
         "org",
         "table",
         "command",
+        "trigger",
         "result",
         "rows",
         "new",
@@ -156,6 +158,7 @@ def _render_status(document: dict[str, Any]) -> None:
                 org["org_id"],
                 r["table_name"],
                 r["command"],
+                Text(" ".join(filter(None, [r.get("trigger"), r.get("user_id")]))),
                 _result_style(r["status"]),
                 str(r["rows_read"]),
                 str(r["inserted"]),

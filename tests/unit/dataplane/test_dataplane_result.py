@@ -67,6 +67,9 @@ def test_keys_match_the_contract(tmp_path: Path) -> None:
         "startedAt",
         "finishedAt",
         "error",
+        "trigger",
+        "triggeredBy",
+        "triggerReason",
     }
     assert data["files"] == [
         "orders_00000_with_a_rather_long_name.csv",

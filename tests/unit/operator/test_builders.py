@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from orgpipeline_api import v1alpha1
+from orgpipeline_api import triggers, v1alpha1
 from orgpipeline_operator import builders, naming
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "org-123.yaml"
@@ -158,15 +158,44 @@ def test_network_policy_denies_ingress_and_limits_egress() -> None:
     assert 53 in ports and 5432 in ports
 
 
-def test_manual_job_is_the_cronjob_template() -> None:
+def _env(job_spec: dict[str, Any]) -> dict[str, str]:
+    (container,) = job_spec["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def test_manual_job_is_the_cronjob_template_with_its_requester() -> None:
     t = target()
-    job = builders.build_manual_job(t, t.spec.tables[1], "2024-05-01T10:00:00Z")
+    request = triggers.run_now_request(
+        {triggers.ANNOTATION_RUN_NOW_REQUESTER: "alice", triggers.ANNOTATION_RUN_NOW_REASON: "late file"}
+    )
+    job = builders.build_manual_job(t, t.spec.tables[1], "2024-05-01T10:00:00Z", request)
     assert job["metadata"]["name"] == naming.manual_job_name("uid-1", "customers", "2024-05-01T10:00:00Z")
     assert job["metadata"]["name"].startswith("ingest-customers-now-")
     assert "generateName" not in job["metadata"]
     assert job["metadata"]["labels"][naming.LABEL_TABLE] == "customers"
     assert job["metadata"]["labels"][naming.LABEL_RUN_KIND] == "manual"
-    assert job["spec"] == builders.build_cronjob(t, t.spec.tables[1])["spec"]["jobTemplate"]["spec"]
+    scheduled = builders.build_cronjob(t, t.spec.tables[1])["spec"]["jobTemplate"]["spec"]
+    assert _env(scheduled)[triggers.ENV_TRIGGER] == "schedule"
+    assert _env(job["spec"])[triggers.ENV_TRIGGER] == "run-now"
+    assert _env(job["spec"])[triggers.ENV_TRIGGERED_BY] == "alice"
+    assert _env(job["spec"])[triggers.ENV_TRIGGER_REASON] == "late file"
+    for spec in (scheduled, job["spec"]):
+        for name in (triggers.ENV_TRIGGER, triggers.ENV_TRIGGERED_BY, triggers.ENV_TRIGGER_REASON):
+            spec["template"]["spec"]["containers"][0]["env"] = [
+                e for e in spec["template"]["spec"]["containers"][0]["env"] if e["name"] != name
+            ]
+    assert job["spec"] == scheduled  # the rest is the CronJob's template
+
+
+def test_a_plain_run_now_annotation_has_an_unknown_requester() -> None:
+    t = target()
+    job = builders.build_manual_job(t, t.spec.tables[0], "rv:1", triggers.run_now_request({}))
+    env = _env(job["spec"])
+    assert (env[triggers.ENV_TRIGGER], env[triggers.ENV_TRIGGERED_BY], env[triggers.ENV_TRIGGER_REASON]) == (
+        "run-now",
+        "",
+        "",
+    )
 
 
 def test_builders_output_is_plain_yaml() -> None:
