@@ -124,6 +124,8 @@ def test_an_uploaded_file_is_loaded_without_an_annotation(org: Org) -> None:
     assert run["result"] == "Succeeded", run
     assert (run["rowsRead"], run["inserted"], run["rejected"]) == (40, 40, 0)
     assert run["files"] == [FILE]
+    assert run["trigger"] == "file-arrival"  # recorded with the run: who/why
+    assert run["triggerReason"] == f"new object s3://{BUCKET}/org-{org.org_id}/{FILE}"
 
     import psycopg
 
