@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -45,6 +46,30 @@ ORG_LAST_SUCCESS = Gauge(
 )
 ORG_READY = Gauge("orgpipeline_org_ready", "1 when the org's Ready condition is True.", ["org"])
 
+RETENTION_RUNS = Counter(
+    "orgpipeline_retention_runs_total",
+    "Finished retention Jobs read back, by org and result.",
+    ["org", "result"],
+)
+RETENTION_VERSIONS = Counter(
+    "orgpipeline_retention_versions_deactivated_total",
+    "Versions the org's retention runs set inactive (beyond spec.retention.keepVersions).",
+    ["org"],
+)
+RETENTION_AUDIT_ROWS = Counter(
+    "orgpipeline_retention_audit_rows_removed_total",
+    "Change-log, rejected-row, quality-metric and run rows the org's retention runs deleted.",
+    ["org"],
+)
+RETENTION_LAST_RUN = Gauge(
+    "orgpipeline_retention_last_run_timestamp_seconds", "When the org's last retention run finished.", ["org"]
+)
+RETENTION_LAST_SUCCESS = Gauge(
+    "orgpipeline_retention_last_success_timestamp_seconds",
+    "When the org's last successful retention run finished.",
+    ["org"],
+)
+
 ROW_KINDS = ("rowsRead", "inserted", "updated", "deleted", "unchanged", "rejected")
 
 # Totals over the orgs (what a dashboard or an alert on thousands of tenants reads first; a scrape
@@ -72,6 +97,27 @@ def set_org(org: str, values: dict[str, Any]) -> None:
         ORG_LAST_SUCCESS.labels(org=org).set(values["lastSuccess"])
     for kind in ROW_KINDS:
         ORG_ROWS.labels(org=org, kind=kind).set(values.get("rows", {}).get(kind, 0))
+    retention = values.get("retention")
+    if retention is not None and retention.finished_at:
+        finished = _timestamp(retention.finished_at)
+        if finished is not None:
+            RETENTION_LAST_RUN.labels(org=org).set(finished)
+            if retention.result.value == "Succeeded":
+                RETENTION_LAST_SUCCESS.labels(org=org).set(finished)
+
+
+def record_retention_run(org: str, result: str, versions: int, audit_rows: int) -> None:
+    """Counts one finished retention Job of the org (read once: the status remembers the Job)."""
+    RETENTION_RUNS.labels(org=org, result=result).inc()
+    RETENTION_VERSIONS.labels(org=org).inc(versions)
+    RETENTION_AUDIT_ROWS.labels(org=org).inc(audit_rows)
+
+
+def _timestamp(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def forget_org(org: str) -> None:
@@ -84,6 +130,12 @@ def forget_org(org: str) -> None:
     for kind in ROW_KINDS:
         with contextlib.suppress(KeyError):
             ORG_ROWS.remove(org, kind)
+    for metric in (RETENTION_VERSIONS, RETENTION_AUDIT_ROWS, RETENTION_LAST_RUN, RETENTION_LAST_SUCCESS):
+        with contextlib.suppress(KeyError):
+            metric.remove(org)
+    for result in ("Succeeded", "Failed"):
+        with contextlib.suppress(KeyError):
+            RETENTION_RUNS.remove(org, result)
 
 
 class _Quiet(WSGIRequestHandler):

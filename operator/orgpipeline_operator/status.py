@@ -20,6 +20,8 @@ from orgpipeline_api.status import (
     ConditionStatus,
     LastRun,
     OrgPipelineStatus,
+    RetentionRun,
+    RetentionStatus,
     RunResult,
     TableStatus,
 )
@@ -241,6 +243,7 @@ class Observation:
     resources: Check | None = None
     runs: dict[str, LastRun] = field(default_factory=dict)
     children_hash: str | None = None
+    retention_run: RetentionRun | None = None
 
 
 def set_condition(
@@ -288,6 +291,7 @@ def compute_status(
                 cron_job=naming.cronjob(t.name),
                 schedule=t.schedule,
                 suspended=bool(spec.suspend or t.suspend),
+                **_business_keys(t.business_keys, prev),
                 last_run=run,
             )
         )
@@ -334,7 +338,23 @@ def compute_status(
         last_run_time=max(finished) if finished else None,
         last_success_time=max(succeeded) if succeeded else None,
         children_hash=obs.children_hash or old.children_hash,
+        retention=RetentionStatus(
+            cron_job=naming.RETENTION_CRONJOB,
+            schedule=spec.retention.schedule,
+            suspended=spec.suspend,
+            last_run=obs.retention_run or (old.retention.last_run if old.retention else None),
+        ),
     )
+
+
+def _business_keys(given: list[str], prev: TableStatus | None) -> dict[str, Any]:
+    """The keys in use: the spec's, else those a run detected (kept from the status until a run
+    reports others)."""
+    if given:
+        return {"business_keys": list(given), "business_keys_detected": False}
+    if prev is not None and prev.business_keys_detected:
+        return {"business_keys": prev.business_keys, "business_keys_detected": True}
+    return {"business_keys": [], "business_keys_detected": False}
 
 
 def _ready(obs: Observation, conds: list[Condition]) -> Check:
@@ -401,6 +421,7 @@ def gauges(status: OrgPipelineStatus) -> dict[str, Any]:
             last_success = None
     ready = status.condition(READY)
     return {
+        "retention": status.retention.last_run if status.retention else None,
         "ready": ready is not None and ready.status == ConditionStatus.true,
         "alerts": status.active_alerts,
         "quality": status.quality_score,
