@@ -10,10 +10,11 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from orgpipeline_cli.manage import governance, history, integrity, reports, seedschemas
+    from orgpipeline_cli.manage import governance, health, history, integrity, reports, seedschemas
 
     reports.register(app)
     history.register(app)
     integrity.register(app)
     seedschemas.register(app)
     governance.register(app)
+    health.register(app)
