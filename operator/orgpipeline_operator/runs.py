@@ -103,6 +103,7 @@ def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str
     if run is None:
         return False
     metrics.JOB_RESULTS.labels(result=run.result.value).inc()
+    metrics.record_run(str((parent.get("spec") or {}).get("orgId") or ""), table, run)
     _write_run(rt, parent, table, run)
     return True
 

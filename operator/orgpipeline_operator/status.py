@@ -422,6 +422,7 @@ def gauges(status: OrgPipelineStatus) -> dict[str, Any]:
     ready = status.condition(READY)
     return {
         "retention": status.retention.last_run if status.retention else None,
+        "tables": {t.name: t.last_run for t in status.tables if t.last_run},
         "ready": ready is not None and ready.status == ConditionStatus.true,
         "alerts": status.active_alerts,
         "quality": status.quality_score,
