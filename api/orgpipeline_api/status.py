@@ -9,14 +9,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
-
-class _Status(BaseModel):
-    """Base of the status models: camelCase, tolerant of fields a newer operator may have written."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+from orgpipeline_api.run_report import AlertSeverity, Breach, RunResult, TolerantModel
 
 
 class ConditionStatus(StrEnum):
@@ -25,7 +20,7 @@ class ConditionStatus(StrEnum):
     unknown = "Unknown"
 
 
-class Condition(_Status):
+class Condition(TolerantModel):
     """One aspect of the pipeline's state, per the Kubernetes API conventions."""
 
     type: Annotated[
@@ -57,22 +52,7 @@ class Condition(_Status):
     message: Annotated[str, Field(max_length=32768, description="Human-readable details.")] = ""
 
 
-class RunResult(StrEnum):
-    Succeeded = "Succeeded"
-    Failed = "Failed"
-    NoNewFiles = "NoNewFiles"
-
-
-class Breach(_Status):
-    """A quality threshold a run did not meet, as the job reported it."""
-
-    type: Annotated[str, Field(max_length=128, description="Alert type, for example QualityBelowThreshold.")]
-    message: Annotated[str, Field(max_length=1024, description="What was breached.")] = ""
-    value: Annotated[float | None, Field(description="The measured value.")] = None
-    threshold: Annotated[float | None, Field(description="The configured threshold.")] = None
-
-
-class LastRun(_Status):
+class LastRun(TolerantModel):
     """The outcome of the table's most recent finished Job (its container's termination message)."""
 
     job: Annotated[str, Field(max_length=63, description="Name of the Job that ran.")]
@@ -108,9 +88,20 @@ class LastRun(_Status):
         str | None, Field(json_schema_extra={"format": "date-time"}, description="When the run finished.")
     ] = None
     error: Annotated[str | None, Field(max_length=4096, description="Why the run failed.")] = None
+    business_keys: Annotated[
+        list[Annotated[str, Field(max_length=63)]],
+        Field(max_length=8, description="The business keys the run used."),
+    ] = Field(default_factory=list)
+    business_keys_detected: Annotated[
+        bool, Field(description="True when the run detected the business keys from the data.")
+    ] = False
+
+    @property
+    def label(self) -> str:
+        return f"job {self.job}"
 
 
-class TableStatus(_Status):
+class TableStatus(TolerantModel):
     """Per-table state: its CronJob and its last run."""
 
     name: Annotated[str, Field(max_length=40, description="The table's name.")]
@@ -134,7 +125,7 @@ class TableStatus(_Status):
     last_run: Annotated[LastRun | None, Field(description="The most recent finished run.")] = None
 
 
-class RetentionRun(_Status):
+class RetentionRun(TolerantModel):
     """The outcome of the org's most recent finished retention Job."""
 
     job: Annotated[str, Field(max_length=63, description="Name of the Job that ran.")]
@@ -159,7 +150,7 @@ class RetentionRun(_Status):
     error: Annotated[str | None, Field(max_length=4096, description="Why the run failed.")] = None
 
 
-class RetentionStatus(_Status):
+class RetentionStatus(TolerantModel):
     """The org's retention CronJob and its last run."""
 
     cron_job: Annotated[str, Field(max_length=52, description="Name of the retention CronJob.")]
@@ -168,25 +159,7 @@ class RetentionStatus(_Status):
     last_run: Annotated[RetentionRun | None, Field(description="The most recent finished run.")] = None
 
 
-class AlertType(StrEnum):
-    """Alert types shared by the jobs (threshold breaches), the operator (status) and the CLI."""
-
-    RunFailed = "RunFailed"
-    QualityBelowThreshold = "QualityBelowThreshold"
-    CompletenessBelowThreshold = "CompletenessBelowThreshold"
-    ErrorRateAboveThreshold = "ErrorRateAboveThreshold"
-
-
-CRITICAL_ALERT_TYPES = frozenset({AlertType.RunFailed.value, AlertType.QualityBelowThreshold.value})
-"""Alert types raised as critical; every other type is a warning."""
-
-
-class AlertSeverity(StrEnum):
-    warning = "warning"
-    critical = "critical"
-
-
-class Alert(_Status):
+class Alert(TolerantModel):
     """An active alert: a failed run or a breached quality threshold, until a later run clears it."""
 
     severity: Annotated[AlertSeverity, Field(description="warning or critical.")]
@@ -205,7 +178,7 @@ class Alert(_Status):
     ]
 
 
-class OrgPipelineStatus(_Status):
+class OrgPipelineStatus(TolerantModel):
     """What the operator observed: conditions, tables and their last runs, alerts, and a summary."""
 
     observed_generation: Annotated[

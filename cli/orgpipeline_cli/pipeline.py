@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from orgpipeline_api.run_report import RunReport, RunResult
 
 from orgpipeline_cli.main import CommandFailed
 from orgpipeline_cli.output import Format, emit
@@ -37,12 +38,10 @@ def _setup(
     return spec, settings
 
 
-def _finish(result: dict[str, Any], output: Format) -> None:
-    emit(result, output)
-    if result.get("result") == "Failed":
-        raise CommandFailed(
-            f"{result.get('command', 'run')} failed: {result.get('error') or 'see the result'}"
-        )
+def _finish(result: RunReport, output: Format) -> None:
+    emit(result.as_json(), [result], output)
+    if result.result == RunResult.Failed:
+        raise CommandFailed(f"{result.command} failed: {result.error or 'see the result'}")
 
 
 def ingest(
@@ -101,10 +100,13 @@ def run(
         _finish(pipeline.run_table(settings, spec, table, user_id, source_dir), output)
         return
     results = [pipeline.run_table(settings, spec, t.name, user_id, source_dir) for t in spec.tables]
-    order = {"Failed": 0, "Succeeded": 1, "NoNewFiles": 2}
-    worst = min((r["result"] for r in results), key=lambda r: order.get(r, 0))
-    errors = "; ".join(f"{r['table']}: {r['error']}" for r in results if r.get("error"))
-    _finish({"command": "run", "result": worst, "error": errors or None, "runs": results}, output)
+    order = {RunResult.Failed: 0, RunResult.Succeeded: 1, RunResult.NoNewFiles: 2}
+    worst = min((r.result for r in results), key=lambda r: order[r])
+    errors = "; ".join(f"{r.table}: {r.error}" for r in results if r.error)
+    runs = [r.as_json() for r in results]
+    emit({"command": "run", "result": worst.value, "error": errors or None, "runs": runs}, results, output)
+    if worst == RunResult.Failed:
+        raise CommandFailed(f"run failed: {errors or 'see the result'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from bson.raw_bson import RawBSONDocument
+from orgpipeline_api.run_report import Counts
 from orgpipeline_api.v1alpha1 import Table, TableMode
 from pymongo.collection import Collection
 
@@ -39,23 +40,6 @@ from orgpipeline_jobs.warehouse import heads, load, outbox, pending, runs
 
 ENCODE_CHUNK = 1000
 """Documents built as dicts before they are encoded to BSON and the dicts dropped."""
-
-
-@dataclass
-class Counts:
-    rows_read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    blank_lines: int = 0
-    duplicates: int = 0
-    loaded: int = 0
-
-    def add(self, other: Counts) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -76,7 +60,7 @@ class FileOutcome:
             "status": self.status,
             "error": self.error,
             "notes": self.notes,
-            **vars(self.counts),
+            **self.counts.model_dump(),
         }
 
 

@@ -8,12 +8,14 @@ the container's exit code say why, as for the tables' runs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from orgpipeline_api import v1alpha1
-from orgpipeline_api.status import RetentionRun, RunResult
+from orgpipeline_api.run_report import RunResult
+from orgpipeline_api.status import RetentionRun
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from pydantic import ValidationError
 
@@ -49,11 +51,8 @@ def retention_run_from_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> R
         (t for p in pods if (t := status._terminated(p))), key=lambda t: t.get("finishedAt") or ""
     )
     term: dict[str, Any] = terminated[-1] if terminated else {}
-    report = next(
-        (r for t in reversed(terminated) if (r := status.parse_termination_message(t.get("message")))),
-        None,
-    )
-    if report is not None and report.get("kind") == naming.COMPONENT_RETENTION:
+    report = next((r for t in reversed(terminated) if (r := _report(t.get("message")))), None)
+    if report is not None:
         data = {**base, **{k: v for k, v in report.items() if v is not None and k in _REPORT_FIELDS}}
         if outcome == "Failed" or data.get("result") != RunResult.Succeeded.value:
             data["result"] = RunResult.Failed.value
@@ -69,6 +68,21 @@ def retention_run_from_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> R
     return RetentionRun.model_validate(
         {**base, "result": "Failed", "error": status._failure_reason(job, term)}
     )
+
+
+def _report(message: str | None) -> dict[str, Any] | None:
+    """The retention report in a termination message (after any log lines), or None."""
+    text = (message or "").strip()
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        value = json.loads(text[start:])
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or value.get("kind") != naming.COMPONENT_RETENTION:
+        return None
+    return value
 
 
 _REPORT_FIELDS = frozenset(

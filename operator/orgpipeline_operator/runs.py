@@ -12,7 +12,8 @@ from typing import Any
 
 import kopf
 from orgpipeline_api import v1alpha1
-from orgpipeline_api.status import AlertType, LastRun, RunResult
+from orgpipeline_api.run_report import AlertType, RunResult
+from orgpipeline_api.status import LastRun
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
 from orgpipeline_operator import builders, kube, metrics, naming, retention_runs, runtime, status

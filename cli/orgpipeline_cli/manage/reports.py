@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from orgpipeline_api import naming
+from orgpipeline_api.run_report import FAILED_RESULTS
 from rich.table import Table
 
 from orgpipeline_cli.main import CommandFailed
@@ -87,7 +88,7 @@ def _run_view(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def _result_style(result: Any) -> str:
-    if result in aggregate.FAILED:
+    if result in FAILED_RESULTS:
         return f"[red]{result}[/red]"
     if result in aggregate.FINISHED_OK:
         return f"[green]{result}[/green]"

@@ -1,8 +1,9 @@
 """The org's bookkeeping tables: pipeline_runs, pipeline_files, rejected rows, quality metrics.
 
-pipeline_runs is the contract with the status/metrics commands and the operator: one row per
-command run (`ingest`, `load`, `run`), inserted with status Running when the run holds its lock and
-updated once when it ends; a run that died is marked Interrupted by the next run of its table.
+pipeline_runs is the contract with the status/metrics commands: one row per command run (`ingest`,
+`load`, `run`), inserted with status Running when the run holds its lock and updated once when it
+ends (the columns of `RunReport.run_row`, read back as `RunRow`; see orgpipeline_api.run_report);
+a run that died is marked Interrupted by the next run of its table.
 """
 
 from __future__ import annotations
@@ -14,34 +15,12 @@ from typing import Any
 
 import psycopg
 from orgpipeline_api import naming
+from orgpipeline_api.run_report import RunReport
 from psycopg import sql
 
 from orgpipeline_jobs.source.csvstream import RejectedRow
 from orgpipeline_jobs.source.files import SourceFile
 from orgpipeline_jobs.warehouse.ddl import FILES_TABLE, TABLES_TABLE, qualified
-
-RUN_RESULT_COLUMNS = (
-    "status",
-    "finished_at",
-    "files",
-    "rows_read",
-    "inserted",
-    "updated",
-    "deleted",
-    "unchanged",
-    "rejected",
-    "loaded",
-    "quality_score",
-    "completeness_score",
-    "validity_score",
-    "consistency_score",
-    "error_rate_percent",
-    "quality_report",
-    "breaches",
-    "business_keys",
-    "error",
-)
-JSON_COLUMNS = {"files", "quality_report", "breaches", "business_keys"}
 
 
 def start_run(
@@ -66,14 +45,14 @@ def start_run(
         )
 
 
-def finish_run(conn: psycopg.Connection[Any], org_id: str, run_id: str, result: dict[str, Any]) -> None:
-    values = [json.dumps(result.get(c)) if c in JSON_COLUMNS else result.get(c) for c in RUN_RESULT_COLUMNS]
-    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in RUN_RESULT_COLUMNS)
+def finish_run(conn: psycopg.Connection[Any], org_id: str, run_id: str, result: RunReport) -> None:
+    row = result.run_row()
+    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in row)
     conn.execute(
         sql.SQL("UPDATE {} SET {} WHERE run_id = %s").format(
             qualified(org_id, naming.PG_RUNS_TABLE), assignments
         ),
-        (*values, run_id),
+        (*row.values(), run_id),
     )
 
 

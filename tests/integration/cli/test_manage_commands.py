@@ -51,7 +51,7 @@ class Org:
         for name, text in files:
             (self.source / name).write_text(text)
         _, spec = load_manifest(self.path)
-        result = pipeline.run_table(Settings.from_env(), spec, "orders", None, str(self.source))
+        result = pipeline.run_table(Settings.from_env(), spec, "orders", None, str(self.source)).as_json()
         assert result["result"] == "Succeeded", result
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -88,3 +88,19 @@ def test_status_shows_each_tables_business_keys_and_whether_detected() -> None:
     keys = {t.name: (t.business_keys, t.business_keys_detected) for t in new.tables}
     for table in SPEC.tables:
         assert keys[table.name] == (list(table.business_keys), False)
+
+
+def test_keys_a_run_detected_show_as_detected_and_stay_after_a_run_without_keys() -> None:
+    tables = [t.model_copy(update={"business_keys": []}) for t in SPEC.tables]
+    spec = SPEC.model_copy(update={"tables": tables})
+    name = tables[0].name
+    report = {"result": "Succeeded", "businessKeys": ["order_id"], "businessKeysDetected": True}
+    pod_ = pod(json.dumps(report))
+    run = status.last_run_from_job({**job(), "metadata": {"name": "ingest-1", "labels": {}}}, [pod_])
+    assert run is not None and run.business_keys == ["order_id"]
+    first = status.compute_status(spec, OrgPipelineStatus(), status.Observation(1, runs={name: run}), T1)
+    table = first.table(name)
+    assert table is not None and (table.business_keys, table.business_keys_detected) == (["order_id"], True)
+    quiet = run.model_copy(update={"job": "ingest-2", "business_keys": [], "result": RunResult.NoNewFiles})
+    later = status.compute_status(spec, first, status.Observation(1, runs={name: quiet}), T1)
+    assert later.table(name).business_keys == ["order_id"]  # type: ignore[union-attr]
