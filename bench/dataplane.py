@@ -114,7 +114,7 @@ def step_ours(manifest_path: str) -> dict[str, Any]:
 
     _, spec = load_manifest(manifest_path)
     started = time.monotonic()
-    result = pipeline.run_table(Settings.from_env(), spec, "orders")
+    result = pipeline.run_table(Settings.from_env(), spec, "orders").as_json()
     seconds = time.monotonic() - started
     keys = ("result", "rows_read", "inserted", "updated", "unchanged", "rejected", "error")
     return {"seconds": seconds, "rss_mb": peak_rss_mb(), **{k: result[k] for k in keys}}

@@ -49,6 +49,7 @@ ETCD_VERSION = "v3.6.16"
 FERRETDB_VERSION = "v1.24.2"
 VERSITYGW_VERSION = "v1.7.0"
 HELM_VERSION = "v3.22.0"
+PROMETHEUS_VERSION = "v0.316.0"  # the PromQL parser of the chart tests (wrapper hack/gobuild/promql)
 
 S3_ACCESS_KEY = "orgpipeline"
 PG_DATABASE = "orgpipeline"
@@ -148,6 +149,13 @@ BUILDS = [
                 f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}",
             ]
         ],
+    ),
+    Build(
+        "promql",
+        PROMETHEUS_VERSION,
+        ("promql-check",),
+        lambda out: [["go", "build", "-trimpath", "-o", f"{out}/promql-check", "."]],
+        GOBUILD / "promql",
     ),
 ]
 
@@ -771,7 +779,7 @@ def environment(state: dict[str, object]) -> dict[str, str]:
         "ORGPIPELINE_S3_ENDPOINT": f"http://127.0.0.1:{p['s3']}",
         "ORGPIPELINE_S3_ACCESS_KEY": S3_ACCESS_KEY,
         "ORGPIPELINE_S3_SECRET_KEY": str(state["s3_secret"]),
-        "ORGPIPELINE_STACK_BIN": ":".join(str(bindir(n)) for n in ("kubernetes", "helm")),
+        "ORGPIPELINE_STACK_BIN": ":".join(str(bindir(n)) for n in ("kubernetes", "helm", "promql")),
     }
 
 

@@ -9,14 +9,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
-
-class _Status(BaseModel):
-    """Base of the status models: camelCase, tolerant of fields a newer operator may have written."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+from orgpipeline_api.run_report import AlertSeverity, Breach, RunResult, TolerantModel
 
 
 class ConditionStatus(StrEnum):
@@ -25,7 +20,7 @@ class ConditionStatus(StrEnum):
     unknown = "Unknown"
 
 
-class Condition(_Status):
+class Condition(TolerantModel):
     """One aspect of the pipeline's state, per the Kubernetes API conventions."""
 
     type: Annotated[
@@ -57,22 +52,7 @@ class Condition(_Status):
     message: Annotated[str, Field(max_length=32768, description="Human-readable details.")] = ""
 
 
-class RunResult(StrEnum):
-    Succeeded = "Succeeded"
-    Failed = "Failed"
-    NoNewFiles = "NoNewFiles"
-
-
-class Breach(_Status):
-    """A quality threshold a run did not meet, as the job reported it."""
-
-    type: Annotated[str, Field(max_length=128, description="Alert type, for example QualityBelowThreshold.")]
-    message: Annotated[str, Field(max_length=1024, description="What was breached.")] = ""
-    value: Annotated[float | None, Field(description="The measured value.")] = None
-    threshold: Annotated[float | None, Field(description="The configured threshold.")] = None
-
-
-class LastRun(_Status):
+class LastRun(TolerantModel):
     """The outcome of the table's most recent finished Job (its container's termination message)."""
 
     job: Annotated[str, Field(max_length=63, description="Name of the Job that ran.")]
@@ -108,9 +88,31 @@ class LastRun(_Status):
         str | None, Field(json_schema_extra={"format": "date-time"}, description="When the run finished.")
     ] = None
     error: Annotated[str | None, Field(max_length=4096, description="Why the run failed.")] = None
+    trigger: Annotated[
+        str | None,
+        Field(max_length=32, description="What started the run: schedule, run-now, file-arrival or manual."),
+    ] = None
+    triggered_by: Annotated[
+        str | None,
+        Field(max_length=256, description="Who asked for the run (run-now requester); empty when unknown."),
+    ] = None
+    trigger_reason: Annotated[
+        str | None, Field(max_length=1024, description="Why the run was asked for (run-now reason).")
+    ] = None
+    business_keys: Annotated[
+        list[Annotated[str, Field(max_length=63)]],
+        Field(max_length=8, description="The business keys the run used."),
+    ] = Field(default_factory=list)
+    business_keys_detected: Annotated[
+        bool, Field(description="True when the run detected the business keys from the data.")
+    ] = False
+
+    @property
+    def label(self) -> str:
+        return f"job {self.job}"
 
 
-class TableStatus(_Status):
+class TableStatus(TolerantModel):
     """Per-table state: its CronJob and its last run."""
 
     name: Annotated[str, Field(max_length=40, description="The table's name.")]
@@ -119,28 +121,56 @@ class TableStatus(_Status):
     ]
     schedule: Annotated[str, Field(max_length=256, description="The CronJob's schedule.")]
     suspended: Annotated[bool, Field(description="Whether the CronJob is suspended.")] = False
+    business_keys: Annotated[
+        list[Annotated[str, Field(max_length=63)]],
+        Field(
+            max_length=8,
+            description="The business keys in use: spec.tables[].businessKeys, or those the last run "
+            "detected from the data.",
+        ),
+    ] = Field(default_factory=list)
+    business_keys_detected: Annotated[
+        bool,
+        Field(description="True when the business keys were detected from the data, not given in the spec."),
+    ] = False
     last_run: Annotated[LastRun | None, Field(description="The most recent finished run.")] = None
 
 
-class AlertType(StrEnum):
-    """Alert types shared by the jobs (threshold breaches), the operator (status) and the CLI."""
+class RetentionRun(TolerantModel):
+    """The outcome of the org's most recent finished retention Job."""
 
-    RunFailed = "RunFailed"
-    QualityBelowThreshold = "QualityBelowThreshold"
-    CompletenessBelowThreshold = "CompletenessBelowThreshold"
-    ErrorRateAboveThreshold = "ErrorRateAboveThreshold"
+    job: Annotated[str, Field(max_length=63, description="Name of the Job that ran.")]
+    result: Annotated[RunResult, Field(description="Succeeded or Failed.")]
+    versions_deactivated: Annotated[
+        int, Field(ge=0, description="Versions beyond retention.keepVersions set inactive.")
+    ] = 0
+    audit_rows_removed: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Change-log, rejected-row, quality-metric and run rows older than "
+            "retention.auditLogDays deleted.",
+        ),
+    ] = 0
+    started_at: Annotated[
+        str | None, Field(json_schema_extra={"format": "date-time"}, description="When the run started.")
+    ] = None
+    finished_at: Annotated[
+        str | None, Field(json_schema_extra={"format": "date-time"}, description="When the run finished.")
+    ] = None
+    error: Annotated[str | None, Field(max_length=4096, description="Why the run failed.")] = None
 
 
-CRITICAL_ALERT_TYPES = frozenset({AlertType.RunFailed.value, AlertType.QualityBelowThreshold.value})
-"""Alert types raised as critical; every other type is a warning."""
+class RetentionStatus(TolerantModel):
+    """The org's retention CronJob and its last run."""
+
+    cron_job: Annotated[str, Field(max_length=52, description="Name of the retention CronJob.")]
+    schedule: Annotated[str, Field(max_length=256, description="The CronJob's schedule.")]
+    suspended: Annotated[bool, Field(description="Whether the CronJob is suspended.")] = False
+    last_run: Annotated[RetentionRun | None, Field(description="The most recent finished run.")] = None
 
 
-class AlertSeverity(StrEnum):
-    warning = "warning"
-    critical = "critical"
-
-
-class Alert(_Status):
+class Alert(TolerantModel):
     """An active alert: a failed run or a breached quality threshold, until a later run clears it."""
 
     severity: Annotated[AlertSeverity, Field(description="warning or critical.")]
@@ -159,7 +189,7 @@ class Alert(_Status):
     ]
 
 
-class OrgPipelineStatus(_Status):
+class OrgPipelineStatus(TolerantModel):
     """What the operator observed: conditions, tables and their last runs, alerts, and a summary."""
 
     observed_generation: Annotated[
@@ -180,6 +210,9 @@ class OrgPipelineStatus(_Status):
     alerts: Annotated[list[Alert], Field(max_length=200, description="Active alerts.")] = Field(
         default_factory=list
     )
+    retention: Annotated[
+        RetentionStatus | None, Field(description="The retention CronJob and its last run.")
+    ] = None
     table_count: Annotated[int, Field(ge=0, description="Number of tables (a printer column).")] = 0
     quality_score: Annotated[
         float | None,

@@ -1,11 +1,17 @@
-"""`orgpipeline ingest | load | run`: the data-plane commands the scheduled Jobs also run."""
+"""`orgpipeline ingest | load | run`: the data-plane commands the scheduled Jobs also run.
+
+Each records its trigger: the Job's ORGPIPELINE_TRIGGER / _TRIGGERED_BY / _TRIGGER_REASON (see
+`orgpipeline_api.triggers`), or `manual` by `--user-id` when started by hand.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import typer
+from orgpipeline_api.run_report import RunReport, RunResult
 
 from orgpipeline_cli.main import CommandFailed
 from orgpipeline_cli.output import Format, emit
@@ -37,19 +43,29 @@ def _setup(
     return spec, settings
 
 
-def _finish(result: dict[str, Any], output: Format) -> None:
-    emit(result, output)
-    if result.get("result") == "Failed":
-        raise CommandFailed(
-            f"{result.get('command', 'run')} failed: {result.get('error') or 'see the result'}"
-        )
+def _trigger(user_id: str | None) -> Any:
+    """Who started this command and why; a bad ORGPIPELINE_TRIGGER is a usage error (exit 2)."""
+    from orgpipeline_api import triggers
+
+    try:
+        return triggers.from_env(os.environ, user_id)
+    except triggers.TriggerError as exc:
+        raise CommandFailed(str(exc), 2) from None
+
+
+def _finish(result: RunReport, output: Format) -> None:
+    emit(result.as_json(), [result], output)
+    if result.result == RunResult.Failed:
+        raise CommandFailed(f"{result.command} failed: {result.error or 'see the result'}")
 
 
 def ingest(
     filename: Path = ManifestOpt,
     table: str = typer.Option(..., "--table", help="Table of the manifest."),
     file: str = typer.Option(..., "--file", help="s3://bucket/key or a local path."),
-    user_id: str | None = typer.Option(None, "--user-id", help="Recorded as changed_by_user_id."),
+    user_id: str | None = typer.Option(
+        None, "--user-id", help="Recorded as changed_by_user_id (default: ORGPIPELINE_TRIGGERED_BY)."
+    ),
     output: Format = OutputOpt,
     mongo_uri: str | None = MongoOpt,
     mongo_db: str | None = MongoDbOpt,
@@ -59,8 +75,9 @@ def ingest(
     """Land one CSV file in MongoDB: new versions, quality, audit trail (postgres_status pending)."""
     from orgpipeline_jobs import pipeline
 
+    trigger = _trigger(user_id)
     spec, settings = _setup(filename, mongo_uri, mongo_db, postgres_dsn, s3_endpoint)
-    _finish(pipeline.run_ingest(settings, spec, table, file, user_id), output)
+    _finish(pipeline.run_ingest(settings, spec, table, file, trigger=trigger), output)
 
 
 def load(
@@ -74,14 +91,17 @@ def load(
     """Load pending versions from MongoDB into PostgreSQL with COPY."""
     from orgpipeline_jobs import pipeline
 
+    trigger = _trigger(None)
     spec, settings = _setup(filename, mongo_uri, mongo_db, postgres_dsn, None)
-    _finish(pipeline.run_load(settings, spec, table), output)
+    _finish(pipeline.run_load(settings, spec, table, trigger), output)
 
 
 def run(
     filename: Path = ManifestOpt,
     table: str | None = typer.Option(None, "--table", help="One table; default: every table in turn."),
-    user_id: str | None = typer.Option(None, "--user-id", help="Recorded as changed_by_user_id."),
+    user_id: str | None = typer.Option(
+        None, "--user-id", help="Recorded as changed_by_user_id (default: ORGPIPELINE_TRIGGERED_BY)."
+    ),
     source_dir: str | None = typer.Option(
         None,
         "--source-dir",
@@ -96,15 +116,19 @@ def run(
     """Ingest every new file of the table(s) under the manifest's source, loading as it goes."""
     from orgpipeline_jobs import pipeline
 
+    trigger = _trigger(user_id)
     spec, settings = _setup(filename, mongo_uri, mongo_db, postgres_dsn, s3_endpoint)
     if table is not None:
-        _finish(pipeline.run_table(settings, spec, table, user_id, source_dir), output)
+        _finish(pipeline.run_table(settings, spec, table, None, source_dir, trigger), output)
         return
-    results = [pipeline.run_table(settings, spec, t.name, user_id, source_dir) for t in spec.tables]
-    order = {"Failed": 0, "Succeeded": 1, "NoNewFiles": 2}
-    worst = min((r["result"] for r in results), key=lambda r: order.get(r, 0))
-    errors = "; ".join(f"{r['table']}: {r['error']}" for r in results if r.get("error"))
-    _finish({"command": "run", "result": worst, "error": errors or None, "runs": results}, output)
+    results = [pipeline.run_table(settings, spec, t.name, None, source_dir, trigger) for t in spec.tables]
+    order = {RunResult.Failed: 0, RunResult.Succeeded: 1, RunResult.NoNewFiles: 2}
+    worst = min((r.result for r in results), key=lambda r: order[r])
+    errors = "; ".join(f"{r.table}: {r.error}" for r in results if r.error)
+    runs = [r.as_json() for r in results]
+    emit({"command": "run", "result": worst.value, "error": errors or None, "runs": runs}, results, output)
+    if worst == RunResult.Failed:
+        raise CommandFailed(f"run failed: {errors or 'see the result'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -24,7 +24,8 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from bson.raw_bson import RawBSONDocument
-from orgpipeline_api import memory
+from orgpipeline_api import memory, triggers
+from orgpipeline_api.run_report import Counts
 from orgpipeline_api.v1alpha1 import Table, TableMode
 from pymongo.collection import Collection
 
@@ -40,23 +41,6 @@ from orgpipeline_jobs.warehouse import heads, load, outbox, pending, runs
 
 ENCODE_CHUNK = 1000
 """Documents built as dicts before they are encoded to BSON and the dicts dropped."""
-
-
-@dataclass
-class Counts:
-    rows_read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    blank_lines: int = 0
-    duplicates: int = 0
-    loaded: int = 0
-
-    def add(self, other: Counts) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -77,7 +61,7 @@ class FileOutcome:
             "status": self.status,
             "error": self.error,
             "notes": self.notes,
-            **vars(self.counts),
+            **self.counts.model_dump(),
         }
 
 
@@ -94,6 +78,8 @@ class TableContext:
     user_id: str | None
     business_keys: list[str]
     config: LandingConfig
+    trigger: triggers.RunTrigger = triggers.MANUAL
+    """Who started the run and why, recorded with every version."""
 
 
 def use_system_allocator() -> None:
@@ -143,7 +129,13 @@ class FileIngest:
         self.snapshot = ctx.table.mode == TableMode.snapshot
         self.batch_no = 0
         self.doc_ctx = documents.VersionContext(
-            ctx.org_id, ctx.table.name, ctx.run_id, ctx.user_id, source.metadata(), datetime.now(UTC)
+            ctx.org_id,
+            ctx.table.name,
+            ctx.run_id,
+            ctx.user_id,
+            source.metadata(),
+            datetime.now(UTC),
+            ctx.trigger,
         )
 
     def run(self) -> FileOutcome:
@@ -182,6 +174,7 @@ class FileIngest:
     def _stream(self, stream: CsvStream) -> None:
         header = stream.open()
         table = self.ctx.table
+        runs.save_header(self.ctx.conn, self.ctx.org_id, table.name, self.source, stream.raw_header)
         missing_required = [
             c.name
             for c in table.columns

@@ -4,29 +4,15 @@ Each command takes the run lock of its org and table, makes sure the org's schem
 itself in `pipeline_runs` (Running, then its result) and returns the result below, which the
 command line prints (`-o json`) and, for the operator, writes to the termination log.
 
-Result (one JSON object; `-o json` prints it whole):
-    run_id, org_id, table, command ("ingest" | "load" | "run"),
-    result: "Succeeded" | "Failed" | "NoNewFiles" (Failed: a file was rejected as a whole, or the
-        run stopped on an error),
-    files: [{name, uri, file_id, status ("ingested" | "rejected" | "skipped"), error, notes, counts...}],
-    rows_read, inserted, updated, deleted, unchanged, rejected, blank_lines, duplicates, loaded,
-    quality_score, completeness_score, validity_score, consistency_score, error_rate_percent,
-    quality_report (the seed's report shape), breaches: [{type, message, value, threshold}],
-    business_keys, business_keys_detected, started_at, finished_at, duration_seconds, error.
-Accounting: rows_read == inserted + updated + unchanged + rejected (deleted counts snapshot
-DELETE versions, which no row produced; blank lines are not rows).
+The result is an `orgpipeline_api.run_report.RunReport` (the run contract: its fields, the
+compact termination-log form, the pipeline_runs row and the threshold rules are all there).
 
 Termination log (the operator's contract): when ORGPIPELINE_TERMINATION_LOG names a path, `run`
-also writes there one compact JSON object under 4096 bytes:
-    {"runId", "orgId", "table", "result", "files": [names, truncated to fit], "rowsRead",
-     "inserted", "updated", "deleted", "unchanged", "rejected", "qualityScore",
-     "completenessScore", "errorRatePercent", "breaches": [{"type", "message", "value",
-     "threshold"}], "startedAt", "finishedAt", "error"}
+also writes there the report's compact form, one JSON object under 4096 bytes.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -39,7 +25,8 @@ from typing import Any
 import psycopg
 import pymongo
 import pymongo.errors
-from orgpipeline_api import memory, naming, stores
+from orgpipeline_api import memory, naming, stores, triggers
+from orgpipeline_api.run_report import Counts, FileSummary, RunReport, RunResult, assess
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
@@ -53,7 +40,6 @@ from orgpipeline_jobs.warehouse import ddl, pending, runs
 from orgpipeline_jobs.warehouse.load import copy_versions
 
 TERMINATION_LOG_ENV = "ORGPIPELINE_TERMINATION_LOG"
-TERMINATION_LOG_LIMIT = 4096
 LOAD_CHUNK = 10_000
 
 
@@ -106,6 +92,7 @@ class TableRun:
     loaded: int = 0
     business_keys: list[str] = field(default_factory=list)
     keys_detected: bool = False
+    trigger: triggers.RunTrigger = triggers.MANUAL
 
     def context(self, fused: bool) -> ingest.TableContext:
         return ingest.TableContext(
@@ -123,6 +110,7 @@ class TableRun:
                 mongo_streams=self.settings.mongo_streams,
                 mongo_chunk=self.settings.mongo_chunk,
             ),
+            self.trigger,
         )
 
     def empty_quality(self) -> quality.QualityAccumulator:
@@ -134,7 +122,7 @@ class TableRun:
         org, name = self.spec.org_id, self.table.name
         if status in ("ingested", "rejected"):
             outcome = ingest.FileOutcome(
-                source, "skipped", ingest.Counts(), self.empty_quality(), notes=[f"already {status}"]
+                source, "skipped", Counts(), self.empty_quality(), notes=[f"already {status}"]
             )
             self.outcomes.append(outcome)
             return outcome
@@ -188,44 +176,45 @@ class TableRun:
         self.loaded += loaded
         return loaded
 
-    def result(self, error: str | None = None) -> dict[str, Any]:
-        counts = ingest.Counts()
+    def result(self, error: str | None = None) -> RunReport:
+        counts = Counts()
         acc = self.empty_quality()
         for outcome in self.outcomes:
             counts.add(outcome.counts)
             acc.merge(outcome.quality)
         counts.loaded += self.loaded
         report = acc.report()
-        found = quality.breaches(report, self.spec.quality_thresholds)
         rejected_files = [o for o in self.outcomes if o.status == "rejected"]
         if error is None and rejected_files:
             error = "; ".join(f"{o.source.name} rejected: {o.error}" for o in rejected_files)[:1000]
         worked = any(o.status != "skipped" for o in self.outcomes) or self.loaded
         status = "Failed" if error else ("Succeeded" if worked or self.command != "run" else "NoNewFiles")
         finished = datetime.now(UTC)
-        return {
-            "run_id": self.run_id,
-            "org_id": self.spec.org_id,
-            "table": self.table.name,
-            "command": self.command,
-            "result": status,
-            "status": status,
-            "files": [o.summary() for o in self.outcomes],
-            **{k: v for k, v in vars(counts).items()},
-            "quality_score": report["overall_quality_score"],
-            "completeness_score": report["completeness_score"],
-            "validity_score": report["validity_score"],
-            "consistency_score": report["consistency_score"],
-            "error_rate_percent": report["error_rate_percent"],
-            "quality_report": report,
-            "breaches": found,
-            "business_keys": self.business_keys,
-            "business_keys_detected": self.keys_detected,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": finished.isoformat(),
-            "duration_seconds": round((finished - self.started_at).total_seconds(), 3),
-            "error": error,
-        }
+        run = RunReport(
+            run_id=self.run_id,
+            org_id=self.spec.org_id,
+            table=self.table.name,
+            command=self.command,
+            result=RunResult(status),
+            files=[FileSummary.model_validate(o.summary()) for o in self.outcomes],
+            **counts.model_dump(),
+            quality_score=report["overall_quality_score"],
+            completeness_score=report["completeness_score"],
+            validity_score=report["validity_score"],
+            consistency_score=report["consistency_score"],
+            error_rate_percent=report["error_rate_percent"],
+            quality_report=report,
+            business_keys=self.business_keys,
+            business_keys_detected=self.keys_detected,
+            started_at=self.started_at.isoformat(),
+            finished_at=finished.isoformat(),
+            duration_seconds=round((finished - self.started_at).total_seconds(), 3),
+            error=error,
+            trigger=self.trigger.trigger,
+            triggered_by=self.trigger.user,
+            trigger_reason=self.trigger.reason,
+        )
+        return run.model_copy(update={"breaches": assess(run, self.spec.quality_thresholds).breaches})
 
 
 @contextmanager
@@ -249,9 +238,19 @@ def locked_table(
 
 @contextmanager
 def table_run(
-    settings: Settings, spec: OrgPipelineSpec, table_name: str, command: str, user_id: str | None = None
+    settings: Settings,
+    spec: OrgPipelineSpec,
+    table_name: str,
+    command: str,
+    user_id: str | None = None,
+    trigger: triggers.RunTrigger | None = None,
 ) -> Iterator[TableRun]:
-    """The locked table (`locked_table`) with its run recorded in pipeline_runs."""
+    """The locked table (`locked_table`) with its run recorded in pipeline_runs.
+
+    `trigger` says who started the run and why (its user is the run's user); without one the run is
+    `manual`, by `user_id`.
+    """
+    trigger = trigger or triggers.RunTrigger.of(triggers.Trigger.manual, user_id, None)
     with locked_table(settings, spec, table_name) as (table, conn, collection):
         saved = runs.business_keys(conn, spec.org_id, table.name)
         keys = list(table.business_keys) or (saved[0] if saved else [])
@@ -260,23 +259,24 @@ def table_run(
             spec,
             table,
             command,
-            user_id,
+            trigger.user,
             conn,
             collection,
             business_keys=keys,
             keys_detected=not table.business_keys and bool(saved),
+            trigger=trigger,
         )
-        runs.start_run(conn, spec.org_id, table.name, tr.run_id, command, user_id)
+        runs.start_run(conn, spec.org_id, table.name, tr.run_id, command, trigger)
         yield tr
 
 
-def _finish(tr: TableRun, error: str | None = None) -> dict[str, Any]:
+def _finish(tr: TableRun, error: str | None = None) -> RunReport:
     result = tr.result(error)
     runs.finish_run(tr.conn, tr.spec.org_id, tr.run_id, result)
     return result
 
 
-def _guarded(tr: TableRun, work: Any) -> dict[str, Any]:
+def _guarded(tr: TableRun, work: Any) -> RunReport:
     """Runs the work; an error is recorded in the run row before it propagates."""
     try:
         work()
@@ -292,11 +292,16 @@ def _guarded(tr: TableRun, work: Any) -> dict[str, Any]:
 
 
 def run_ingest(
-    settings: Settings, spec: OrgPipelineSpec, table_name: str, source_uri: str, user_id: str | None = None
-) -> dict[str, Any]:
+    settings: Settings,
+    spec: OrgPipelineSpec,
+    table_name: str,
+    source_uri: str,
+    user_id: str | None = None,
+    trigger: triggers.RunTrigger | None = None,
+) -> RunReport:
     """`orgpipeline ingest`: lands one file in MongoDB (postgres_status pending)."""
     source = files.resolve(source_uri, settings)
-    with table_run(settings, spec, table_name, "ingest", user_id) as tr:
+    with table_run(settings, spec, table_name, "ingest", user_id, trigger) as tr:
 
         def work() -> None:
             ingest.replay_outbox(tr.context(False))
@@ -306,9 +311,11 @@ def run_ingest(
         return _guarded(tr, work)
 
 
-def run_load(settings: Settings, spec: OrgPipelineSpec, table_name: str) -> dict[str, Any]:
+def run_load(
+    settings: Settings, spec: OrgPipelineSpec, table_name: str, trigger: triggers.RunTrigger | None = None
+) -> RunReport:
     """`orgpipeline load`: loads pending versions into PostgreSQL."""
-    with table_run(settings, spec, table_name, "load") as tr:
+    with table_run(settings, spec, table_name, "load", None, trigger) as tr:
         return _guarded(tr, lambda: (ingest.replay_outbox(tr.context(True)), tr.load_pending()))
 
 
@@ -318,7 +325,8 @@ def run_table(
     table_name: str,
     user_id: str | None = None,
     local_dir: str | None = None,
-) -> dict[str, Any]:
+    trigger: triggers.RunTrigger | None = None,
+) -> RunReport:
     """`orgpipeline run`: ingests (and loads) every new file of the table, then loads leftovers."""
     memory.limit_malloc_arenas()
     table = check_table(spec, table_name)
@@ -338,79 +346,43 @@ def run_table(
         tr.load_pending()
 
     try:
-        with table_run(settings, spec, table_name, "run", user_id) as tr:
+        with table_run(settings, spec, table_name, "run", user_id, trigger) as tr:
             result = _guarded(tr, work)
     except PipelineError as exc:
         # The operator reads the termination log even when the run could not start.
-        write_termination_log(getattr(exc, "result", None) or failed_result(spec, table_name, exc))
+        write_termination_log(getattr(exc, "result", None) or failed_result(spec, table_name, exc, trigger))
         raise
     write_termination_log(result)
     return result
 
 
-def failed_result(spec: OrgPipelineSpec, table_name: str, exc: PipelineError) -> dict[str, Any]:
+def failed_result(
+    spec: OrgPipelineSpec, table_name: str, exc: PipelineError, trigger: triggers.RunTrigger | None = None
+) -> RunReport:
     """The result of a run that failed before it had a run id (bad settings, unreachable server)."""
     now = datetime.now(UTC).isoformat()
-    zero = dict.fromkeys(("rows_read", "inserted", "updated", "deleted", "unchanged", "rejected"), 0)
-    return {
-        "run_id": None,
-        "org_id": spec.org_id,
-        "table": table_name,
-        "result": "Failed",
-        "files": [],
-        **zero,
-        "quality_score": None,
-        "completeness_score": None,
-        "error_rate_percent": None,
-        "breaches": [],
-        "started_at": now,
-        "finished_at": now,
-        "error": f"{exc.stage}: {exc}",
-    }
+    trigger = trigger or triggers.MANUAL
+    return RunReport(
+        trigger=trigger.trigger,
+        triggered_by=trigger.user,
+        trigger_reason=trigger.reason,
+        run_id=None,
+        org_id=spec.org_id,
+        table=table_name,
+        result=RunResult.Failed,
+        started_at=now,
+        finished_at=now,
+        error=f"{exc.stage}: {exc}",
+    )
 
 
-def write_termination_log(result: dict[str, Any], path: str | None = None) -> None:
+def write_termination_log(result: RunReport, path: str | None = None) -> None:
     """Writes the compact result for the operator when ORGPIPELINE_TERMINATION_LOG is set."""
     path = path or os.environ.get(TERMINATION_LOG_ENV)
     if not path:
         return
-    text = json.dumps(compact_result(result), separators=(",", ":"))
     try:
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.write(result.termination_message())
     except OSError:
         pass  # the result is also in pipeline_runs; a missing log must not fail the run
-
-
-def compact_result(result: dict[str, Any]) -> dict[str, Any]:
-    """The termination-log object, with file names and messages cut until it fits 4096 bytes."""
-    names = [f["name"] for f in result.get("files", []) if f.get("status") != "skipped"]
-    compact: dict[str, Any] = {
-        "runId": result["run_id"],
-        "orgId": result["org_id"],
-        "table": result["table"],
-        "result": result["result"],
-        "files": names,
-        "rowsRead": result["rows_read"],
-        "inserted": result["inserted"],
-        "updated": result["updated"],
-        "deleted": result["deleted"],
-        "unchanged": result["unchanged"],
-        "rejected": result["rejected"],
-        "qualityScore": result["quality_score"],
-        "completenessScore": result["completeness_score"],
-        "errorRatePercent": result["error_rate_percent"],
-        "breaches": [
-            {k: b[k] for k in ("type", "message", "value", "threshold")} for b in result["breaches"]
-        ],
-        "startedAt": result["started_at"],
-        "finishedAt": result["finished_at"],
-        "error": result.get("error"),
-    }
-    if compact["error"]:
-        compact["error"] = str(compact["error"])[:1000]
-    keep = len(names)
-    while len(json.dumps(compact, separators=(",", ":")).encode()) >= TERMINATION_LOG_LIMIT and keep:
-        keep //= 2
-        compact["files"] = [*names[:keep], f"... {len(names) - keep} more"]
-    return compact

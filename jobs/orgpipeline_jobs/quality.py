@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from orgpipeline_api.status import AlertType
-from orgpipeline_api.v1alpha1 import QualityThresholds, Table
+from orgpipeline_api.v1alpha1 import Table
 
 from orgpipeline_jobs import values as values_mod
 
@@ -236,46 +235,3 @@ class QualityAccumulator:
             "quality_issues": issues,
             "recommendations": recommendations[:10],
         }
-
-
-def breaches(report: Mapping[str, Any], thresholds: QualityThresholds) -> list[dict[str, Any]]:
-    """The manifest's thresholds that a run's report breaks, as alert-ready entries."""
-    if not report.get("total_records"):
-        return []
-    found = []
-    checks = [
-        (
-            AlertType.QualityBelowThreshold.value,
-            "overall quality score",
-            "overall_quality_score",
-            thresholds.overall_quality_score,
-            False,
-        ),
-        (
-            AlertType.ErrorRateAboveThreshold.value,
-            "error rate percent",
-            "error_rate_percent",
-            thresholds.error_rate_percent,
-            True,
-        ),
-        (
-            AlertType.CompletenessBelowThreshold.value,
-            "completeness score",
-            "completeness_score",
-            thresholds.completeness_score,
-            False,
-        ),
-    ]
-    for kind, label, key, limit, upper in checks:
-        value = float(report[key])
-        if (value > limit) if upper else (value < limit):
-            word = "above" if upper else "below"
-            found.append(
-                {
-                    "type": kind,
-                    "message": f"{label} {value:g} is {word} {limit:g}",
-                    "value": value,
-                    "threshold": limit,
-                }
-            )
-    return found

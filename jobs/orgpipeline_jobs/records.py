@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from orgpipeline_api.v1alpha1 import Column, Table
 
 from orgpipeline_jobs import keys, quality, values
-from orgpipeline_jobs.source.csvstream import Batch, RejectedRow
+from orgpipeline_jobs.source.csvstream import Batch, RejectedRow, rejected_row
 
 _JSON_ESCAPE = r'["\\\x00-\x1f]'
 """Characters json.dumps escapes (with ensure_ascii=False): a text holding one is encoded by it."""
@@ -286,11 +286,9 @@ class BatchChecker:
             check = self.scalar.check(raw)
             if check.errors:
                 first = check.errors[0]
-                rejected.append(
-                    RejectedRow(
-                        lines[i], first.issue_type, "; ".join(e.message for e in check.errors), first.field
-                    )
-                )
+                reason = "; ".join(e.message for e in check.errors)
+                fields = [batch.columns[j][i].as_py() for j in range(len(header))]
+                rejected.append(rejected_row(lines[i], first.issue_type, reason, first.field, fields))
                 rejected_rows.add(i)
             checks[i] = check
         flagged_present = sum(pc.take(present, pa.array(flagged_rows, pa.int64())).to_pylist())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from orgpipeline_api import v1alpha1
+from orgpipeline_api import triggers, v1alpha1
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 
 from orgpipeline_operator import naming, tiers
@@ -221,7 +221,18 @@ def build_secret(t: Target, creds: Credentials) -> dict[str, Any]:
     return stamp(secret, digest)
 
 
-def _pod_spec(t: Target, table: Table) -> dict[str, Any]:
+def _run_command(table: Table) -> list[str]:
+    manifest = f"{naming.MANIFEST_DIR}/{naming.MANIFEST_KEY}"
+    return ["orgpipeline", "run", "-f", manifest, "--table", table.name, "-o", "json"]
+
+
+def _retention_command(t: Target) -> list[str]:
+    manifest = f"{naming.MANIFEST_DIR}/{naming.MANIFEST_KEY}"
+    return ["orgpipeline", "retention", "--org-id", t.org, "-f", manifest, "-o", "json"]
+
+
+def _pod_spec(t: Target, command: list[str], trigger: triggers.RunTrigger | None = None) -> dict[str, Any]:
+    """The pod of a run (`trigger`: who and why, in its env) or of a retention pass."""
     r = tiers.of(t.spec.tier)
     spec: dict[str, Any] = {
         "serviceAccountName": naming.SERVICE_ACCOUNT,
@@ -239,18 +250,12 @@ def _pod_spec(t: Target, table: Table) -> dict[str, Any]:
                 "name": naming.CONTAINER,
                 "image": t.jobs.image,
                 "imagePullPolicy": t.jobs.image_pull_policy,
-                "command": [
-                    "orgpipeline",
-                    "run",
-                    "-f",
-                    f"{naming.MANIFEST_DIR}/{naming.MANIFEST_KEY}",
-                    "--table",
-                    table.name,
-                    "-o",
-                    "json",
-                ],
+                "command": command,
                 "envFrom": [{"secretRef": {"name": naming.SECRET}}],
-                "env": [{"name": "ORGPIPELINE_TERMINATION_LOG", "value": TERMINATION_LOG}],
+                "env": [
+                    {"name": "ORGPIPELINE_TERMINATION_LOG", "value": TERMINATION_LOG},
+                    *(trigger.job_env() if trigger else []),
+                ],
                 "resources": {
                     "requests": {"cpu": r.cpu_request, "memory": r.memory_request},
                     "limits": {"cpu": r.cpu_limit, "memory": r.memory_limit},
@@ -279,7 +284,8 @@ def _pod_spec(t: Target, table: Table) -> dict[str, Any]:
     return spec
 
 
-def build_job_spec(t: Target, table: Table) -> dict[str, Any]:
+def build_job_spec(t: Target, table: Table, trigger: triggers.RunTrigger) -> dict[str, Any]:
+    """The job spec of the table's runs; `trigger` goes into the container's env (who and why)."""
     r = tiers.of(t.spec.tier)
     return {
         "backoffLimit": 2,
@@ -287,7 +293,7 @@ def build_job_spec(t: Target, table: Table) -> dict[str, Any]:
         "ttlSecondsAfterFinished": 3 * 86400,
         "template": {
             "metadata": {"labels": naming.labels(t.name, t.org, table.name, "ingest")},
-            "spec": _pod_spec(t, table),
+            "spec": _pod_spec(t, _run_command(table), trigger),
         },
     }
 
@@ -309,14 +315,53 @@ def build_cronjob(t: Target, table: Table) -> dict[str, Any]:
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
                 "metadata": {"labels": {**job_labels, naming.LABEL_RUN_KIND: "scheduled"}},
-                "spec": build_job_spec(t, table),
+                "spec": build_job_spec(t, table, triggers.SCHEDULE),
             },
         },
     }
 
 
-def build_manual_job(t: Target, table: Table, requested_at: str) -> dict[str, Any]:
-    """A one-off Job with the table's CronJob's job spec (what `kubectl create job --from` makes).
+def build_retention_cronjob(t: Target) -> dict[str, Any]:
+    """The org's retention CronJob: `orgpipeline retention` with the org's own credentials, on
+    spec.retention.schedule; it deactivates old versions and deletes old audit rows of every table."""
+    component = naming.COMPONENT_RETENTION
+    meta = t.meta(naming.RETENTION_CRONJOB, component=component)
+    meta["labels"][naming.LABEL_ORG_COMPONENT] = component
+    job_labels = {**naming.labels(t.name, t.org, None, component), naming.LABEL_ORG_COMPONENT: component}
+    r = tiers.of(t.spec.tier)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": meta,
+        "spec": {
+            "schedule": t.spec.retention.schedule,
+            "timeZone": "Etc/UTC",
+            "suspend": bool(t.spec.suspend),
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 3600,
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": {**job_labels, naming.LABEL_RUN_KIND: "scheduled"}},
+                "spec": {
+                    "backoffLimit": 2,
+                    "activeDeadlineSeconds": r.active_deadline_seconds,
+                    "ttlSecondsAfterFinished": 3 * 86400,
+                    "template": {
+                        "metadata": {"labels": job_labels},
+                        "spec": _pod_spec(t, _retention_command(t)),
+                    },
+                },
+            },
+        },
+    }
+
+
+def build_manual_job(
+    t: Target, table: Table, requested_at: str, trigger: triggers.RunTrigger
+) -> dict[str, Any]:
+    """A one-off Job with the table's CronJob's job spec (what `kubectl create job --from` makes),
+    started by `trigger` (a run-now request: its requester and reason).
 
     Named from the run-now request (`naming.manual_job_name`), so one request makes one Job.
     """
@@ -329,7 +374,7 @@ def build_manual_job(t: Target, table: Table, requested_at: str) -> dict[str, An
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": meta,
-        "spec": build_job_spec(t, table),
+        "spec": build_job_spec(t, table, trigger),
     }
 
 
@@ -345,6 +390,7 @@ def desired_children(t: Target, creds: Credentials) -> list[dict[str, Any]]:
         build_secret(t, creds),
     ]
     children.extend(stamp(build_cronjob(t, table)) for table in t.spec.tables)
+    children.append(stamp(build_retention_cronjob(t)))
     return children
 
 

@@ -133,7 +133,10 @@ def resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     finished = [(table, job) for table, job, done in cache.CACHE.jobs_of(name) if done]
     if not finished:
         return
-    recorded = {t.name: t.last_run.job for t in status.parse(dict(body.status)).tables if t.last_run}
+    current = status.parse(dict(body.status))
+    recorded = {t.name: t.last_run.job for t in current.tables if t.last_run}
+    if current.retention and current.retention.last_run:  # retention Jobs carry no table: ""
+        recorded[""] = current.retention.last_run.job
     for table, job in finished:
         if recorded.get(table) != job:  # a Job event the watcher missed
             found = memo.rt.kube.get("batch/v1", "Job", job, naming.namespace(body.spec["orgId"]))
@@ -147,7 +150,9 @@ def run_now(name: str, body: kopf.Body, new: Any, memo: kopf.Memo, patch: kopf.P
         return
     active = [t for t, _job, finished in cache.CACHE.jobs_of(name) if not finished]
     runs.run_now(memo.rt, name, body.metadata.uid or "", dict(body.spec), str(new), active, body)
-    patch.metadata.setdefault("annotations", {})[naming.ANNOTATION_RUN_NOW] = None
+    served = patch.metadata.setdefault("annotations", {})
+    for annotation in naming.RUN_NOW_ANNOTATIONS:
+        served[annotation] = None
 
 
 @kopf.on.delete(G, V, P)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orgpipeline_api import naming as api_naming
-from orgpipeline_api import v1alpha1
+from orgpipeline_api import triggers, v1alpha1
 
 MANAGER = "orgpipeline-operator"
 """Field manager of server-side apply, value of app.kubernetes.io/managed-by, Event source."""
@@ -24,11 +24,20 @@ LABEL_PIPELINE = "orgpipeline.io/pipeline"
 LABEL_ORG = "orgpipeline.io/org"
 LABEL_TABLE = "orgpipeline.io/table"
 LABEL_RUN_KIND = "orgpipeline.io/run"  # scheduled | manual
+LABEL_ORG_COMPONENT = "orgpipeline.io/component"
+"""On the retention CronJob, its Jobs and pods: `retention` (what selects them; ingest Jobs carry a table)."""
+COMPONENT_RETENTION = "retention"
 
 ANNOTATION_HASH = "orgpipeline.io/applied-hash"
 """Hash of the desired object last applied: equal hash, no write (the idle resync writes nothing)."""
-ANNOTATION_RUN_NOW = "orgpipeline.io/run-now"
+ANNOTATION_RUN_NOW = triggers.ANNOTATION_RUN_NOW
 """Set by a user on the OrgPipeline (`kubectl annotate ... orgpipeline.io/run-now=orders`)."""
+RUN_NOW_ANNOTATIONS = (
+    triggers.ANNOTATION_RUN_NOW,
+    triggers.ANNOTATION_RUN_NOW_REQUESTER,
+    triggers.ANNOTATION_RUN_NOW_REASON,
+)
+"""A run-now request: removed together once served, so a later plain request has no stale requester."""
 ANNOTATION_RUN_NOW_FIELD = f"f:{ANNOTATION_RUN_NOW}"
 """The annotation's key in a managedFields entry's fieldsV1 (under f:metadata, f:annotations)."""
 
@@ -48,6 +57,7 @@ MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 
 namespace = api_naming.namespace
 cronjob = api_naming.cronjob
+RETENTION_CRONJOB = api_naming.RETENTION_CRONJOB
 
 
 def manual_job_prefix(table: str) -> str:

@@ -11,11 +11,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
-from orgpipeline_api import v1alpha1
-from orgpipeline_api.status import AlertType, LastRun, RunResult
+from orgpipeline_api import triggers, v1alpha1
+from orgpipeline_api.run_report import AlertType, RunResult
+from orgpipeline_api.status import LastRun
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
-from orgpipeline_operator import builders, kube, metrics, naming, runtime, status
+from orgpipeline_operator import builders, kube, metrics, naming, retention_runs, runtime, status
 from orgpipeline_operator.runtime import Runtime, log
 
 
@@ -50,7 +51,9 @@ def run_now(
         tables = [t.name for t in spec.tables]
     target = builders.Target(name, uid, spec, rt.job_settings)
     running = set(active)
-    requested_at = naming.run_now_requested_at(body.get("metadata") or {})
+    metadata = body.get("metadata") or {}
+    requested_at = naming.run_now_requested_at(metadata)
+    trigger = triggers.run_now_request(metadata.get("annotations") or {})
     made = []
     for table_name in tables:
         table = spec.table(table_name)
@@ -60,7 +63,7 @@ def run_now(
         if table_name in running:
             runtime.info(body, reason="RunNowSkipped", message=f"{table_name}: a run is already active")
             continue
-        manifest = builders.build_manual_job(target, table, requested_at)
+        manifest = builders.build_manual_job(target, table, requested_at, trigger)
         try:
             job = rt.kube.create(manifest)
         except kube.ApiError as exc:
@@ -75,7 +78,8 @@ def run_now(
             continue
         job_name = job["metadata"]["name"]
         made.append(job_name)
-        runtime.info(body, reason="RunNowStarted", message=f"{table_name}: Job {job_name}")
+        who = f" for {trigger.user}" if trigger.user else ""
+        runtime.info(body, reason="RunNowStarted", message=f"{table_name}: Job {job_name}{who}")
     return made
 
 
@@ -84,6 +88,8 @@ def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str
 
     `parent` is the OrgPipeline as the index last saw it; the write re-reads on a conflict.
     """
+    if retention_runs.is_retention_job(job):
+        return retention_runs.record_finished_job(rt, job, parent)
     labels = job["metadata"].get("labels") or {}
     pipeline, table = labels.get(naming.LABEL_PIPELINE), labels.get(naming.LABEL_TABLE)
     if not pipeline or not table or parent is None or status.job_finished(dict(job)) is None:
@@ -101,6 +107,7 @@ def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str
     if run is None:
         return False
     metrics.JOB_RESULTS.labels(result=run.result.value).inc()
+    metrics.record_run(str((parent.get("spec") or {}).get("orgId") or ""), table, run)
     _write_run(rt, parent, table, run)
     return True
 

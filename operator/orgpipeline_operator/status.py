@@ -6,21 +6,19 @@ they observed and write back whatever differs from the current status (nothing, 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from orgpipeline_api.run_report import RunResult, TerminationReport, UnreadableReport, assess
 from orgpipeline_api.status import (
-    CRITICAL_ALERT_TYPES,
     Alert,
-    AlertSeverity,
-    AlertType,
     Condition,
     ConditionStatus,
     LastRun,
     OrgPipelineStatus,
-    RunResult,
+    RetentionRun,
+    RetentionStatus,
     TableStatus,
 )
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
@@ -58,21 +56,6 @@ def job_finished(job: dict[str, Any]) -> str | None:
     return None
 
 
-def parse_termination_message(message: str | None) -> dict[str, Any] | None:
-    """The data plane's compact JSON result, or None when the message is absent or not that JSON."""
-    if not message:
-        return None
-    text = message.strip()
-    start = text.find("{")  # FallbackToLogsOnError may prepend log lines
-    if start < 0:
-        return None
-    try:
-        value = json.loads(text[start:])
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) and "result" in value else None
-
-
 def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     for cs in statuses:
@@ -93,53 +76,61 @@ def last_run_from_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> LastRu
     # The newest pod that terminated carries the result of the last attempt.
     terminated = [(p, t) for p in pods if (t := _terminated(p))]
     terminated.sort(key=lambda pt: pt[1].get("finishedAt") or "")
-    report = None
+    report: TerminationReport | None = None
+    unreadable: str | None = None
     term: dict[str, Any] = {}
     for _pod, t in reversed(terminated):
-        report = parse_termination_message(t.get("message"))
         term = t
+        try:
+            report = TerminationReport.from_message(t.get("message"))
+        except UnreadableReport as exc:
+            unreadable = f"unreadable result: {exc}"
+            break
         if report:
             break
     finished = jstatus.get("completionTime") or (_job_condition(job, outcome) or {}).get("lastTransitionTime")
+    started = jstatus.get("startTime")
     if report:
         try:
-            result = RunResult(str(report.get("result")))
-        except ValueError:
-            result = RunResult.Failed
-        if outcome == "Failed":
-            result = RunResult.Failed
-        data = {k: v for k, v in report.items() if v is not None}
-        data.update(job=name, result=result)
-        data["files"] = [str(f) for f in (report.get("files") or [])][:100]
-        data["breaches"] = [b for b in (report.get("breaches") or []) if isinstance(b, dict)][:20]
-        data.setdefault("finishedAt", finished)
-        data.setdefault("startedAt", jstatus.get("startTime"))
-        if result == RunResult.Failed and not data.get("error"):
-            data["error"] = _failure_reason(job, term)
-        try:
-            return LastRun.model_validate(data)
-        except ValidationError as exc:
-            return LastRun(
-                job=name,
-                result=RunResult.Failed,
-                started_at=jstatus.get("startTime"),
-                finished_at=finished,
-                error=f"unreadable result: {exc.errors()[0]['msg']}",
-            )
-    if outcome == "Complete":
-        return LastRun(
-            job=name,
-            result=RunResult.Succeeded,
-            started_at=jstatus.get("startTime"),
-            finished_at=finished,
-            error=None,
-        )
+            return _reported_run(name, report, outcome, started, finished, _failure_reason(job, term))
+        except ValidationError as exc:  # within the compact form's limits, beyond the status' ones
+            unreadable = f"unreadable result: {exc.errors()[0]['msg']}"
+    if outcome == "Complete" and unreadable is None:
+        return LastRun(job=name, result=RunResult.Succeeded, started_at=started, finished_at=finished)
+    reasons = [unreadable, _failure_reason(job, term) if outcome == "Failed" or not unreadable else None]
+    error = "; ".join(r for r in reasons if r)[:4096]
+    return LastRun(job=name, result=RunResult.Failed, started_at=started, finished_at=finished, error=error)
+
+
+def _reported_run(
+    job: str, report: TerminationReport, outcome: str, started: str | None, finished: str | None, why: str
+) -> LastRun:
+    """The LastRun of a Job whose pod left a report; a Job the controller failed failed, whatever
+    the report says."""
+    result = RunResult.Failed if outcome == "Failed" else report.result
     return LastRun(
-        job=name,
-        result=RunResult.Failed,
-        started_at=jstatus.get("startTime"),
-        finished_at=finished,
-        error=_failure_reason(job, term),
+        job=job,
+        run_id=report.run_id,
+        result=result,
+        files=report.files[:100],
+        rows_read=report.rows_read,
+        inserted=report.inserted,
+        updated=report.updated,
+        deleted=report.deleted,
+        unchanged=report.unchanged,
+        rejected=report.rejected,
+        quality_score=report.quality_score,
+        completeness_score=report.completeness_score,
+        error_rate_percent=report.error_rate_percent,
+        breaches=report.breaches[:20],
+        started_at=report.started_at or started,
+        finished_at=report.finished_at or finished,
+        error=report.error or (why if result == RunResult.Failed else None),
+        trigger=report.trigger,
+        triggered_by=report.triggered_by,
+        trigger_reason=report.trigger_reason,
+        business_keys=report.business_keys[:8],
+        business_keys_detected=report.business_keys_detected,
     )
 
 
@@ -168,33 +159,6 @@ def is_newer(run: LastRun, than: LastRun | None) -> bool:
 # --- alerts ------------------------------------------------------------------------------------
 
 
-def _alerts_of(spec: OrgPipelineSpec, table: str, run: LastRun) -> list[tuple[str, str]]:
-    """(type, message) of every alert the run raises: failure, reported breaches, own threshold checks."""
-    out: dict[str, str] = {}
-    if run.result == RunResult.Failed:
-        out[AlertType.RunFailed] = f"job {run.job} failed: {run.error or 'no reason reported'}"[:1024]
-    for b in run.breaches:
-        out.setdefault(b.type, (b.message or f"{b.type}: {b.value} vs threshold {b.threshold}")[:1024])
-    if run.result != RunResult.Failed:
-        th = spec.quality_thresholds
-        if run.quality_score is not None and run.quality_score < th.overall_quality_score:
-            out.setdefault(
-                AlertType.QualityBelowThreshold,
-                f"quality score {run.quality_score:.4g} is below {th.overall_quality_score:.4g}",
-            )
-        if run.completeness_score is not None and run.completeness_score < th.completeness_score:
-            out.setdefault(
-                AlertType.CompletenessBelowThreshold,
-                f"completeness {run.completeness_score:.4g} is below {th.completeness_score:.4g}",
-            )
-        if run.error_rate_percent is not None and run.error_rate_percent > th.error_rate_percent:
-            out.setdefault(
-                AlertType.ErrorRateAboveThreshold,
-                f"error rate {run.error_rate_percent:.4g}% is above {th.error_rate_percent:.4g}%",
-            )
-    return sorted(out.items())
-
-
 def compute_alerts(
     spec: OrgPipelineSpec, tables: list[TableStatus], old: list[Alert], now: str
 ) -> list[Alert]:
@@ -204,16 +168,14 @@ def compute_alerts(
     for ts in tables:
         if ts.last_run is None:
             continue
-        for type_, message in _alerts_of(spec, ts.name, ts.last_run):
+        for raised in assess(ts.last_run, spec.quality_thresholds).alerts:
             alerts.append(
                 Alert(
-                    severity=AlertSeverity.critical
-                    if type_ in CRITICAL_ALERT_TYPES
-                    else AlertSeverity.warning,
-                    type=type_,
+                    severity=raised.severity,
+                    type=raised.type,
                     table=ts.name,
-                    message=message,
-                    since=since.get((type_, ts.name)) or ts.last_run.finished_at or now,
+                    message=raised.message,
+                    since=since.get((raised.type, ts.name)) or raised.since or now,
                 )
             )
     return alerts
@@ -241,6 +203,7 @@ class Observation:
     resources: Check | None = None
     runs: dict[str, LastRun] = field(default_factory=dict)
     children_hash: str | None = None
+    retention_run: RetentionRun | None = None
 
 
 def set_condition(
@@ -288,6 +251,7 @@ def compute_status(
                 cron_job=naming.cronjob(t.name),
                 schedule=t.schedule,
                 suspended=bool(spec.suspend or t.suspend),
+                **_business_keys(t.business_keys, run, prev),
                 last_run=run,
             )
         )
@@ -334,7 +298,25 @@ def compute_status(
         last_run_time=max(finished) if finished else None,
         last_success_time=max(succeeded) if succeeded else None,
         children_hash=obs.children_hash or old.children_hash,
+        retention=RetentionStatus(
+            cron_job=naming.RETENTION_CRONJOB,
+            schedule=spec.retention.schedule,
+            suspended=spec.suspend,
+            last_run=obs.retention_run or (old.retention.last_run if old.retention else None),
+        ),
     )
+
+
+def _business_keys(given: list[str], run: LastRun | None, prev: TableStatus | None) -> dict[str, Any]:
+    """The keys in use: the spec's, else those the last run detected (kept from the status while
+    a run reports none: a failed run, or one that found no new file)."""
+    if given:
+        return {"business_keys": list(given), "business_keys_detected": False}
+    if run is not None and run.business_keys:
+        return {"business_keys": run.business_keys, "business_keys_detected": True}
+    if prev is not None and prev.business_keys_detected:
+        return {"business_keys": prev.business_keys, "business_keys_detected": True}
+    return {"business_keys": [], "business_keys_detected": False}
 
 
 def _ready(obs: Observation, conds: list[Condition]) -> Check:
@@ -401,6 +383,8 @@ def gauges(status: OrgPipelineStatus) -> dict[str, Any]:
             last_success = None
     ready = status.condition(READY)
     return {
+        "retention": status.retention.last_run if status.retention else None,
+        "tables": {t.name: t.last_run for t in status.tables if t.last_run},
         "ready": ready is not None and ready.status == ConditionStatus.true,
         "alerts": status.active_alerts,
         "quality": status.quality_score,

@@ -136,11 +136,19 @@ def get_orgpipelines_row(w: World) -> dict[str, str]:
     raise AssertionError(f"{w.name} not in `kubectl get orgpipelines`:\n" + "\n".join(lines))
 
 
-def run_now(w: World, tables: str) -> dict[str, dict[str, Any]]:
-    """Annotates run-now and waits for a new finished run of each table; returns their lastRun."""
+def run_now(w: World, tables: str, reason: str | None = None) -> dict[str, dict[str, Any]]:
+    """Asks for a run now and waits for a new finished run of each table; returns their lastRun.
+
+    With a reason, through `orgpipeline run-now` (one table); else with a plain `kubectl annotate`.
+    """
     before = {t: (last_run(pipeline(w), t) or {}).get("job") for t in tables.split(",")}
     asked = datetime.now(UTC).replace(microsecond=0)
-    kubectl("annotate", "--overwrite", "orgpipeline", w.name, f"orgpipeline.io/run-now={tables}")
+    if reason is None:
+        kubectl("annotate", "--overwrite", "orgpipeline", w.name, f"orgpipeline.io/run-now={tables}")
+    else:
+        cli = str(BIN / "orgpipeline")
+        cmd = [cli, "run-now", "--org-id", w.org_id, "--table", tables, "--reason", reason]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
 
     def requested(run: dict[str, Any] | None, table: str) -> bool:
         """A run of this request: a new Job that started after the annotation (a late run of an
@@ -177,7 +185,11 @@ def test_kubectl_apply_onboards_the_org_and_it_becomes_ready(world: World) -> No
     ns = get_json("namespace", world.namespace)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     cronjobs = get_json("-n", world.namespace, "cronjobs")
-    assert {c["metadata"]["name"] for c in cronjobs["items"]} == {"ingest-orders", "ingest-customers"}
+    assert {c["metadata"]["name"] for c in cronjobs["items"]} == {
+        "ingest-orders",
+        "ingest-customers",
+        "retention",
+    }
     row = get_orgpipelines_row(world)
     assert row["ORG"] == world.org_id
     assert row["READY"] == "True"
@@ -194,6 +206,7 @@ def test_run_now_ingests_and_loads_the_sample_files(world: World) -> None:
     assert orders["files"] == ["orders_2026-11-01.csv"]
     assert customers["result"] == "Succeeded", customers
     assert (customers["rowsRead"], customers["inserted"]) == (12, 12)
+    assert (orders["trigger"], orders.get("triggeredBy")) == ("run-now", None)  # a plain annotation
 
     import psycopg
     from psycopg import sql
@@ -218,7 +231,13 @@ def test_run_now_ingests_and_loads_the_sample_files(world: World) -> None:
 
 def test_a_bad_file_raises_an_alert_in_the_status_and_an_event(world: World) -> None:
     upload(world, BAD)
-    orders = run_now(world, "orders")["orders"]
+    orders = run_now(world, "orders", reason="a file with bad rows")["orders"]
+    admin = kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").strip()
+    assert (orders["trigger"], orders["triggeredBy"], orders["triggerReason"]) == (
+        "run-now",
+        admin,
+        "a file with bad rows",
+    )
     assert orders["files"] == [BAD]
     assert orders["rowsRead"] == 10
     assert orders["rejected"] >= 4, orders

@@ -10,10 +10,22 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from orgpipeline_cli.manage import governance, history, integrity, reports, seedschemas
+    from orgpipeline_cli.manage import (
+        governance,
+        health,
+        history,
+        integrity,
+        rejected,
+        reports,
+        runnow,
+        seedschemas,
+    )
 
     reports.register(app)
     history.register(app)
     integrity.register(app)
     seedschemas.register(app)
     governance.register(app)
+    rejected.register(app)
+    runnow.register(app)
+    health.register(app)

@@ -4,8 +4,8 @@
   weighs each file's scores by its rows and sums the issue counts. Issues and recommendations are
   rebuilt by `orgpipeline_jobs.quality.QualityAccumulator` itself, so they read exactly as a run's.
 - Runs: success and error rates, rows per minute.
-- Alerts from the runs, for when no cluster is reachable: a failed last run, or the thresholds the
-  last run with a quality report breached (the data plane checked them against the manifest).
+- Alerts from the runs, for when no cluster is reachable: the run contract's rules applied to the
+  runs (the data plane checked the thresholds against the manifest and reported the breaches).
 """
 
 from __future__ import annotations
@@ -15,16 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from orgpipeline_api.status import CRITICAL_ALERT_TYPES
+from orgpipeline_api.run_report import FAILED_RESULTS, RunRow, assess
 from orgpipeline_jobs import quality
 
 from orgpipeline_cli.manage.queries import QualitySample
 
 SCORES = ("overall_quality_score", "completeness_score", "validity_score", "consistency_score")
 FINISHED_OK = {"Succeeded", "NoNewFiles"}
-FAILED = {"Failed", "Interrupted"}
-CRITICAL_TYPES = CRITICAL_ALERT_TYPES
-"""Alert types that are critical (the operator's, plus the data plane's name of the quality breach)."""
 
 
 # --- quality -----------------------------------------------------------------------------------
@@ -116,7 +113,7 @@ def run_stats(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     ingestion rate as rows read per minute of ingesting runs."""
     finished = [r for r in runs if r.get("status") != "Running"]
     ok = sum(1 for r in finished if r.get("status") in FINISHED_OK)
-    failed = sum(1 for r in finished if r.get("status") in FAILED)
+    failed = sum(1 for r in finished if r.get("status") in FAILED_RESULTS)
     rows = sum(int(r.get("rows_read") or 0) for r in finished)
     rejected = sum(int(r.get("rejected") or 0) for r in finished)
     ingesting = [r for r in finished if r.get("command") in ("ingest", "run")]
@@ -162,53 +159,29 @@ def table_summary(table: str, runs: Sequence[Mapping[str, Any]]) -> dict[str, An
 # --- alerts ------------------------------------------------------------------------------------
 
 
-def _failure(run: Mapping[str, Any]) -> dict[str, str]:
-    if run.get("status") not in FAILED:
-        return {}
-    what = f"{run.get('command')} run {run.get('run_id')} {str(run.get('status')).lower()}"
-    return {"RunFailed": f"{what}: {run.get('error') or 'no reason recorded'}"}
-
-
-def _breaches(run: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for breach in run.get("breaches") or []:
-        if isinstance(breach, dict) and breach.get("type"):
-            out.setdefault(str(breach["type"]), str(breach.get("message") or breach["type"]))
-    return out
-
-
 def alerts_from_runs(org_id: str, runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Active alerts of one org from its runs (newest first), per table: RunFailed when its last
-    finished run failed, and the breaches of its last run that read rows (a `load` checks no
-    quality, so it clears no breach). An alert's `since` is the oldest run of the unbroken streak
-    of such runs that raised it."""
-    by_table: dict[str, list[Mapping[str, Any]]] = {}
+    """Active alerts of one org from its runs (newest first), per table, by the run contract's rules
+    (`orgpipeline_api.run_report.assess`): RunFailed when its last finished run failed, and the
+    breaches its last run that read rows reported, each since the start of its unbroken streak."""
+    by_table: dict[str, list[RunRow]] = {}
     for run in runs:
         if run.get("status") != "Running":
-            by_table.setdefault(str(run["table_name"]), []).append(run)
+            row = RunRow.model_validate(run)
+            by_table.setdefault(row.table_name, []).append(row)
     alerts = []
     for table, finished in sorted(by_table.items()):
-        reading = [r for r in finished if int(r.get("rows_read") or 0) > 0]
-        for source, raise_ in ((finished, _failure), (reading, _breaches)):
-            current = raise_(source[0]) if source else {}
-            for type_, message in sorted(current.items()):
-                since = source[0]
-                for older in source[1:]:
-                    if type_ not in raise_(older):
-                        break
-                    since = older
-                moment = since.get("finished_at") or since.get("started_at")
-                alerts.append(
-                    {
-                        "org_id": org_id,
-                        "severity": "critical" if type_ in CRITICAL_TYPES else "warning",
-                        "type": type_,
-                        "table": table,
-                        "message": message[:1024],
-                        "since": moment.isoformat() if isinstance(moment, datetime) else moment,
-                        "source": "runs",
-                    }
-                )
+        for raised in assess(finished[0], None, finished[1:]).alerts:
+            alerts.append(
+                {
+                    "org_id": org_id,
+                    "severity": raised.severity.value,
+                    "type": raised.type,
+                    "table": table,
+                    "message": raised.message,
+                    "since": raised.since,
+                    "source": "runs",
+                }
+            )
     return alerts
 
 

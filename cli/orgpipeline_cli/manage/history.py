@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from orgpipeline_api import naming
 from rich.table import Table
+from rich.text import Text
 
 from orgpipeline_cli.manage import aggregate, charts, common, queries
 from orgpipeline_cli.manage.common import (
@@ -182,9 +183,10 @@ def audit(
     """Change history; with --composite-key, one record's full version history.
 
     Change history from the change log: newest first, with version, change type, changed fields,
-    user and source file; and per table the period's INSERT/UPDATE/DELETE counts. With
-    --composite-key, that record's every version from the MongoDB raw landing, with the old and new
-    value of each changed field.
+    user, trigger (schedule, run-now, file-arrival or manual) with its reason, and source file;
+    and per table the period's INSERT/UPDATE/DELETE counts. With --composite-key, that record's
+    every version from the MongoDB raw landing, with the old and new value of each changed field,
+    and the trigger of the run that wrote it.
 
     Examples: `orgpipeline audit --org-id 123 --limit 100`,
     `orgpipeline audit --org-id 123 --composite-key org_123_orders_ORD001_CUST456_2024-01-15`.
@@ -230,6 +232,7 @@ def _render_changes(document: dict[str, Any]) -> None:
         "change",
         "changed fields",
         "user",
+        "trigger",
         "file",
     ):
         log.add_column(name)
@@ -243,9 +246,18 @@ def _render_changes(document: dict[str, Any]) -> None:
             c["change_type"],
             ", ".join(c.get("changed_fields") or []),
             c.get("changed_by_user_id") or "",
+            Text(trigger_text(c.get("trigger"))),
             _file_line(c.get("source_info") or {}),
         )
     out.print(log)
+
+
+def trigger_text(trigger: dict[str, Any] | None) -> str:
+    """`run-now: corrected file` — what started the change's run and why (the user has a column)."""
+    if not trigger:
+        return ""
+    reason = trigger.get("reason")
+    return f"{trigger.get('type') or ''}: {reason}" if reason else str(trigger.get("type") or "")
 
 
 def _file_line(source: dict[str, Any]) -> str:
@@ -294,6 +306,7 @@ def _versions(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "quality": doc.get("data_quality"),
                 "source_file": source,
                 "run_id": doc.get("run_id"),
+                "trigger": ((doc.get("audit_trail") or {}).get("processing_metadata") or {}).get("trigger"),
             }
         )
         previous = data
@@ -303,7 +316,19 @@ def _versions(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _render_versions(org: str, table: str, key: str, versions: list[dict[str, Any]]) -> None:
     out = console()
     history = Table(title=f"Version history of {key} (org {org}, table {table})")
-    for name in ("version", "change", "changes", "user", "ingested", "postgres", "active", "quality", "file"):
+    columns = (
+        "version",
+        "change",
+        "changes",
+        "user",
+        "trigger",
+        "ingested",
+        "postgres",
+        "active",
+        "quality",
+        "file",
+    )
+    for name in columns:
         history.add_column(name)
     for v in versions:
         if v["change_type"] == "INSERT":
@@ -316,6 +341,7 @@ def _render_versions(org: str, table: str, key: str, versions: list[dict[str, An
             v["change_type"] or "",
             changes,
             v["changed_by_user_id"] or "",
+            Text(trigger_text(v["trigger"])),
             fmt_time(v["ingested_at"]),
             v["postgres_status"] or "",
             "yes" if v["is_active"] else "no",

@@ -12,6 +12,7 @@ from typing import Any
 
 import bson
 from bson.raw_bson import RawBSONDocument
+from orgpipeline_api import triggers
 
 from orgpipeline_jobs.quality import RecordCheck
 
@@ -29,14 +30,22 @@ class VersionContext:
     user_id: str | None
     source_file: dict[str, Any]
     now: datetime
+    trigger: triggers.RunTrigger = triggers.MANUAL
+    """What started the run (who and why): recorded with every version."""
 
 
 def processing_metadata(ctx: VersionContext, batch_id: str) -> dict[str, Any]:
+    """The run's side of a version: pipeline, run, batch and trigger ({"type", "user", "reason"}).
+
+    It is the audit trail's `processing_metadata` (MongoDB and raw_T) and the change log's
+    `change_metadata`, so who and why reach both without a column of their own.
+    """
     return {
         "ingestion_pipeline_version": PIPELINE_VERSION,
         "data_lineage": LINEAGE,
         "run_id": ctx.run_id,
         "batch_id": batch_id,
+        "trigger": ctx.trigger.as_document(),
     }
 
 

@@ -6,15 +6,21 @@ second read is needed to learn it. Malformed records (too many or too few fields
 `invalid_row_handler` with their record number, and valid records fill the numbers in between, so
 every record gets a number; a record's physical line adds the newlines quoted inside earlier ones.
 Rows whose values are all empty are blank lines: counted, not data.
+
+A rejected row keeps its text, so that a user can fix it and upload it again: a malformed record as
+the parser saw it, any other row as its fields written back as one CSV record (the same values; the
+quoting may differ from the original). The text is bounded (MAX_RAW_TEXT), and says when it was cut.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import csv
+import io
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -25,18 +31,44 @@ import pyarrow.csv as pacsv
 from orgpipeline_jobs.source.configuration import SourceConfig
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
 
-MAX_REJECTED_TEXT = 500
+MAX_RAW_TEXT = 64 * 1024
+"""Characters of a rejected row's text that are kept (a row with a field over max_field_bytes is
+rejected for its size: its text is cut here, and marked so)."""
 
 
 @dataclass(frozen=True)
 class RejectedRow:
-    """A data row that did not become a record: where it was and why."""
+    """A data row that did not become a record: where it was, why, and its text."""
 
     line: int
     issue_type: str
     reason: str
     field: str | None = None
     text: str = ""
+    text_truncated: bool = False
+
+
+def raw_text(text: str) -> tuple[str, bool]:
+    """The text as stored with a rejected row: at most MAX_RAW_TEXT characters, and whether it was cut."""
+    if len(text) <= MAX_RAW_TEXT:
+        return text, False
+    return text[:MAX_RAW_TEXT], True
+
+
+def csv_record(values: Sequence[str]) -> str:
+    """One CSV record of `values` (quoted where needed), without the line end."""
+    out = io.StringIO()
+    # The writer quotes a value holding \r or \n only when they are in its line end: write it, drop it.
+    csv.writer(out, lineterminator="\r\n").writerow(values)
+    return out.getvalue()[:-2]
+
+
+def rejected_row(
+    line: int, issue_type: str, reason: str, field: str | None, values: Sequence[str]
+) -> RejectedRow:
+    """A rejected row whose fields were parsed: its text is those fields as one CSV record."""
+    text, truncated = raw_text(csv_record(values))
+    return RejectedRow(line, issue_type, reason, field, text, truncated)
 
 
 @dataclass
@@ -90,6 +122,9 @@ class CsvStream:
         self._next_record = 1
         self._next_line = 1
         self.header: list[str] = []
+        """Column names as the pipeline matches them: stripped, lower case."""
+        self.raw_header: list[str] = []
+        """Column names as the file spells them (what a corrected file must repeat)."""
         self._reader: pacsv.CSVStreamingReader | None = None
         self._first: pa.RecordBatch | None = None
 
@@ -127,9 +162,10 @@ class CsvStream:
             raise FileRejected("empty file (no header)")
         header_values = [self._first.column(i)[0].as_py() for i in range(self._first.num_columns)]
         try:
-            self.header = [v.decode("utf-8").strip().lower() for v in header_values]
+            self.raw_header = [v.decode("utf-8") for v in header_values]
         except UnicodeDecodeError:
             raise FileRejected("header is not UTF-8 text") from None
+        self.header = [v.strip().lower() for v in self.raw_header]
         seen: set[str] = set()
         for name in self.header:
             if name in seen:
@@ -190,12 +226,14 @@ class CsvStream:
 
         def book(bad: _Invalid) -> None:
             nonlocal line
+            text, truncated = raw_text(bad.text)
             batch.rejected.append(
                 RejectedRow(
                     line=line,
                     issue_type="malformed_row",
                     reason=f"expected {bad.expected} fields, found {bad.actual}",
-                    text=bad.text[:MAX_REJECTED_TEXT],
+                    text=text,
+                    text_truncated=truncated,
                 )
             )
             line += 1 + bad.text.count("\n")
@@ -239,10 +277,7 @@ class CsvStream:
             text_columns.append(text)
             for i in bad_rows:
                 if i not in reasons:
-                    raw = col[i].as_py()
-                    reasons[i] = RejectedRow(
-                        0, "invalid_utf8", f"{names[j]}: not UTF-8 text", names[j], repr(raw[:100])
-                    )
+                    reasons[i] = RejectedRow(0, "invalid_utf8", f"{names[j]}: not UTF-8 text", names[j])
         blank = pc.equal(_total_length(columns, n), 0)
         keep = pc.invert(blank)
         if skip_header and n:
@@ -260,7 +295,9 @@ class CsvStream:
                 if skip_header and i == 0:
                     continue
                 r = reasons[i]
-                batch.rejected.append(RejectedRow(line_list[i], r.issue_type, r.reason, r.field, r.text))
+                # Bytes that are not UTF-8 become U+FFFD: the user sees where the bad bytes were.
+                fields = [bytes(col[i].as_py()).decode("utf-8", "replace") for col in columns]
+                batch.rejected.append(rejected_row(line_list[i], r.issue_type, r.reason, r.field, fields))
             batch.rejected.sort(key=lambda r: r.line)
         batch.blank_lines = pc.sum(blank).as_py() or 0
         batch.columns = [pc.filter(col, keep) for col in text_columns]

@@ -7,9 +7,11 @@ Per table T (names from `orgpipeline_api.naming`):
   (org_id, composite_key, new_version) so a replayed load adds nothing).
 - raw_T_heads: the latest version of each key, what change detection compares against (FerretDB
   cannot push `$in` down to PostgreSQL, so a batch lookup there would scan the collection).
-- raw_T_rejected_rows: every row that did not become a version, with file, line and reason.
+- raw_T_rejected_rows: every row that did not become a version, with file, line, reason and its
+  text (bounded; text_truncated when cut).
 - raw_T_outbox: version documents committed to PostgreSQL but not yet written to MongoDB.
-Per org: pipeline_runs (one row per command run) and pipeline_files (one row per source file).
+Per org: pipeline_runs (one row per command run) and pipeline_files (one row per source file, with
+the header as the file spells it).
 
 Every statement is idempotent (IF NOT EXISTS) and runs under a transaction-level advisory lock of
 the org, so concurrent first runs of two tables cannot race on CREATE SCHEMA.
@@ -196,6 +198,18 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
         conn.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + FILES_COLUMNS + ")").format(_q(schema, FILES_TABLE))
         )
+        for name, added, definition in added_columns(table.name):  # columns added after the first release
+            # Looked up first: ALTER TABLE locks the table out even when the column is there.
+            present = conn.execute(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
+                (_q(schema, name).as_string(conn), added),
+            ).fetchone()
+            if not present:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} " + definition).format(
+                        _q(schema, name), sql.Identifier(added)
+                    )
+                )
         conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, business_keys JSONB NOT NULL,"
@@ -206,6 +220,17 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
 
 FILES_TABLE = "pipeline_files"
 TABLES_TABLE = "pipeline_tables"
+
+
+def added_columns(table: str) -> list[tuple[str, str, str]]:
+    """(table, column, definition) of the columns added to existing schemas since they were made:
+    `ensure_schema` adds the missing ones, so a schema of any age reaches the current shape."""
+    return [
+        (naming.pg_rejected_rows(table), "text_truncated", "BOOLEAN NOT NULL DEFAULT FALSE"),
+        (FILES_TABLE, "header", "JSONB"),
+        (naming.PG_RUNS_TABLE, "trigger", "TEXT"),  # schedule | run-now | file-arrival | manual
+        (naming.PG_RUNS_TABLE, "trigger_reason", "TEXT"),  # the user is user_id
+    ]
 
 
 def qualified(org_id: str, name: str) -> sql.Composable:

@@ -1,8 +1,9 @@
 """The org's bookkeeping tables: pipeline_runs, pipeline_files, rejected rows, quality metrics.
 
-pipeline_runs is the contract with the status/metrics commands and the operator: one row per
-command run (`ingest`, `load`, `run`), inserted with status Running when the run holds its lock and
-updated once when it ends; a run that died is marked Interrupted by the next run of its table.
+pipeline_runs is the contract with the status/metrics commands: one row per command run (`ingest`,
+`load`, `run`), inserted with status Running when the run holds its lock and updated once when it
+ends (the columns of `RunReport.run_row`, read back as `RunRow`; see orgpipeline_api.run_report);
+a run that died is marked Interrupted by the next run of its table.
 """
 
 from __future__ import annotations
@@ -14,39 +15,20 @@ from typing import Any
 
 import psycopg
 from orgpipeline_api import naming
+from orgpipeline_api.run_report import RunReport
+from orgpipeline_api.triggers import RunTrigger
 from psycopg import sql
 
 from orgpipeline_jobs.source.csvstream import RejectedRow
 from orgpipeline_jobs.source.files import SourceFile
 from orgpipeline_jobs.warehouse.ddl import FILES_TABLE, TABLES_TABLE, qualified
 
-RUN_RESULT_COLUMNS = (
-    "status",
-    "finished_at",
-    "files",
-    "rows_read",
-    "inserted",
-    "updated",
-    "deleted",
-    "unchanged",
-    "rejected",
-    "loaded",
-    "quality_score",
-    "completeness_score",
-    "validity_score",
-    "consistency_score",
-    "error_rate_percent",
-    "quality_report",
-    "breaches",
-    "business_keys",
-    "error",
-)
-JSON_COLUMNS = {"files", "quality_report", "breaches", "business_keys"}
-
 
 def start_run(
-    conn: psycopg.Connection[Any], org_id: str, table: str, run_id: str, command: str, user_id: str | None
+    conn: psycopg.Connection[Any], org_id: str, table: str, run_id: str, command: str, trigger: RunTrigger
 ) -> None:
+    """Marks a run of the table that died Interrupted, and records this one as Running, with its
+    trigger (user_id is the trigger's user)."""
     runs = qualified(org_id, naming.PG_RUNS_TABLE)
     with conn.transaction():
         conn.execute(
@@ -59,21 +41,21 @@ def start_run(
         )
         conn.execute(
             sql.SQL(
-                "INSERT INTO {} (run_id, org_id, table_name, command, status, user_id) "
-                "VALUES (%s, %s, %s, %s, 'Running', %s)"
+                "INSERT INTO {} (run_id, org_id, table_name, command, status, user_id, trigger,"
+                " trigger_reason) VALUES (%s, %s, %s, %s, 'Running', %s, %s, %s)"
             ).format(runs),
-            (run_id, org_id, table, command, user_id),
+            (run_id, org_id, table, command, trigger.user, trigger.trigger.value, trigger.reason),
         )
 
 
-def finish_run(conn: psycopg.Connection[Any], org_id: str, run_id: str, result: dict[str, Any]) -> None:
-    values = [json.dumps(result.get(c)) if c in JSON_COLUMNS else result.get(c) for c in RUN_RESULT_COLUMNS]
-    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in RUN_RESULT_COLUMNS)
+def finish_run(conn: psycopg.Connection[Any], org_id: str, run_id: str, result: RunReport) -> None:
+    row = result.run_row()
+    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in row)
     conn.execute(
         sql.SQL("UPDATE {} SET {} WHERE run_id = %s").format(
             qualified(org_id, naming.PG_RUNS_TABLE), assignments
         ),
-        (*values, run_id),
+        (*row.values(), run_id),
     )
 
 
@@ -129,6 +111,18 @@ def finish_file(
     )
 
 
+def save_header(
+    conn: psycopg.Connection[Any], org_id: str, table: str, source: SourceFile, header: Sequence[str]
+) -> None:
+    """The file's header as the file spells it: what `orgpipeline rejected -o csv` writes first."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET header = %s WHERE table_name = %s AND file_id = %s").format(
+            qualified(org_id, FILES_TABLE)
+        ),
+        (json.dumps(list(header)), table, source.file_id),
+    )
+
+
 def write_rejected(
     conn: psycopg.Connection[Any],
     org_id: str,
@@ -142,11 +136,21 @@ def write_rejected(
     with conn.cursor() as cur:
         cur.executemany(
             sql.SQL(
-                "INSERT INTO {} (file_id, line, run_id, source, issue_type, field, reason, text) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+                "INSERT INTO {} (file_id, line, run_id, source, issue_type, field, reason, text,"
+                " text_truncated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
             ).format(qualified(org_id, naming.pg_rejected_rows(table))),
             [
-                (source.file_id, r.line, run_id, source.uri, r.issue_type, r.field, r.reason, r.text)
+                (
+                    source.file_id,
+                    r.line,
+                    run_id,
+                    source.uri,
+                    r.issue_type,
+                    r.field,
+                    r.reason,
+                    r.text,
+                    r.text_truncated,
+                )
                 for r in rows
             ],
         )

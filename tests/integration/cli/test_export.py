@@ -109,8 +109,7 @@ def org(stack: Any, mongo: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     try:
         (source / "orders_1.csv").write_text(FILE_1)
         assert (
-            pipeline.run_table(Settings.from_env(), spec, "orders", None, str(source))["result"]
-            == "Succeeded"
+            pipeline.run_table(Settings.from_env(), spec, "orders", None, str(source)).result == "Succeeded"
         )
         time.sleep(0.05)
         between = datetime.now(UTC)
@@ -118,8 +117,7 @@ def org(stack: Any, mongo: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         (source / "orders_1.csv").unlink()
         (source / "orders_2.csv").write_text(FILE_2)
         assert (
-            pipeline.run_table(Settings.from_env(), spec, "orders", None, str(source))["result"]
-            == "Succeeded"
+            pipeline.run_table(Settings.from_env(), spec, "orders", None, str(source)).result == "Succeeded"
         )
         after = datetime.now(UTC)
         yield Org(org_id, manifest, tmp, conn, between, after)

@@ -62,7 +62,7 @@ def test_imported_manifest_passes_server_dry_run_and_loads_the_seeds_csv(
         "order_id,customer_id,order_date,amount\nO1,C1,2024-01-15,99.99\nO2,C2,2024-01-16,5\n"
     )
     try:
-        result = pipeline.run_table(Settings.from_env(), spec, "orders", None, str(source))
+        result = pipeline.run_table(Settings.from_env(), spec, "orders", None, str(source)).as_json()
         assert result["result"] == "Succeeded" and result["inserted"] == 2, result
         schema = naming.pg_schema(org_id)
         rows = pg.execute(

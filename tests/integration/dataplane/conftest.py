@@ -66,7 +66,7 @@ class Org:
         return f"s3://{self.bucket}/{key}"
 
     def run(self, table: str = "orders", **env: str) -> dict[str, Any]:
-        return pipeline.run_table(self.settings(**env), self.spec, table)
+        return pipeline.run_table(self.settings(**env), self.spec, table).as_json()
 
     def cli(
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 120

@@ -73,7 +73,7 @@ def test_killed_in_the_landing_only_path(
     with pytest.raises(Killed):
         pipeline.run_ingest(settings, org.spec, "orders", uri)
     monkeypatch.undo()
-    assert pipeline.run_ingest(settings, org.spec, "orders", uri)["result"] == "Succeeded"
+    assert pipeline.run_ingest(settings, org.spec, "orders", uri).result == "Succeeded"
     pipeline.run_load(settings, org.spec, "orders")
     assert org.state() == twin.state()
 

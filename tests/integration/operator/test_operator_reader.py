@@ -100,7 +100,7 @@ def _load(manifest: dict[str, Any], tmp: Path) -> None:
         "email,birthday,country\nalice@secret.example,1980-02-03,NL\nbob@secret.example,,DE\n"
     )
     for table in ("orders", "customers"):
-        result = dataplane.run_table(Settings.from_env(), spec, table, None, str(source))
+        result = dataplane.run_table(Settings.from_env(), spec, table, None, str(source)).as_json()
         assert result["result"] == "Succeeded", result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from orgpipeline_api.run_report import RunReport, RunResult, assess
 from orgpipeline_api.v1alpha1 import QualityThresholds, Table
 from orgpipeline_jobs import quality, values
 
@@ -86,6 +87,18 @@ def test_report_shape_and_breaches() -> None:
     issue = next(i for i in report["quality_issues"] if i["issue_type"] == "missing_required_field")
     assert issue == {"issue_type": "missing_required_field", "field": "amount", "count": 1, "percentage": 1.0}
     assert "Review data source for amount completeness" in report["recommendations"]
-    found = quality.breaches(report, QualityThresholds())
+    run = RunReport(
+        run_id="r1",
+        org_id="o1",
+        table="orders",
+        result=RunResult.Succeeded,
+        rows_read=report["total_records"],
+        quality_score=report["overall_quality_score"],
+        completeness_score=report["completeness_score"],
+        error_rate_percent=report["error_rate_percent"],
+        started_at="s",
+        finished_at="f",
+    )
+    found = [b.model_dump() for b in assess(run, QualityThresholds()).breaches]
     assert {b["type"] for b in found} == {"ErrorRateAboveThreshold"}
     assert all(set(b) == {"type", "message", "value", "threshold"} for b in found)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from orgpipeline_api import v1alpha1
+from orgpipeline_api import triggers, v1alpha1
 from orgpipeline_operator import builders, naming
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "org-123.yaml"
@@ -48,7 +48,9 @@ def test_every_child_has_owner_reference_labels_and_hash() -> None:
         "Secret",
         "CronJob",
         "CronJob",
+        "CronJob",
     ]
+    assert children[-1]["metadata"]["name"] == naming.RETENTION_CRONJOB
     for child in children:
         meta = child["metadata"]
         assert meta["ownerReferences"] == [naming.owner_reference("org-123", "uid-1")]
@@ -115,6 +117,41 @@ def test_tier_changes_quota_and_job_resources() -> None:
 def test_suspend_suspends_every_cronjob() -> None:
     t = target(suspend=True)
     assert all(builders.build_cronjob(t, table)["spec"]["suspend"] for table in t.spec.tables)
+    assert builders.build_retention_cronjob(t)["spec"]["suspend"] is True
+    assert builders.build_retention_cronjob(target())["spec"]["suspend"] is False
+
+
+def test_retention_cronjob_runs_retention_daily_with_the_org_credentials() -> None:
+    cron = builders.build_retention_cronjob(target())
+    assert cron["metadata"]["name"] == "retention"
+    assert cron["metadata"]["labels"]["orgpipeline.io/component"] == "retention"
+    assert cron["spec"]["schedule"] == "@daily"
+    job = cron["spec"]["jobTemplate"]
+    assert job["metadata"]["labels"]["orgpipeline.io/component"] == "retention"
+    pod = job["spec"]["template"]
+    assert pod["metadata"]["labels"]["orgpipeline.io/component"] == "retention"
+    assert naming.LABEL_TABLE not in pod["metadata"]["labels"]
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == [
+        "orgpipeline",
+        "retention",
+        "--org-id",
+        "123",
+        "-f",
+        "/etc/orgpipeline/pipeline.yaml",
+        "-o",
+        "json",
+    ]
+    assert container["envFrom"] == [{"secretRef": {"name": naming.SECRET}}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_retention_schedule_comes_from_the_spec() -> None:
+    t = target()
+    spec = t.spec.model_copy(update={"retention": v1alpha1.Retention(schedule="30 2 * * 0")})
+    cron = builders.build_retention_cronjob(builders.Target("org-123", "uid-1", spec))
+    assert cron["spec"]["schedule"] == "30 2 * * 0"
 
 
 def test_configmap_holds_a_manifest_the_jobs_can_load(tmp_path: Path) -> None:
@@ -158,15 +195,44 @@ def test_network_policy_denies_ingress_and_limits_egress() -> None:
     assert 53 in ports and 5432 in ports
 
 
-def test_manual_job_is_the_cronjob_template() -> None:
+def _env(job_spec: dict[str, Any]) -> dict[str, str]:
+    (container,) = job_spec["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def test_manual_job_is_the_cronjob_template_with_its_requester() -> None:
     t = target()
-    job = builders.build_manual_job(t, t.spec.tables[1], "2024-05-01T10:00:00Z")
+    request = triggers.run_now_request(
+        {triggers.ANNOTATION_RUN_NOW_REQUESTER: "alice", triggers.ANNOTATION_RUN_NOW_REASON: "late file"}
+    )
+    job = builders.build_manual_job(t, t.spec.tables[1], "2024-05-01T10:00:00Z", request)
     assert job["metadata"]["name"] == naming.manual_job_name("uid-1", "customers", "2024-05-01T10:00:00Z")
     assert job["metadata"]["name"].startswith("ingest-customers-now-")
     assert "generateName" not in job["metadata"]
     assert job["metadata"]["labels"][naming.LABEL_TABLE] == "customers"
     assert job["metadata"]["labels"][naming.LABEL_RUN_KIND] == "manual"
-    assert job["spec"] == builders.build_cronjob(t, t.spec.tables[1])["spec"]["jobTemplate"]["spec"]
+    scheduled = builders.build_cronjob(t, t.spec.tables[1])["spec"]["jobTemplate"]["spec"]
+    assert _env(scheduled)[triggers.ENV_TRIGGER] == "schedule"
+    assert _env(job["spec"])[triggers.ENV_TRIGGER] == "run-now"
+    assert _env(job["spec"])[triggers.ENV_TRIGGERED_BY] == "alice"
+    assert _env(job["spec"])[triggers.ENV_TRIGGER_REASON] == "late file"
+    for spec in (scheduled, job["spec"]):
+        for name in (triggers.ENV_TRIGGER, triggers.ENV_TRIGGERED_BY, triggers.ENV_TRIGGER_REASON):
+            spec["template"]["spec"]["containers"][0]["env"] = [
+                e for e in spec["template"]["spec"]["containers"][0]["env"] if e["name"] != name
+            ]
+    assert job["spec"] == scheduled  # the rest is the CronJob's template
+
+
+def test_a_plain_run_now_annotation_has_an_unknown_requester() -> None:
+    t = target()
+    job = builders.build_manual_job(t, t.spec.tables[0], "rv:1", triggers.run_now_request({}))
+    env = _env(job["spec"])
+    assert (env[triggers.ENV_TRIGGER], env[triggers.ENV_TRIGGERED_BY], env[triggers.ENV_TRIGGER_REASON]) == (
+        "run-now",
+        "",
+        "",
+    )
 
 
 def test_builders_output_is_plain_yaml() -> None:

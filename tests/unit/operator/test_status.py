@@ -79,6 +79,18 @@ def test_garbage_message_does_not_crash() -> None:
     assert run is not None and run.result == RunResult.Succeeded
 
 
+def test_malformed_or_oversized_report_is_a_failed_run_with_its_reason() -> None:
+    cut = report(files=["f" * 5000])[:4096]  # what the kubelet keeps of an oversized message
+    for message, reason in ((cut, "unreadable result"), (report(rowsRead=-1), "unreadable result")):
+        run = status.last_run_from_job(job(), [pod(message)])
+        assert run is not None and run.result == RunResult.Failed
+        assert reason in (run.error or ""), run.error
+        st = _status_with(message)
+        healthy = st.condition(status.HEALTHY)
+        assert [a.type for a in st.alerts] == ["RunFailed"] and "unreadable result" in st.alerts[0].message
+        assert healthy is not None and healthy.status == "False"
+
+
 def _status_with(run_json: str, old: OrgPipelineStatus | None = None, now: str = T2) -> OrgPipelineStatus:
     run = status.last_run_from_job(job(), [pod(run_json)])
     assert run is not None
