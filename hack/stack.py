@@ -52,6 +52,7 @@ ETCD_VERSION = "v3.6.16"
 FERRETDB_VERSION = "v1.24.2"
 VERSITYGW_VERSION = "v1.7.0"
 HELM_VERSION = "v3.22.0"
+PROMETHEUS_VERSION = "v0.316.0"  # the PromQL parser of the chart tests (wrapper hack/gobuild/promql)
 
 S3_ACCESS_KEY = "orgpipeline"
 PG_DATABASE = "orgpipeline"
@@ -151,6 +152,13 @@ BUILDS = [
                 f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}",
             ]
         ],
+    ),
+    Build(
+        "promql",
+        PROMETHEUS_VERSION,
+        ("promql-check",),
+        lambda out: [["go", "build", "-trimpath", "-o", f"{out}/promql-check", "."]],
+        GOBUILD / "promql",
     ),
 ]
 
@@ -825,7 +833,7 @@ def environment(state: dict[str, object]) -> dict[str, str]:
         # one at a time: the port is fixed when the stack is made).
         "ORGPIPELINE_STACK_WEBHOOK_PORT": str(p["webhook"]),
         "ORGPIPELINE_STACK_WEBHOOK_TOKEN": str(state["webhook_token"]),
-        "ORGPIPELINE_STACK_BIN": ":".join(str(bindir(n)) for n in ("kubernetes", "helm")),
+        "ORGPIPELINE_STACK_BIN": ":".join(str(bindir(n)) for n in ("kubernetes", "helm", "promql")),
     }
 
 

@@ -77,3 +77,8 @@ PG_RUNS_TABLE = "pipeline_runs"
 def cronjob(table: str) -> str:
     """The CronJob of one table, in the org's namespace (DNS-1123: underscores become dashes)."""
     return f"ingest-{table.replace('_', '-')}"
+
+
+RETENTION_CRONJOB = "retention"
+"""The org's retention CronJob (`orgpipeline retention` on spec.retention.schedule); no table's
+CronJob can take this name (theirs start with `ingest-`)."""

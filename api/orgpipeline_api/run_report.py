@@ -244,6 +244,8 @@ class RunReport(Counts):
             trigger=self.trigger.value,
             triggered_by=self.triggered_by,
             trigger_reason=self.trigger_reason[:TRIGGER_REASON_LIMIT] if self.trigger_reason else None,
+            business_keys=self.business_keys,
+            business_keys_detected=self.business_keys_detected,
         )
 
     def termination_message(self) -> str:
@@ -287,6 +289,8 @@ class TerminationReport(TolerantModel):
     trigger: str | None = None
     triggered_by: Annotated[str | None, Field(max_length=MAX_USER)] = None
     trigger_reason: Annotated[str | None, Field(max_length=TRIGGER_REASON_LIMIT)] = None
+    business_keys: list[str] = Field(default_factory=list)
+    business_keys_detected: bool = False
 
     @field_validator("files", mode="before")
     @classmethod

@@ -99,6 +99,13 @@ class LastRun(TolerantModel):
     trigger_reason: Annotated[
         str | None, Field(max_length=1024, description="Why the run was asked for (run-now reason).")
     ] = None
+    business_keys: Annotated[
+        list[Annotated[str, Field(max_length=63)]],
+        Field(max_length=8, description="The business keys the run used."),
+    ] = Field(default_factory=list)
+    business_keys_detected: Annotated[
+        bool, Field(description="True when the run detected the business keys from the data.")
+    ] = False
 
     @property
     def label(self) -> str:
@@ -114,7 +121,53 @@ class TableStatus(TolerantModel):
     ]
     schedule: Annotated[str, Field(max_length=256, description="The CronJob's schedule.")]
     suspended: Annotated[bool, Field(description="Whether the CronJob is suspended.")] = False
+    business_keys: Annotated[
+        list[Annotated[str, Field(max_length=63)]],
+        Field(
+            max_length=8,
+            description="The business keys in use: spec.tables[].businessKeys, or those the last run "
+            "detected from the data.",
+        ),
+    ] = Field(default_factory=list)
+    business_keys_detected: Annotated[
+        bool,
+        Field(description="True when the business keys were detected from the data, not given in the spec."),
+    ] = False
     last_run: Annotated[LastRun | None, Field(description="The most recent finished run.")] = None
+
+
+class RetentionRun(TolerantModel):
+    """The outcome of the org's most recent finished retention Job."""
+
+    job: Annotated[str, Field(max_length=63, description="Name of the Job that ran.")]
+    result: Annotated[RunResult, Field(description="Succeeded or Failed.")]
+    versions_deactivated: Annotated[
+        int, Field(ge=0, description="Versions beyond retention.keepVersions set inactive.")
+    ] = 0
+    audit_rows_removed: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Change-log, rejected-row, quality-metric and run rows older than "
+            "retention.auditLogDays deleted.",
+        ),
+    ] = 0
+    started_at: Annotated[
+        str | None, Field(json_schema_extra={"format": "date-time"}, description="When the run started.")
+    ] = None
+    finished_at: Annotated[
+        str | None, Field(json_schema_extra={"format": "date-time"}, description="When the run finished.")
+    ] = None
+    error: Annotated[str | None, Field(max_length=4096, description="Why the run failed.")] = None
+
+
+class RetentionStatus(TolerantModel):
+    """The org's retention CronJob and its last run."""
+
+    cron_job: Annotated[str, Field(max_length=52, description="Name of the retention CronJob.")]
+    schedule: Annotated[str, Field(max_length=256, description="The CronJob's schedule.")]
+    suspended: Annotated[bool, Field(description="Whether the CronJob is suspended.")] = False
+    last_run: Annotated[RetentionRun | None, Field(description="The most recent finished run.")] = None
 
 
 class Alert(TolerantModel):
@@ -157,6 +210,9 @@ class OrgPipelineStatus(TolerantModel):
     alerts: Annotated[list[Alert], Field(max_length=200, description="Active alerts.")] = Field(
         default_factory=list
     )
+    retention: Annotated[
+        RetentionStatus | None, Field(description="The retention CronJob and its last run.")
+    ] = None
     table_count: Annotated[int, Field(ge=0, description="Number of tables (a printer column).")] = 0
     quality_score: Annotated[
         float | None,

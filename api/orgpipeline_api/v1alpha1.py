@@ -336,6 +336,14 @@ class Retention(_Model):
     audit_log_days: Annotated[
         int, Field(ge=1, le=3650, description="Days of change-log and audit rows kept.")
     ] = 365
+    schedule: Annotated[
+        str,
+        Field(
+            pattern=CRON_PATTERN,
+            description="Cron schedule of the org's retention CronJob (five fields, or @daily, ...); "
+            "spec.suspend suspends it with the tables' CronJobs.",
+        ),
+    ] = "@daily"
 
 
 class OrgPipelineSpec(_Model):

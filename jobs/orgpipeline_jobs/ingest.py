@@ -24,7 +24,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from bson.raw_bson import RawBSONDocument
-from orgpipeline_api import triggers
+from orgpipeline_api import memory, triggers
 from orgpipeline_api.run_report import Counts
 from orgpipeline_api.v1alpha1 import Table, TableMode
 from pymongo.collection import Collection
@@ -82,6 +82,14 @@ class TableContext:
     """Who started the run and why, recorded with every version."""
 
 
+def use_system_allocator() -> None:
+    """Arrow allocates from glibc malloc, not its bundled mimalloc: mimalloc keeps freed pages of
+    the previous blocks mapped (measured: 50 MB more peak RSS on a 20,000-row file, for no speed
+    gain here), while glibc's are returned between parts by `memory.return_freed_memory`."""
+    if pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 def replay_outbox(ctx: TableContext) -> int:
     """Writes to MongoDB the documents a crashed fused run committed to PostgreSQL only."""
     replayed = 0
@@ -131,6 +139,7 @@ class FileIngest:
         )
 
     def run(self) -> FileOutcome:
+        use_system_allocator()
         block = self.ctx.config.source.block_size
         self._writer = MongoWriter(
             self.ctx.collection, self.ctx.config.mongo_streams, self.ctx.config.mongo_chunk
@@ -191,7 +200,7 @@ class FileIngest:
             for start in range(0, max(batch.num_rows, 1), step):
                 self._batch(header, batch.slice(start, step))
             del batch
-            pa.default_memory_pool().release_unused()  # a block's buffers back to the system
+            memory.return_freed_memory()
 
     def _batch(self, header: list[str], batch: Batch) -> None:
         """Checks and classifies a parsed batch at once, then writes its new versions in parts of
@@ -242,6 +251,8 @@ class FileIngest:
         fused = self.ctx.config.fused_load
         rows = versions.version_rows(checked, plan, doc_ctx, batch_id, changed) if fused else None
         self._write(batch_id, encoded, plan.heads, rejected, rows, mark_seen=mark_seen)
+        del encoded, rows
+        memory.return_freed_memory()
 
     def _documents(
         self,

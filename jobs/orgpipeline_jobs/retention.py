@@ -11,6 +11,8 @@ It takes the table's run lock, so it never interleaves with a run of the same ta
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -103,3 +105,36 @@ def apply(
         "audit_log_days": spec.retention.audit_log_days,
         **result,
     }
+
+
+AUDIT_COUNTS = ("change_log_deleted", "rejected_rows_deleted", "quality_metrics_deleted", "runs_deleted")
+"""The counts of `apply_to_table` that are audit rows removed (the rest is versions deactivated)."""
+
+
+def termination_report(
+    tables: list[dict[str, Any]], started_at: datetime, error: str | None = None
+) -> dict[str, Any]:
+    """What the retention CronJob's pod tells the operator (its termination message): one compact
+    JSON object with the org's totals over the tables done; Failed with the error when it stopped."""
+    return {
+        "kind": "retention",
+        "result": "Failed" if error else "Succeeded",
+        "tables": len(tables),
+        "versionsDeactivated": sum(int(t.get("versions_deactivated", 0)) for t in tables),
+        "auditRowsRemoved": sum(int(t.get(k, 0)) for t in tables for k in AUDIT_COUNTS),
+        "startedAt": started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finishedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "error": error[:1000] if error else None,
+    }
+
+
+def write_termination_log(report: dict[str, Any]) -> None:
+    """Writes the report where ORGPIPELINE_TERMINATION_LOG says (in a pod: /dev/termination-log)."""
+    path = os.environ.get(pipeline.TERMINATION_LOG_ENV)
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(report, separators=(",", ":")))
+    except OSError:
+        pass  # the counts are also printed; a missing log must not fail retention

@@ -221,7 +221,18 @@ def build_secret(t: Target, creds: Credentials) -> dict[str, Any]:
     return stamp(secret, digest)
 
 
-def _pod_spec(t: Target, table: Table, trigger: triggers.RunTrigger) -> dict[str, Any]:
+def _run_command(table: Table) -> list[str]:
+    manifest = f"{naming.MANIFEST_DIR}/{naming.MANIFEST_KEY}"
+    return ["orgpipeline", "run", "-f", manifest, "--table", table.name, "-o", "json"]
+
+
+def _retention_command(t: Target) -> list[str]:
+    manifest = f"{naming.MANIFEST_DIR}/{naming.MANIFEST_KEY}"
+    return ["orgpipeline", "retention", "--org-id", t.org, "-f", manifest, "-o", "json"]
+
+
+def _pod_spec(t: Target, command: list[str], trigger: triggers.RunTrigger | None = None) -> dict[str, Any]:
+    """The pod of a run (`trigger`: who and why, in its env) or of a retention pass."""
     r = tiers.of(t.spec.tier)
     spec: dict[str, Any] = {
         "serviceAccountName": naming.SERVICE_ACCOUNT,
@@ -239,20 +250,11 @@ def _pod_spec(t: Target, table: Table, trigger: triggers.RunTrigger) -> dict[str
                 "name": naming.CONTAINER,
                 "image": t.jobs.image,
                 "imagePullPolicy": t.jobs.image_pull_policy,
-                "command": [
-                    "orgpipeline",
-                    "run",
-                    "-f",
-                    f"{naming.MANIFEST_DIR}/{naming.MANIFEST_KEY}",
-                    "--table",
-                    table.name,
-                    "-o",
-                    "json",
-                ],
+                "command": command,
                 "envFrom": [{"secretRef": {"name": naming.SECRET}}],
                 "env": [
                     {"name": "ORGPIPELINE_TERMINATION_LOG", "value": TERMINATION_LOG},
-                    *trigger.job_env(),
+                    *(trigger.job_env() if trigger else []),
                 ],
                 "resources": {
                     "requests": {"cpu": r.cpu_request, "memory": r.memory_request},
@@ -291,7 +293,7 @@ def build_job_spec(t: Target, table: Table, trigger: triggers.RunTrigger) -> dic
         "ttlSecondsAfterFinished": 3 * 86400,
         "template": {
             "metadata": {"labels": naming.labels(t.name, t.org, table.name, "ingest")},
-            "spec": _pod_spec(t, table, trigger),
+            "spec": _pod_spec(t, _run_command(table), trigger),
         },
     }
 
@@ -315,6 +317,42 @@ def build_cronjob(t: Target, table: Table) -> dict[str, Any]:
             "jobTemplate": {
                 "metadata": {"labels": {**job_labels, naming.LABEL_RUN_KIND: "scheduled"}},
                 "spec": build_job_spec(t, table, triggers.SCHEDULE),
+            },
+        },
+    }
+
+
+def build_retention_cronjob(t: Target) -> dict[str, Any]:
+    """The org's retention CronJob: `orgpipeline retention` with the org's own credentials, on
+    spec.retention.schedule; it deactivates old versions and deletes old audit rows of every table."""
+    component = naming.COMPONENT_RETENTION
+    meta = t.meta(naming.RETENTION_CRONJOB, component=component)
+    meta["labels"][naming.LABEL_ORG_COMPONENT] = component
+    job_labels = {**naming.labels(t.name, t.org, None, component), naming.LABEL_ORG_COMPONENT: component}
+    r = tiers.of(t.spec.tier)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": meta,
+        "spec": {
+            "schedule": t.spec.retention.schedule,
+            "timeZone": "Etc/UTC",
+            "suspend": bool(t.spec.suspend),
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 3600,
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": {**job_labels, naming.LABEL_RUN_KIND: "scheduled"}},
+                "spec": {
+                    "backoffLimit": 2,
+                    "activeDeadlineSeconds": r.active_deadline_seconds,
+                    "ttlSecondsAfterFinished": 3 * 86400,
+                    "template": {
+                        "metadata": {"labels": job_labels},
+                        "spec": _pod_spec(t, _retention_command(t)),
+                    },
+                },
             },
         },
     }
@@ -367,6 +405,7 @@ def desired_children(t: Target, creds: Credentials) -> list[dict[str, Any]]:
         build_secret(t, creds),
     ]
     children.extend(stamp(build_cronjob(t, table)) for table in t.spec.tables)
+    children.append(stamp(build_retention_cronjob(t)))
     return children
 
 

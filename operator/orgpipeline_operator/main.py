@@ -148,7 +148,10 @@ def resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     finished = [(table, job) for table, job, done in cache.CACHE.jobs_of(name) if done]
     if not finished:
         return
-    recorded = {t.name: t.last_run.job for t in status.parse(dict(body.status)).tables if t.last_run}
+    current = status.parse(dict(body.status))
+    recorded = {t.name: t.last_run.job for t in current.tables if t.last_run}
+    if current.retention and current.retention.last_run:  # retention Jobs carry no table: ""
+        recorded[""] = current.retention.last_run.job
     for table, job in finished:
         if recorded.get(table) != job:  # a Job event the watcher missed
             found = memo.rt.kube.get("batch/v1", "Job", job, naming.namespace(body.spec["orgId"]))

@@ -11,11 +11,17 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import prometheus_client
+from orgpipeline_api.status import LastRun
 from prometheus_client import Counter, Gauge, Histogram
+
+# No `<counter>_created` series: one more series per labelled child, of no use to the dashboard or
+# the alert rules, and the per-org and per-table counters have thousands of children at scale.
+prometheus_client.disable_created_metrics()
 
 RECONCILES = Counter(
     "orgpipeline_reconcile_total", "Reconciles of OrgPipelines by trigger and outcome.", ["trigger", "result"]
@@ -63,6 +69,67 @@ ORG_LAST_SUCCESS = Gauge(
 )
 ORG_READY = Gauge("orgpipeline_org_ready", "1 when the org's Ready condition is True.", ["org"])
 
+# Per org and table: the labels stop there (no run, file or job labels), so the series grow with
+# orgs x tables and not with the runs.
+TABLE_LABELS = ["org", "table"]
+TABLE_RUNS = Counter(
+    "orgpipeline_table_runs_total",
+    "Finished runs read back, by org, table and result.",
+    [*TABLE_LABELS, "result"],
+)
+TABLE_ROWS_READ = Counter(
+    "orgpipeline_table_rows_read_total", "CSV rows the table's runs read.", TABLE_LABELS
+)
+TABLE_ROWS_WRITTEN = Counter(
+    "orgpipeline_table_rows_written_total",
+    "Versions the table's runs wrote (inserted, updated and deleted records).",
+    TABLE_LABELS,
+)
+TABLE_ROWS_REJECTED = Counter(
+    "orgpipeline_table_rows_rejected_total",
+    "Rows the table's runs rejected (see `orgpipeline rejected`).",
+    TABLE_LABELS,
+)
+TABLE_RUN_SECONDS = Histogram(
+    "orgpipeline_table_run_duration_seconds",
+    "Duration of the table's runs, from the Job's start to its end.",
+    TABLE_LABELS,
+    buckets=(10, 60, 300, 900, 1800, 3600),
+)
+TABLE_LAST_SUCCESS = Gauge(
+    "orgpipeline_table_last_success_timestamp_seconds",
+    "When the table's last successful run finished.",
+    TABLE_LABELS,
+)
+TABLE_QUALITY = Gauge(
+    "orgpipeline_table_quality_score", "Overall quality score of the table's last run (0..1).", TABLE_LABELS
+)
+_TABLES: dict[str, set[str]] = {}  # org -> tables with series (to drop them with the org)
+
+RETENTION_RUNS = Counter(
+    "orgpipeline_retention_runs_total",
+    "Finished retention Jobs read back, by org and result.",
+    ["org", "result"],
+)
+RETENTION_VERSIONS = Counter(
+    "orgpipeline_retention_versions_deactivated_total",
+    "Versions the org's retention runs set inactive (beyond spec.retention.keepVersions).",
+    ["org"],
+)
+RETENTION_AUDIT_ROWS = Counter(
+    "orgpipeline_retention_audit_rows_removed_total",
+    "Change-log, rejected-row, quality-metric and run rows the org's retention runs deleted.",
+    ["org"],
+)
+RETENTION_LAST_RUN = Gauge(
+    "orgpipeline_retention_last_run_timestamp_seconds", "When the org's last retention run finished.", ["org"]
+)
+RETENTION_LAST_SUCCESS = Gauge(
+    "orgpipeline_retention_last_success_timestamp_seconds",
+    "When the org's last successful retention run finished.",
+    ["org"],
+)
+
 ROW_KINDS = ("rowsRead", "inserted", "updated", "deleted", "unchanged", "rejected")
 
 # Totals over the orgs (what a dashboard or an alert on thousands of tenants reads first; a scrape
@@ -90,6 +157,51 @@ def set_org(org: str, values: dict[str, Any]) -> None:
         ORG_LAST_SUCCESS.labels(org=org).set(values["lastSuccess"])
     for kind in ROW_KINDS:
         ORG_ROWS.labels(org=org, kind=kind).set(values.get("rows", {}).get(kind, 0))
+    for table, run in (values.get("tables") or {}).items():
+        _set_table(org, table, run)
+    retention = values.get("retention")
+    if retention is not None and retention.finished_at:
+        finished = _timestamp(retention.finished_at)
+        if finished is not None:
+            RETENTION_LAST_RUN.labels(org=org).set(finished)
+            if retention.result.value == "Succeeded":
+                RETENTION_LAST_SUCCESS.labels(org=org).set(finished)
+
+
+def record_run(org: str, table: str, run: LastRun) -> None:
+    """Counts one finished run of the table (read once: the status remembers the Job)."""
+    _TABLES.setdefault(org, set()).add(table)
+    TABLE_RUNS.labels(org=org, table=table, result=run.result.value).inc()
+    TABLE_ROWS_READ.labels(org=org, table=table).inc(run.rows_read)
+    TABLE_ROWS_WRITTEN.labels(org=org, table=table).inc(run.inserted + run.updated + run.deleted)
+    TABLE_ROWS_REJECTED.labels(org=org, table=table).inc(run.rejected)
+    started, finished = _timestamp(run.started_at or ""), _timestamp(run.finished_at or "")
+    if started is not None and finished is not None and finished >= started:
+        TABLE_RUN_SECONDS.labels(org=org, table=table).observe(finished - started)
+
+
+def record_retention_run(org: str, result: str, versions: int, audit_rows: int) -> None:
+    """Counts one finished retention Job of the org (read once: the status remembers the Job)."""
+    RETENTION_RUNS.labels(org=org, result=result).inc()
+    RETENTION_VERSIONS.labels(org=org).inc(versions)
+    RETENTION_AUDIT_ROWS.labels(org=org).inc(audit_rows)
+
+
+def _set_table(org: str, table: str, run: LastRun) -> None:
+    """The table's gauges from its last run, as the status has it (so they survive a restart)."""
+    _TABLES.setdefault(org, set()).add(table)
+    if run.quality_score is not None:
+        TABLE_QUALITY.labels(org=org, table=table).set(run.quality_score)
+    finished = _timestamp(run.finished_at or "")
+    if finished is not None and run.result.value != "Failed":
+        TABLE_LAST_SUCCESS.labels(org=org, table=table).set(finished)
+
+
+def _timestamp(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def forget_org(org: str) -> None:
@@ -102,6 +214,26 @@ def forget_org(org: str) -> None:
     for kind in ROW_KINDS:
         with contextlib.suppress(KeyError):
             ORG_ROWS.remove(org, kind)
+    for metric in (RETENTION_VERSIONS, RETENTION_AUDIT_ROWS, RETENTION_LAST_RUN, RETENTION_LAST_SUCCESS):
+        with contextlib.suppress(KeyError):
+            metric.remove(org)
+    for result in ("Succeeded", "Failed"):
+        with contextlib.suppress(KeyError):
+            RETENTION_RUNS.remove(org, result)
+    for table in _TABLES.pop(org, set()):
+        for table_metric in (
+            TABLE_ROWS_READ,
+            TABLE_ROWS_WRITTEN,
+            TABLE_ROWS_REJECTED,
+            TABLE_RUN_SECONDS,
+            TABLE_LAST_SUCCESS,
+            TABLE_QUALITY,
+        ):
+            with contextlib.suppress(KeyError):
+                table_metric.remove(org, table)
+        for result in ("Succeeded", "Failed", "NoNewFiles"):
+            with contextlib.suppress(KeyError):
+                TABLE_RUNS.remove(org, table, result)
 
 
 class _Quiet(WSGIRequestHandler):

@@ -24,6 +24,9 @@ LABEL_PIPELINE = "orgpipeline.io/pipeline"
 LABEL_ORG = "orgpipeline.io/org"
 LABEL_TABLE = "orgpipeline.io/table"
 LABEL_RUN_KIND = "orgpipeline.io/run"  # scheduled | manual | file-arrival
+LABEL_ORG_COMPONENT = "orgpipeline.io/component"
+"""On the retention CronJob, its Jobs and pods: `retention` (what selects them; ingest Jobs carry a table)."""
+COMPONENT_RETENTION = "retention"
 
 ANNOTATION_HASH = "orgpipeline.io/applied-hash"
 """Hash of the desired object last applied: equal hash, no write (the idle resync writes nothing)."""
@@ -54,6 +57,7 @@ MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 
 namespace = api_naming.namespace
 cronjob = api_naming.cronjob
+RETENTION_CRONJOB = api_naming.RETENTION_CRONJOB
 
 
 def manual_job_prefix(table: str) -> str:

@@ -16,7 +16,7 @@ from orgpipeline_api.run_report import AlertType, RunResult
 from orgpipeline_api.status import LastRun
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
-from orgpipeline_operator import builders, kube, metrics, naming, runtime, status
+from orgpipeline_operator import builders, kube, metrics, naming, retention_runs, runtime, status
 from orgpipeline_operator.runtime import Runtime, log
 
 
@@ -88,6 +88,8 @@ def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str
 
     `parent` is the OrgPipeline as the index last saw it; the write re-reads on a conflict.
     """
+    if retention_runs.is_retention_job(job):
+        return retention_runs.record_finished_job(rt, job, parent)
     labels = job["metadata"].get("labels") or {}
     pipeline, table = labels.get(naming.LABEL_PIPELINE), labels.get(naming.LABEL_TABLE)
     if not pipeline or not table or parent is None or status.job_finished(dict(job)) is None:
@@ -105,6 +107,7 @@ def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str
     if run is None:
         return False
     metrics.JOB_RESULTS.labels(result=run.result.value).inc()
+    metrics.record_run(str((parent.get("spec") or {}).get("orgId") or ""), table, run)
     for breach in run.breaches:  # thresholds and anomalies the run reported, by type
         metrics.RUN_BREACHES.labels(type=breach.type).inc()
     _write_run(rt, parent, table, run)

@@ -17,6 +17,8 @@ from orgpipeline_api.status import (
     ConditionStatus,
     LastRun,
     OrgPipelineStatus,
+    RetentionRun,
+    RetentionStatus,
     TableStatus,
 )
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
@@ -127,6 +129,8 @@ def _reported_run(
         trigger=report.trigger,
         triggered_by=report.triggered_by,
         trigger_reason=report.trigger_reason,
+        business_keys=report.business_keys[:8],
+        business_keys_detected=report.business_keys_detected,
     )
 
 
@@ -199,6 +203,7 @@ class Observation:
     resources: Check | None = None
     runs: dict[str, LastRun] = field(default_factory=dict)
     children_hash: str | None = None
+    retention_run: RetentionRun | None = None
 
 
 def set_condition(
@@ -246,6 +251,7 @@ def compute_status(
                 cron_job=naming.cronjob(t.name),
                 schedule=t.schedule,
                 suspended=bool(spec.suspend or t.suspend),
+                **_business_keys(t.business_keys, run, prev),
                 last_run=run,
             )
         )
@@ -292,7 +298,25 @@ def compute_status(
         last_run_time=max(finished) if finished else None,
         last_success_time=max(succeeded) if succeeded else None,
         children_hash=obs.children_hash or old.children_hash,
+        retention=RetentionStatus(
+            cron_job=naming.RETENTION_CRONJOB,
+            schedule=spec.retention.schedule,
+            suspended=spec.suspend,
+            last_run=obs.retention_run or (old.retention.last_run if old.retention else None),
+        ),
     )
+
+
+def _business_keys(given: list[str], run: LastRun | None, prev: TableStatus | None) -> dict[str, Any]:
+    """The keys in use: the spec's, else those the last run detected (kept from the status while
+    a run reports none: a failed run, or one that found no new file)."""
+    if given:
+        return {"business_keys": list(given), "business_keys_detected": False}
+    if run is not None and run.business_keys:
+        return {"business_keys": run.business_keys, "business_keys_detected": True}
+    if prev is not None and prev.business_keys_detected:
+        return {"business_keys": prev.business_keys, "business_keys_detected": True}
+    return {"business_keys": [], "business_keys_detected": False}
 
 
 def _ready(obs: Observation, conds: list[Condition]) -> Check:
@@ -359,6 +383,8 @@ def gauges(status: OrgPipelineStatus) -> dict[str, Any]:
             last_success = None
     ready = status.condition(READY)
     return {
+        "retention": status.retention.last_run if status.retention else None,
+        "tables": {t.name: t.last_run for t in status.tables if t.last_run},
         "ready": ready is not None and ready.status == ConditionStatus.true,
         "alerts": status.active_alerts,
         "quality": status.quality_score,

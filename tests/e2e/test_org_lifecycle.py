@@ -185,7 +185,11 @@ def test_kubectl_apply_onboards_the_org_and_it_becomes_ready(world: World) -> No
     ns = get_json("namespace", world.namespace)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     cronjobs = get_json("-n", world.namespace, "cronjobs")
-    assert {c["metadata"]["name"] for c in cronjobs["items"]} == {"ingest-orders", "ingest-customers"}
+    assert {c["metadata"]["name"] for c in cronjobs["items"]} == {
+        "ingest-orders",
+        "ingest-customers",
+        "retention",
+    }
     row = get_orgpipelines_row(world)
     assert row["ORG"] == world.org_id
     assert row["READY"] == "True"

@@ -10,7 +10,16 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from orgpipeline_cli.manage import governance, history, integrity, rejected, reports, runnow, seedschemas
+    from orgpipeline_cli.manage import (
+        governance,
+        health,
+        history,
+        integrity,
+        rejected,
+        reports,
+        runnow,
+        seedschemas,
+    )
 
     reports.register(app)
     history.register(app)
@@ -19,3 +28,4 @@ def register(app: typer.Typer) -> None:
     governance.register(app)
     rejected.register(app)
     runnow.register(app)
+    health.register(app)

@@ -226,20 +226,29 @@ def retention(
                 results.append({"table": t, **counts})
     else:
         from orgpipeline_jobs import retention as policy
-        from orgpipeline_jobs.errors import ConfigurationError, ServerUnavailable
+        from orgpipeline_jobs.errors import ConfigurationError, PipelineError, ServerUnavailable
         from orgpipeline_jobs.settings import Settings
 
-        settings = Settings.from_env()
-        for t in tables:
-            try:
+        try:
+            settings = Settings.from_env()
+            for t in tables:
                 applied = policy.apply(settings, spec, t, now)
-            except ConfigurationError as exc:  # exit 2, as stores() maps it for every other command
+                results.append(
+                    {
+                        k: v
+                        for k, v in applied.items()
+                        if k not in ("org_id", "keep_versions", "audit_log_days")
+                    }
+                )
+        except PipelineError as exc:
+            # In the operator's retention CronJob the pod's termination message carries the outcome.
+            policy.write_termination_log(policy.termination_report(results, now, f"{exc.stage}: {exc}"))
+            if isinstance(exc, ConfigurationError):  # exit 2, as stores() maps it for every other command
                 raise UserError(str(exc)) from None
-            except ServerUnavailable as exc:
+            if isinstance(exc, ServerUnavailable):
                 raise CommandFailed(str(exc), EXIT_UNAVAILABLE) from None
-            results.append(
-                {k: v for k, v in applied.items() if k not in ("org_id", "keep_versions", "audit_log_days")}
-            )
+            raise
+        policy.write_termination_log(policy.termination_report(results, now))
     document = {
         "org_id": org_id,
         "dry_run": dry_run,

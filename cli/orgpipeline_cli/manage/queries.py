@@ -21,7 +21,7 @@ import psycopg
 from orgpipeline_api import naming
 from orgpipeline_api.v1alpha1 import Retention
 from orgpipeline_jobs import hashing
-from orgpipeline_jobs.warehouse.ddl import AUDIT_COLUMNS, qualified
+from orgpipeline_jobs.warehouse.ddl import AUDIT_COLUMNS, FILES_TABLE, qualified
 from psycopg import sql
 from psycopg.rows import dict_row
 from pymongo.collection import Collection
@@ -189,14 +189,22 @@ class Latency:
         return self.total_seconds / self.versions if self.versions else None
 
 
-def latency(collections: Iterable[Collection[Doc]], start: datetime) -> Latency:
-    """Versions landed since `start` and loaded, over all `collections`: `loaded_at - ingested_at`
-    (ingest, then load), or zero for versions written by `run`, which commits to PostgreSQL before
-    it lands in MongoDB."""
+def latency(
+    collections: Iterable[Collection[Doc]], start: datetime, run_files: Iterable[tuple[float, int]] = ()
+) -> Latency:
+    """From a file's pickup to its versions being available in PostgreSQL, over the versions
+    landed since `start`. `ingest` then `load`: `loaded_at - ingested_at` of each version in
+    `collections`. `run` (what the CronJobs do) commits each batch to PostgreSQL before it lands in
+    MongoDB, so its documents carry no `loaded_at`: its versions count with the time their file took,
+    from `run_files` (seconds, versions) as `run_file_latencies` reads them."""
     result = Latency()
+    for seconds, versions in run_files:
+        result.versions += versions
+        result.total_seconds += seconds * versions
+        result.max_seconds = max(result.max_seconds, seconds)
     for collection in collections:
         cursor = collection.find(
-            {"ingested_at": {"$gte": start}, "postgres_status": "loaded"},
+            {"ingested_at": {"$gte": start}, "postgres_status": "loaded", "loaded_at": {"$exists": True}},
             {"_id": 0, "ingested_at": 1, "loaded_at": 1},
             batch_size=STREAM_BATCH,
         )
@@ -208,6 +216,23 @@ def latency(collections: Iterable[Collection[Doc]], start: datetime) -> Latency:
                 result.total_seconds += seconds
                 result.max_seconds = max(result.max_seconds, seconds)
     return result
+
+
+def run_file_latencies(conn: Conn, org_id: str, start: datetime) -> list[tuple[float, int]]:
+    """(seconds from pickup to done, versions written) of each file `run` ingested since `start`."""
+    if not has_runs_table(conn, org_id):
+        return []
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT EXTRACT(EPOCH FROM f.finished_at - f.started_at)::float8,"
+            " coalesce((f.counts->>'inserted')::bigint, 0) + coalesce((f.counts->>'updated')::bigint, 0)"
+            " + coalesce((f.counts->>'deleted')::bigint, 0)"
+            " FROM {files} f JOIN {runs} r ON r.run_id = f.run_id"
+            " WHERE r.command = 'run' AND f.status = 'ingested' AND f.finished_at >= %s"
+        ).format(files=qualified(org_id, FILES_TABLE), runs=qualified(org_id, naming.PG_RUNS_TABLE)),
+        (start,),
+    ).fetchall()
+    return [(max(0.0, float(seconds)), int(versions)) for seconds, versions in rows if versions]
 
 
 def _utc(moment: datetime) -> datetime:

@@ -185,8 +185,9 @@ def metrics(
 ) -> None:
     """Ingestion rate, latency, error and success rates, storage and growth per org.
 
-    Per org: ingestion rate (rows read per minute of ingesting runs), latency from landing in
-    MongoDB to availability in PostgreSQL, error rate (rejected rows per 100 read) and success
+    Per org: ingestion rate (rows read per minute of ingesting runs), latency from a file's
+    pickup to its versions' availability in PostgreSQL (`run`: the file's time; `ingest` then
+    `load`: each version's landing to its load), error rate (rejected rows per 100 read) and success
     rate (of finished runs), storage (PostgreSQL schema incl. indexes + MongoDB collections) and
     its growth over the period (versions landed in the period x average bytes per version).
 
@@ -205,7 +206,8 @@ def metrics(
 def _org_metrics(s: Any, org: str, start: Any, days: int) -> dict[str, Any]:
     tables = queries.list_tables(s.conn, org)
     stats = aggregate.run_stats(queries.runs(s.conn, org, start))
-    lat = queries.latency((s.db[naming.mongo_collection(org, t)] for t in tables), start)
+    run_files = queries.run_file_latencies(s.conn, org, start)
+    lat = queries.latency((s.db[naming.mongo_collection(org, t)] for t in tables), start, run_files)
     store = queries.storage(s.conn, s.db, org, tables, start)
     per_version = store.total_bytes / store.versions if store.versions else None
     growth = round(per_version * store.versions_in_period) if per_version is not None else 0

@@ -13,8 +13,9 @@ class LandingConfig:
     """Rows per landing batch (at most one parse block): one heads query, one insert_many, one commit."""
     fused_load: bool = True
     """Load each batch into PostgreSQL as it lands (the `run` path); False leaves versions pending."""
-    write_rows: int = 5000
-    """New versions written per PostgreSQL transaction and MongoDB submission (bounds memory)."""
+    write_rows: int = 2000
+    """New versions written per PostgreSQL transaction and MongoDB submission (bounds memory: a
+    part's documents are held until MongoDB has them; 2,000 measured 33 MB less peak RSS than 5,000)."""
     mongo_streams: int = 2
     """Concurrent insert_many streams to MongoDB (FerretDB takes more documents/s from a few)."""
     mongo_chunk: int = 1000

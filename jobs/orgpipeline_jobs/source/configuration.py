@@ -9,8 +9,10 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class SourceConfig:
-    block_size: int = 2 * MiB
-    """Bytes parsed per batch; bounds memory. A row larger than this is retried with bigger blocks."""
+    block_size: int = 1 * MiB
+    """Bytes parsed per batch; bounds memory (each block's rows become Python objects where a
+    version is written: 1 MiB measured 20 MB less peak RSS than 2 MiB on a 200k-row first load).
+    A row larger than this is retried with bigger blocks."""
     max_block_size: int = 64 * MiB
     """The largest block tried; a row larger than this rejects the file."""
     max_field_bytes: int = 1 * MiB

@@ -136,6 +136,7 @@ def test_the_operator_with_the_charts_rbac_completes_a_full_reconcile(
         assert sorted(c["metadata"]["name"] for c in cronjobs["items"]) == [
             "ingest-customers",
             "ingest-orders",
+            "retention",
         ]
         assert operator.metric("orgpipeline_reconcile_total", result="ok") >= 1
 
@@ -161,7 +162,7 @@ def test_the_operator_with_the_charts_rbac_completes_a_full_reconcile(
 
         def customers_gone() -> bool:
             items = (harness.get_json("-n", org["namespace"], "cronjobs") or {}).get("items", [])
-            return [c["metadata"]["name"] for c in items] == ["ingest-orders"]
+            return sorted(c["metadata"]["name"] for c in items) == ["ingest-orders", "retention"]
 
         harness.wait_for("the removed table's CronJob to go", customers_gone, timeout=120)
         harness.wait_for("Ready for the new generation", ready, timeout=120)

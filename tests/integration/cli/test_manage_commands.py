@@ -144,6 +144,12 @@ def test_metrics_rates_and_storage(loaded: Org) -> None:
     assert m["runs"] == 2 and m["success_rate_percent"] == 100.0 and m["rows_read"] == 6
     assert m["error_rate_percent"] == pytest.approx(100 / 6, abs=1e-3)
     assert m["ingestion_rows_per_minute"] > 0 and m["latency_versions"] == 5
+    # `run` (what the CronJobs do): each version counts with its file's time, pickup to done.
+    files = loaded.sql(
+        "SELECT EXTRACT(EPOCH FROM finished_at - started_at)::float8 FROM {schema}.pipeline_files"
+    )
+    assert 0 < m["latency_mean_seconds"] <= m["latency_max_seconds"]
+    assert m["latency_max_seconds"] == pytest.approx(max(f[0] for f in files), abs=1e-3)
     size = loaded.sql(
         "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n"
         " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",

@@ -36,7 +36,7 @@ def test_apply_creates_children_with_the_right_specs_and_becomes_ready(
     assert namespace["metadata"]["ownerReferences"][0]["uid"] == uid
 
     crons = kubectl.json("get", "cronjobs", "-n", ns)["items"]
-    assert sorted(c["metadata"]["name"] for c in crons) == ["ingest-customers", "ingest-orders"]
+    assert sorted(c["metadata"]["name"] for c in crons) == ["ingest-customers", "ingest-orders", "retention"]
     cron = next(c for c in crons if c["metadata"]["name"] == "ingest-orders")
     assert cron["metadata"]["labels"][naming.LABEL_TABLE] == "orders"
     assert cron["metadata"]["labels"][naming.LABEL_ORG] == org

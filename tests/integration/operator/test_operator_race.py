@@ -43,7 +43,9 @@ def _crons(kubectl: Kubectl, ns: str, name: str) -> list[str]:
 
 
 def _converged(kubectl: Kubectl, ns: str, name: str, tables: list[str]) -> bool:
-    return _crons(kubectl, ns, name) == sorted(naming.cronjob(t) for t in tables)
+    return _crons(kubectl, ns, name) == sorted(
+        [*(naming.cronjob(t) for t in tables), naming.RETENTION_CRONJOB]
+    )
 
 
 def _keep(kubectl: Kubectl, name: str, tables: list[str]) -> None:
@@ -125,11 +127,16 @@ def test_update_deletes_cronjobs_its_cache_has_not_seen(
     kubectl.apply(manifest)
     try:
         reconcile.reconcile(rt, _request(api, name, "create", cache.Cache()), manifest)
-        assert _crons(kubectl, ns, name) == ["ingest-customers", "ingest-orders", "ingest-refunds"]
+        assert _crons(kubectl, ns, name) == [
+            "ingest-customers",
+            "ingest-orders",
+            "ingest-refunds",
+            "retention",
+        ]
 
         _keep(kubectl, name, ["orders", "refunds"])
         reconcile.reconcile(rt, _request(api, name, "update", cache.Cache()), manifest)
-        assert _crons(kubectl, ns, name) == ["ingest-orders", "ingest-refunds"]
+        assert _crons(kubectl, ns, name) == ["ingest-orders", "ingest-refunds", "retention"]
         status = api.get("orgpipeline.io/v1alpha1", "OrgPipeline", name)["status"]  # type: ignore[index]
         assert [t["name"] for t in status["tables"]] == ["orders", "refunds"]
     finally:

@@ -45,7 +45,9 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(
         ns = f"org-{org}"
         selector = f"{naming.LABEL_PIPELINE}=org-{org}"
         crons = kubectl.json("get", "cronjobs", "-n", ns, "-l", selector)["items"]
-        assert sorted(c["metadata"]["name"] for c in crons) == sorted(f"ingest-{t}" for t in TABLES)
+        assert sorted(c["metadata"]["name"] for c in crons) == sorted(
+            [*(f"ingest-{t}" for t in TABLES), "retention"]
+        )
         for kind in (
             "secrets",
             "configmaps",

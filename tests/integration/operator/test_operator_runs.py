@@ -190,6 +190,16 @@ def test_run_now_and_finished_jobs_update_status_alerts_and_events(
     text = operator.metrics()
     assert f'orgpipeline_org_active_alerts{{org="{org}"}} 1.0' in text
     assert f'orgpipeline_org_quality_score{{org="{org}"}}' in text
+    # Per org and table: rows read, written, rejected over the two orders runs (100 read, 95 written
+    # and 3 rejected by the first, 100 and 95 by the second), run counts, durations, last success.
+    orders = f'org="{org}",table="orders"'
+    assert f"orgpipeline_table_rows_read_total{{{orders}}} 200.0" in text
+    assert f"orgpipeline_table_rows_written_total{{{orders}}} 190.0" in text
+    assert f"orgpipeline_table_rows_rejected_total{{{orders}}} 3.0" in text
+    assert f'orgpipeline_table_runs_total{{org="{org}",result="Failed",table="customers"}} 1.0' in text
+    assert f"orgpipeline_table_run_duration_seconds_count{{{orders}}} 2.0" in text
+    assert f"orgpipeline_table_last_success_timestamp_seconds{{{orders}}}" in text
+    assert f'orgpipeline_table_last_success_timestamp_seconds{{org="{org}",table="customers"}}' not in text
 
 
 def test_run_now_unknown_table_is_an_event_not_a_crash(

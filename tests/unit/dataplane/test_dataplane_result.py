@@ -70,6 +70,8 @@ def test_keys_match_the_contract(tmp_path: Path) -> None:
         "trigger",
         "triggeredBy",
         "triggerReason",
+        "businessKeys",
+        "businessKeysDetected",
     }
     assert data["files"] == [
         "orders_00000_with_a_rather_long_name.csv",

@@ -48,7 +48,9 @@ def test_every_child_has_owner_reference_labels_and_hash() -> None:
         "Secret",
         "CronJob",
         "CronJob",
+        "CronJob",
     ]
+    assert children[-1]["metadata"]["name"] == naming.RETENTION_CRONJOB
     for child in children:
         meta = child["metadata"]
         assert meta["ownerReferences"] == [naming.owner_reference("org-123", "uid-1")]
@@ -115,6 +117,41 @@ def test_tier_changes_quota_and_job_resources() -> None:
 def test_suspend_suspends_every_cronjob() -> None:
     t = target(suspend=True)
     assert all(builders.build_cronjob(t, table)["spec"]["suspend"] for table in t.spec.tables)
+    assert builders.build_retention_cronjob(t)["spec"]["suspend"] is True
+    assert builders.build_retention_cronjob(target())["spec"]["suspend"] is False
+
+
+def test_retention_cronjob_runs_retention_daily_with_the_org_credentials() -> None:
+    cron = builders.build_retention_cronjob(target())
+    assert cron["metadata"]["name"] == "retention"
+    assert cron["metadata"]["labels"]["orgpipeline.io/component"] == "retention"
+    assert cron["spec"]["schedule"] == "@daily"
+    job = cron["spec"]["jobTemplate"]
+    assert job["metadata"]["labels"]["orgpipeline.io/component"] == "retention"
+    pod = job["spec"]["template"]
+    assert pod["metadata"]["labels"]["orgpipeline.io/component"] == "retention"
+    assert naming.LABEL_TABLE not in pod["metadata"]["labels"]
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == [
+        "orgpipeline",
+        "retention",
+        "--org-id",
+        "123",
+        "-f",
+        "/etc/orgpipeline/pipeline.yaml",
+        "-o",
+        "json",
+    ]
+    assert container["envFrom"] == [{"secretRef": {"name": naming.SECRET}}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_retention_schedule_comes_from_the_spec() -> None:
+    t = target()
+    spec = t.spec.model_copy(update={"retention": v1alpha1.Retention(schedule="30 2 * * 0")})
+    cron = builders.build_retention_cronjob(builders.Target("org-123", "uid-1", spec))
+    assert cron["spec"]["schedule"] == "30 2 * * 0"
 
 
 def test_configmap_holds_a_manifest_the_jobs_can_load(tmp_path: Path) -> None:
