@@ -46,6 +46,7 @@ ENV PATH=/opt/orgpipeline/bin:$PATH \
     PYTHONUNBUFFERED=1
 WORKDIR /tmp
 USER 10001:10001
-# 8080: /metrics and /readyz; 8081: /healthz (the operator's defaults)
-EXPOSE 8080 8081
+# 8080: /metrics and /readyz; 8081: /healthz (the operator's defaults); 8082: /s3/events, the
+# file-arrival webhook (ORGPIPELINE_WEBHOOK_PORT, as the chart sets it; off by default)
+EXPOSE 8080 8081 8082
 CMD ["orgpipeline-operator"]

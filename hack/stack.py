@@ -9,7 +9,9 @@ Servers, all on 127.0.0.1 with free ports, the way controller-runtime's envtest 
 etcd, kube-apiserver (TLS, client-certificate admin, RBAC, service-account keys) and
 kube-controller-manager (all controllers: CronJobs make Jobs, Jobs make Pods, GC, namespace
 deletion; there is no kubelet, so Pods stay Pending), a private PostgreSQL instance, FerretDB
-(MongoDB wire protocol on that PostgreSQL) and versitygw (S3 on a local directory).
+(MongoDB wire protocol on that PostgreSQL) and versitygw (S3 on a local directory; it posts a
+bucket notification for every change to the stack's webhook port, where an operator started with
+ORGPIPELINE_WEBHOOK_PORT/_TOKEN from ORGPIPELINE_STACK_WEBHOOK_PORT/_TOKEN receives them).
 
 With ORGPIPELINE_USE_EXISTING_CLUSTER=1 the Kubernetes part is not started: KUBECONFIG names the
 cluster (kind on a laptop) and only the data servers run here.
@@ -21,6 +23,7 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import http.server
 import json
 import os
 import secrets
@@ -233,12 +236,19 @@ def free_port() -> int:
 def load_state() -> dict[str, object]:
     path = STATE_DIR / "state.json"
     if path.exists():
-        return dict(json.loads(path.read_text()))
+        state = dict(json.loads(path.read_text()))
+        if "webhook_token" not in state:  # a stack made before versitygw posted notifications
+            state["ports"] = {**ports(state), "webhook": free_port()}
+            state["webhook_token"] = secrets.token_hex(16)
+            path.write_text(json.dumps(state, indent=2))
+        return state
     state: dict[str, object] = {
         "ports": {
-            n: free_port() for n in ("etcd", "etcd_peer", "apiserver", "kcm", "postgres", "ferretdb", "s3")
+            n: free_port()
+            for n in ("etcd", "etcd_peer", "apiserver", "kcm", "postgres", "ferretdb", "s3", "webhook")
         },
         "pg_password": secrets.token_hex(16),
+        "webhook_token": secrets.token_hex(16),
         "s3_secret": secrets.token_hex(16),
     }
     STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -540,6 +550,43 @@ def s3_ready(state: dict[str, object]) -> bool:
     return http_ok(f"http://127.0.0.1:{ports(state)['s3']}/health")
 
 
+def webhook_url(state: dict[str, object]) -> str:
+    """Where versitygw posts its bucket notifications: an operator's ORGPIPELINE_WEBHOOK_PORT. The
+    token goes as the URL's password (Basic auth): versitygw sends no other header."""
+    return f"http://orgpipeline:{state['webhook_token']}@127.0.0.1:{ports(state)['webhook']}/s3/events"
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+_STAND_IN: list[http.server.HTTPServer] = []
+
+
+def start_webhook_stand_in(state: dict[str, object]) -> None:
+    """versitygw posts a test notification to its webhook when it starts and exits when nothing
+    answers; the operators come later. Unless one already listens, this answers until it is up."""
+    _mkdirs(STATE_DIR / "s3-data", STATE_DIR / "s3-iam")(state)
+    port = ports(state)["webhook"]
+    if port_open(port):
+        return
+    server = http.server.HTTPServer(("127.0.0.1", port), _Ok)
+    threading.Thread(target=server.serve_forever, name="webhook-stand-in", daemon=True).start()
+    _STAND_IN.append(server)
+
+
+def stop_webhook_stand_in(_: dict[str, object]) -> None:
+    while _STAND_IN:
+        server = _STAND_IN.pop()
+        server.shutdown()
+        server.server_close()
+
+
 def ferretdb_ready(state: dict[str, object]) -> bool:
     return port_open(ports(state)["ferretdb"])
 
@@ -642,12 +689,15 @@ SERVERS = [
             "/health",
             "--iam-dir",
             str(STATE_DIR / "s3-iam"),
+            "--event-webhook-url",
+            webhook_url(s),
             "posix",
             str(STATE_DIR / "s3-data"),
         ],
         s3_ready,
         "s3",
-        prepare=_mkdirs(STATE_DIR / "s3-data", STATE_DIR / "s3-iam"),
+        prepare=start_webhook_stand_in,
+        after_start=stop_webhook_stand_in,
     ),
     Server(
         "etcd",
@@ -779,6 +829,10 @@ def environment(state: dict[str, object]) -> dict[str, str]:
         "ORGPIPELINE_S3_ENDPOINT": f"http://127.0.0.1:{p['s3']}",
         "ORGPIPELINE_S3_ACCESS_KEY": S3_ACCESS_KEY,
         "ORGPIPELINE_S3_SECRET_KEY": str(state["s3_secret"]),
+        # For an operator that receives versitygw's notifications (as ORGPIPELINE_WEBHOOK_PORT/_TOKEN;
+        # one at a time: the port is fixed when the stack is made).
+        "ORGPIPELINE_STACK_WEBHOOK_PORT": str(p["webhook"]),
+        "ORGPIPELINE_STACK_WEBHOOK_TOKEN": str(state["webhook_token"]),
         "ORGPIPELINE_STACK_BIN": ":".join(str(bindir(n)) for n in ("kubernetes", "helm", "promql")),
     }
 

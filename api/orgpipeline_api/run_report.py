@@ -60,6 +60,9 @@ class AlertType(StrEnum):
     QualityBelowThreshold = "QualityBelowThreshold"
     CompletenessBelowThreshold = "CompletenessBelowThreshold"
     ErrorRateAboveThreshold = "ErrorRateAboveThreshold"
+    # Against the table's own history (`orgpipeline_api.anomaly`), reported by the jobs.
+    VolumeAnomaly = "VolumeAnomaly"
+    QualityAnomaly = "QualityAnomaly"
 
 
 class AlertSeverity(StrEnum):

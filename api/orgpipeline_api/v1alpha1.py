@@ -74,6 +74,14 @@ class TableMode(StrEnum):
     snapshot = "snapshot"
 
 
+class TableTrigger(StrEnum):
+    """What starts a table's runs: its cron schedule, the arrival of a file (S3 event), or both."""
+
+    schedule = "schedule"
+    fileArrival = "fileArrival"
+    both = "both"
+
+
 class Classification(StrEnum):
     """How sensitive a column's values are; pii and sensitive values are masked for readers."""
 
@@ -153,6 +161,41 @@ class Column(_Model):
         return self
 
 
+class AnomalyDetection(_Model):
+    """Per table: compare each run with the table's own recent successful runs (see
+    `orgpipeline_api.anomaly`); outliers are VolumeAnomaly / QualityAnomaly warnings."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            "!has(self.minHistory) || !has(self.window) || self.minHistory <= self.window",
+            "minHistory must not exceed window",
+        )
+    )
+
+    enabled: Annotated[bool, Field(description="Compare runs with their history.")] = True
+    window: Annotated[
+        int, Field(ge=3, le=200, description="The last N successful runs that form the history.")
+    ] = 30
+    min_history: Annotated[
+        int, Field(ge=2, le=200, description="No anomaly is reported before this many successful runs.")
+    ] = 5
+    sensitivity: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=20,
+            description="How many robust standard deviations (1.4826 x MAD) from the expected value "
+            "make an anomaly; higher is quieter.",
+        ),
+    ] = 3.5
+
+    @model_validator(mode="after")
+    def _check_history(self) -> AnomalyDetection:
+        if self.min_history > self.window:
+            raise ValueError(f"anomalyDetection: minHistory {self.min_history} exceeds window {self.window}")
+        return self
+
+
 class Table(_Model):
     """One table of the org: where its files come from, when it runs, its key and its columns."""
 
@@ -180,6 +223,13 @@ class Table(_Model):
         ),
     ] = "0 * * * *"
     suspend: Annotated[bool, Field(description="Suspend this table's CronJob.")] = False
+    trigger: Annotated[
+        TableTrigger,
+        Field(
+            description="What starts a run: schedule (the CronJob only), fileArrival (an S3 event for "
+            "a file matching filePattern, via the operator's webhook; the CronJob is suspended) or both."
+        ),
+    ] = TableTrigger.both
     file_pattern: Annotated[
         str | None,
         Field(
@@ -189,6 +239,12 @@ class Table(_Model):
             "default <name>_*.csv.",
         ),
     ] = None
+    anomaly_detection: Annotated[
+        AnomalyDetection,
+        Field(
+            description="Alerts on runs unlike the table's recent ones (rows read, rejected share, quality)."
+        ),
+    ] = Field(default_factory=AnomalyDetection)
     mode: Annotated[
         TableMode,
         Field(

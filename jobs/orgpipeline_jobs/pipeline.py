@@ -26,11 +26,11 @@ import psycopg
 import pymongo
 import pymongo.errors
 from orgpipeline_api import memory, naming, stores, triggers
-from orgpipeline_api.run_report import Counts, FileSummary, RunReport, RunResult, assess
+from orgpipeline_api.run_report import Breach, Counts, FileSummary, RunReport, RunResult, assess
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
-from orgpipeline_jobs import ingest, lock, quality
+from orgpipeline_jobs import anomalies, ingest, lock, quality
 from orgpipeline_jobs.errors import ConfigurationError, PipelineError, ServerUnavailable
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
@@ -214,7 +214,26 @@ class TableRun:
             triggered_by=self.trigger.user,
             trigger_reason=self.trigger.reason,
         )
+        if run.result == RunResult.Succeeded:
+            run = run.model_copy(update={"breaches": self.anomalies(run)})
         return run.model_copy(update={"breaches": assess(run, self.spec.quality_thresholds).breaches})
+
+    def anomalies(self, run: RunReport) -> list[Breach]:
+        """VolumeAnomaly / QualityAnomaly against the table's recent successful runs; none when
+        the history cannot be read (the run's own result matters more than the comparison)."""
+        try:
+            return anomalies.for_run(
+                self.conn,
+                self.spec.org_id,
+                self.table.name,
+                self.table.anomaly_detection,
+                self.started_at,
+                run.rows_read,
+                run.rejected,
+                run.quality_score,
+            )
+        except psycopg.Error:
+            return []
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 from orgpipeline_api import triggers, v1alpha1
-from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table, TableTrigger
 
 from orgpipeline_operator import naming, tiers
 
@@ -308,7 +308,8 @@ def build_cronjob(t: Target, table: Table) -> dict[str, Any]:
         "spec": {
             "schedule": table.schedule,
             "timeZone": "Etc/UTC",
-            "suspend": bool(t.spec.suspend or table.suspend),
+            # A table started by file arrivals only keeps its CronJob (the job template) suspended.
+            "suspend": bool(t.spec.suspend or table.suspend or table.trigger == TableTrigger.fileArrival),
             "concurrencyPolicy": "Forbid",
             "startingDeadlineSeconds": 300,
             "successfulJobsHistoryLimit": 3,
@@ -370,6 +371,20 @@ def build_manual_job(
     )
     meta["labels"][naming.LABEL_RUN_KIND] = "manual"
     meta["annotations"] = {"cronjob.kubernetes.io/instantiate": "manual"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": build_job_spec(t, table, trigger),
+    }
+
+
+def build_file_arrival_job(t: Target, table: Table, batch_id: str, reason: str) -> dict[str, Any]:
+    """A one-off Job for files that arrived (S3 events), named from the batch so that one batch
+    makes one Job; its env says why it runs (`ORGPIPELINE_TRIGGER=file-arrival`, the keys)."""
+    meta = t.meta(naming.file_job_name(t.uid, table.name, batch_id), table=table.name, component="ingest")
+    meta["labels"][naming.LABEL_RUN_KIND] = "file-arrival"
+    trigger = triggers.RunTrigger.of(triggers.Trigger.file_arrival, None, reason)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -30,6 +30,7 @@ class Cache:
         self._claim: dict[str, str] = {}  # pipeline -> the org id it claims (to drop that claim alone)
         self._quiet: dict[str, Hashable] = {}  # pipeline -> inputs of its last reconcile that wrote nothing
         self._deep: dict[str, float] = {}  # pipeline -> when its next deep resync is due (monotonic)
+        self._specs_version = 0  # bumped when an OrgPipeline comes, goes, or its spec changes
 
     # --- feeding (from watch events) ----------------------------------------------------------
 
@@ -73,14 +74,21 @@ class Cache:
                 if not claims:
                     self._orgs.pop(previous, None)
             if event == "DELETED":
+                self._specs_version += 1
                 self._pipelines.pop(name, None)
                 self._children.pop(name, None)
                 self._jobs.pop(name, None)
                 self._quiet.pop(name, None)
                 self._deep.pop(name, None)
                 return
+            known = (self._pipelines.get(name) or {}).get("metadata") or {}
+            if any(known.get(k) != meta.get(k) for k in ("uid", "generation", "deletionTimestamp")):
+                self._specs_version += 1
             self._pipelines[name] = {
-                "metadata": {k: meta.get(k) for k in ("name", "uid", "resourceVersion", "generation")},
+                "metadata": {
+                    k: meta.get(k)
+                    for k in ("name", "uid", "resourceVersion", "generation", "deletionTimestamp")
+                },
                 "spec": dict(body.get("spec") or {}),
                 "status": dict(body.get("status") or {}),
             }
@@ -98,6 +106,17 @@ class Cache:
         """(table, job name, finished) of the pipeline's Jobs."""
         with self._lock:
             return [(t, name, done) for name, (t, done) in self._jobs.get(pipeline, {}).items()]
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        """Every OrgPipeline as last seen (not being deleted): what file arrivals are routed over."""
+        with self._lock:
+            return [p for p in self._pipelines.values() if not p["metadata"].get("deletionTimestamp")]
+
+    def specs_version(self) -> int:
+        """Changes whenever `pipelines()` may give other specs (or org owners): a new, deleted or
+        edited OrgPipeline; status writes leave it as it is."""
+        with self._lock:
+            return self._specs_version
 
     def pipeline_count(self) -> int:
         with self._lock:

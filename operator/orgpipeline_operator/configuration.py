@@ -64,6 +64,16 @@ class Settings:
     """ORGPIPELINE_HEALTH_PORT: Kopf's liveness endpoint /healthz; 0 disables."""
     log_level: str = "INFO"
     """ORGPIPELINE_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+    webhook_port: int = 0
+    """ORGPIPELINE_WEBHOOK_PORT: S3 event notifications (POST /s3/events) start runs; 0 disables."""
+    webhook_token: str | None = None
+    """ORGPIPELINE_WEBHOOK_TOKEN: the senders' bearer token (from a Secret); required with the port."""
+    webhook_max_bytes: int = 262144
+    """ORGPIPELINE_WEBHOOK_MAX_BYTES: larger notification bodies are refused (413)."""
+    webhook_debounce_seconds: float = 1.0
+    """ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS: a table's run starts once no file arrived for this long."""
+    webhook_max_wait_seconds: float = 30.0
+    """ORGPIPELINE_WEBHOOK_MAX_WAIT_SECONDS: ... or this long after the first file of a burst."""
 
     @property
     def jobs_postgres_hostport(self) -> tuple[str, str]:
@@ -159,6 +169,18 @@ def _check(s: Settings) -> list[str]:
     ):
         if not 0 <= port <= 65535:
             problems.append(f"{var} must be a port number (0 disables)")
+    if not 0 <= s.webhook_port <= 65535:
+        problems.append("ORGPIPELINE_WEBHOOK_PORT must be a port number (0 disables)")
+    if s.webhook_port and len(s.webhook_token or "") < 16:
+        problems.append(
+            "ORGPIPELINE_WEBHOOK_TOKEN of at least 16 characters is required with ORGPIPELINE_WEBHOOK_PORT"
+        )
+    if not 1024 <= s.webhook_max_bytes <= 16 * 1024 * 1024:
+        problems.append("ORGPIPELINE_WEBHOOK_MAX_BYTES must be between 1024 and 16777216")
+    if not 0 <= s.webhook_debounce_seconds <= s.webhook_max_wait_seconds:
+        problems.append(
+            "ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS must be >= 0 and <= ORGPIPELINE_WEBHOOK_MAX_WAIT_SECONDS"
+        )
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("ORGPIPELINE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     return problems
@@ -186,6 +208,11 @@ _WHAT = {
     "metrics_port": "/metrics and /readyz; 0 disables",
     "health_port": "Kopf liveness /healthz; 0 disables",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "webhook_port": "S3 event notifications, POST /s3/events (file-arrival runs); 0 disables",
+    "webhook_token": "bearer token the notification senders present (required with the port)",
+    "webhook_max_bytes": "larger notification bodies are refused (413)",
+    "webhook_debounce_seconds": "a table's file-arrival run starts once no file arrived for this long",
+    "webhook_max_wait_seconds": "... or this long after the burst's first file",
 }
 
 

@@ -26,6 +26,7 @@ from orgpipeline_operator import (
     runs,
     runtime,
     status,
+    webhook,
 )
 
 G, V, P = v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL
@@ -68,6 +69,20 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     if conf.label_selector:
         settings.watching.label_selectors[G, P] = conf.label_selector
     memo.rt = runtime.Runtime.start(conf)
+
+
+@kopf.on.startup()
+async def start_webhook(memo: kopf.Memo, **_: Any) -> None:
+    sock = memo.get("webhook_socket")
+    if sock is not None:
+        memo.webhook = webhook.Receiver(memo.conf, lambda: memo.rt)
+        await memo.webhook.start(sock)
+
+
+@kopf.on.cleanup()
+async def stop_webhook(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("webhook") is not None:
+        await memo.webhook.stop()
 
 
 @kopf.on.cleanup()
@@ -195,12 +210,23 @@ def run() -> None:
         logging.getLogger("kopf").setLevel(logging.WARNING)
     if conf.metrics_port:
         metrics.serve(conf.metrics_port, READY)
+    memo = kopf.Memo(conf=conf)
+    if conf.webhook_port:
+        try:
+            memo.webhook_socket = webhook.bind(conf.webhook_port)
+        except OSError as exc:
+            print(
+                f"orgpipeline-operator: cannot listen on ORGPIPELINE_WEBHOOK_PORT="
+                f"{conf.webhook_port}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            sys.exit(2)
     liveness = f"http://0.0.0.0:{conf.health_port}/healthz" if conf.health_port else None
     kopf.run(
         clusterwide=True,
         standalone=True,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(conf=conf),
+        memo=memo,
         ready_flag=READY,
     )
 

@@ -41,7 +41,25 @@ CHILD_WRITES = Counter(
 API_REQUESTS = Counter(
     "orgpipeline_api_requests_total", "Kubernetes API requests sent by the operator.", ["verb"]
 )
+WEBHOOK_REQUESTS = Counter(
+    "orgpipeline_webhook_requests_total",
+    "S3 event notifications received, by outcome (accepted, unauthorized, too_large, bad_request).",
+    ["result"],
+)
+WEBHOOK_OBJECTS = Counter(
+    "orgpipeline_webhook_objects_total",
+    "Created objects reported by notifications: matched a table, ignored, or ambiguous (several orgs).",
+    ["result"],
+)
+FILE_ARRIVAL_RUNS = Counter(
+    "orgpipeline_file_arrival_runs_total", "Jobs started for arrived files, by outcome.", ["result"]
+)
 JOB_RESULTS = Counter("orgpipeline_job_results_total", "Finished Jobs read back, by result.", ["result"])
+RUN_BREACHES = Counter(
+    "orgpipeline_run_breaches_total",
+    "Breaches reported by finished runs, by type (thresholds; VolumeAnomaly, QualityAnomaly).",
+    ["type"],
+)
 
 ORG_QUALITY = Gauge("orgpipeline_org_quality_score", "Lowest quality score of the org's last runs.", ["org"])
 ORG_ROWS = Gauge("orgpipeline_org_rows", "Rows of the org's last runs, by kind.", ["org", "kind"])

@@ -23,7 +23,7 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_PIPELINE = "orgpipeline.io/pipeline"
 LABEL_ORG = "orgpipeline.io/org"
 LABEL_TABLE = "orgpipeline.io/table"
-LABEL_RUN_KIND = "orgpipeline.io/run"  # scheduled | manual
+LABEL_RUN_KIND = "orgpipeline.io/run"  # scheduled | manual | file-arrival
 LABEL_ORG_COMPONENT = "orgpipeline.io/component"
 """On the retention CronJob, its Jobs and pods: `retention` (what selects them; ingest Jobs carry a table)."""
 COMPONENT_RETENTION = "retention"
@@ -97,6 +97,13 @@ def manual_job_name(uid: str, table: str, requested_at: str) -> str:
     key = "\0".join((uid, table, requested_at)).encode()
     digest = hashlib.sha256(key).hexdigest()[:MANUAL_JOB_HASH_LENGTH]
     return manual_job_prefix(table) + digest
+
+
+def file_job_name(uid: str, table: str, batch_id: str) -> str:
+    """The Job of one batch of arrived files for one table: `ingest-<table>-file-<hash>`
+    (`ingest-` + a table of at most 40 + `-file-` + 10 = 63), deterministic like `manual_job_name`."""
+    digest = hashlib.sha256("\0".join((uid, table, batch_id)).encode()).hexdigest()[:MANUAL_JOB_HASH_LENGTH]
+    return f"{api_naming.cronjob(table)}-file-{digest}"
 
 
 def labels(

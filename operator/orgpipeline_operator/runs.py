@@ -108,6 +108,8 @@ def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str
         return False
     metrics.JOB_RESULTS.labels(result=run.result.value).inc()
     metrics.record_run(str((parent.get("spec") or {}).get("orgId") or ""), table, run)
+    for breach in run.breaches:  # thresholds and anomalies the run reported, by type
+        metrics.RUN_BREACHES.labels(type=breach.type).inc()
     _write_run(rt, parent, table, run)
     return True
 

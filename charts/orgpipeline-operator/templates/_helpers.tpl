@@ -65,3 +65,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- join "," $pairs }}
 {{- end }}
+
+{{- define "orgpipeline-operator.webhookSecret" -}}
+{{- default (printf "%s-webhook" (include "orgpipeline-operator.fullname" .)) .Values.fileEvents.token.existingSecret }}
+{{- end }}

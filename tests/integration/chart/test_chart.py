@@ -6,6 +6,7 @@ probe endpoints and ports, and the metric names the PrometheusRule uses.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -29,8 +30,8 @@ def render(*sets: str, release: str = "op", namespace: str = "orgpipeline-system
     return [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
 
 
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (doc,) = [d for d in docs if d["kind"] == kind]
+def one(docs: list[dict[str, Any]], kind: str, suffix: str = "") -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
     return doc
 
 
@@ -73,6 +74,8 @@ def test_the_charts_crd_is_the_repositorys(stack: Any, tmp_path: Path) -> None:
         (["image.pullPolicy=Sometimes"], "/image/pullPolicy"),
         (["metrics.prometheusRule.noSuccessSeconds=5"], "/metrics/prometheusRule/noSuccessSeconds"),
         (["connections.mongoUri=http://mongo"], "/connections/mongoUri"),
+        (["fileEvents.token.value=short"], "/fileEvents/token/value"),
+        (["fileEvents.maxBytes=10"], "/fileEvents/maxBytes"),
         (["unknownKey=1"], "unknownKey"),
     ],
 )
@@ -96,7 +99,7 @@ def test_connections_are_required_unless_an_existing_secret_is_named(stack: Any)
         )
         if d
     ]
-    assert not [d for d in docs if d["kind"] == "Secret"]
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-connections")]
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["envFrom"] == [{"secretRef": {"name": "conn"}}]
 
@@ -115,7 +118,7 @@ def test_the_deployment_matches_the_operators_contract(stack: Any) -> None:
     known = {f"ORGPIPELINE_{f.upper()}" for f in configuration.Settings.__dataclass_fields__}
     names = {e["name"] for e in c["env"]}
     assert names <= known, names - known
-    secret = one(docs, "Secret")
+    secret = one(docs, "Secret", "-connections")
     required = {
         f"ORGPIPELINE_{n.upper()}"
         for n, f in configuration.Settings.__dataclass_fields__.items()
@@ -129,8 +132,9 @@ def test_the_deployment_matches_the_operators_contract(stack: Any) -> None:
     c2 = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     env2 = {e["name"]: e.get("value") for e in c2["env"]}
     assert env2["ORGPIPELINE_JOB_NODE_SELECTOR"] == "arch=amd64,pool=data"
+    token = {"ORGPIPELINE_WEBHOOK_TOKEN": "t" * 16}  # from the webhook Secret (secretKeyRef)
     assert configuration.from_env(
-        {**secret["stringData"], **{k: v for k, v in env2.items() if v}}
+        {**secret["stringData"], **{k: v for k, v in env2.items() if v}, **token}
     ).job_node_selector
     assert env["ORGPIPELINE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -147,10 +151,55 @@ def test_the_deployment_matches_the_operators_contract(stack: Any) -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert c["resources"]["limits"] and c["resources"]["requests"]
     # the metrics Service selects the Deployment's pods on the metrics port
-    svc = one(docs, "Service")
+    svc = one(docs, "Service", "-metrics")
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
     assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_file_events_service_token_and_settings(stack: Any) -> None:
+    from orgpipeline_operator import configuration
+
+    docs = render()
+    dep = one(docs, "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["webhook"] == int(env["ORGPIPELINE_WEBHOOK_PORT"]["value"]) == 8082
+    ref = env["ORGPIPELINE_WEBHOOK_TOKEN"]["valueFrom"]["secretKeyRef"]
+    secret = one(docs, "Secret", "-webhook")
+    assert ref == {"name": secret["metadata"]["name"], "key": "token"}
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert len(token) == 48
+    svc = one(docs, "Service", "-webhook")
+    assert svc["spec"]["ports"][0]["targetPort"] == "webhook"
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+    values = {k: e["value"] for k, e in env.items() if "value" in e}
+    settings = configuration.from_env(
+        {**one(docs, "Secret", "-connections")["stringData"], **values, "ORGPIPELINE_WEBHOOK_TOKEN": token}
+    )
+    assert (settings.webhook_port, settings.webhook_max_bytes, settings.webhook_debounce_seconds) == (
+        8082,
+        262144,
+        1,
+    )
+
+    # A token of the user's own Secret: the chart makes none.
+    docs = render("fileEvents.token.existingSecret=s3-notify")
+    assert [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-webhook")] == []
+    c = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["ORGPIPELINE_WEBHOOK_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "s3-notify"
+
+    # Off: no port, no Service, no Secret, no setting.
+    docs = render("fileEvents.enabled=false")
+    c = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert not any(e["name"].startswith("ORGPIPELINE_WEBHOOK_") for e in c["env"])
+    assert [d["metadata"]["name"] for d in docs if d["kind"] in ("Service", "Secret")] == [
+        "op-orgpipeline-operator-connections",
+        "op-orgpipeline-operator-metrics",
+    ]
 
 
 def test_service_monitor_and_prometheus_rule_use_the_operators_metrics(stack: Any) -> None:
@@ -162,7 +211,7 @@ def test_service_monitor_and_prometheus_rule_use_the_operators_metrics(stack: An
         "metrics.prometheusRule.enabled=true",
         "json:metrics.prometheusRule.qualityThreshold=0.9",
     )
-    svc, monitor = one(docs, "Service"), one(docs, "ServiceMonitor")
+    svc, monitor = one(docs, "Service", "-metrics"), one(docs, "ServiceMonitor")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
 
@@ -176,6 +225,8 @@ def test_service_monitor_and_prometheus_rule_use_the_operators_metrics(stack: An
         "OrgPipelineQualityBelowThreshold",
         "OrgPipelineRunsFailing",
         "OrgPipelineNoRecentSuccess",
+        "OrgPipelineFileEventsUnauthorized",
+        "OrgPipelineFileArrivalRunsFailing",
     } <= set(alerts)
     for rule in rules:
         for metric in re.findall(r"\borgpipeline_[a-z_]+", rule["expr"]):

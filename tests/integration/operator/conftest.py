@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from operator_helpers import REPO, RESYNC_SECONDS, TEST_LABEL, Kubectl, Operator, free_port
+from operator_helpers import REPO, RESYNC_SECONDS, TEST_LABEL, WEBHOOK_TOKEN, Kubectl, Operator, free_port
 from orgpipeline_operator import kube
 
 
@@ -48,6 +48,11 @@ def operator(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
         "ORGPIPELINE_NAMESPACE": "default",
         "ORGPIPELINE_WORKERS": "8",
         "ORGPIPELINE_LABEL_SELECTOR": f"{TEST_LABEL}=true",
+        # S3 notifications, posted by the tests as a sender would (not the stack's versitygw port:
+        # that one is the end-to-end test's).
+        "ORGPIPELINE_WEBHOOK_PORT": str(free_port()),
+        "ORGPIPELINE_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS": "0.5",
         # The tests play the kubelet for the jobs' pods: on a real cluster (kind) no node may take them.
         "ORGPIPELINE_JOB_NODE_SELECTOR": "orgpipeline.io/no-such-node=true",
     }

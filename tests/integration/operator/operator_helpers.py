@@ -23,6 +23,7 @@ RESYNC_SECONDS = 3.0
 TEST_LABEL = "orgpipeline.io/operator-test"
 """The test operator reconciles only OrgPipelines with this label: others on a shared cluster are not ours."""
 T = TypeVar("T")
+WEBHOOK_TOKEN = "operator-tests-webhook-token"
 
 
 def free_port() -> int:
@@ -65,6 +66,7 @@ class Operator:
         self.env, self.log = env, log
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = int(env["ORGPIPELINE_METRICS_PORT"])
+        self.webhook_port = int(env.get("ORGPIPELINE_WEBHOOK_PORT") or 0)
 
     def start(self) -> None:
         out = self.log.open("ab")

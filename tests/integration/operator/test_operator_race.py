@@ -27,6 +27,7 @@ def slow_resync_operator(
         "ORGPIPELINE_RESYNC_SECONDS": "3600",
         "ORGPIPELINE_METRICS_PORT": str(free_port()),
         "ORGPIPELINE_HEALTH_PORT": str(free_port()),
+        "ORGPIPELINE_WEBHOOK_PORT": str(free_port()),
         "ORGPIPELINE_LABEL_SELECTOR": f"{TEST_LABEL}={RACE_LABEL}",
     }
     op = Operator(env, tmp_path_factory.mktemp("race-operator") / "operator.log")

@@ -43,3 +43,21 @@ def test_bad_values_are_refused() -> None:
         configuration.from_env({**GOOD, "ORGPIPELINE_S3_ENDPOINT": "s3:9000"})
     with pytest.raises(configuration.SettingsError, match="PULL_POLICY"):
         configuration.from_env({**GOOD, "ORGPIPELINE_JOB_IMAGE_PULL_POLICY": "Sometimes"})
+
+
+def test_webhook_needs_a_token_and_sane_limits() -> None:
+    assert configuration.from_env(GOOD).webhook_port == 0  # off unless asked for
+    with pytest.raises(configuration.SettingsError, match="ORGPIPELINE_WEBHOOK_TOKEN of at least 16"):
+        configuration.from_env({**GOOD, "ORGPIPELINE_WEBHOOK_PORT": "8443"})
+    with pytest.raises(configuration.SettingsError, match="ORGPIPELINE_WEBHOOK_TOKEN of at least 16"):
+        configuration.from_env(
+            {**GOOD, "ORGPIPELINE_WEBHOOK_PORT": "8443", "ORGPIPELINE_WEBHOOK_TOKEN": "short"}
+        )
+    with pytest.raises(configuration.SettingsError, match="ORGPIPELINE_WEBHOOK_MAX_BYTES"):
+        configuration.from_env({**GOOD, "ORGPIPELINE_WEBHOOK_MAX_BYTES": "10"})
+    with pytest.raises(configuration.SettingsError, match="DEBOUNCE_SECONDS must be >= 0"):
+        configuration.from_env({**GOOD, "ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS": "60"})
+    s = configuration.from_env(
+        {**GOOD, "ORGPIPELINE_WEBHOOK_PORT": "8443", "ORGPIPELINE_WEBHOOK_TOKEN": "0123456789abcdef"}
+    )
+    assert (s.webhook_port, s.webhook_token, s.webhook_debounce_seconds) == (8443, "0123456789abcdef", 1.0)

@@ -1,0 +1,290 @@
+"""Pure: S3 bucket notifications in, the tables whose runs they start out, batched per table.
+
+Senders differ in the envelope, not in the record: MinIO, Ceph RGW and versitygw post the standard
+S3 event JSON (`Records[].eventName`, `.s3.bucket.name`, `.s3.object.key`); AWS S3 sends the same
+records through SNS (wrapped in a `Notification`'s `Message`) or SQS, and EventBridge sends
+`detail-type: Object Created` with `detail.bucket.name` / `detail.object.key`. All four become
+`ObjectCreated`s here; anything else (test events, deletions, tagging) is ignored.
+
+An object belongs to the OrgPipeline whose `source.bucket` is its bucket and whose `source.prefix`
+is the longest one the key starts with (a prefix nested in another org's is that org's alone);
+when two orgs claim the very same bucket and prefix, the object is ambiguous and starts nothing.
+Within the owning org, every table whose `filePattern` matches the name relative to the prefix
+(as the data plane matches it when it lists the prefix) and whose `trigger` allows file arrivals
+gets a run.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import hmac
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_plus
+
+from orgpipeline_api.v1alpha1 import TableTrigger
+
+MAX_KEYS_PER_BATCH = 100
+"""Keys a batch remembers by name (for the Job's reason); beyond that it only counts them."""
+
+
+class BadNotification(ValueError):
+    """A body that is not JSON or not an S3 notification; the message is one line for the sender."""
+
+
+@dataclass(frozen=True)
+class ObjectCreated:
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One table of one OrgPipeline that a file arrival may start."""
+
+    pipeline: str
+    org: str
+    bucket: str
+    prefix: str
+    table: str
+    pattern: str
+
+
+TableKey = tuple[str, str]  # (pipeline, table)
+
+
+# --- authentication --------------------------------------------------------------------------
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries the token: `Bearer <token>` (MinIO's auth_token,
+    EventBridge API destinations) or Basic with the token as password (senders that only take a
+    URL, `https://any:<token>@host/...`: versitygw, SNS). Compared in constant time."""
+    if not header or not token:
+        return False
+    scheme, _, credentials = header.strip().partition(" ")
+    supplied = credentials.strip()
+    if scheme.lower() == "basic":
+        try:
+            supplied = base64.b64decode(supplied, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(supplied.encode(), token.encode())
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def parse_notification(body: bytes) -> list[ObjectCreated]:
+    """The created objects a notification reports (keys URL-decoded, as S3 encodes them)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadNotification(f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadNotification("body is not a JSON object")
+    if doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):  # SNS envelope
+        return parse_notification(doc["Message"].encode())
+    if doc.get("detail-type") == "Object Created":  # EventBridge
+        detail = doc.get("detail")
+        bucket, key = _path(detail, "bucket", "name"), _path(detail, "object", "key")
+        return [ObjectCreated(bucket, key)] if bucket and key else []
+    records = doc.get("Records")
+    if records is None:
+        return []  # a test event (s3:TestEvent) or another kind of message: nothing to do
+    if not isinstance(records, list):
+        raise BadNotification("Records is not a list")
+    created = []
+    for record in records:
+        if not isinstance(record, dict):
+            raise BadNotification("a record is not an object")
+        name = str(record.get("eventName") or "")
+        # MinIO and versitygw write `s3:ObjectCreated:Put`, AWS `ObjectCreated:Put`.
+        if not name.removeprefix("s3:").startswith("ObjectCreated:"):
+            continue
+        s3 = record.get("s3")
+        bucket, key = _path(s3, "bucket", "name"), _path(s3, "object", "key")
+        if bucket and key:
+            created.append(ObjectCreated(bucket, unquote_plus(key)))
+    return created
+
+
+def sns_subscribe_url(body: bytes) -> str | None:
+    """The SubscribeURL of an SNS subscription confirmation (a person opens it once), else None."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(doc, dict) and doc.get("Type") == "SubscriptionConfirmation":
+        url = doc.get("SubscribeURL")
+        return url if isinstance(url, str) else None
+    return None
+
+
+def _path(doc: Any, outer: str, inner: str) -> str:
+    """doc[outer][inner] when that is a string, else "" (senders' JSON is not trusted to be shaped)."""
+    value = doc.get(outer) if isinstance(doc, dict) else None
+    found = value.get(inner) if isinstance(value, dict) else None
+    return found if isinstance(found, str) else ""
+
+
+# --- routing ---------------------------------------------------------------------------------
+
+
+def watches(pipelines: Iterable[Mapping[str, Any]], owns: Callable[[str, str], bool]) -> list[Watch]:
+    """The tables file arrivals may start, from OrgPipelines as the API server returns them.
+
+    Skips suspended orgs and tables, tables with `trigger: schedule`, and OrgPipelines that do not
+    own their org id (`owns(pipeline, org)`: the oldest claimant owns it, see `cache.org_owner`).
+    Reads the raw spec (the CRD schema validated it) rather than building the model: this runs for
+    every notification over every org.
+    """
+    out = []
+    for body in pipelines:
+        name = str((body.get("metadata") or {}).get("name") or "")
+        spec = body.get("spec") or {}
+        source = spec.get("source") or {}
+        org, bucket = str(spec.get("orgId") or ""), str(source.get("bucket") or "")
+        if not name or not org or not bucket or spec.get("suspend") or not owns(name, org):
+            continue
+        for table in spec.get("tables") or []:
+            trigger = table.get("trigger") or TableTrigger.both.value
+            if table.get("suspend") or trigger == TableTrigger.schedule.value:
+                continue
+            pattern = table.get("filePattern") or f"{table.get('name')}_*.csv"
+            out.append(Watch(name, org, bucket, str(source.get("prefix") or ""), str(table["name"]), pattern))
+    return out
+
+
+@dataclass
+class Routed:
+    """What a notification asks for: object keys per table, and how many objects started nothing."""
+
+    runs: dict[TableKey, list[str]] = field(default_factory=dict)
+    ignored: int = 0
+    ambiguous: int = 0
+
+
+class Index:
+    """The watched tables by bucket and prefix: routing an object costs a lookup per character of
+    its key, not a scan of every org (a notification at 3,000 orgs must not hold the event loop)."""
+
+    def __init__(self, watched: Iterable[Watch]) -> None:
+        self._buckets: dict[str, dict[str, list[Watch]]] = {}
+        for w in watched:
+            self._buckets.setdefault(w.bucket, {}).setdefault(w.prefix, []).append(w)
+
+    def route(self, objects: Iterable[ObjectCreated]) -> Routed:
+        """Maps created objects to the tables they start (see the module's docstring for the rules)."""
+        routed = Routed()
+        for obj in objects:
+            prefixes = self._buckets.get(obj.bucket, {})
+            # The longest prefix the key starts with, the empty prefix (the whole bucket) last.
+            owners = next(
+                (prefixes[obj.key[:n]] for n in range(len(obj.key), -1, -1) if obj.key[:n] in prefixes), None
+            )
+            if owners is None:
+                routed.ignored += 1
+                continue
+            if len({w.org for w in owners}) > 1:
+                routed.ambiguous += 1
+                continue
+            relative = obj.key[len(owners[0].prefix) :]
+            matched = [w for w in owners if fnmatch.fnmatchcase(relative, w.pattern)]
+            if not matched:
+                routed.ignored += 1
+            for w in matched:
+                routed.runs.setdefault((w.pipeline, w.table), []).append(obj.key)
+        return routed
+
+
+def route(objects: Iterable[ObjectCreated], watched: Iterable[Watch]) -> Routed:
+    """Maps created objects to the tables they start (an Index made for this call)."""
+    return Index(watched).route(objects)
+
+
+# --- batching --------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """Files that arrived for one table and wait for one run."""
+
+    table: TableKey
+    first_seen: float
+    last_seen: float
+    opened_at: str
+    """Wall-clock time of the first event (UTC ISO): names the batch, and so its Job."""
+    keys: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, keys: Iterable[str], now: float) -> None:
+        for key in keys:
+            self.count += 1
+            if key not in self.keys and len(self.keys) < MAX_KEYS_PER_BATCH:
+                self.keys.append(key)
+        self.last_seen = now
+
+    @property
+    def batch_id(self) -> str:
+        return f"{self.opened_at}\0{self.keys[0] if self.keys else ''}"
+
+    def reason(self, bucket: str, limit: int = 1000) -> str:
+        """The Job's ORGPIPELINE_TRIGGER_REASON: the objects, shortened to `limit` characters."""
+        names = ", ".join(f"s3://{bucket}/{k}" for k in self.keys)
+        more = self.count - len(self.keys)
+        text = f"{self.count} new objects: {names}" if self.count > 1 else f"new object {names}"
+        if more > 0:
+            text += f" (+{more} more)"
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Batches:
+    """Debounces file arrivals per table: a burst becomes one run.
+
+    A batch is due once no file arrived for `quiet` seconds, or `max_wait` seconds after its first
+    file (a steady trickle still runs), and only while no run of its table is active: files that
+    arrive during a run wait for its end and then start one run more (the active run may have
+    listed the prefix before they arrived). Time is passed in, so tests need no clock.
+    """
+
+    def __init__(self, quiet: float, max_wait: float) -> None:
+        self.quiet, self.max_wait = quiet, max_wait
+        self._pending: dict[TableKey, Batch] = {}
+
+    def add(self, table: TableKey, keys: Iterable[str], now: float, wall: str) -> None:
+        batch = self._pending.get(table)
+        if batch is None:
+            batch = self._pending[table] = Batch(table, now, now, wall)
+        batch.add(keys, now)
+
+    def restore(self, batch: Batch) -> None:
+        """Puts back a batch whose Job could not be created (retried when due again)."""
+        pending = self._pending.get(batch.table)
+        if pending is None:
+            self._pending[batch.table] = batch
+        else:  # files arrived meanwhile: one batch, named by the older one
+            batch.add(pending.keys, pending.last_seen)
+            batch.count += pending.count - len(pending.keys)
+            self._pending[batch.table] = batch
+
+    def due(self, now: float, active: Callable[[TableKey], bool]) -> list[Batch]:
+        """Takes the batches whose run should start now."""
+        ready = [
+            b
+            for b in self._pending.values()
+            if (now - b.last_seen >= self.quiet or now - b.first_seen >= self.max_wait)
+            and not active(b.table)
+        ]
+        for b in ready:
+            del self._pending[b.table]
+        return ready
+
+    def pending(self) -> int:
+        return len(self._pending)

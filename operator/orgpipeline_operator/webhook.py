@@ -1,0 +1,228 @@
+"""The file-arrival endpoint: S3 bucket notifications in, one run per table and burst of files out.
+
+`POST /s3/events` (on ORGPIPELINE_WEBHOOK_PORT) takes a notification from MinIO, Ceph RGW,
+versitygw, or AWS S3 through SNS/EventBridge (see `file_events`), checks the sender's token
+before reading the body, refuses bodies over ORGPIPELINE_WEBHOOK_MAX_BYTES, and queues the objects
+per table. A loop on Kopf's event loop starts a Job for each batch once it is due (debounced; never
+while a run of the table is active, like the CronJob's concurrencyPolicy Forbid), with the run-now
+Job's spec and env `ORGPIPELINE_TRIGGER=file-arrival`. Batches live in memory: files of a batch
+pending when the operator stops are picked up by the table's next run (schedule, run-now, or the
+next file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from orgpipeline_api import v1alpha1
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+
+from orgpipeline_operator import builders, cache, configuration, file_events, kube, metrics, runtime
+from orgpipeline_operator.file_events import Batch, TableKey
+from orgpipeline_operator.runtime import Runtime, log
+
+PATH = "/s3/events"
+TICK_SECONDS = 0.25
+INFLIGHT_SECONDS = 60.0
+"""How long a Job just created counts as running before the watch cache has seen it."""
+
+
+def bind(port: int) -> socket.socket:
+    """The listening socket, made before Kopf starts so that a taken port stops the operator with
+    one clear line rather than a failing start-up handler."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("0.0.0.0", port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class Receiver:
+    """The endpoint and its batches; `runtime` gives the handlers' Runtime once Kopf started it."""
+
+    def __init__(self, settings: configuration.Settings, runtime: Callable[[], Runtime]) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.batches = file_events.Batches(
+            settings.webhook_debounce_seconds, settings.webhook_max_wait_seconds
+        )
+        self._inflight: dict[TableKey, tuple[str, float]] = {}
+        self._routes: tuple[int, file_events.Index] = (-1, file_events.Index([]))
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.Task[None] | None = None
+
+    async def start(self, sock: socket.socket) -> None:
+        app = web.Application(client_max_size=self.settings.webhook_max_bytes)
+        app.router.add_route("*", PATH, self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        self._loop = asyncio.create_task(self._flush_forever(), name="file-arrivals")
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- the endpoint ------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return _answer(405, "bad_request", "only POST")
+        if not file_events.authorized(
+            request.headers.get("Authorization"), self.settings.webhook_token or ""
+        ):
+            return _answer(401, "unauthorized", "missing or wrong token", {"WWW-Authenticate": "Bearer"})
+        limit = self.settings.webhook_max_bytes
+        if (request.content_length or 0) > limit:
+            return _answer(413, "too_large", f"body over {limit} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _answer(413, "too_large", f"body over {limit} bytes")
+        try:
+            objects = file_events.parse_notification(body)
+        except file_events.BadNotification as exc:
+            return _answer(400, "bad_request", str(exc))
+        if not objects and b"SubscriptionConfirmation" in body:
+            url = file_events.sns_subscribe_url(body)
+            if url:  # confirming is a person's decision: the operator fetches no URL a body names
+                log.warning("SNS subscription to confirm: open %s", url)
+        routed = (await self._index()).route(objects)
+        now, wall = time.monotonic(), datetime.now(UTC).isoformat()
+        for table, keys in routed.runs.items():
+            self.batches.add(table, keys, now, wall)
+        matched = len(objects) - routed.ignored - routed.ambiguous
+        for result, count in (
+            ("matched", matched),
+            ("ignored", routed.ignored),
+            ("ambiguous", routed.ambiguous),
+        ):
+            if count:
+                metrics.WEBHOOK_OBJECTS.labels(result=result).inc(count)
+        if routed.ambiguous:
+            log.warning(
+                "%d object(s) under a bucket/prefix that several orgs claim: no run", routed.ambiguous
+            )
+        metrics.WEBHOOK_REQUESTS.labels(result="accepted").inc()
+        return web.json_response(
+            {
+                "objects": len(objects),
+                "tables": len(routed.runs),
+                "ignored": routed.ignored + routed.ambiguous,
+            }
+        )
+
+    async def _index(self) -> file_events.Index:
+        """The routing index, rebuilt (off the event loop: tens of ms at thousands of orgs) only
+        when an OrgPipeline came, went or changed its spec."""
+        version = cache.CACHE.specs_version()
+        if self._routes[0] != version:
+            index = await asyncio.to_thread(_build_index)
+            self._routes = (version, index)
+        return self._routes[1]
+
+    # --- the batches -------------------------------------------------------------------------
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                await self.flush()
+            except Exception:  # keep the loop: one bad batch must not stop file arrivals for all
+                log.exception("file-arrival batches")
+
+    async def flush(self) -> None:
+        due = self.batches.due(time.monotonic(), self._active)
+        if not due:
+            return
+        rt = self.runtime()
+        made = await asyncio.gather(
+            *(asyncio.to_thread(start_run, rt, b) for b in due), return_exceptions=True
+        )
+        for batch, result in zip(due, made, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("%s/%s: file-arrival Job not created, retrying: %s", *batch.table, result)
+                self.batches.restore(batch)
+            elif result:
+                self._inflight[batch.table] = (result, time.monotonic())
+
+    def _active(self, table: TableKey) -> bool:
+        """Whether a run of the table is active: a Job the cache sees running (any trigger), or one
+        this loop created that the cache has not seen yet."""
+        pipeline, name = table
+        jobs = cache.CACHE.jobs_of(pipeline)
+        inflight = self._inflight.get(table)
+        if inflight is not None:
+            job, since = inflight
+            if any(j == job for _t, j, _done in jobs) or time.monotonic() - since > INFLIGHT_SECONDS:
+                del self._inflight[table]  # the cache knows it now (or never will: it is gone)
+                inflight = None
+        return inflight is not None or any(t == name and not done for t, _job, done in jobs)
+
+
+def _build_index() -> file_events.Index:
+    return file_events.Index(file_events.watches(cache.CACHE.pipelines(), _owns))
+
+
+def _owns(pipeline: str, org: str) -> bool:
+    return cache.CACHE.org_owner(org) == pipeline
+
+
+def _answer(status: int, result: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    metrics.WEBHOOK_REQUESTS.labels(result=result).inc()
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class Retry(Exception):
+    """The Job could not be created for now (API server trouble); the batch is kept."""
+
+
+def start_run(rt: Runtime, batch: Batch) -> str | None:
+    """Creates the batch's Job; its name, or None when there is nothing to run (gone, invalid)."""
+    pipeline, table_name = batch.table
+    parent = cache.CACHE.pipeline_snapshot(pipeline)
+    if parent is None:
+        return None
+    try:
+        spec = OrgPipelineSpec.model_validate(dict(parent.get("spec") or {}))
+    except ValueError:
+        return None  # the reconcile reports an invalid spec
+    table = spec.table(table_name)
+    if table is None:
+        return None
+    meta: dict[str, Any] = parent["metadata"]
+    target = builders.Target(pipeline, str(meta.get("uid") or ""), spec, rt.job_settings)
+    reason = batch.reason(spec.source.bucket)
+    manifest = builders.build_file_arrival_job(target, table, batch.batch_id, reason)
+    name = str(manifest["metadata"]["name"])
+    ref = {"apiVersion": v1alpha1.API_VERSION, "kind": v1alpha1.KIND, "metadata": meta}
+    try:
+        rt.kube.create(manifest)
+    except kube.ApiError as exc:
+        if exc.status == 409 and exc.reason == "AlreadyExists":  # this batch's Job: made before
+            return name
+        if exc.transient:
+            raise Retry(str(exc)) from exc
+        metrics.FILE_ARRIVAL_RUNS.labels(result="failed").inc()
+        runtime.warn(ref, reason="FileArrivalRunFailed", message=f"{table_name}: {exc.message}")
+        return None
+    metrics.FILE_ARRIVAL_RUNS.labels(result="started").inc()
+    runtime.info(ref, reason="FileArrivalRunStarted", message=f"{table_name}: Job {name} for {reason}")
+    log.info("%s/%s: file-arrival Job %s (%d object(s))", pipeline, table_name, name, batch.count)
+    return name

@@ -1,0 +1,145 @@
+"""File arrivals: S3 notifications posted to the operator's webhook, as MinIO or versitygw send
+them, start the matching table's Job (one per burst, never while one runs, never another org's);
+a sender without the token gets 401 and is counted, an oversized body 413."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from operator_helpers import WEBHOOK_TOKEN, Kubectl, Operator, apply_ready, pipeline, wait_for
+from orgpipeline_operator import kube, naming
+
+BUCKET = "uploads"
+
+
+def post(operator: Operator, payload: bytes, authorization: str | None = f"Bearer {WEBHOOK_TOKEN}") -> int:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{operator.webhook_port}/s3/events",
+        data=payload,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": authorization} if authorization else {}),
+        },
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def created(*keys: str, bucket: str = BUCKET) -> bytes:
+    records = [
+        {"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": k}}}
+        for k in keys
+    ]
+    return json.dumps({"Records": records}).encode()
+
+
+def metric(operator: Operator, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in operator.metrics().splitlines():
+        if line.startswith(f"{name}{{{want}}} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def arrival_jobs(api: kube.Kube, ns: str, table: str | None = None) -> list[dict[str, Any]]:
+    selector = f"{naming.LABEL_RUN_KIND}=file-arrival" + (f",{naming.LABEL_TABLE}={table}" if table else "")
+    return api.list("batch/v1", "Job", ns, selector)
+
+
+def env_of(job: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_sender_without_the_token_is_refused_and_counted(operator: Operator) -> None:
+    before = metric(operator, "orgpipeline_webhook_requests_total", result="unauthorized")
+    assert post(operator, created("x/orders_1.csv"), authorization=None) == 401
+    assert post(operator, created("x/orders_1.csv"), authorization="Bearer not-the-token") == 401
+    wrong_basic = "Basic " + base64.b64encode(b"orgpipeline:guess").decode()
+    assert post(operator, created("x/orders_1.csv"), authorization=wrong_basic) == 401
+    assert metric(operator, "orgpipeline_webhook_requests_total", result="unauthorized") == before + 3
+
+
+def test_oversized_and_malformed_bodies_are_refused(operator: Operator) -> None:
+    assert post(operator, b"{" + b" " * 300_000 + b"}") == 413
+    assert post(operator, b"not json") == 400
+    assert post(operator, json.dumps({"Service": "S3", "Event": "s3:TestEvent"}).encode()) == 200
+
+
+def test_a_burst_of_files_starts_one_job_of_the_owning_org_only(
+    operator: Operator, kubectl: Kubectl, api: kube.Kube, cleanup_pipelines: list[str]
+) -> None:
+    suffix = str(int(time.time() * 1000) % 10**8)
+    outer, inner = f"fea{suffix}", f"feb{suffix}"
+    # The inner org's prefix lies inside the outer org's, whose pattern would match its files too.
+    outer_tables = [
+        {"name": "orders", "filePattern": "*orders_*.csv"},
+        {"name": "customers", "trigger": "schedule"},
+    ]
+    outer_manifest = pipeline(
+        outer, ["orders", "customers"], source={"bucket": BUCKET, "prefix": f"{outer}/"}
+    )
+    for table, extra in zip(outer_manifest["spec"]["tables"], outer_tables, strict=True):
+        table.update(extra)
+    inner_manifest = pipeline(inner, ["orders"], source={"bucket": BUCKET, "prefix": f"{outer}/{inner}/"})
+    apply_ready(kubectl, api, cleanup_pipelines, outer_manifest)
+    apply_ready(kubectl, api, cleanup_pipelines, inner_manifest)
+    outer_ns, inner_ns = naming.namespace(outer), naming.namespace(inner)
+
+    burst = [f"{outer}/{inner}/orders_{i}.csv" for i in range(3)]
+    for key in burst:
+        assert post(operator, created(key)) == 200
+    assert post(operator, created(f"{outer}/{inner}/orders_x.csv", bucket="another-bucket")) == 200
+    assert post(operator, created(f"{outer}/customers_1.csv")) == 200  # a schedule-only table
+
+    (job,) = wait_for(lambda: arrival_jobs(api, inner_ns), what="the inner org's file-arrival Job")
+    env = env_of(job)
+    assert env["ORGPIPELINE_TRIGGER"] == "file-arrival"
+    assert env["ORGPIPELINE_TRIGGERED_BY"] == ""
+    assert env["ORGPIPELINE_TRIGGER_REASON"] == "3 new objects: " + ", ".join(
+        f"s3://{BUCKET}/{k}" for k in burst
+    )
+    assert job["metadata"]["labels"][naming.LABEL_TABLE] == "orders"
+
+    # A file of the outer org starts its own run; the inner org's Job is still the only one there.
+    assert post(operator, created(f"{outer}/orders_9.csv")) == 200
+    (outer_job,) = wait_for(lambda: arrival_jobs(api, outer_ns), what="the outer org's file-arrival Job")
+    assert env_of(outer_job)["ORGPIPELINE_TRIGGER_REASON"] == f"new object s3://{BUCKET}/{outer}/orders_9.csv"
+    assert len(arrival_jobs(api, inner_ns)) == 1
+    assert arrival_jobs(api, outer_ns, "customers") == []
+
+
+def test_files_arriving_during_a_run_wait_for_it_to_end(
+    operator: Operator, kubectl: Kubectl, api: kube.Kube, cleanup_pipelines: list[str]
+) -> None:
+    org = f"fec{int(time.time() * 1000) % 10**8}"
+    apply_ready(
+        kubectl,
+        api,
+        cleanup_pipelines,
+        pipeline(org, ["orders"], source={"bucket": BUCKET, "prefix": f"{org}/"}),
+    )
+    ns = naming.namespace(org)
+    assert post(operator, created(f"{org}/orders_1.csv")) == 200
+    (first,) = wait_for(lambda: arrival_jobs(api, ns), what="the first file-arrival Job")
+
+    # The first Job is still running (no kubelet here): the next file waits, however long.
+    assert post(operator, created(f"{org}/orders_2.csv")) == 200
+    time.sleep(3)  # several debounce periods
+    assert [j["metadata"]["name"] for j in arrival_jobs(api, ns)] == [first["metadata"]["name"]]
+
+    # The run ends (here: its Job goes); the waiting file gets its own run.
+    api.delete("batch/v1", "Job", first["metadata"]["name"], ns)
+    (second,) = wait_for(
+        lambda: [j for j in arrival_jobs(api, ns) if j["metadata"]["name"] != first["metadata"]["name"]],
+        what="the second file-arrival Job",
+    )
+    assert env_of(second)["ORGPIPELINE_TRIGGER_REASON"] == f"new object s3://{BUCKET}/{org}/orders_2.csv"
