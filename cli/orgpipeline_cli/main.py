@@ -49,8 +49,8 @@ def _fail(message: str, code: int) -> None:
 
 def run() -> None:
     """Console-script entry point."""
+    from orgpipeline_api.errors import PipelineError
     from orgpipeline_api.v1alpha1 import ManifestError
-    from orgpipeline_jobs.errors import PipelineError
 
     _register()
     try:

@@ -26,17 +26,18 @@ import psycopg
 import pymongo
 import pymongo.errors
 from orgpipeline_api import memory, naming, stores
+from orgpipeline_api.errors import ConfigurationError, PipelineError, ServerUnavailable
+from orgpipeline_api.orgschema import ddl, lock
 from orgpipeline_api.run_report import Counts, FileSummary, RunReport, RunResult, assess
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
-from orgpipeline_jobs import ingest, lock, quality
-from orgpipeline_jobs.errors import ConfigurationError, PipelineError, ServerUnavailable
+from orgpipeline_jobs import ingest, quality
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
 from orgpipeline_jobs.source.exceptions import FileRejected
-from orgpipeline_jobs.warehouse import ddl, pending, runs
+from orgpipeline_jobs.warehouse import pending, runs
 from orgpipeline_jobs.warehouse.load import copy_versions
 
 TERMINATION_LOG_ENV = "ORGPIPELINE_TERMINATION_LOG"
