@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from kopf._core.engines import posting
 from orgpipeline_operator import kube, naming
 
 REPO = Path(__file__).resolve().parents[3]
@@ -215,3 +217,13 @@ def report_message(org: str, table: str, **kw: Any) -> str:
     }  # fmt: skip
     body.update(kw)
     return json.dumps(body, separators=(",", ":"))
+
+
+def posted_reasons(queue: asyncio.Queue[Any]) -> list[str]:
+    """The reasons of the Events posted since the last call (from the `events` fixture's queue)."""
+    loop = posting.event_queue_loop_var.get()  # not running: the posts wait in its callbacks
+    loop.run_until_complete(asyncio.sleep(0))
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait().reason)
+    return out

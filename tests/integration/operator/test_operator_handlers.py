@@ -14,8 +14,7 @@ from typing import Any
 
 import kopf
 import pytest
-from kopf._core.engines import posting  # the queue the handlers post Events to
-from operator_helpers import pipeline, report_message, write_terminated
+from operator_helpers import pipeline, posted_reasons, report_message, write_terminated
 from orgpipeline_api import naming as api_naming
 from orgpipeline_api import v1alpha1
 from orgpipeline_operator import configuration, database, kube, main, naming, runs, runtime
@@ -32,29 +31,6 @@ def rt(stack: Any, kube_api: Any) -> Iterator[runtime.Runtime]:
     made.db.close()
 
 
-@pytest.fixture(autouse=True)
-def events() -> Iterator[asyncio.Queue[Any]]:
-    """Kopf's event queue as its engine sets it up: the Events the handlers post land here."""
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    tokens = (
-        posting.settings_var.set(kopf.OperatorSettings()),
-        posting.event_queue_var.set(queue),
-        posting.event_queue_loop_var.set(None),
-    )
-    yield queue
-    posting.event_queue_loop_var.reset(tokens[2])
-    posting.event_queue_var.reset(tokens[1])
-    posting.settings_var.reset(tokens[0])
-
-
-def _posted(queue: asyncio.Queue[Any]) -> list[tuple[str, str]]:
-    found = []
-    while not queue.empty():
-        event = queue.get_nowait()
-        found.append((event.type, event.reason))
-    return found
-
-
 def _get(rt: runtime.Runtime, name: str) -> dict[str, Any]:
     found = rt.kube.get(v1alpha1.API_VERSION, v1alpha1.KIND, name)
     assert found is not None
@@ -62,7 +38,7 @@ def _get(rt: runtime.Runtime, name: str) -> dict[str, Any]:
 
 
 @pytest.fixture()
-def created(rt: runtime.Runtime) -> Iterator[dict[str, Any]]:
+def created(rt: runtime.Runtime, events: asyncio.Queue[Any]) -> Iterator[dict[str, Any]]:
     """An OrgPipeline reconciled by the create handler; deleted (data and namespace) afterwards."""
     org = f"h{uuid.uuid4().hex[:8]}"
     manifest = pipeline(org)
@@ -151,7 +127,7 @@ def test_a_finished_job_becomes_the_last_run_and_its_alerts(
     rt: runtime.Runtime, created: dict[str, Any], events: asyncio.Queue[Any]
 ) -> None:
     org = created["spec"]["orgId"]
-    _posted(events)
+    posted_reasons(events)
     job = _finished_job(rt, created, report_message(org, "orders", qualityScore=0.5))
     assert runs.record_finished_job(rt, job, created)
     after = _get(rt, created["metadata"]["name"])
@@ -165,7 +141,7 @@ def test_a_finished_job_becomes_the_last_run_and_its_alerts(
     assert [(a["type"], a["severity"]) for a in after["status"]["alerts"]] == [
         ("QualityBelowThreshold", "critical")
     ]
-    assert _posted(events) == [("Normal", "RunSucceeded"), ("Warning", "QualityBelowThreshold")]
+    assert posted_reasons(events) == ["RunSucceeded", "QualityBelowThreshold"]
     assert not runs.record_finished_job(rt, job, after)  # recorded once
 
 

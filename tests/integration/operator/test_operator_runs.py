@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import kopf
-import pytest
-from kopf._core.engines import posting
 from operator_helpers import (
     TEST_LABEL,
     Kubectl,
@@ -18,6 +14,7 @@ from operator_helpers import (
     apply_ready,
     get_pipeline,
     pipeline,
+    posted_reasons,
     report_message,
     wait_for,
     wait_ready,
@@ -168,33 +165,6 @@ def test_run_now_unknown_table_is_an_event_not_a_crash(
     wait_ready(api, name)
 
 
-@pytest.fixture
-def events() -> Iterator[asyncio.Queue[Any]]:
-    """What Kopf's event poster would receive: runs.run_now posts Events outside a Kopf handler here."""
-    loop = asyncio.new_event_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    settings = kopf.OperatorSettings()
-    tokens = (
-        posting.settings_var.set(settings),
-        posting.event_queue_loop_var.set(loop),
-        posting.event_queue_var.set(queue),
-    )
-    yield queue
-    posting.event_queue_var.reset(tokens[2])
-    posting.event_queue_loop_var.reset(tokens[1])
-    posting.settings_var.reset(tokens[0])
-    loop.close()
-
-
-def _reasons(queue: asyncio.Queue[Any]) -> list[str]:
-    loop = posting.event_queue_loop_var.get()  # not running: the posts wait in its callbacks
-    loop.run_until_complete(asyncio.sleep(0))
-    out = []
-    while not queue.empty():
-        out.append(queue.get_nowait().reason)
-    return out
-
-
 def test_run_now_twice_for_one_request_makes_one_job(
     stack: Any, kubectl: Kubectl, api: kube.Kube, unique_id: str, events: asyncio.Queue[Any]
 ) -> None:
@@ -220,7 +190,7 @@ def test_run_now_twice_for_one_request_makes_one_job(
         jobs = api.list("batch/v1", "Job", ns, selector)
         assert [j["metadata"]["name"] for j in jobs] == first, (first, second)
         assert len(first) == 1 and first[0].startswith("ingest-orders-now-") and second == []
-        assert _reasons(events) == ["RunNowStarted"]  # no second start, no failure
+        assert posted_reasons(events) == ["RunNowStarted"]  # no second start, no failure
 
         # The same request seen after other writes (a newer resourceVersion): still the same Job.
         kubectl("label", "orgpipeline", name, "orgpipeline.io/touched=yes")
