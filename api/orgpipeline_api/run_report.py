@@ -418,7 +418,7 @@ def _measured(run: RunFacts, score: str) -> float | None:
     return value
 
 
-def breaches_of(run: RunFacts, thresholds: QualityThresholds | None) -> list[Breach]:
+def _breaches_of(run: RunFacts, thresholds: QualityThresholds | None) -> list[Breach]:
     """The breaches the run reported, then the thresholds it breaks that it did not report.
 
     Only a run that read rows is judged: one that read none (a `load`, no new files) has no
@@ -475,8 +475,10 @@ def assess(
         failed = AlertType.RunFailed
         alerts.append(RaisedAlert(failed, severity_of(failed), message[:MESSAGE_LIMIT], since))
     reading = [r for r in runs if r.rows_read > 0]
-    current = breaches_of(reading[0], thresholds) if reading else []
+    current = _breaches_of(reading[0], thresholds) if reading else []
     for breach in sorted(current, key=lambda b: b.type):
-        since = _since(reading, lambda r, t=breach.type: any(b.type == t for b in breaches_of(r, thresholds)))
+        since = _since(
+            reading, lambda r, t=breach.type: any(b.type == t for b in _breaches_of(r, thresholds))
+        )
         alerts.append(RaisedAlert(breach.type, breach.severity, breach.alert_message(), since))
-    return Assessment(breaches=breaches_of(run, thresholds), alerts=alerts)
+    return Assessment(breaches=_breaches_of(run, thresholds), alerts=alerts)

@@ -1,7 +1,7 @@
 """The three commands of the data plane, `ingest`, `load` and `run`, and their result.
 
 Each command takes the run lock of its org and table, makes sure the org's schema exists, records
-itself in `pipeline_runs` (Running, then its result) and returns the result below, which the
+itself in `pipeline_runs` (Running, then its result) and returns the result, which the
 command line prints (`-o json`) and, for the operator, writes to the termination log.
 
 The result is an `orgpipeline_api.run_report.RunReport` (the run contract: its fields, the
