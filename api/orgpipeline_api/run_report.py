@@ -210,24 +210,12 @@ class RunReport(Counts):
         }
 
     def termination_report(self) -> TerminationReport:
+        """The compact form: the fields it shares with the report, files by name (skipped ones
+        left out), the error cut to ERROR_LIMIT."""
+        shared = self.model_dump(include=set(TerminationReport.model_fields) - {"files", "error"})
         return TerminationReport(
-            run_id=self.run_id,
-            org_id=self.org_id,
-            table=self.table,
-            result=self.result,
+            **shared,
             files=[f.name for f in self.files if f.status != "skipped"],
-            rows_read=self.rows_read,
-            inserted=self.inserted,
-            updated=self.updated,
-            deleted=self.deleted,
-            unchanged=self.unchanged,
-            rejected=self.rejected,
-            quality_score=self.quality_score,
-            completeness_score=self.completeness_score,
-            error_rate_percent=self.error_rate_percent,
-            breaches=self.breaches,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
             error=self.error[:ERROR_LIMIT] if self.error else self.error,
         )
 
