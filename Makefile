@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 bootstrap:
 	@hack/bootstrap
 
-# Lint first: ruff and mypy clean is part of passing.
+# Lint first: ruff, mypy and the import layers clean is part of passing.
 test: bootstrap lint
 	@hack/stack up
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -20,6 +20,7 @@ lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy api jobs operator cli
+	$(BIN)/lint-imports
 	$(BIN)/python -m orgpipeline_api.crd --check
 
 stack-up: bootstrap

@@ -222,24 +222,12 @@ class RunReport(Counts):
         }
 
     def termination_report(self) -> TerminationReport:
+        """The compact form: the fields it shares with the report, files by name (skipped ones
+        left out), the error cut to ERROR_LIMIT."""
+        shared = self.model_dump(include=set(TerminationReport.model_fields) - {"files", "error"})
         return TerminationReport(
-            run_id=self.run_id,
-            org_id=self.org_id,
-            table=self.table,
-            result=self.result,
+            **shared,
             files=[f.name for f in self.files if f.status != "skipped"],
-            rows_read=self.rows_read,
-            inserted=self.inserted,
-            updated=self.updated,
-            deleted=self.deleted,
-            unchanged=self.unchanged,
-            rejected=self.rejected,
-            quality_score=self.quality_score,
-            completeness_score=self.completeness_score,
-            error_rate_percent=self.error_rate_percent,
-            breaches=self.breaches,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
             error=self.error[:ERROR_LIMIT] if self.error else self.error,
             trigger=self.trigger.value,
             triggered_by=self.triggered_by,
@@ -440,7 +428,7 @@ def _measured(run: RunFacts, score: str) -> float | None:
     return value
 
 
-def breaches_of(run: RunFacts, thresholds: QualityThresholds | None) -> list[Breach]:
+def _breaches_of(run: RunFacts, thresholds: QualityThresholds | None) -> list[Breach]:
     """The breaches the run reported, then the thresholds it breaks that it did not report.
 
     Only a run that read rows is judged: one that read none (a `load`, no new files) has no
@@ -497,8 +485,10 @@ def assess(
         failed = AlertType.RunFailed
         alerts.append(RaisedAlert(failed, severity_of(failed), message[:MESSAGE_LIMIT], since))
     reading = [r for r in runs if r.rows_read > 0]
-    current = breaches_of(reading[0], thresholds) if reading else []
+    current = _breaches_of(reading[0], thresholds) if reading else []
     for breach in sorted(current, key=lambda b: b.type):
-        since = _since(reading, lambda r, t=breach.type: any(b.type == t for b in breaches_of(r, thresholds)))
+        since = _since(
+            reading, lambda r, t=breach.type: any(b.type == t for b in _breaches_of(r, thresholds))
+        )
         alerts.append(RaisedAlert(breach.type, breach.severity, breach.alert_message(), since))
-    return Assessment(breaches=breaches_of(run, thresholds), alerts=alerts)
+    return Assessment(breaches=_breaches_of(run, thresholds), alerts=alerts)

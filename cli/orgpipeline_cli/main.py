@@ -1,6 +1,6 @@
 """The `orgpipeline` command line: the typer app and the entry point that owns error handling.
 
-Command modules register themselves: each module named in COMMAND_MODULES has a
+Command modules register themselves: each module named in COMMAND_MODULES (the one registry) has a
 `register(app: typer.Typer) -> None`. Adding a command group is one line here.
 
 Errors a user can cause (bad manifest, unknown table, unreadable file, unreachable server) end as
@@ -17,7 +17,18 @@ import sys
 import click
 import typer
 
-COMMAND_MODULES = ["orgpipeline_cli.pipeline", "orgpipeline_cli.manage"]
+COMMAND_MODULES = [
+    "orgpipeline_cli.pipeline",  # ingest, load, run
+    "orgpipeline_cli.manage.reports",  # status, metrics, alerts
+    "orgpipeline_cli.manage.history",  # quality, audit
+    "orgpipeline_cli.manage.integrity",  # validate, retention
+    "orgpipeline_cli.manage.seedschemas",  # import-schemas
+    "orgpipeline_cli.manage.governance",  # export, compliance
+    "orgpipeline_cli.manage.rejected",  # rejected
+    "orgpipeline_cli.manage.runnow",  # run-now
+    "orgpipeline_cli.manage.health",  # health
+]
+"""The one registry of commands, in the order `--help` lists them (imported when the app runs)."""
 
 app = typer.Typer(
     name="orgpipeline",
@@ -49,8 +60,8 @@ def _fail(message: str, code: int) -> None:
 
 def run() -> None:
     """Console-script entry point."""
+    from orgpipeline_api.errors import PipelineError
     from orgpipeline_api.v1alpha1 import ManifestError
-    from orgpipeline_jobs.errors import PipelineError
 
     _register()
     try:

@@ -11,11 +11,10 @@ from typing import Any
 
 import psycopg
 from orgpipeline_api import anomaly, naming
+from orgpipeline_api.orgschema.ddl import qualified
 from orgpipeline_api.run_report import Breach
 from orgpipeline_api.v1alpha1 import AnomalyDetection
 from psycopg import sql
-
-from orgpipeline_jobs.warehouse.ddl import qualified
 
 
 def history(conn: psycopg.Connection[Any], org_id: str, table: str, limit: int) -> list[anomaly.RunPoint]:

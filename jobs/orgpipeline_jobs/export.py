@@ -43,12 +43,12 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 from orgpipeline_api import naming
+from orgpipeline_api.errors import PipelineError, ServerUnavailable
+from orgpipeline_api.orgschema import lock, privacy
+from orgpipeline_api.orgschema.ddl import AUDIT_COLUMN_NAMES, qualified
 from psycopg import sql
 
-from orgpipeline_jobs import lock, privacy
-from orgpipeline_jobs.errors import PipelineError, ServerUnavailable
 from orgpipeline_jobs.settings import Settings
-from orgpipeline_jobs.warehouse.ddl import AUDIT_COLUMN_NAMES, qualified
 
 EXPORTS_TABLE = "pipeline_exports"
 BATCH_ROWS = 10_000

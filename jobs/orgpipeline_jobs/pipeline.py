@@ -1,7 +1,7 @@
 """The three commands of the data plane, `ingest`, `load` and `run`, and their result.
 
 Each command takes the run lock of its org and table, makes sure the org's schema exists, records
-itself in `pipeline_runs` (Running, then its result) and returns the result below, which the
+itself in `pipeline_runs` (Running, then its result) and returns the result, which the
 command line prints (`-o json`) and, for the operator, writes to the termination log.
 
 The result is an `orgpipeline_api.run_report.RunReport` (the run contract: its fields, the
@@ -26,17 +26,18 @@ import psycopg
 import pymongo
 import pymongo.errors
 from orgpipeline_api import memory, naming, stores, triggers
+from orgpipeline_api.errors import ConfigurationError, PipelineError, ServerUnavailable
+from orgpipeline_api.orgschema import ddl, lock
 from orgpipeline_api.run_report import Breach, Counts, FileSummary, RunReport, RunResult, assess
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
-from orgpipeline_jobs import anomalies, ingest, lock, quality
-from orgpipeline_jobs.errors import ConfigurationError, PipelineError, ServerUnavailable
+from orgpipeline_jobs import anomalies, ingest, quality
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
 from orgpipeline_jobs.source.exceptions import FileRejected
-from orgpipeline_jobs.warehouse import ddl, pending, runs
+from orgpipeline_jobs.warehouse import pending, runs
 from orgpipeline_jobs.warehouse.load import copy_versions
 
 TERMINATION_LOG_ENV = "ORGPIPELINE_TERMINATION_LOG"

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 from orgpipeline_api import naming
+from orgpipeline_api.orgschema.ddl import qualified
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Retention
 from psycopg import sql
 from pymongo import UpdateOne
@@ -25,7 +26,6 @@ from pymongo.collection import Collection
 
 from orgpipeline_jobs import pipeline
 from orgpipeline_jobs.landing import documents
-from orgpipeline_jobs.warehouse.ddl import qualified
 
 MONGO_BATCH = 1000
 

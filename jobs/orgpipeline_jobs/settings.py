@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
-from orgpipeline_jobs.errors import ConfigurationError
+from orgpipeline_api.errors import ConfigurationError
 
 ENV_PREFIX = "ORGPIPELINE_"
 

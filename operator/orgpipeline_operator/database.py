@@ -24,11 +24,10 @@ from collections.abc import Iterator
 import psycopg
 import pymongo
 from orgpipeline_api import naming, stores
+from orgpipeline_api.errors import LockTimeout
+from orgpipeline_api.orgschema import ddl, lock, retype
+from orgpipeline_api.orgschema import privacy as orgprivacy
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
-from orgpipeline_jobs import lock
-from orgpipeline_jobs import privacy as orgprivacy
-from orgpipeline_jobs.errors import LockTimeout
-from orgpipeline_jobs.warehouse import ddl, retype
 from psycopg import sql
 
 

@@ -16,12 +16,13 @@ from typing import Any
 
 import kopf
 from orgpipeline_api import v1alpha1
+from orgpipeline_api.status import OrgPipelineStatus
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from pydantic import ValidationError
 
 from orgpipeline_operator import builders, cache, database, kube, metrics, naming, reader, runtime, status
 from orgpipeline_operator.cache import ChildKey
-from orgpipeline_operator.runtime import Runtime, SourceSecretMissing, log
+from orgpipeline_operator.runtime import Runtime, SourceSecretMissing, StatusWrite, log
 from orgpipeline_operator.snapshot import MIN_ORGS, Inventory
 
 # Kinds the operator deletes when they are no longer desired (the rest are fixed per org).
@@ -264,33 +265,19 @@ def _current_hash(rt: Runtime, child: dict[str, Any], inventory: Inventory | Non
 def write_status(
     rt: Runtime, req: Request, spec: OrgPipelineSpec | None, obs: status.Observation, body: Mapping[str, Any]
 ) -> bool:
-    """Writes the new status when it differs (returns whether it did); on a conflict re-reads the
-    object and tries again."""
-    raw = dict(req.status or {})
-    rv = req.resource_version
-    for _attempt in range(5):
-        old = status.parse(raw)
+    """Writes the new status when it differs; returns whether it wrote (or the object is gone)."""
+
+    def compute(_obj: Mapping[str, Any], old: OrgPipelineStatus) -> OrgPipelineStatus:
         new = status.compute_status(spec, old, obs, status.now_iso())
-        patch = status.status_patch(raw, new)
         if spec is not None:
             metrics.set_org(spec.org_id, status.gauges(new))
-        if patch is None:
-            return False
-        try:
-            rt.kube.patch_status(req.name, patch, rv)
-        except kube.ApiError as exc:
-            if exc.status == 409:
-                fresh = rt.kube.get(v1alpha1.API_VERSION, v1alpha1.KIND, req.name)
-                if fresh is None:
-                    return True
-                raw, rv = dict(fresh.get("status") or {}), fresh["metadata"]["resourceVersion"]
-                continue
-            if exc.status == 404:
-                return True
-            raise kopf.TemporaryError(f"cannot write status: {exc}", delay=rt.settings.retry_seconds) from exc
-        post_events(body, old, new)
-        return True
-    raise kopf.TemporaryError("status kept changing under the operator", delay=rt.settings.retry_seconds)
+        return new
+
+    seen = {"metadata": {"name": req.name, "resourceVersion": req.resource_version}, "status": req.status}
+    written = rt.patch_status(seen, compute, "write status")
+    if isinstance(written, StatusWrite):
+        post_events(body, written.old, written.new)
+    return written != "unchanged"
 
 
 def post_events(body: Mapping[str, Any], old: Any, new: Any) -> None:

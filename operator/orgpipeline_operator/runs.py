@@ -13,11 +13,11 @@ from typing import Any
 import kopf
 from orgpipeline_api import triggers, v1alpha1
 from orgpipeline_api.run_report import AlertType, RunResult
-from orgpipeline_api.status import LastRun
+from orgpipeline_api.status import LastRun, OrgPipelineStatus
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
 from orgpipeline_operator import builders, kube, metrics, naming, retention_runs, runtime, status
-from orgpipeline_operator.runtime import Runtime, log
+from orgpipeline_operator.runtime import Runtime, StatusWrite, log
 
 
 def requested_tables(value: str | None) -> list[str]:
@@ -115,51 +115,31 @@ def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str
 
 
 def _write_run(rt: Runtime, parent: Mapping[str, Any], table: str, run: LastRun) -> None:
-    meta = parent["metadata"]
-    raw, rv = dict(parent.get("status") or {}), meta.get("resourceVersion")
-    current = dict(parent)
-    for _attempt in range(5):
+    def compute(obj: Mapping[str, Any], old: OrgPipelineStatus) -> OrgPipelineStatus | None:
         try:
-            spec = OrgPipelineSpec.model_validate(dict(current.get("spec") or {}))
+            spec = OrgPipelineSpec.model_validate(dict(obj.get("spec") or {}))
         except ValueError:
-            return
-        old = status.parse(raw)
+            return None
         prev = old.table(table)
         if prev and prev.last_run and not status.is_newer(run, prev.last_run):
-            return
+            return None
         obs = status.Observation(generation=old.observed_generation, runs={table: run})
         new = status.compute_status(spec, old, obs, status.now_iso())
-        patch = status.status_patch(raw, new)
-        if patch is None:
-            return
-        try:
-            rt.kube.patch_status(meta["name"], patch, rv)
-        except kube.ApiError as exc:
-            if exc.status == 409:
-                fresh = rt.kube.get(v1alpha1.API_VERSION, v1alpha1.KIND, meta["name"])
-                if fresh is None:
-                    return
-                current, raw, rv = (
-                    fresh,
-                    dict(fresh.get("status") or {}),
-                    fresh["metadata"]["resourceVersion"],
-                )
-                continue
-            if exc.status == 404:
-                return
-            raise kopf.TemporaryError(
-                f"cannot record the run: {exc}", delay=rt.settings.retry_seconds
-            ) from exc
         metrics.set_org(spec.org_id, status.gauges(new))
-        ref = {"apiVersion": v1alpha1.API_VERSION, "kind": v1alpha1.KIND, "metadata": current["metadata"]}
-        if run.result == RunResult.Failed:
-            runtime.warn(
-                ref, reason="RunFailed", message=f"{table}: job {run.job} failed: {run.error or ''}"[:1000]
-            )
-        else:
-            runtime.info(ref, reason=f"Run{run.result.value}", message=f"{table}: job {run.job}")
-        for alert in status.new_alerts(old.alerts, new.alerts):
-            if alert.type != AlertType.RunFailed:
-                runtime.warn(ref, reason=alert.type, message=f"{alert.table}: {alert.message}"[:1000])
-        log.info("%s/%s: recorded %s of job %s", meta["name"], table, run.result.value, run.job)
+        return new
+
+    written = rt.patch_status(parent, compute, "record the run")
+    if not isinstance(written, StatusWrite):
         return
+    new, meta = written.new, written.obj["metadata"]
+    ref = {"apiVersion": v1alpha1.API_VERSION, "kind": v1alpha1.KIND, "metadata": meta}
+    if run.result == RunResult.Failed:
+        runtime.warn(
+            ref, reason="RunFailed", message=f"{table}: job {run.job} failed: {run.error or ''}"[:1000]
+        )
+    else:
+        runtime.info(ref, reason=f"Run{run.result.value}", message=f"{table}: job {run.job}")
+    for alert in status.new_alerts(written.old.alerts, new.alerts):
+        if alert.type != AlertType.RunFailed:
+            runtime.warn(ref, reason=alert.type, message=f"{alert.table}: {alert.message}"[:1000])
+    log.info("%s/%s: recorded %s of job %s", meta["name"], table, run.result.value, run.job)

@@ -9,19 +9,36 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import kopf
 from orgpipeline_api import naming as api_naming
+from orgpipeline_api import v1alpha1
+from orgpipeline_api.status import OrgPipelineStatus
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
-from orgpipeline_operator import builders, configuration, database, kube, naming
+from orgpipeline_operator import builders, configuration, database, kube, naming, status
 from orgpipeline_operator.snapshot import Snapshot
 
 log = logging.getLogger("orgpipeline.operator")
 
 T = TypeVar("T")
 R = TypeVar("R")
+STATUS_ATTEMPTS = 5
+"""Status patches tried (each after re-reading the object on a conflict) before retrying later."""
+
+ComputeStatus = Callable[[Mapping[str, Any], OrgPipelineStatus], OrgPipelineStatus | None]
+"""The new status from the object and its current status; None when there is nothing to write."""
+Skipped = Literal["unchanged", "gone"]
+
+
+@dataclass(frozen=True)
+class StatusWrite:
+    """A status patch the API server took: the object it applied to, the status before and after."""
+
+    obj: Mapping[str, Any]
+    old: OrgPipelineStatus
+    new: OrgPipelineStatus
 
 
 @dataclass
@@ -97,6 +114,41 @@ class Runtime:
                 "or lacks accessKey/secretKey"
             )
         return _b64(data["accessKey"]), _b64(data["secretKey"])
+
+    def patch_status(
+        self, obj: Mapping[str, Any], compute: ComputeStatus, what: str
+    ) -> StatusWrite | Skipped:
+        """Patches the OrgPipeline's status to what `compute` makes of the object as last read
+        (None: nothing to write); on a conflict re-reads the object and computes again.
+
+        Returns the write, "unchanged" when the status already is as computed, "gone" when the
+        object was deleted meanwhile. Other API errors, and a status that keeps changing under the
+        operator, are retried later (kopf.TemporaryError); `what` names the write in their message.
+        """
+        name = obj["metadata"]["name"]
+        for _attempt in range(STATUS_ATTEMPTS):
+            raw = dict(obj.get("status") or {})
+            old = status.parse(raw)
+            new = compute(obj, old)
+            patch = None if new is None else status.status_patch(raw, new)
+            if new is None or patch is None:
+                return "unchanged"
+            try:
+                self.kube.patch_status(name, patch, obj["metadata"].get("resourceVersion"))
+            except kube.ApiError as exc:
+                if exc.status == 409:
+                    fresh = self.kube.get(v1alpha1.API_VERSION, v1alpha1.KIND, name)
+                    if fresh is None:
+                        return "gone"
+                    obj = fresh
+                    continue
+                if exc.status == 404:
+                    return "gone"
+                raise kopf.TemporaryError(f"cannot {what}: {exc}", delay=self.settings.retry_seconds) from exc
+            return StatusWrite(obj, old, new)
+        raise kopf.TemporaryError(
+            "status kept changing under the operator", delay=self.settings.retry_seconds
+        )
 
     def current_password(self, namespace: str) -> str | None:
         secret = self.kube.get("v1", "Secret", naming.SECRET, namespace)

@@ -73,8 +73,8 @@ class Stores:
 def stores(need_mongo: bool = True) -> Iterator[Stores]:
     """Connects with the data plane's settings (ORGPIPELINE_* variables); a store that cannot be
     reached ends the command with one line and exit code 3."""
+    from orgpipeline_api.errors import ConfigurationError, ServerUnavailable
     from orgpipeline_jobs import pipeline
-    from orgpipeline_jobs.errors import ConfigurationError, ServerUnavailable
     from orgpipeline_jobs.settings import Settings
 
     try:

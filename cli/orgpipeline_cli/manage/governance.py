@@ -12,9 +12,9 @@ from typing import Any
 
 import typer
 from orgpipeline_api import naming
+from orgpipeline_api.errors import ServerUnavailable
+from orgpipeline_api.orgschema import privacy
 from orgpipeline_jobs import export as exporting
-from orgpipeline_jobs import privacy
-from orgpipeline_jobs.errors import ServerUnavailable
 from rich.table import Table
 
 from orgpipeline_cli.main import CommandFailed
@@ -235,7 +235,7 @@ def _reader_sees(classification: str) -> str:
 
 
 def _exports(conn: Any, org_id: str) -> list[dict[str, Any]]:
-    from orgpipeline_jobs.warehouse.ddl import qualified
+    from orgpipeline_api.orgschema.ddl import qualified
     from psycopg import sql
     from psycopg.rows import dict_row
 

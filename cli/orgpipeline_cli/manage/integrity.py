@@ -225,8 +225,8 @@ def retention(
                 )
                 results.append({"table": t, **counts})
     else:
+        from orgpipeline_api.errors import ConfigurationError, PipelineError, ServerUnavailable
         from orgpipeline_jobs import retention as policy
-        from orgpipeline_jobs.errors import ConfigurationError, PipelineError, ServerUnavailable
         from orgpipeline_jobs.settings import Settings
 
         try:

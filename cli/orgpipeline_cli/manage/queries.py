@@ -1,6 +1,6 @@
 """Read-side queries of the management commands: runs, quality, change log, versions, storage.
 
-Everything here reads what the data plane wrote (see `orgpipeline_jobs.warehouse.ddl` for the
+Everything here reads what the data plane wrote (see `orgpipeline_api.orgschema.ddl` for the
 tables) and changes nothing. Identifiers are quoted with psycopg.sql; org and table names come from
 the catalog or are checked against it before they reach a query. Large reads stream: PostgreSQL
 through a server-side cursor, MongoDB through its cursor, so memory stays bounded.
@@ -19,9 +19,9 @@ from typing import Any
 
 import psycopg
 from orgpipeline_api import naming
+from orgpipeline_api.orgschema.ddl import AUDIT_COLUMNS, FILES_TABLE, qualified
 from orgpipeline_api.v1alpha1 import Retention
 from orgpipeline_jobs import hashing
-from orgpipeline_jobs.warehouse.ddl import AUDIT_COLUMNS, FILES_TABLE, qualified
 from psycopg import sql
 from psycopg.rows import dict_row
 from pymongo.collection import Collection

@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 import typer
 from orgpipeline_api import naming
-from orgpipeline_jobs.source.csvstream import MAX_RAW_TEXT, csv_record
-from orgpipeline_jobs.warehouse.ddl import FILES_TABLE, qualified
+from orgpipeline_api.orgschema.ddl import FILES_TABLE, qualified
+from orgpipeline_jobs.rowtext import MAX_RAW_TEXT, csv_record
 from psycopg import sql
 from psycopg.rows import dict_row
 from rich.table import Table

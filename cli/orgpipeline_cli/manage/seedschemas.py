@@ -31,8 +31,8 @@ from typing import Any
 import typer
 import yaml
 from orgpipeline_api import v1alpha1
+from orgpipeline_api.orgschema.ddl import AUDIT_COLUMN_NAMES
 from orgpipeline_api.v1alpha1 import COLUMN_NAME_PATTERN, ORG_ID_PATTERN, TABLE_NAME_PATTERN
-from orgpipeline_jobs.warehouse.ddl import AUDIT_COLUMN_NAMES
 
 from orgpipeline_cli.manage.common import UserError, command_help
 

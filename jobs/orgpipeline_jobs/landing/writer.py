@@ -16,9 +16,9 @@ from typing import Any
 
 import pymongo.errors
 from bson.raw_bson import RawBSONDocument
+from orgpipeline_api.errors import ServerUnavailable
 from pymongo.collection import Collection
 
-from orgpipeline_jobs.errors import ServerUnavailable
 from orgpipeline_jobs.landing.exceptions import LandingError
 
 Document = dict[str, Any] | RawBSONDocument

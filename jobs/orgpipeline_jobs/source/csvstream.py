@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import csv
-import io
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -28,12 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from orgpipeline_jobs.rowtext import csv_record, raw_text
 from orgpipeline_jobs.source.configuration import SourceConfig
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
-
-MAX_RAW_TEXT = 64 * 1024
-"""Characters of a rejected row's text that are kept (a row with a field over max_field_bytes is
-rejected for its size: its text is cut here, and marked so)."""
 
 
 @dataclass(frozen=True)
@@ -46,21 +41,6 @@ class RejectedRow:
     field: str | None = None
     text: str = ""
     text_truncated: bool = False
-
-
-def raw_text(text: str) -> tuple[str, bool]:
-    """The text as stored with a rejected row: at most MAX_RAW_TEXT characters, and whether it was cut."""
-    if len(text) <= MAX_RAW_TEXT:
-        return text, False
-    return text[:MAX_RAW_TEXT], True
-
-
-def csv_record(values: Sequence[str]) -> str:
-    """One CSV record of `values` (quoted where needed), without the line end."""
-    out = io.StringIO()
-    # The writer quotes a value holding \r or \n only when they are in its line end: write it, drop it.
-    csv.writer(out, lineterminator="\r\n").writerow(values)
-    return out.getvalue()[:-2]
 
 
 def rejected_row(

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
-from orgpipeline_jobs.errors import ServerUnavailable
+from orgpipeline_api.errors import ServerUnavailable
+
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source.exceptions import SourceError
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orgpipeline_jobs.errors import PipelineError
+from orgpipeline_api.errors import PipelineError
 
 
 class WarehouseError(PipelineError):

@@ -19,10 +19,10 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 from orgpipeline_api import naming
+from orgpipeline_api.orgschema.ddl import qualified
 from psycopg import sql
 
 from orgpipeline_jobs.warehouse import copytext
-from orgpipeline_jobs.warehouse.ddl import qualified
 
 STAGE = sql.Identifier("_orgpipeline_classify")
 

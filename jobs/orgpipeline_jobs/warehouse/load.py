@@ -14,11 +14,11 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 from orgpipeline_api import naming
+from orgpipeline_api.orgschema.ddl import qualified
 from orgpipeline_api.v1alpha1 import Table
 from psycopg import sql
 
 from orgpipeline_jobs.warehouse import copytext, rows
-from orgpipeline_jobs.warehouse.ddl import qualified
 
 
 def _copy(

@@ -13,9 +13,8 @@ from typing import Any
 
 import psycopg
 from orgpipeline_api import naming
+from orgpipeline_api.orgschema.ddl import qualified
 from psycopg import sql
-
-from orgpipeline_jobs.warehouse.ddl import qualified
 
 
 def put(conn: psycopg.Connection[Any], org_id: str, table: str, batch_id: str, documents: bytes) -> None:

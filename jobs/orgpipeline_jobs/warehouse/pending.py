@@ -15,9 +15,8 @@ from typing import Any
 
 import psycopg
 from orgpipeline_api import naming
+from orgpipeline_api.orgschema.ddl import qualified
 from psycopg import sql
-
-from orgpipeline_jobs.warehouse.ddl import qualified
 
 ALL = "*"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orgpipeline_jobs.warehouse.ddl import AUDIT_COLUMN_NAMES
+from orgpipeline_api.orgschema.ddl import AUDIT_COLUMN_NAMES
 
 
 def _json(value: Any) -> str:

@@ -15,13 +15,13 @@ from typing import Any
 
 import psycopg
 from orgpipeline_api import naming
+from orgpipeline_api.orgschema.ddl import FILES_TABLE, TABLES_TABLE, qualified
 from orgpipeline_api.run_report import RunReport
 from orgpipeline_api.triggers import RunTrigger
 from psycopg import sql
 
 from orgpipeline_jobs.source.csvstream import RejectedRow
 from orgpipeline_jobs.source.files import SourceFile
-from orgpipeline_jobs.warehouse.ddl import FILES_TABLE, TABLES_TABLE, qualified
 
 
 def start_run(

@@ -29,9 +29,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from orgpipeline_api import naming
+from orgpipeline_api.orgschema import privacy
 from orgpipeline_api.v1alpha1 import load_manifest
 from orgpipeline_jobs import export as exporting
-from orgpipeline_jobs import pipeline, privacy
+from orgpipeline_jobs import pipeline
 from orgpipeline_jobs.settings import Settings
 
 REPO = Path(__file__).resolve().parents[3]

@@ -6,7 +6,7 @@ import os
 import subprocess
 
 from conftest import CLI, Org, order, orders_csv
-from orgpipeline_jobs import lock
+from orgpipeline_api.orgschema import lock
 
 
 def test_concurrent_runs_give_the_state_of_one(org: Org, twin: Org) -> None:

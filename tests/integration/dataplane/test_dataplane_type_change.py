@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from conftest import ORDERS_HEADER, Org
-from orgpipeline_jobs.warehouse import retype
+from orgpipeline_api.orgschema import retype
 
 FILE = (
     ORDERS_HEADER + "\nO1,C1,P1,2024-01-15,10.50,pending,a@x.com,7\nO2,C2,P2,2024-01-16,20,shipped,b@x.com,\n"

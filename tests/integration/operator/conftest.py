@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
+import kopf
 import pytest
+from kopf._core.engines import posting
 from operator_helpers import REPO, RESYNC_SECONDS, TEST_LABEL, WEBHOOK_TOKEN, Kubectl, Operator, free_port
 from orgpipeline_operator import kube
 
@@ -69,3 +72,21 @@ def cleanup_pipelines(kubectl: Kubectl) -> Iterator[list[str]]:
     yield names
     for name in names:
         kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--timeout=30s", check=False)
+
+
+@pytest.fixture
+def events() -> Iterator[asyncio.Queue[Any]]:
+    """What Kopf's event poster would receive: runs.run_now posts Events outside a Kopf handler here."""
+    loop = asyncio.new_event_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    settings = kopf.OperatorSettings()
+    tokens = (
+        posting.settings_var.set(settings),
+        posting.event_queue_loop_var.set(loop),
+        posting.event_queue_var.set(queue),
+    )
+    yield queue
+    posting.event_queue_var.reset(tokens[2])
+    posting.event_queue_loop_var.reset(tokens[1])
+    posting.settings_var.reset(tokens[0])
+    loop.close()

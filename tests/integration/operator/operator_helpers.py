@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -11,11 +12,13 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from orgpipeline_operator import kube
+from kopf._core.engines import posting
+from orgpipeline_operator import kube, naming
 
 REPO = Path(__file__).resolve().parents[3]
 CASES = Path(__file__).resolve().parent / "cases"
@@ -169,3 +172,60 @@ def apply_ready(
     cleanup.append(name)
     kubectl.apply(manifest)
     return wait_ready(api, name)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_terminated(api: kube.Kube, ns: str, pod: dict[str, Any], exit_code: int, message: str) -> None:
+    """Plays the kubelet: the pod's container terminated with `exit_code` and `message`."""
+    now = now_iso()
+    status = {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+        "containerStatuses": [
+            {
+                "name": naming.CONTAINER,
+                "image": "orgpipeline:dev",
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": {
+                    "terminated": {
+                        "exitCode": exit_code,
+                        "reason": "Completed" if exit_code == 0 else "Error",
+                        "message": message,
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+        ],
+    }
+    url = kube.path("v1", "Pod", ns, pod["metadata"]["name"]) + "/status"
+    api.request("PATCH", url, {"status": status}, content_type="application/merge-patch+json")
+
+
+def report_message(org: str, table: str, **kw: Any) -> str:
+    """A termination message as the data plane writes it (the fields in `kw` changed)."""
+    now = now_iso()
+    body = {
+        "runId": "run-1", "orgId": org, "table": table, "result": "Succeeded", "files": [f"{table}_1.csv"],
+        "rowsRead": 100, "inserted": 90, "updated": 5, "deleted": 0, "unchanged": 5, "rejected": 0,
+        "qualityScore": 0.99, "completenessScore": 1.0, "errorRatePercent": 0.0, "breaches": [],
+        "startedAt": now, "finishedAt": now, "error": None,
+    }  # fmt: skip
+    body.update(kw)
+    return json.dumps(body, separators=(",", ":"))
+
+
+def posted_reasons(queue: asyncio.Queue[Any]) -> list[str]:
+    """The reasons of the Events posted since the last call (from the `events` fixture's queue)."""
+    loop = posting.event_queue_loop_var.get()  # not running: the posts wait in its callbacks
+    loop.run_until_complete(asyncio.sleep(0))
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait().reason)
+    return out

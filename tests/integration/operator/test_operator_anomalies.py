@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from operator_helpers import Kubectl, Operator, apply_ready, get_pipeline, pipeline, wait_for
+from operator_helpers import report_message as _report
 from orgpipeline_operator import kube
-from test_operator_runs import _finish_pod, _report, _run_now
+from test_operator_runs import _finish_pod, _run_now
 
 MESSAGE = "rows read 50 is outside the expected range 650 to 1,350 (from the last 6 successful runs)"
 

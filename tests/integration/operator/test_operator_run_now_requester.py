@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import yaml
 from operator_helpers import Kubectl, Operator, apply_ready, get_pipeline, pipeline, wait_for
+from operator_helpers import report_message as _report
 from orgpipeline_api import triggers
 from orgpipeline_operator import kube, naming
-from test_operator_runs import _finish_pod, _report
+from test_operator_runs import _finish_pod
 
 CLI = str(Path(sys.executable).parent / "orgpipeline")
 

@@ -4,15 +4,9 @@ would, through pods/status) lands in the OrgPipeline's status, alerts and Events
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
-import kopf
-import pytest
-from kopf._core.engines import posting
 from operator_helpers import (
     TEST_LABEL,
     Kubectl,
@@ -20,14 +14,13 @@ from operator_helpers import (
     apply_ready,
     get_pipeline,
     pipeline,
+    posted_reasons,
+    report_message,
     wait_for,
     wait_ready,
+    write_terminated,
 )
 from orgpipeline_operator import configuration, database, kube, naming, runs, runtime
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _jobs(kubectl: Kubectl, ns: str) -> list[dict[str, Any]]:
@@ -46,7 +39,7 @@ def _finish_pod(api: kube.Kube, ns: str, job: str, exit_code: int, message: str)
         pods = wait_for(lambda: pending() or _job_done(api, ns, job), what=f"a running pod of {job}")
         if pods is True:
             return
-        _write_terminated(api, ns, pods[0], exit_code, message)
+        write_terminated(api, ns, pods[0], exit_code, message)
         if exit_code == 0:
             return
 
@@ -57,47 +50,6 @@ def _job_done(api: kube.Kube, ns: str, job: str) -> bool:
         c["status"] == "True" and c["type"] in ("Complete", "Failed")
         for c in found.get("status", {}).get("conditions", [])
     )
-
-
-def _write_terminated(api: kube.Kube, ns: str, pod: dict[str, Any], exit_code: int, message: str) -> None:
-    now = _now()
-    status = {
-        "phase": "Succeeded" if exit_code == 0 else "Failed",
-        "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
-        "containerStatuses": [
-            {
-                "name": naming.CONTAINER,
-                "image": "orgpipeline:dev",
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "started": False,
-                "state": {
-                    "terminated": {
-                        "exitCode": exit_code,
-                        "reason": "Completed" if exit_code == 0 else "Error",
-                        "message": message,
-                        "startedAt": now,
-                        "finishedAt": now,
-                    }
-                },
-            }
-        ],
-    }
-    url = kube.path("v1", "Pod", ns, pod["metadata"]["name"]) + "/status"
-    api.request("PATCH", url, {"status": status}, content_type="application/merge-patch+json")
-
-
-def _report(org: str, table: str, **kw: Any) -> str:
-    now = _now()
-    body = {
-        "runId": "run-1", "orgId": org, "table": table, "result": "Succeeded", "files": [f"{table}_1.csv"],
-        "rowsRead": 100, "inserted": 90, "updated": 5, "deleted": 0, "unchanged": 5, "rejected": 0,
-        "qualityScore": 0.99, "completenessScore": 1.0, "errorRatePercent": 0.0, "breaches": [],
-        "startedAt": now, "finishedAt": now, "error": None,
-    }  # fmt: skip
-    body.update(kw)
-    return json.dumps(body, separators=(",", ":"))
 
 
 def _run_now(kubectl: Kubectl, name: str, ns: str, table: str, known: set[str]) -> str:
@@ -139,7 +91,7 @@ def test_run_now_and_finished_jobs_update_status_alerts_and_events(
     )
 
     # The job succeeds with a quality score under the threshold -> lastRun + critical alert + Event.
-    _finish_pod(api, ns, job, 0, _report(org, "orders", qualityScore=0.5, rejected=3))
+    _finish_pod(api, ns, job, 0, report_message(org, "orders", qualityScore=0.5, rejected=3))
 
     def recorded() -> dict[str, Any] | None:
         st = get_pipeline(api, name).get("status") or {}
@@ -169,7 +121,9 @@ def test_run_now_and_finished_jobs_update_status_alerts_and_events(
 
     # A failed run of the other table -> RunFailed with the reason from the termination message.
     job2 = _run_now(kubectl, name, ns, "customers", known)
-    _finish_pod(api, ns, job2, 1, _report(org, "customers", result="Failed", error="S3 bucket unreachable"))
+    _finish_pod(
+        api, ns, job2, 1, report_message(org, "customers", result="Failed", error="S3 bucket unreachable")
+    )
 
     def failed() -> dict[str, Any] | None:
         st = get_pipeline(api, name)["status"]
@@ -185,7 +139,7 @@ def test_run_now_and_finished_jobs_update_status_alerts_and_events(
 
     # A later good run of orders clears its alert, and metrics carry the org's gauges.
     job3 = _run_now(kubectl, name, ns, "orders", known)
-    _finish_pod(api, ns, job3, 0, _report(org, "orders"))
+    _finish_pod(api, ns, job3, 0, report_message(org, "orders"))
     wait_for(lambda: get_pipeline(api, name)["status"]["activeAlerts"] == 1, timeout=40, what="alert cleared")
     text = operator.metrics()
     assert f'orgpipeline_org_active_alerts{{org="{org}"}} 1.0' in text
@@ -221,33 +175,6 @@ def test_run_now_unknown_table_is_an_event_not_a_crash(
     wait_ready(api, name)
 
 
-@pytest.fixture
-def events() -> Iterator[asyncio.Queue[Any]]:
-    """What Kopf's event poster would receive: runs.run_now posts Events outside a Kopf handler here."""
-    loop = asyncio.new_event_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    settings = kopf.OperatorSettings()
-    tokens = (
-        posting.settings_var.set(settings),
-        posting.event_queue_loop_var.set(loop),
-        posting.event_queue_var.set(queue),
-    )
-    yield queue
-    posting.event_queue_var.reset(tokens[2])
-    posting.event_queue_loop_var.reset(tokens[1])
-    posting.settings_var.reset(tokens[0])
-    loop.close()
-
-
-def _reasons(queue: asyncio.Queue[Any]) -> list[str]:
-    loop = posting.event_queue_loop_var.get()  # not running: the posts wait in its callbacks
-    loop.run_until_complete(asyncio.sleep(0))
-    out = []
-    while not queue.empty():
-        out.append(queue.get_nowait().reason)
-    return out
-
-
 def test_run_now_twice_for_one_request_makes_one_job(
     stack: Any, kubectl: Kubectl, api: kube.Kube, unique_id: str, events: asyncio.Queue[Any]
 ) -> None:
@@ -273,7 +200,7 @@ def test_run_now_twice_for_one_request_makes_one_job(
         jobs = api.list("batch/v1", "Job", ns, selector)
         assert [j["metadata"]["name"] for j in jobs] == first, (first, second)
         assert len(first) == 1 and first[0].startswith("ingest-orders-now-") and second == []
-        assert _reasons(events) == ["RunNowStarted"]  # no second start, no failure
+        assert posted_reasons(events) == ["RunNowStarted"]  # no second start, no failure
 
         # The same request seen after other writes (a newer resourceVersion): still the same Job.
         kubectl("label", "orgpipeline", name, "orgpipeline.io/touched=yes")

@@ -9,8 +9,9 @@ from pathlib import Path
 from orgpipeline_api.v1alpha1 import Column, Table
 from orgpipeline_jobs import quality
 from orgpipeline_jobs.records import BatchChecker
+from orgpipeline_jobs.rowtext import MAX_RAW_TEXT, csv_record, raw_text
 from orgpipeline_jobs.source.configuration import SourceConfig
-from orgpipeline_jobs.source.csvstream import MAX_RAW_TEXT, CsvStream, RejectedRow, csv_record, raw_text
+from orgpipeline_jobs.source.csvstream import CsvStream, RejectedRow
 
 
 def rejected_of(path: Path, config: SourceConfig | None = None) -> tuple[CsvStream, list[RejectedRow]]:

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
-from orgpipeline_jobs import export, privacy
-from orgpipeline_jobs.warehouse import retype
+from orgpipeline_api.orgschema import privacy, retype
+from orgpipeline_jobs import export
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import hashlib
 
 import psycopg
 
-from orgpipeline_jobs.errors import LockTimeout
+from orgpipeline_api.errors import LockTimeout
 
 
 def key(*parts: str) -> int:

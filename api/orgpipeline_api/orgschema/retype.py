@@ -19,12 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from orgpipeline_api import naming
-from orgpipeline_api.v1alpha1 import Table
 from psycopg import sql
 
-from orgpipeline_jobs import lock
-from orgpipeline_jobs.errors import ConfigurationError, LockTimeout
+from orgpipeline_api import naming
+from orgpipeline_api.errors import ConfigurationError, LockTimeout
+from orgpipeline_api.orgschema import lock
+from orgpipeline_api.v1alpha1 import Table
 
 LOCK_WAIT = "30s"
 

@@ -20,12 +20,11 @@ the org, so concurrent first runs of two tables cannot race on CREATE SCHEMA.
 from __future__ import annotations
 
 import psycopg
-from orgpipeline_api import naming
-from orgpipeline_api.v1alpha1 import Table
 from psycopg import sql
 
-from orgpipeline_jobs import lock
-from orgpipeline_jobs.warehouse import retype
+from orgpipeline_api import naming
+from orgpipeline_api.orgschema import lock, retype
+from orgpipeline_api.v1alpha1 import Table
 
 AUDIT_COLUMNS = [
     ("version", "INTEGER NOT NULL DEFAULT 1"),

@@ -23,12 +23,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psycopg
-from orgpipeline_api import naming
-from orgpipeline_api.v1alpha1 import MASKED_CLASSIFICATIONS, Classification, OrgPipelineSpec, Table
 from psycopg import sql
 
-from orgpipeline_jobs import lock
-from orgpipeline_jobs.warehouse.ddl import qualified
+from orgpipeline_api import naming
+from orgpipeline_api.orgschema import lock
+from orgpipeline_api.orgschema.ddl import qualified
+from orgpipeline_api.v1alpha1 import MASKED_CLASSIFICATIONS, Classification, OrgPipelineSpec, Table
 
 CLASSIFICATION_TABLE = "pipeline_classification"
 MASK_KEY_TABLE = "pipeline_mask_key"
