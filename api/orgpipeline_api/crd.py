@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from orgpipeline_api import status, v1alpha1
+from orgpipeline_api import v1alpha1, v1alpha1_status
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / f"{v1alpha1.GROUP}_{v1alpha1.PLURAL}.yaml"
 
@@ -138,7 +138,7 @@ def openapi_schema() -> dict[str, Any]:
     """The whole openAPIV3Schema of the OrgPipeline resource."""
     spec = _schema_of(v1alpha1.OrgPipelineSpec, "spec")
     _object_defaults(spec)
-    st = _schema_of(status.OrgPipelineStatus, "status")
+    st = _schema_of(v1alpha1_status.OrgPipelineStatus, "status")
     return {
         "type": "object",
         "description": "One tenant's data pipeline: CSV files in S3 -> MongoDB raw landing -> "

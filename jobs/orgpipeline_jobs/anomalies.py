@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from orgpipeline_api import anomaly, naming
+from orgpipeline_api import anomaly, store_names
 from orgpipeline_api.orgschema.ddl import qualified
 from orgpipeline_api.run_report import Breach
 from orgpipeline_api.v1alpha1 import AnomalyDetection
@@ -24,7 +24,7 @@ def history(conn: psycopg.Connection[Any], org_id: str, table: str, limit: int) 
             "SELECT started_at, rows_read, rejected, quality_score FROM {} "
             "WHERE table_name = %s AND status = 'Succeeded' AND rows_read > 0 AND quality_score IS NOT NULL "
             "ORDER BY started_at DESC LIMIT %s"
-        ).format(qualified(org_id, naming.PG_RUNS_TABLE)),
+        ).format(qualified(org_id, store_names.PG_RUNS_TABLE)),
         (table, limit),
     ).fetchall()
     return [

@@ -42,7 +42,7 @@ from typing import IO, Any
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.errors import PipelineError, ServerUnavailable
 from orgpipeline_api.orgschema import lock, privacy
 from orgpipeline_api.orgschema.ddl import AUDIT_COLUMN_NAMES, qualified
@@ -215,11 +215,11 @@ def table_columns(conn: psycopg.Connection[Any], org_id: str, table: str) -> lis
         " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0"
         " AND NOT a.attisdropped ORDER BY a.attnum",
-        (naming.pg_schema(org_id), naming.pg_table(table)),
+        (store_names.pg_schema(org_id), store_names.pg_table(table)),
     ).fetchall()
     if not rows:
         raise ExportError(
-            f"unknown table {table!r} of org {org_id}: no {naming.pg_table(table)} in PostgreSQL"
+            f"unknown table {table!r} of org {org_id}: no {store_names.pg_table(table)} in PostgreSQL"
         )
     return [(str(n), str(t)) for n, t in rows if n not in NOT_DATA]
 
@@ -240,7 +240,7 @@ def output_names(cols: list[Col]) -> list[str]:
 
 
 def query(req: Request, cols: list[Col], as_of: datetime) -> tuple[sql.Composed, dict[str, Any]]:
-    raw = qualified(req.org_id, naming.pg_table(req.table))
+    raw = qualified(req.org_id, store_names.pg_table(req.table))
     vf, nf, sf = sql.Identifier("#valid_from"), sql.Identifier("#next_from"), sql.Identifier("#source_file")
     key_masked = req.mask and privacy.key_is_masked(req.classes or {}, req.business_keys)
     v = sql.Identifier("v")

@@ -37,7 +37,7 @@ from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
 from orgpipeline_jobs.source.csvstream import Batch, CsvStream, RejectedRow, read_ahead
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
-from orgpipeline_jobs.warehouse import heads, load, outbox, pending, runs
+from orgpipeline_jobs.warehouse import bookkeeping, heads, load, outbox, pending
 
 ENCODE_CHUNK = 1000
 """Documents built as dicts before they are encoded to BSON and the dicts dropped."""
@@ -174,7 +174,7 @@ class FileIngest:
     def _stream(self, stream: CsvStream) -> None:
         header = stream.open()
         table = self.ctx.table
-        runs.save_header(self.ctx.conn, self.ctx.org_id, table.name, self.source, stream.raw_header)
+        bookkeeping.save_header(self.ctx.conn, self.ctx.org_id, table.name, self.source, stream.raw_header)
         missing_required = [
             c.name
             for c in table.columns
@@ -192,7 +192,7 @@ class FileIngest:
             if not self.ctx.business_keys and batch.num_rows:
                 self.ctx.business_keys = detect_business_keys(table, header, batch)
                 self.checker = records.BatchChecker(table, self.ctx.business_keys)
-                runs.save_business_keys(
+                bookkeeping.save_business_keys(
                     self.ctx.conn, self.ctx.org_id, table.name, self.ctx.business_keys, True
                 )
                 self.notes.append(f"business keys detected: {', '.join(self.ctx.business_keys)}")
@@ -315,7 +315,7 @@ class FileIngest:
             heads.upsert(conn, org, name, head_rows)
             if self.snapshot and mark_seen:
                 heads.mark_staged_seen(conn, org, name, self.file_id)
-            runs.write_rejected(conn, org, name, self.source, ctx.run_id, rejected)
+            bookkeeping.write_rejected(conn, org, name, self.source, ctx.run_id, rejected)
             if not fused and encoded:
                 pending.add(conn, org, name, batch_id)
             if fused and encoded:

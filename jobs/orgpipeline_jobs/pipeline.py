@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 import pymongo
 import pymongo.errors
-from orgpipeline_api import memory, naming, stores, triggers
+from orgpipeline_api import memory, store_names, stores, triggers
 from orgpipeline_api.errors import ConfigurationError, PipelineError, ServerUnavailable
 from orgpipeline_api.orgschema import ddl, lock
 from orgpipeline_api.run_report import Breach, Counts, FileSummary, RunReport, RunResult, assess
@@ -37,7 +37,7 @@ from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
 from orgpipeline_jobs.source.exceptions import FileRejected
-from orgpipeline_jobs.warehouse import pending, runs
+from orgpipeline_jobs.warehouse import bookkeeping, pending
 from orgpipeline_jobs.warehouse.load import copy_versions
 
 TERMINATION_LOG_ENV = "ORGPIPELINE_TERMINATION_LOG"
@@ -127,7 +127,7 @@ class TableRun:
             )
             self.outcomes.append(outcome)
             return outcome
-        runs.start_file(self.conn, org, name, source, self.run_id)
+        bookkeeping.start_file(self.conn, org, name, source, self.run_id)
         ctx = self.context(fused)
         worker = ingest.FileIngest(ctx, source)
         started = datetime.now(UTC)
@@ -141,10 +141,10 @@ class TableRun:
             self.business_keys, self.keys_detected = ctx.business_keys, True
         report = outcome.quality.report()
         with self.conn.transaction():
-            runs.finish_file(
+            bookkeeping.finish_file(
                 self.conn, org, name, source, outcome.status, vars(outcome.counts), report, outcome.error
             )
-            runs.write_quality_metrics(
+            bookkeeping.write_quality_metrics(
                 self.conn, org, name, self.run_id, source.file_id, report, (started, datetime.now(UTC))
             )
         self.outcomes.append(outcome)
@@ -250,7 +250,7 @@ def locked_table(
         lock.acquire(conn, spec.org_id, table.name, settings.lock_timeout_seconds)
         # No secondary indexes: each costs FerretDB a jsonb expression index update per insert, and
         # the equality filters of `load` (postgres_status, batch_id) are pushed down to PostgreSQL.
-        yield table, conn, client[settings.mongo_db][naming.mongo_collection(spec.org_id, table.name)]
+        yield table, conn, client[settings.mongo_db][store_names.mongo_collection(spec.org_id, table.name)]
     finally:
         client.close()
         conn.close()  # also releases the session-level run lock
@@ -272,7 +272,7 @@ def table_run(
     """
     trigger = trigger or triggers.RunTrigger.of(triggers.Trigger.manual, user_id, None)
     with locked_table(settings, spec, table_name) as (table, conn, collection):
-        saved = runs.business_keys(conn, spec.org_id, table.name)
+        saved = bookkeeping.business_keys(conn, spec.org_id, table.name)
         keys = list(table.business_keys) or (saved[0] if saved else [])
         tr = TableRun(
             settings,
@@ -286,13 +286,13 @@ def table_run(
             keys_detected=not table.business_keys and bool(saved),
             trigger=trigger,
         )
-        runs.start_run(conn, spec.org_id, table.name, tr.run_id, command, trigger)
+        bookkeeping.start_run(conn, spec.org_id, table.name, tr.run_id, command, trigger)
         yield tr
 
 
 def _finish(tr: TableRun, error: str | None = None) -> RunReport:
     result = tr.result(error)
-    runs.finish_run(tr.conn, tr.spec.org_id, tr.run_id, result)
+    bookkeeping.finish_run(tr.conn, tr.spec.org_id, tr.run_id, result)
     return result
 
 
@@ -325,7 +325,7 @@ def run_ingest(
 
         def work() -> None:
             ingest.replay_outbox(tr.context(False))
-            status = runs.file_status(tr.conn, spec.org_id, tr.table.name, source)
+            status = bookkeeping.file_status(tr.conn, spec.org_id, tr.table.name, source)
             tr.ingest_file(source, fused=False, status=status)
 
         return _guarded(tr, work)
@@ -357,7 +357,7 @@ def run_table(
             found = files.local_files(local_dir, table.glob)
         else:
             found = files.list_table_files(settings, spec.source.bucket, spec.source.prefix, table.glob)
-        statuses = runs.files_by_status(tr.conn, spec.org_id, table.name)
+        statuses = bookkeeping.files_by_status(tr.conn, spec.org_id, table.name)
         todo = [f for f in found if statuses.get(f.file_id) not in ("ingested", "rejected")]
         # An interrupted file first: its rerun must see the heads it left, not a later file's.
         todo.sort(key=lambda f: (statuses.get(f.file_id) != "ingesting", f.key))

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema.ddl import qualified
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Retention
 from psycopg import sql
@@ -45,7 +45,7 @@ def apply_to_table(
     exactly what a real run would change; MongoDB is not touched (`collection` may be None).
     """
     now = now or datetime.now(UTC)
-    raw = qualified(org_id, naming.pg_table(table))
+    raw = qualified(org_id, store_names.pg_table(table))
     with conn.transaction() as versions_tx:
         rows = conn.execute(
             sql.SQL(
@@ -72,10 +72,10 @@ def apply_to_table(
     cutoff = now - timedelta(days=retention.audit_log_days)
     deleted: dict[str, int] = {}
     targets = [
-        ("change_log", naming.pg_change_log(table), "change_timestamp", None),
-        ("rejected_rows", naming.pg_rejected_rows(table), "rejected_at", None),
-        ("quality_metrics", naming.pg_quality_metrics(table), "measurement_timestamp", None),
-        ("runs", naming.PG_RUNS_TABLE, "finished_at", table),
+        ("change_log", store_names.pg_change_log(table), "change_timestamp", None),
+        ("rejected_rows", store_names.pg_rejected_rows(table), "rejected_at", None),
+        ("quality_metrics", store_names.pg_quality_metrics(table), "measurement_timestamp", None),
+        ("runs", store_names.PG_RUNS_TABLE, "finished_at", table),
     ]
     with conn.transaction() as audit_tx:
         for label, name, column, only_table in targets:

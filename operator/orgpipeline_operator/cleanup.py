@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from orgpipeline_api import naming as api_naming
-from orgpipeline_api import v1alpha1
+from orgpipeline_api import store_names, v1alpha1
 
 from orgpipeline_operator import database, kube, metrics, naming, runtime
 from orgpipeline_operator.runtime import Runtime, log
@@ -46,7 +45,8 @@ def finalize(rt: Runtime, name: str, spec_raw: Mapping[str, Any], body: Mapping[
         runtime.info(
             body,
             reason="DataDeleted",
-            message=f"dropped schema {api_naming.pg_schema(org_id)}, its role and {len(dropped)} collections",
+            message=f"dropped schema {store_names.pg_schema(org_id)}, its role and "
+            f"{len(dropped)} collections",
         )
     try:
         if current is not None:

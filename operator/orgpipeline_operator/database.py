@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pymongo
-from orgpipeline_api import naming, stores
+from orgpipeline_api import store_names, stores
 from orgpipeline_api.errors import LockTimeout
 from orgpipeline_api.orgschema import ddl, lock, retype
 from orgpipeline_api.orgschema import privacy as orgprivacy
@@ -54,7 +54,7 @@ def _raw_columns(conn: PgConn, org_id: str) -> dict[str, dict[str, str]]:
         " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relkind = 'r' AND starts_with(c.relname, 'raw_')"
         " AND a.attnum > 0 AND NOT a.attisdropped",
-        (naming.pg_schema(org_id),),
+        (store_names.pg_schema(org_id),),
     ).fetchall()
     out: dict[str, dict[str, str]] = {}
     for relname, column, type_ in rows:
@@ -103,7 +103,7 @@ class Databases:
 
         Idempotent: safe to call on every reconcile and after a crash half way.
         """
-        role_name, schema_name = naming.pg_role(org_id), naming.pg_schema(org_id)
+        role_name, schema_name = store_names.pg_role(org_id), store_names.pg_schema(org_id)
         role, schema = sql.Identifier(role_name), sql.Identifier(schema_name)
         try:
             with self._pg() as conn, conn.transaction():
@@ -143,7 +143,7 @@ class Databases:
                         )
                     )
         except (psycopg.Error, stores.StoreUnavailable) as exc:
-            raise DatabaseError(f"PostgreSQL: cannot provision {naming.pg_role(org_id)}: {exc}") from exc
+            raise DatabaseError(f"PostgreSQL: cannot provision {store_names.pg_role(org_id)}: {exc}") from exc
         return not exists
 
     def schema_owners(self) -> set[tuple[str, str]]:
@@ -154,7 +154,7 @@ class Databases:
                 rows = conn.execute(
                     "SELECT n.nspname, r.rolname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner"
                     " WHERE r.rolname LIKE %s",
-                    (naming.pg_role("") + "%",),
+                    (store_names.pg_role("") + "%",),
                 ).fetchall()
         except psycopg.Error as exc:
             raise DatabaseError(f"PostgreSQL: cannot list the org schemas: {exc}") from exc
@@ -163,14 +163,14 @@ class Databases:
     def drop_postgres(self, org_id: str) -> None:
         """Drops the org's schema (with everything in it), its views, its role and its reader role."""
         self.drop_reader(org_id)
-        role_name = naming.pg_role(org_id)
+        role_name = store_names.pg_role(org_id)
         role = sql.Identifier(role_name)
         try:
             with self._pg() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (role_name,))
                 conn.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                        sql.Identifier(naming.pg_schema(org_id))
+                        sql.Identifier(store_names.pg_schema(org_id))
                     )
                 )
                 if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role_name,)).fetchone():
@@ -194,8 +194,8 @@ class Databases:
         member of it).
         """
         org_id = spec.org_id
-        owner, reader = naming.pg_role(org_id), naming.pg_reader_role(org_id)
-        views = naming.pg_view_schema(org_id)
+        owner, reader = store_names.pg_role(org_id), store_names.pg_reader_role(org_id)
+        views = store_names.pg_view_schema(org_id)
         # A table with a reserved column name is refused by its own job, with the reason; no view.
         tables = [t for t in spec.tables if not any(c.name in ddl.RESERVED_COLUMNS for c in t.columns)]
         try:
@@ -282,11 +282,11 @@ class Databases:
                 row = conn.execute(
                     "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s),"
                     " ARRAY(SELECT viewname::text FROM pg_views WHERE schemaname = %s)",
-                    (naming.pg_reader_role(spec.org_id), naming.pg_view_schema(spec.org_id)),
+                    (store_names.pg_reader_role(spec.org_id), store_names.pg_view_schema(spec.org_id)),
                 ).fetchone()
         except psycopg.Error as exc:
             raise DatabaseError(
-                f"PostgreSQL: cannot check {naming.pg_reader_role(spec.org_id)}: {exc}"
+                f"PostgreSQL: cannot check {store_names.pg_reader_role(spec.org_id)}: {exc}"
             ) from exc
         wanted = {t.name for t in spec.tables if not any(c.name in ddl.RESERVED_COLUMNS for c in t.columns)}
         if row is None or not row[0]:
@@ -296,13 +296,13 @@ class Databases:
 
     def drop_reader(self, org_id: str) -> None:
         """Drops the org's read-only role and its view schema."""
-        reader = naming.pg_reader_role(org_id)
+        reader = store_names.pg_reader_role(org_id)
         try:
             with self._pg() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (reader,))
                 conn.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                        sql.Identifier(naming.pg_view_schema(org_id))
+                        sql.Identifier(store_names.pg_view_schema(org_id))
                     )
                 )
                 if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,)).fetchone():
@@ -318,7 +318,7 @@ class Databases:
 
         Org ids have no underscore, so the prefix raw_<org>_ never matches another org's collections.
         """
-        prefix = naming.mongo_collection(org_id, "")
+        prefix = store_names.mongo_collection(org_id, "")
         try:
             db = self._mongo_client()[self._mongo_db]
             names = [n for n in db.list_collection_names() if n.startswith(prefix)]

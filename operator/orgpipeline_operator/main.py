@@ -19,9 +19,9 @@ from orgpipeline_api import memory, v1alpha1
 from orgpipeline_operator import (
     cache,
     cleanup,
-    configuration,
     metrics,
     naming,
+    operator_settings,
     reconcile,
     runs,
     runtime,
@@ -53,7 +53,7 @@ READY = threading.Event()
 
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    conf: configuration.Settings = memo.conf
+    conf: operator_settings.Settings = memo.conf
     settings.persistence.finalizer = naming.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.orgpipeline.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kopf.orgpipeline.io")
@@ -193,14 +193,14 @@ def run() -> None:
     """`orgpipeline-operator`: validates the settings, then runs Kopf cluster-wide, standalone."""
     args = sys.argv[1:]
     if args and args[0] in ("-h", "--help"):
-        sys.stdout.write(configuration.help_text())
+        sys.stdout.write(operator_settings.help_text())
         sys.exit(0)
     if args:
         print(f"orgpipeline-operator: unexpected argument {args[0]!r} (see --help)", file=sys.stderr)
         sys.exit(2)
     try:
-        conf = configuration.from_env()
-    except configuration.SettingsError as exc:
+        conf = operator_settings.from_env()
+    except operator_settings.SettingsError as exc:
         print(f"orgpipeline-operator: {exc}", file=sys.stderr)
         sys.exit(2)
     memory.limit_malloc_arenas()

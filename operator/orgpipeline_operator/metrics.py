@@ -16,7 +16,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import prometheus_client
-from orgpipeline_api.status import LastRun
+from orgpipeline_api.v1alpha1_status import LastRun
 from prometheus_client import Counter, Gauge, Histogram
 
 # No `<counter>_created` series: one more series per labelled child, of no use to the dashboard or

@@ -1,6 +1,6 @@
 """Names, labels, annotations and owner references of everything the operator creates: defined once.
 
-Object names derived from org ids and table names come from `orgpipeline_api.naming`, shared with
+Object names derived from org ids and table names come from `orgpipeline_api.store_names`, shared with
 the jobs; this module adds the Kubernetes side (labels that select an org's or a table's children,
 the owner reference to the OrgPipeline, the annotation that records what was applied).
 """
@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from orgpipeline_api import naming as api_naming
+from orgpipeline_api import store_names as api_naming
 from orgpipeline_api import triggers, v1alpha1
 
 MANAGER = "orgpipeline-operator"

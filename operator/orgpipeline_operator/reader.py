@@ -14,7 +14,7 @@ import base64
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from orgpipeline_api import naming as api_naming
+from orgpipeline_api import store_names
 
 from orgpipeline_operator import builders, cache, database, metrics
 
@@ -47,7 +47,7 @@ def build_secret(target: builders.Target, creds: builders.Credentials, digest: s
         "PGDATABASE": creds.postgres_db,
         "PGUSER": creds.postgres_user,
         "PGPASSWORD": creds.postgres_password,
-        "ORGPIPELINE_READER_SCHEMA": api_naming.pg_view_schema(target.org),
+        "ORGPIPELINE_READER_SCHEMA": store_names.pg_view_schema(target.org),
     }
     secret = {
         "apiVersion": "v1",
@@ -73,7 +73,7 @@ def sync(rt: Runtime, req: Request, target: builders.Target) -> int:
     rt.db.provision_reader(target.spec, password)
     creds = dataclasses.replace(
         rt.credentials(target.spec, password),
-        postgres_user=api_naming.pg_reader_role(target.org),
+        postgres_user=store_names.pg_reader_role(target.org),
         postgres_password=password,
     )
     secret = build_secret(target, creds, digest)

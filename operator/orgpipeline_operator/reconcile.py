@@ -16,8 +16,8 @@ from typing import Any
 
 import kopf
 from orgpipeline_api import v1alpha1
-from orgpipeline_api.status import OrgPipelineStatus
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+from orgpipeline_api.v1alpha1_status import OrgPipelineStatus
 from pydantic import ValidationError
 
 from orgpipeline_operator import builders, cache, database, kube, metrics, naming, reader, runtime, status

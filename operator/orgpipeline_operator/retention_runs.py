@@ -15,8 +15,8 @@ from typing import Any
 import kopf
 from orgpipeline_api import v1alpha1
 from orgpipeline_api.run_report import RunResult
-from orgpipeline_api.status import RetentionRun
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+from orgpipeline_api.v1alpha1_status import RetentionRun
 from pydantic import ValidationError
 
 from orgpipeline_operator import kube, metrics, naming, runtime, status

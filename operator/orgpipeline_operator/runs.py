@@ -13,8 +13,8 @@ from typing import Any
 import kopf
 from orgpipeline_api import triggers, v1alpha1
 from orgpipeline_api.run_report import AlertType, RunResult
-from orgpipeline_api.status import LastRun, OrgPipelineStatus
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+from orgpipeline_api.v1alpha1_status import LastRun, OrgPipelineStatus
 
 from orgpipeline_operator import builders, kube, metrics, naming, retention_runs, runtime, status
 from orgpipeline_operator.runtime import Runtime, StatusWrite, log

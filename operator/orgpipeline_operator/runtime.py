@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
 import kopf
-from orgpipeline_api import naming as api_naming
-from orgpipeline_api import v1alpha1
-from orgpipeline_api.status import OrgPipelineStatus
+from orgpipeline_api import store_names, v1alpha1
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+from orgpipeline_api.v1alpha1_status import OrgPipelineStatus
 
-from orgpipeline_operator import builders, configuration, database, kube, naming, status
+from orgpipeline_operator import builders, database, kube, naming, operator_settings, status
 from orgpipeline_operator.snapshot import Snapshot
 
 log = logging.getLogger("orgpipeline.operator")
@@ -43,7 +42,7 @@ class StatusWrite:
 
 @dataclass
 class Runtime:
-    settings: configuration.Settings
+    settings: operator_settings.Settings
     kube: kube.Kube
     db: database.Databases
     pool: concurrent.futures.ThreadPoolExecutor = dataclasses.field(
@@ -58,7 +57,7 @@ class Runtime:
         return [f.result() for f in futures]
 
     @classmethod
-    def start(cls, settings: configuration.Settings) -> Runtime:
+    def start(cls, settings: operator_settings.Settings) -> Runtime:
         client = kube.Kube.from_environment(pool_size=settings.workers * 4 + 8)
         db = database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
         return cls(
@@ -89,7 +88,7 @@ class Runtime:
             ref = spec.source.credentials_secret
             s3 = (f"secret:{ref}", "") if ref else (s.s3_access_key, s.s3_secret_key)
         return builders.Credentials(
-            postgres_user=api_naming.pg_role(spec.org_id),
+            postgres_user=store_names.pg_role(spec.org_id),
             postgres_password=password,
             postgres_host=host,
             postgres_port=port,

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orgpipeline_api import naming as api_naming
+from orgpipeline_api import store_names
 
 from orgpipeline_operator import builders, database, kube, naming
 from orgpipeline_operator.cache import ChildKey
@@ -76,7 +76,7 @@ class Inventory:
         """Whether the org's role exists and owns its schema (as provision() would leave them)."""
         return (
             self.schemas is not None
-            and (api_naming.pg_schema(org_id), api_naming.pg_role(org_id)) in self.schemas
+            and (store_names.pg_schema(org_id), store_names.pg_role(org_id)) in self.schemas
         )
 
     def deleted(self, pipeline: str, key: ChildKey) -> None:

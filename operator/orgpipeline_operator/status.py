@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orgpipeline_api.run_report import RunResult, TerminationReport, UnreadableReport, assess
-from orgpipeline_api.status import (
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+from orgpipeline_api.v1alpha1_status import (
     Alert,
     Condition,
     ConditionStatus,
@@ -21,7 +22,6 @@ from orgpipeline_api.status import (
     RetentionStatus,
     TableStatus,
 )
-from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from pydantic import ValidationError
 
 from orgpipeline_operator import naming

@@ -24,7 +24,7 @@ from aiohttp import web
 from orgpipeline_api import v1alpha1
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
-from orgpipeline_operator import builders, cache, configuration, file_events, kube, metrics, runtime
+from orgpipeline_operator import builders, cache, file_events, kube, metrics, operator_settings, runtime
 from orgpipeline_operator.file_events import Batch, TableKey
 from orgpipeline_operator.runtime import Runtime, log
 
@@ -52,7 +52,7 @@ def bind(port: int) -> socket.socket:
 class Receiver:
     """The endpoint and its batches; `runtime` gives the handlers' Runtime once Kopf started it."""
 
-    def __init__(self, settings: configuration.Settings, runtime: Callable[[], Runtime]) -> None:
+    def __init__(self, settings: operator_settings.Settings, runtime: Callable[[], Runtime]) -> None:
         self.settings = settings
         self.runtime = runtime
         self.batches = file_events.Batches(

@@ -1,6 +1,6 @@
 """DDL of the org's schema `orgdata_{org_id}`: the seed's tables plus the pipeline's bookkeeping.
 
-Per table T (names from `orgpipeline_api.naming`):
+Per table T (names from `orgpipeline_api.store_names`):
 - raw_T: typed business columns, the seed's audit columns, PRIMARY KEY (org_id, composite_key,
   version) and the seed's indexes; one row per version.
 - raw_T_change_log, raw_T_quality_metrics: the seed's audit tables (the change log gets a unique
@@ -22,7 +22,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema import lock, retype
 from orgpipeline_api.v1alpha1 import Table
 
@@ -102,8 +102,8 @@ def _q(*parts: str) -> sql.Composable:
 
 def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -> None:
     """Creates (or completes) the org's schema and the table's objects; commits."""
-    schema = naming.pg_schema(org_id)
-    raw = naming.pg_table(table.name)
+    schema = store_names.pg_schema(org_id)
+    raw = store_names.pg_table(table.name)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
         # Only when missing: CREATE SCHEMA checks the database privilege even with IF NOT EXISTS, and
@@ -165,15 +165,15 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
                 batch_id TEXT PRIMARY KEY, documents BYTEA NOT NULL)""",
         ]
         names = [
-            naming.pg_change_log(table.name),
-            naming.pg_quality_metrics(table.name),
-            naming.pg_heads(table.name),
-            naming.pg_rejected_rows(table.name),
-            naming.pg_outbox(table.name),
+            store_names.pg_change_log(table.name),
+            store_names.pg_quality_metrics(table.name),
+            store_names.pg_heads(table.name),
+            store_names.pg_rejected_rows(table.name),
+            store_names.pg_outbox(table.name),
         ]
         for statement, name in zip(statements, names, strict=True):
             conn.execute(sql.SQL(statement).format(_q(schema, name)))
-        pending_loads = _q(schema, naming.pg_pending_loads(table.name))
+        pending_loads = _q(schema, store_names.pg_pending_loads(table.name))
         if not conn.execute("SELECT to_regclass(%s)", (pending_loads.as_string(conn),)).fetchone()[0]:  # type: ignore[index]
             conn.execute(sql.SQL("CREATE TABLE {} (batch_id TEXT PRIMARY KEY)").format(pending_loads))
             # Made now for a table that may already hold pending documents: look at all of them once.
@@ -181,17 +181,17 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
         # The outbox holds a batch's BSON for seconds: compressing it would cost more than storing it.
         conn.execute(
             sql.SQL("ALTER TABLE {} ALTER COLUMN documents SET STORAGE EXTERNAL").format(
-                _q(schema, naming.pg_outbox(table.name))
+                _q(schema, store_names.pg_outbox(table.name))
             )
         )
         conn.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + RUNS_COLUMNS + ")").format(
-                _q(schema, naming.PG_RUNS_TABLE)
+                _q(schema, store_names.PG_RUNS_TABLE)
             )
         )
         conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (table_name, started_at DESC)").format(
-                sql.Identifier("idx_pipeline_runs_table_started"), _q(schema, naming.PG_RUNS_TABLE)
+                sql.Identifier("idx_pipeline_runs_table_started"), _q(schema, store_names.PG_RUNS_TABLE)
             )
         )
         conn.execute(
@@ -225,13 +225,13 @@ def added_columns(table: str) -> list[tuple[str, str, str]]:
     """(table, column, definition) of the columns added to existing schemas since they were made:
     `ensure_schema` adds the missing ones, so a schema of any age reaches the current shape."""
     return [
-        (naming.pg_rejected_rows(table), "text_truncated", "BOOLEAN NOT NULL DEFAULT FALSE"),
+        (store_names.pg_rejected_rows(table), "text_truncated", "BOOLEAN NOT NULL DEFAULT FALSE"),
         (FILES_TABLE, "header", "JSONB"),
-        (naming.PG_RUNS_TABLE, "trigger", "TEXT"),  # schedule | run-now | file-arrival | manual
-        (naming.PG_RUNS_TABLE, "trigger_reason", "TEXT"),  # the user is user_id
+        (store_names.PG_RUNS_TABLE, "trigger", "TEXT"),  # schedule | run-now | file-arrival | manual
+        (store_names.PG_RUNS_TABLE, "trigger_reason", "TEXT"),  # the user is user_id
     ]
 
 
 def qualified(org_id: str, name: str) -> sql.Composable:
     """`"orgdata_<org>"."<name>"`, quoted."""
-    return _q(naming.pg_schema(org_id), name)
+    return _q(store_names.pg_schema(org_id), name)

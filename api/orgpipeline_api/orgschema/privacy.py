@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema import lock
 from orgpipeline_api.orgschema.ddl import qualified
 from orgpipeline_api.v1alpha1 import MASKED_CLASSIFICATIONS, Classification, OrgPipelineSpec, Table
@@ -125,7 +125,7 @@ def recorded(conn: psycopg.Connection[Any], org_id: str) -> dict[str, dict[str, 
     """{table: {column: classification}} as recorded for the org; None when nothing is."""
     exists = conn.execute(
         "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s",
-        (naming.pg_schema(org_id), CLASSIFICATION_TABLE),
+        (store_names.pg_schema(org_id), CLASSIFICATION_TABLE),
     ).fetchone()
     if not exists:
         return None
@@ -147,7 +147,7 @@ def business_keys(conn: psycopg.Connection[Any], org_id: str, table: str) -> lis
     """The key columns the pipeline uses for the table (the manifest's, or those it detected)."""
     exists = conn.execute(
         "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'pipeline_tables'",
-        (naming.pg_schema(org_id),),
+        (store_names.pg_schema(org_id),),
     ).fetchone()
     if not exists:
         return None
@@ -194,11 +194,13 @@ def view_statement(org_id: str, table: Table) -> sql.Composed:
         " ({nxt} IS NULL AND r.change_type <> 'DELETE') AS is_current, {src} AS source_file, {data}"
         " FROM {raw} r WHERE r.org_id = {org}"
     ).format(
-        view=sql.SQL(".").join([sql.Identifier(naming.pg_view_schema(org_id)), sql.Identifier(table.name)]),
+        view=sql.SQL(".").join(
+            [sql.Identifier(store_names.pg_view_schema(org_id)), sql.Identifier(table.name)]
+        ),
         key=key,
         nxt=nxt,
         src=source_file(r),
         data=sql.SQL(", ").join(data),
-        raw=qualified(org_id, naming.pg_table(table.name)),
+        raw=qualified(org_id, store_names.pg_table(table.name)),
         org=sql.Literal(org_id),
     )

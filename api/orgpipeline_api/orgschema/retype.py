@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.errors import ConfigurationError, LockTimeout
 from orgpipeline_api.orgschema import lock
 from orgpipeline_api.v1alpha1 import Table
@@ -75,7 +75,7 @@ def current_types(conn: psycopg.Connection[Any], schema: str, relation: str) -> 
 def apply(conn: psycopg.Connection[Any], org_id: str, table: Table) -> list[tuple[str, str, str]]:
     """Changes the types that differ from the manifest's; returns (column, old, new) of each.
     Must run inside a transaction. TypeChangeRefused when a stored value does not convert."""
-    schema, raw = naming.pg_schema(org_id), naming.pg_table(table.name)
+    schema, raw = store_names.pg_schema(org_id), store_names.pg_table(table.name)
     have = current_types(conn, schema, raw)
     changes = [
         (c.name, have[c.name], pg_type_name(c.type))
@@ -95,7 +95,9 @@ def apply(conn: psycopg.Connection[Any], org_id: str, table: Table) -> list[tupl
     conn.execute("SELECT set_config('lock_timeout', '0', true)")
     conn.execute(
         sql.SQL("DROP VIEW IF EXISTS {}").format(
-            sql.SQL(".").join([sql.Identifier(naming.pg_view_schema(org_id)), sql.Identifier(table.name)])
+            sql.SQL(".").join(
+                [sql.Identifier(store_names.pg_view_schema(org_id)), sql.Identifier(table.name)]
+            )
         )
     )
     for column, old, new in changes:

@@ -54,7 +54,7 @@ def read_orgpipelines() -> ClusterView:
 
 def status_alerts(org_id: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
     """The operator's active alerts of one OrgPipeline, in the shape `alerts` prints."""
-    from orgpipeline_api.status import OrgPipelineStatus
+    from orgpipeline_api.v1alpha1_status import OrgPipelineStatus
 
     status = OrgPipelineStatus.model_validate(obj.get("status") or {})
     return [

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import typer
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from rich.console import Console
 
 from orgpipeline_cli.main import CommandFailed
@@ -106,7 +106,7 @@ def resolve_orgs(conn: Any, org_id: str | None) -> list[str]:
     if org_id is None:
         return queries.list_orgs(conn)
     if not queries.org_exists(conn, org_id):
-        raise UserError(f"unknown org {org_id!r}: no schema {naming.pg_schema(org_id)} in PostgreSQL")
+        raise UserError(f"unknown org {org_id!r}: no schema {store_names.pg_schema(org_id)} in PostgreSQL")
     return [org_id]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.errors import ServerUnavailable
 from orgpipeline_api.orgschema import privacy
 from orgpipeline_jobs import export as exporting
@@ -222,7 +222,7 @@ def compliance(org_id: str = OrgRequiredOpt, output: Format = OutputOpt) -> None
 
 def _reader(conn: Any, org_id: str) -> dict[str, Any]:
     """The org's read-only role and the views it reads (made by the operator)."""
-    role, schema = naming.pg_reader_role(org_id), naming.pg_view_schema(org_id)
+    role, schema = store_names.pg_reader_role(org_id), store_names.pg_view_schema(org_id)
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
     rows = conn.execute(
         "SELECT viewname FROM pg_views WHERE schemaname = %s ORDER BY 1", (schema,)
@@ -241,7 +241,7 @@ def _exports(conn: Any, org_id: str) -> list[dict[str, Any]]:
 
     exists = conn.execute(
         "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s",
-        (naming.pg_schema(org_id), exporting.EXPORTS_TABLE),
+        (store_names.pg_schema(org_id), exporting.EXPORTS_TABLE),
     ).fetchone()
     if not exists:
         return []

@@ -218,7 +218,7 @@ class _OrgFacts:
 def _org_facts(org_id: str) -> _OrgFacts:
     """The role and schema as the admin connection sees them (unknown org: neither exists)."""
     import psycopg
-    from orgpipeline_api import naming
+    from orgpipeline_api import store_names
 
     facts = _OrgFacts()
     dsn = os.environ.get("ORGPIPELINE_POSTGRES_DSN", "").strip()
@@ -227,11 +227,11 @@ def _org_facts(org_id: str) -> _OrgFacts:
     try:
         with psycopg.connect(dsn, connect_timeout=TIMEOUT_SECONDS, autocommit=True) as conn:
             role = conn.execute(
-                "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (naming.pg_role(org_id),)
+                "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (store_names.pg_role(org_id),)
             ).fetchone()
             owner = conn.execute(
                 "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s",
-                (naming.pg_schema(org_id),),
+                (store_names.pg_schema(org_id),),
             ).fetchone()
     except psycopg.Error:
         return facts  # the PostgreSQL check reports it
@@ -256,7 +256,7 @@ def _org_pipeline(org_id: str, facts: _OrgFacts) -> str:
         if not items:
             raise _Outcome(FAILED, f"no OrgPipeline with orgId {org_id} in the cluster")
         facts.pipeline = items[0]
-        from orgpipeline_api import naming as api_naming
+        from orgpipeline_api import store_names as api_naming
 
         try:
             secret = kubernetes.client.CoreV1Api(api).read_namespaced_secret(
@@ -288,16 +288,16 @@ def _org_pipeline(org_id: str, facts: _OrgFacts) -> str:
 
 def _org_login(org_id: str, facts: _OrgFacts) -> str:
     import psycopg
-    from orgpipeline_api import naming
+    from orgpipeline_api import store_names
 
-    role = naming.pg_role(org_id)
+    role = store_names.pg_role(org_id)
     if not facts.role_exists:
         raise _Outcome(FAILED, f"role {role} does not exist")
     if not facts.role_can_login:
         raise _Outcome(FAILED, f"role {role} may not log in (NOLOGIN)")
     if facts.schema_owner != role:
         raise _Outcome(
-            FAILED, f"schema {naming.pg_schema(org_id)} is owned by {facts.schema_owner or 'nobody'}"
+            FAILED, f"schema {store_names.pg_schema(org_id)} is owned by {facts.schema_owner or 'nobody'}"
         )
     if facts.password is None:
         raise _Outcome(
@@ -342,10 +342,10 @@ def run_checks(org_id: str | None) -> list[Check]:
         raise UserError(
             f"unknown org {org_id!r}: no OrgPipeline with this orgId and no PostgreSQL role for it"
         )
-    from orgpipeline_api import naming
+    from orgpipeline_api import store_names
 
     checks.append(org_check)
-    checks.append(_timed("org-role-login", naming.pg_role(org_id), lambda: _org_login(org_id, facts)))
+    checks.append(_timed("org-role-login", store_names.pg_role(org_id), lambda: _org_login(org_id, facts)))
     return checks
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from rich.table import Table
 from rich.text import Text
 
@@ -270,7 +270,7 @@ def _record_history(s: Any, orgs: list[str], table: str | None, key: str, output
         for t in resolve_tables(s.conn, org, table):
             if not queries.key_belongs(org, t, key):
                 continue
-            docs = queries.version_history(s.db[naming.mongo_collection(org, t)], key)
+            docs = queries.version_history(s.db[store_names.mongo_collection(org, t)], key)
             if docs:
                 versions = _versions(docs)
                 if output == Format.json:

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema.ddl import AUDIT_COLUMNS, FILES_TABLE, qualified
 from orgpipeline_api.v1alpha1 import Retention
 from orgpipeline_jobs import hashing
@@ -45,7 +45,7 @@ def since(days: int, now: datetime | None = None) -> datetime:
 
 def list_orgs(conn: Conn) -> list[str]:
     """Org ids that have a schema `orgdata_<org>`, sorted."""
-    prefix = naming.pg_schema("")
+    prefix = store_names.pg_schema("")
     rows = conn.execute(
         "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s) ORDER BY nspname", (prefix,)
     ).fetchall()
@@ -53,19 +53,19 @@ def list_orgs(conn: Conn) -> list[str]:
 
 
 def org_exists(conn: Conn, org_id: str) -> bool:
-    row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (naming.pg_schema(org_id),))
+    row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (store_names.pg_schema(org_id),))
     return row.fetchone() is not None
 
 
 def list_tables(conn: Conn, org_id: str) -> list[str]:
     """The org's pipeline tables: every T with both raw_T and raw_T_change_log, sorted."""
     rows = conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = %s", (naming.pg_schema(org_id),)
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s", (store_names.pg_schema(org_id),)
     ).fetchall()
     names = {str(r[0]) for r in rows}
     tables = []
     for name in names:
-        if name.startswith("raw_") and naming.pg_change_log(name[4:]) in names:
+        if name.startswith("raw_") and store_names.pg_change_log(name[4:]) in names:
             tables.append(name[4:])
     return sorted(tables)
 
@@ -73,7 +73,7 @@ def list_tables(conn: Conn, org_id: str) -> list[str]:
 def has_runs_table(conn: Conn, org_id: str) -> bool:
     row = conn.execute(
         "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s",
-        (naming.pg_schema(org_id), naming.PG_RUNS_TABLE),
+        (store_names.pg_schema(org_id), store_names.PG_RUNS_TABLE),
     ).fetchone()
     return row is not None
 
@@ -85,8 +85,8 @@ RUN_FIELDS = (
     " deleted, unchanged, rejected, loaded, quality_score, completeness_score, error_rate_percent,"
     " breaches, error, user_id,"
     # Through to_jsonb: a runs table no run has brought up to date yet lacks these columns.
-    f" to_jsonb({naming.PG_RUNS_TABLE})->>'trigger' AS trigger,"
-    f" to_jsonb({naming.PG_RUNS_TABLE})->>'trigger_reason' AS trigger_reason"
+    f" to_jsonb({store_names.PG_RUNS_TABLE})->>'trigger' AS trigger,"
+    f" to_jsonb({store_names.PG_RUNS_TABLE})->>'trigger_reason' AS trigger_reason"
 )
 
 
@@ -105,7 +105,7 @@ def runs(
         conditions.append(sql.SQL("table_name = %s"))
         params.append(table)
     statement = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY started_at DESC").format(
-        sql.SQL(RUN_FIELDS), qualified(org_id, naming.PG_RUNS_TABLE), sql.SQL(" AND ").join(conditions)
+        sql.SQL(RUN_FIELDS), qualified(org_id, store_names.PG_RUNS_TABLE), sql.SQL(" AND ").join(conditions)
     )
     if limit is not None:
         statement = sql.SQL("{} LIMIT %s").format(statement)
@@ -130,7 +130,7 @@ def quality_samples(conn: Conn, org_id: str, table: str, start: datetime) -> lis
     statement = sql.SQL(
         "SELECT measurement_timestamp, quality_metrics FROM {} WHERE measurement_timestamp >= %s"
         " AND quality_metrics IS NOT NULL ORDER BY measurement_timestamp"
-    ).format(qualified(org_id, naming.pg_quality_metrics(table)))
+    ).format(qualified(org_id, store_names.pg_quality_metrics(table)))
     rows = conn.execute(statement, (start,)).fetchall()
     return [QualitySample(table, r[0], dict(r[1])) for r in rows]
 
@@ -150,7 +150,7 @@ def change_log(conn: Conn, org_id: str, table: str, start: datetime, limit: int)
     statement = sql.SQL(
         "SELECT %s AS table_name, {} FROM {} WHERE change_timestamp >= %s"
         " ORDER BY change_timestamp DESC, id DESC LIMIT %s"
-    ).format(sql.SQL(CHANGE_FIELDS), qualified(org_id, naming.pg_change_log(table)))
+    ).format(sql.SQL(CHANGE_FIELDS), qualified(org_id, store_names.pg_change_log(table)))
     with conn.cursor(row_factory=dict_row) as cur:
         return list(cur.execute(statement, (table, start, limit)).fetchall())
 
@@ -158,7 +158,7 @@ def change_log(conn: Conn, org_id: str, table: str, start: datetime, limit: int)
 def change_counts(conn: Conn, org_id: str, table: str, start: datetime) -> dict[str, int]:
     statement = sql.SQL(
         "SELECT change_type, count(*) FROM {} WHERE change_timestamp >= %s GROUP BY change_type"
-    ).format(qualified(org_id, naming.pg_change_log(table)))
+    ).format(qualified(org_id, store_names.pg_change_log(table)))
     return {str(r[0]): int(r[1]) for r in conn.execute(statement, (start,)).fetchall()}
 
 
@@ -229,7 +229,7 @@ def run_file_latencies(conn: Conn, org_id: str, start: datetime) -> list[tuple[f
             " + coalesce((f.counts->>'deleted')::bigint, 0)"
             " FROM {files} f JOIN {runs} r ON r.run_id = f.run_id"
             " WHERE r.command = 'run' AND f.status = 'ingested' AND f.finished_at >= %s"
-        ).format(files=qualified(org_id, FILES_TABLE), runs=qualified(org_id, naming.PG_RUNS_TABLE)),
+        ).format(files=qualified(org_id, FILES_TABLE), runs=qualified(org_id, store_names.PG_RUNS_TABLE)),
         (start,),
     ).fetchall()
     return [(max(0.0, float(seconds)), int(versions)) for seconds, versions in rows if versions]
@@ -258,14 +258,14 @@ def storage(conn: Conn, db: Database[Doc], org_id: str, tables: list[str], start
         "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'm')",
-        (naming.pg_schema(org_id),),
+        (store_names.pg_schema(org_id),),
     ).fetchone()
     pg_bytes = int(row[0]) if row else 0
     mongo_bytes: int | None = 0
     versions = in_period = 0
     existing = set(db.list_collection_names())
     for table in tables:
-        name = naming.mongo_collection(org_id, table)
+        name = store_names.mongo_collection(org_id, table)
         if name in existing and mongo_bytes is not None:
             try:
                 stats = db.command("collStats", name)
@@ -273,7 +273,7 @@ def storage(conn: Conn, db: Database[Doc], org_id: str, tables: list[str], start
             except Exception:  # a server without collStats: report PostgreSQL only
                 mongo_bytes = None
         statement = sql.SQL("SELECT count(*), count(*) FILTER (WHERE ingested_at >= %s) FROM {}").format(
-            qualified(org_id, naming.pg_table(table))
+            qualified(org_id, store_names.pg_table(table))
         )
         counted = conn.execute(statement, (start,)).fetchone()
         if counted:
@@ -305,7 +305,7 @@ def business_columns(conn: Conn, org_id: str, table: str) -> list[tuple[str, str
     rows = conn.execute(
         "SELECT column_name, data_type, numeric_precision FROM information_schema.columns"
         " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-        (naming.pg_schema(org_id), naming.pg_table(table)),
+        (store_names.pg_schema(org_id), store_names.pg_table(table)),
     ).fetchall()
     return [(str(n), str(t), p) for n, t, p in rows if n not in NON_BUSINESS_COLUMNS]
 
@@ -332,7 +332,7 @@ def pg_versions(conn: Conn, org_id: str, table: str) -> Iterator[VersionRef]:
         ' ORDER BY composite_key COLLATE "C", version'
     ).format(
         sql.SQL(", ").join(sql.Identifier(c[0]) for c in columns),
-        qualified(org_id, naming.pg_table(table)),
+        qualified(org_id, store_names.pg_table(table)),
     )
     with conn.transaction(), conn.cursor(name=f"validate_{table}") as cur:
         cur.itersize = STREAM_BATCH

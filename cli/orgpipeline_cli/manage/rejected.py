@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import typer
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema.ddl import FILES_TABLE, qualified
 from orgpipeline_jobs.rowtext import MAX_RAW_TEXT, csv_record
 from psycopg import sql
@@ -131,7 +131,7 @@ def _like_escape(text: str) -> str:
 
 def _from(f: Filters) -> sql.Composable:
     return sql.SQL("{} r LEFT JOIN {} f ON f.table_name = {} AND f.file_id = r.file_id").format(
-        qualified(f.org_id, naming.pg_rejected_rows(f.table)),
+        qualified(f.org_id, store_names.pg_rejected_rows(f.table)),
         qualified(f.org_id, FILES_TABLE),
         sql.Literal(f.table),
     )
@@ -208,7 +208,7 @@ def _check_filters(conn: psycopg.Connection[Any], f: Filters) -> None:
     if f.run_id is not None:
         found = conn.execute(
             sql.SQL("SELECT 1 FROM {} WHERE run_id = %s AND table_name = %s").format(
-                qualified(f.org_id, naming.PG_RUNS_TABLE)
+                qualified(f.org_id, store_names.PG_RUNS_TABLE)
             ),
             (f.run_id, f.table),
         ).fetchone()

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 import typer
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.run_report import FAILED_RESULTS
 from rich.table import Table
 from rich.text import Text
@@ -207,7 +207,7 @@ def _org_metrics(s: Any, org: str, start: Any, days: int) -> dict[str, Any]:
     tables = queries.list_tables(s.conn, org)
     stats = aggregate.run_stats(queries.runs(s.conn, org, start))
     run_files = queries.run_file_latencies(s.conn, org, start)
-    lat = queries.latency((s.db[naming.mongo_collection(org, t)] for t in tables), start, run_files)
+    lat = queries.latency((s.db[store_names.mongo_collection(org, t)] for t in tables), start, run_files)
     store = queries.storage(s.conn, s.db, org, tables, start)
     per_version = store.total_bytes / store.versions if store.versions else None
     growth = round(per_version * store.versions_in_period) if per_version is not None else 0

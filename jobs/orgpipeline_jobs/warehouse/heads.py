@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema.ddl import qualified
 from psycopg import sql
 
@@ -94,7 +94,7 @@ def classify(conn: psycopg.Connection[Any], org_id: str, table: str, file_id: st
                 " FROM {} s LEFT JOIN {} h ON h.composite_key = s.composite_key"
                 " WHERE h.composite_key IS NULL OR h.change_type = 'DELETE' OR h.data_hash <> s.data_hash"
                 " OR h.file_id = %s OR s.repeated"
-            ).format(STAGE, qualified(org_id, naming.pg_heads(table))),
+            ).format(STAGE, qualified(org_id, store_names.pg_heads(table))),
             (file_id,),
         ).fetchall()
     return {r[0]: (None if r[1] is None else Head(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows}
@@ -118,7 +118,7 @@ def mark_staged_seen(conn: psycopg.Connection[Any], org_id: str, table: str, fil
         sql.SQL(
             "UPDATE {} h SET seen_file = %s FROM {} s"
             " WHERE h.composite_key = s.composite_key AND h.seen_file IS DISTINCT FROM %s"
-        ).format(qualified(org_id, naming.pg_heads(table)), STAGE),
+        ).format(qualified(org_id, store_names.pg_heads(table)), STAGE),
         (file_id, file_id),
     )
 
@@ -127,7 +127,7 @@ def upsert(conn: psycopg.Connection[Any], org_id: str, table: str, rows: Sequenc
     """Sets the heads of the given keys (inside the caller's transaction)."""
     if not rows:
         return
-    target = qualified(org_id, naming.pg_heads(table))
+    target = qualified(org_id, store_names.pg_heads(table))
     stage = sql.Identifier(f"_stage_{table}_heads")
     conn.execute(
         sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(stage, target)
@@ -157,7 +157,7 @@ def unseen(
             "SELECT composite_key, version, data_hash, change_type, file_id, line, data FROM {} "
             "WHERE seen_file IS DISTINCT FROM %s AND change_type <> 'DELETE' AND composite_key > %s "
             "ORDER BY composite_key LIMIT %s"
-        ).format(qualified(org_id, naming.pg_heads(table))),
+        ).format(qualified(org_id, store_names.pg_heads(table))),
         (file_id, after, limit),
     ).fetchall()
     return [(r[0], Head(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema.ddl import qualified
 from orgpipeline_api.v1alpha1 import Table
 from psycopg import sql
@@ -90,8 +90,8 @@ def _replay_safe(
     ON CONFLICT DO NOTHING instead."""
     business = [c.name for c in table.columns]
     raw_cols = rows.raw_columns(business)
-    raw = qualified(org_id, naming.pg_table(table.name))
-    log = qualified(org_id, naming.pg_change_log(table.name))
+    raw = qualified(org_id, store_names.pg_table(table.name))
+    log = qualified(org_id, store_names.pg_change_log(table.name))
     try:
         with conn.transaction():
             copy_raw(raw)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema.ddl import qualified
 from psycopg import sql
 
@@ -21,7 +21,7 @@ def put(conn: psycopg.Connection[Any], org_id: str, table: str, batch_id: str, d
     """Keeps a batch's documents (concatenated BSON), inside the caller's transaction."""
     conn.execute(
         sql.SQL("INSERT INTO {} (batch_id, documents) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
-            qualified(org_id, naming.pg_outbox(table))
+            qualified(org_id, store_names.pg_outbox(table))
         ),
         (batch_id, documents),
     )
@@ -29,7 +29,7 @@ def put(conn: psycopg.Connection[Any], org_id: str, table: str, batch_id: str, d
 
 def pending(conn: psycopg.Connection[Any], org_id: str, table: str) -> Iterator[tuple[str, bytes]]:
     """The batches left by an interrupted run, one at a time, in batch order."""
-    target = qualified(org_id, naming.pg_outbox(table))
+    target = qualified(org_id, store_names.pg_outbox(table))
     ids = [r[0] for r in conn.execute(sql.SQL("SELECT batch_id FROM {} ORDER BY batch_id").format(target))]
     for batch_id in ids:
         row = conn.execute(
@@ -43,7 +43,7 @@ def remove(conn: psycopg.Connection[Any], org_id: str, table: str, batch_ids: Se
     if batch_ids:
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE batch_id = ANY(%s)").format(
-                qualified(org_id, naming.pg_outbox(table))
+                qualified(org_id, store_names.pg_outbox(table))
             ),
             (list(batch_ids),),
         )

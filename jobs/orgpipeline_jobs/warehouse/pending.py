@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema.ddl import qualified
 from psycopg import sql
 
@@ -24,7 +24,7 @@ ALL = "*"
 def add(conn: psycopg.Connection[Any], org_id: str, table: str, batch_id: str) -> None:
     conn.execute(
         sql.SQL("INSERT INTO {} (batch_id) VALUES (%s) ON CONFLICT DO NOTHING").format(
-            qualified(org_id, naming.pg_pending_loads(table))
+            qualified(org_id, store_names.pg_pending_loads(table))
         ),
         (batch_id,),
     )
@@ -33,7 +33,7 @@ def add(conn: psycopg.Connection[Any], org_id: str, table: str, batch_id: str) -
 def batches(conn: psycopg.Connection[Any], org_id: str, table: str) -> list[str]:
     rows = conn.execute(
         sql.SQL("SELECT batch_id FROM {} ORDER BY batch_id").format(
-            qualified(org_id, naming.pg_pending_loads(table))
+            qualified(org_id, store_names.pg_pending_loads(table))
         )
     ).fetchall()
     return [str(r[0]) for r in rows]
@@ -43,7 +43,7 @@ def remove(conn: psycopg.Connection[Any], org_id: str, table: str, batch_ids: Se
     if batch_ids:
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE batch_id = ANY(%s)").format(
-                qualified(org_id, naming.pg_pending_loads(table))
+                qualified(org_id, store_names.pg_pending_loads(table))
             ),
             (list(batch_ids),),
         )

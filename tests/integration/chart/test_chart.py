@@ -105,7 +105,7 @@ def test_connections_are_required_unless_an_existing_secret_is_named(stack: Any)
 
 
 def test_the_deployment_matches_the_operators_contract(stack: Any) -> None:
-    from orgpipeline_operator import configuration
+    from orgpipeline_operator import operator_settings
 
     docs = render()
     dep = one(docs, "Deployment")
@@ -115,13 +115,13 @@ def test_the_deployment_matches_the_operators_contract(stack: Any) -> None:
     assert c["command"] == ["orgpipeline-operator"]
     assert c["image"] == "orgpipeline:0.1.0"
     # every variable the chart sets is one the operator reads; the required ones come from the Secret
-    known = {f"ORGPIPELINE_{f.upper()}" for f in configuration.Settings.__dataclass_fields__}
+    known = {f"ORGPIPELINE_{f.upper()}" for f in operator_settings.Settings.__dataclass_fields__}
     names = {e["name"] for e in c["env"]}
     assert names <= known, names - known
     secret = one(docs, "Secret", "-connections")
     required = {
         f"ORGPIPELINE_{n.upper()}"
-        for n, f in configuration.Settings.__dataclass_fields__.items()
+        for n, f in operator_settings.Settings.__dataclass_fields__.items()
         if f.default is f.default_factory
     }  # dataclasses.MISSING for both
     assert required <= set(secret["stringData"]), required - set(secret["stringData"])
@@ -133,7 +133,7 @@ def test_the_deployment_matches_the_operators_contract(stack: Any) -> None:
     env2 = {e["name"]: e.get("value") for e in c2["env"]}
     assert env2["ORGPIPELINE_JOB_NODE_SELECTOR"] == "arch=amd64,pool=data"
     token = {"ORGPIPELINE_WEBHOOK_TOKEN": "t" * 16}  # from the webhook Secret (secretKeyRef)
-    assert configuration.from_env(
+    assert operator_settings.from_env(
         {**secret["stringData"], **{k: v for k, v in env2.items() if v}, **token}
     ).job_node_selector
     assert env["ORGPIPELINE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
@@ -158,7 +158,7 @@ def test_the_deployment_matches_the_operators_contract(stack: Any) -> None:
 
 
 def test_file_events_service_token_and_settings(stack: Any) -> None:
-    from orgpipeline_operator import configuration
+    from orgpipeline_operator import operator_settings
 
     docs = render()
     dep = one(docs, "Deployment")
@@ -176,7 +176,7 @@ def test_file_events_service_token_and_settings(stack: Any) -> None:
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
     values = {k: e["value"] for k, e in env.items() if "value" in e}
-    settings = configuration.from_env(
+    settings = operator_settings.from_env(
         {**one(docs, "Secret", "-connections")["stringData"], **values, "ORGPIPELINE_WEBHOOK_TOKEN": token}
     )
     assert (settings.webhook_port, settings.webhook_max_bytes, settings.webhook_debounce_seconds) == (

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema import privacy
 from orgpipeline_api.v1alpha1 import load_manifest
 from orgpipeline_jobs import export as exporting
@@ -123,9 +123,9 @@ def org(stack: Any, mongo: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         after = datetime.now(UTC)
         yield Org(org_id, manifest, tmp, conn, between, after)
     finally:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{naming.pg_schema(org_id)}" CASCADE')
+        conn.execute(f'DROP SCHEMA IF EXISTS "{store_names.pg_schema(org_id)}" CASCADE')
         conn.close()
-        mongo["orgpipeline"][naming.mongo_collection(org_id, "orders")].drop()  # type: ignore[index]
+        mongo["orgpipeline"][store_names.mongo_collection(org_id, "orders")].drop()  # type: ignore[index]
 
 
 def _by_key(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:

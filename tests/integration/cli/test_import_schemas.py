@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.v1alpha1 import parse_manifest
 from orgpipeline_jobs import pipeline
 from orgpipeline_jobs.settings import Settings
@@ -64,14 +64,14 @@ def test_imported_manifest_passes_server_dry_run_and_loads_the_seeds_csv(
     try:
         result = pipeline.run_table(Settings.from_env(), spec, "orders", None, str(source)).as_json()
         assert result["result"] == "Succeeded" and result["inserted"] == 2, result
-        schema = naming.pg_schema(org_id)
+        schema = store_names.pg_schema(org_id)
         rows = pg.execute(
             f'SELECT order_id, order_date::text, amount::text FROM "{schema}".raw_orders ORDER BY 1'
         ).fetchall()
         assert rows == [("O1", "2024-01-15", "99.99"), ("O2", "2024-01-16", "5.00")]
     finally:
-        pg.execute(f'DROP SCHEMA IF EXISTS "{naming.pg_schema(org_id)}" CASCADE')
-        mongo["orgpipeline"][naming.mongo_collection(org_id, "orders")].drop()
+        pg.execute(f'DROP SCHEMA IF EXISTS "{store_names.pg_schema(org_id)}" CASCADE')
+        mongo["orgpipeline"][store_names.mongo_collection(org_id, "orders")].drop()
 
 
 def test_bad_schema_files_exit_2_with_file_and_line(stack: Any, tmp_path: Path) -> None:

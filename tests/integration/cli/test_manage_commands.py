@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.v1alpha1 import load_manifest
 from orgpipeline_jobs import pipeline
 from orgpipeline_jobs.settings import Settings
@@ -63,12 +63,12 @@ class Org:
         return json.loads(done.stdout)
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        text = query.replace("{schema}", f'"{naming.pg_schema(self.org_id)}"')
+        text = query.replace("{schema}", f'"{store_names.pg_schema(self.org_id)}"')
         return list(self.pg.execute(text, params).fetchall())  # type: ignore[arg-type]
 
     @property
     def collection(self) -> Any:
-        return self.mongo["orgpipeline"][naming.mongo_collection(self.org_id, "orders")]
+        return self.mongo["orgpipeline"][store_names.mongo_collection(self.org_id, "orders")]
 
 
 @pytest.fixture()
@@ -84,7 +84,7 @@ def org(stack: Any, mongo: Any, pg: Any, unique_id: str, tmp_path: Path) -> Iter
     source.mkdir()
     made = Org(org_id, path, source, mongo, pg)
     yield made
-    pg.execute(f'DROP SCHEMA IF EXISTS "{naming.pg_schema(org_id)}" CASCADE')
+    pg.execute(f'DROP SCHEMA IF EXISTS "{store_names.pg_schema(org_id)}" CASCADE')
     made.collection.drop()
 
 
@@ -153,7 +153,7 @@ def test_metrics_rates_and_storage(loaded: Org) -> None:
     size = loaded.sql(
         "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n"
         " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
-        naming.pg_schema(loaded.org_id),
+        store_names.pg_schema(loaded.org_id),
     )[0][0]
     assert m["storage"]["postgres_bytes"] == size and m["storage"]["mongo_bytes"] > 0
     assert m["storage"]["versions"] == m["storage"]["versions_in_period"] == 5

@@ -11,7 +11,7 @@ import csv
 import io
 
 import pytest
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.run_report import RunReport
 from orgpipeline_api.v1alpha1 import load_manifest
 from orgpipeline_jobs import pipeline
@@ -122,7 +122,7 @@ def test_unknown_org_table_file_or_run_is_one_line_and_exit_2(
 
 def test_a_schema_made_before_raw_text_gains_its_columns(org: Org) -> None:
     run_file(org, "orders_1.csv", HEADER + "O1,C1,P1,2024-01-15,10.00,pending,a@x.com,fine\n")
-    schema = naming.pg_schema(org.org_id)
+    schema = store_names.pg_schema(org.org_id)
     org.pg.execute(f'ALTER TABLE "{schema}".raw_orders_rejected_rows DROP COLUMN text_truncated')
     org.pg.execute(f'ALTER TABLE "{schema}".pipeline_files DROP COLUMN header')
     assert org.json("rejected", "--org-id", org.org_id, "--table", "orders")["total"] == 0  # read as it is

@@ -13,7 +13,7 @@ import os
 import subprocess
 from typing import Any
 
-from orgpipeline_api import naming, triggers
+from orgpipeline_api import store_names, triggers
 from test_manage_commands import CLI, FILE_1, FILE_2, Org, org  # noqa: F401 (the fixture)
 
 
@@ -107,7 +107,7 @@ def test_an_unknown_trigger_is_one_line_and_exit_2(org: Org) -> None:
 
 def test_a_runs_table_made_before_triggers_gains_the_columns(org: Org) -> None:
     assert run(org, "orders_1.csv", FILE_1).returncode == 0
-    schema = naming.pg_schema(org.org_id)
+    schema = store_names.pg_schema(org.org_id)
     org.pg.execute(f'ALTER TABLE "{schema}".pipeline_runs DROP COLUMN trigger, DROP COLUMN trigger_reason')
     (old,) = org.json("status", "--org-id", org.org_id)["orgs"][0]["recent_runs"]  # read before any run
     assert old["trigger"] is None

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, load_manifest
 from orgpipeline_jobs import pipeline
 from orgpipeline_jobs.settings import Settings
@@ -80,10 +80,10 @@ class Org:
 
     @property
     def schema(self) -> str:
-        return naming.pg_schema(self.org_id)
+        return store_names.pg_schema(self.org_id)
 
     def collection(self, table: str = "orders") -> Any:
-        return self.mongo["orgpipeline"][naming.mongo_collection(self.org_id, table)]
+        return self.mongo["orgpipeline"][store_names.mongo_collection(self.org_id, table)]
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         return list(self.pg.execute(query.replace("{schema}", f'"{self.schema}"'), params).fetchall())

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 from operator_helpers import Kubectl, Operator, pipeline, wait_for, wait_ready
-from orgpipeline_api import naming as api_naming
+from orgpipeline_api import store_names
 from orgpipeline_operator import kube, naming
 
 
@@ -46,7 +46,7 @@ def test_org_role_owns_its_schema_and_cannot_read_another_org(
     for org in (a, b):
         wait_ready(api, f"org-{org}")
 
-    schema_a, schema_b = api_naming.pg_schema(a), api_naming.pg_schema(b)
+    schema_a, schema_b = store_names.pg_schema(a), store_names.pg_schema(b)
     with psycopg.connect(_org_dsn(kubectl, b, stack), autocommit=True) as conn_b:
         conn_b.execute(f'CREATE TABLE "{schema_b}".secrets (v text)')
         conn_b.execute(f"INSERT INTO \"{schema_b}\".secrets VALUES ('b-only')")
@@ -75,11 +75,11 @@ def test_delete_policy_drops_data_and_retain_keeps_it(
     db = mongo[operator.env.get("ORGPIPELINE_MONGO_DB", "orgpipeline")]
     for org in (keep, drop):
         wait_ready(api, f"org-{org}")
-        db[api_naming.mongo_collection(org, "orders")].insert_one({"k": 1})
+        db[store_names.mongo_collection(org, "orders")].insert_one({"k": 1})
         with psycopg.connect(_org_dsn(kubectl, org, stack), autocommit=True) as conn:
-            conn.execute(f'CREATE TABLE "{api_naming.pg_schema(org)}".extra (id int)')
+            conn.execute(f'CREATE TABLE "{store_names.pg_schema(org)}".extra (id int)')
     # A collection of an org whose id starts like ours must survive.
-    other = db[api_naming.mongo_collection(f"{drop}x", "orders")]
+    other = db[store_names.mongo_collection(f"{drop}x", "orders")]
     other.insert_one({"k": 1})
 
     for org in (keep, drop):
@@ -92,18 +92,20 @@ def test_delete_policy_drops_data_and_retain_keeps_it(
     for org in (keep, drop):
         wait_for(lambda org=org: namespace_gone(org), what=f"namespace org-{org} deleted")
 
-    assert _exists(pg, SCHEMA_Q, api_naming.pg_schema(keep)) and _exists(pg, ROLE_Q, api_naming.pg_role(keep))
-    assert api_naming.mongo_collection(keep, "orders") in db.list_collection_names()
+    assert _exists(pg, SCHEMA_Q, store_names.pg_schema(keep)) and _exists(
+        pg, ROLE_Q, store_names.pg_role(keep)
+    )
+    assert store_names.mongo_collection(keep, "orders") in db.list_collection_names()
 
-    assert not _exists(pg, SCHEMA_Q, api_naming.pg_schema(drop))
-    assert not _exists(pg, ROLE_Q, api_naming.pg_role(drop))
+    assert not _exists(pg, SCHEMA_Q, store_names.pg_schema(drop))
+    assert not _exists(pg, ROLE_Q, store_names.pg_role(drop))
     names = db.list_collection_names()
-    assert api_naming.mongo_collection(drop, "orders") not in names
-    assert api_naming.mongo_collection(f"{drop}x", "orders") in names
+    assert store_names.mongo_collection(drop, "orders") not in names
+    assert store_names.mongo_collection(f"{drop}x", "orders") in names
 
     # Clean up what Retain kept.
-    db.drop_collection(api_naming.mongo_collection(keep, "orders"))
+    db.drop_collection(store_names.mongo_collection(keep, "orders"))
     other.drop()
-    pg.execute(f'DROP SCHEMA "{api_naming.pg_schema(keep)}" CASCADE')
-    pg.execute(f'DROP OWNED BY "{api_naming.pg_role(keep)}"')
-    pg.execute(f'DROP ROLE "{api_naming.pg_role(keep)}"')
+    pg.execute(f'DROP SCHEMA "{store_names.pg_schema(keep)}" CASCADE')
+    pg.execute(f'DROP OWNED BY "{store_names.pg_role(keep)}"')
+    pg.execute(f'DROP ROLE "{store_names.pg_role(keep)}"')

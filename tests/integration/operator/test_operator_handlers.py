@@ -15,16 +15,15 @@ from typing import Any
 import kopf
 import pytest
 from operator_helpers import pipeline, posted_reasons, report_message, write_terminated
-from orgpipeline_api import naming as api_naming
-from orgpipeline_api import v1alpha1
-from orgpipeline_operator import configuration, database, kube, main, naming, runs, runtime
+from orgpipeline_api import store_names, v1alpha1
+from orgpipeline_operator import database, kube, main, naming, operator_settings, runs, runtime
 
 
 @pytest.fixture(scope="module")
 def rt(stack: Any, kube_api: Any) -> Iterator[runtime.Runtime]:
     """What the startup handler puts in the memo, on the stack's servers."""
     env = {**os.environ, **stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"}
-    conf = configuration.from_env({**env, "ORGPIPELINE_RETRY_SECONDS": "1"})
+    conf = operator_settings.from_env({**env, "ORGPIPELINE_RETRY_SECONDS": "1"})
     db = database.Databases(conf.postgres_dsn, conf.mongo_uri, conf.mongo_db)
     made = runtime.Runtime(settings=conf, kube=kube.Kube(kube_api), db=db)
     yield made
@@ -158,7 +157,7 @@ def test_an_unreadable_report_is_a_failed_run_not_a_crash(
 
 def _schema_exists(pg: Any, org: str) -> bool:
     query = "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s"
-    return pg.execute(query, (api_naming.pg_schema(org),)).fetchone() is not None
+    return pg.execute(query, (store_names.pg_schema(org),)).fetchone() is not None
 
 
 def test_delete_handler_drops_the_org(rt: runtime.Runtime, created: dict[str, Any], pg: Any) -> None:

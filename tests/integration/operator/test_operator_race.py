@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from operator_helpers import TEST_LABEL, Kubectl, Operator, free_port, pipeline, wait_for, wait_ready
-from orgpipeline_operator import cache, configuration, database, kube, naming, reconcile, runtime
+from orgpipeline_operator import cache, database, kube, naming, operator_settings, reconcile, runtime
 
 RACE_LABEL = "race"
 TABLES = [f"t{i:02d}" for i in range(40)]
@@ -120,7 +120,7 @@ def test_update_deletes_cronjobs_its_cache_has_not_seen(
     ns = name = f"org-{org}"
     manifest = pipeline(org, ["orders", "customers", "refunds"])
     manifest["metadata"]["labels"] = {TEST_LABEL: "none"}  # no operator reconciles it: this test does
-    settings = configuration.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
+    settings = operator_settings.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
     rt = runtime.Runtime(
         settings, api, database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
     )

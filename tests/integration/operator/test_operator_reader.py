@@ -24,7 +24,7 @@ from operator_helpers import (
     wait_for,
     wait_ready,
 )
-from orgpipeline_api import naming as api_naming
+from orgpipeline_api import store_names
 from orgpipeline_api.v1alpha1 import parse_manifest
 from orgpipeline_jobs import pipeline as dataplane
 from orgpipeline_jobs.settings import Settings
@@ -82,7 +82,7 @@ def _reader_dsn(kubectl: Kubectl, org: str, stack: Any) -> str:
 
     secret = wait_for(found, what=f"reader Secret of {org}")
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert data["PGUSER"] == api_naming.pg_reader_role(org)
+    assert data["PGUSER"] == store_names.pg_reader_role(org)
     info = psycopg.conninfo.conninfo_to_dict(stack.postgres_dsn)
     return psycopg.conninfo.make_conninfo(
         stack.postgres_dsn, user=data["PGUSER"], password=data["PGPASSWORD"], dbname=info["dbname"]
@@ -153,8 +153,8 @@ def test_reader_role_sees_masked_views_of_its_org_only(
                 " AND has_table_privilege(c.oid, 'SELECT')"
             ).fetchall()
             assert sorted(readable) == [
-                (api_naming.pg_view_schema(a), "customers"),
-                (api_naming.pg_view_schema(a), "orders"),
+                (store_names.pg_view_schema(a), "customers"),
+                (store_names.pg_view_schema(a), "orders"),
             ]
             for schema, name in readable:
                 dump = conn.execute(
@@ -166,7 +166,7 @@ def test_reader_role_sees_masked_views_of_its_org_only(
 
             # The raw tables, the bookkeeping (heads hold every value), the masking key: refused.
             for org in (a, b):
-                schema = api_naming.pg_schema(org)
+                schema = store_names.pg_schema(org)
                 for relation in (
                     "raw_orders",
                     "raw_orders_heads",
@@ -178,7 +178,7 @@ def test_reader_role_sees_masked_views_of_its_org_only(
                         conn.execute(f'SELECT * FROM "{schema}"."{relation}"')
             # The other org's views: refused.
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(f'SELECT * FROM "{api_naming.pg_view_schema(b)}".orders')
+                conn.execute(f'SELECT * FROM "{store_names.pg_view_schema(b)}".orders')
             # Read-only: by default (its sessions are read-only) and by privilege, when it turns that off.
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
                 conn.execute("CREATE TEMP TABLE scratch (v text)")
@@ -189,9 +189,9 @@ def test_reader_role_sees_masked_views_of_its_org_only(
                 )
                 assert granted.fetchone() == (False,)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(f'CREATE TABLE "{api_naming.pg_view_schema(a)}".x (v text)')
+                conn.execute(f'CREATE TABLE "{store_names.pg_view_schema(a)}".x (v text)')
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(f'CREATE VIEW "{api_naming.pg_view_schema(a)}".x AS SELECT 1')
+                conn.execute(f'CREATE VIEW "{store_names.pg_view_schema(a)}".x AS SELECT 1')
 
         # The compliance report shows the role, its views and the classification the operator recorded.
         cli = str(Path(sys.executable).parent / "orgpipeline")
@@ -209,10 +209,10 @@ def test_reader_role_sees_masked_views_of_its_org_only(
         # The pipeline's own role keeps the raw values.
         owner = kubectl.json("get", "secret", "orgpipeline-credentials", "-n", f"org-{a}")
         password = base64.b64decode(owner["data"]["ORGPIPELINE_POSTGRES_PASSWORD"]).decode()
-        dsn_owner = psycopg.conninfo.make_conninfo(dsn_a, user=api_naming.pg_role(a), password=password)
+        dsn_owner = psycopg.conninfo.make_conninfo(dsn_a, user=store_names.pg_role(a), password=password)
         with psycopg.connect(dsn_owner, autocommit=True) as conn:
             emails = conn.execute(
-                f'SELECT email FROM "{api_naming.pg_schema(a)}".raw_orders ORDER BY 1'
+                f'SELECT email FROM "{store_names.pg_schema(a)}".raw_orders ORDER BY 1'
             ).fetchall()
             assert emails == [("alice@secret.example",), ("bob@secret.example",)]
 
@@ -239,7 +239,7 @@ def test_reader_role_sees_masked_views_of_its_org_only(
     finally:
         for org in (a, b):
             for table in ("orders", "customers"):
-                mongo["orgpipeline"][api_naming.mongo_collection(org, table)].drop()
+                mongo["orgpipeline"][store_names.mongo_collection(org, table)].drop()
 
 
 def test_refused_type_change_is_a_condition_and_a_fixed_value_lets_it_through(
@@ -259,7 +259,7 @@ def test_refused_type_change_is_a_condition_and_a_fixed_value_lets_it_through(
     apply_ready(kubectl, api, cleanup_pipelines, manifest)
     try:
         _load(manifest, tmp_path)
-        schema = api_naming.pg_schema(org)
+        schema = store_names.pg_schema(org)
         pg.execute(f"UPDATE \"{schema}\".raw_orders SET card = 'n/a' WHERE order_id = 'O2'")
         pg.execute(f"UPDATE \"{schema}\".raw_orders SET card = '41' WHERE order_id = 'O1'")
         # card: text -> integer; 'n/a' does not convert.
@@ -291,7 +291,7 @@ def test_refused_type_change_is_a_condition_and_a_fixed_value_lets_it_through(
         # The reader's view is still there, as it was.
         assert pg.execute(
             "SELECT 1 FROM pg_views WHERE schemaname = %s AND viewname = 'orders'",
-            (api_naming.pg_view_schema(org),),
+            (store_names.pg_view_schema(org),),
         ).fetchone()
 
         # The value fixed: the next reconcile applies the change.
@@ -301,11 +301,11 @@ def test_refused_type_change_is_a_condition_and_a_fixed_value_lets_it_through(
         kind = pg.execute(
             "SELECT data_type FROM information_schema.columns WHERE table_schema = %s"
             " AND table_name = 'orders' AND column_name = 'card'",
-            (api_naming.pg_view_schema(org),),
+            (store_names.pg_view_schema(org),),
         ).fetchone()
         assert kind == ("text",)  # sensitive: the reader sees [REDACTED], whatever the type
         stored = pg.execute(f'SELECT card FROM "{schema}".raw_orders ORDER BY order_id').fetchall()
         assert stored == [(41,), (None,)]
     finally:
         for table in ("orders", "customers"):
-            mongo["orgpipeline"][api_naming.mongo_collection(org, table)].drop()
+            mongo["orgpipeline"][store_names.mongo_collection(org, table)].drop()

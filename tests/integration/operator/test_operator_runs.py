@@ -20,7 +20,7 @@ from operator_helpers import (
     wait_ready,
     write_terminated,
 )
-from orgpipeline_operator import configuration, database, kube, naming, runs, runtime
+from orgpipeline_operator import database, kube, naming, operator_settings, runs, runtime
 
 
 def _jobs(kubectl: Kubectl, ns: str) -> list[dict[str, Any]]:
@@ -185,7 +185,7 @@ def test_run_now_twice_for_one_request_makes_one_job(
     ns = name = f"org-{org}"
     manifest = pipeline(org, ["orders", "customers"])
     manifest["metadata"]["labels"] = {TEST_LABEL: "none"}  # no operator handles it: this test does
-    settings = configuration.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
+    settings = operator_settings.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
     rt = runtime.Runtime(
         settings, api, database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
     )

@@ -175,8 +175,8 @@ def test_argocd_cm_carries_the_same_script() -> None:
 def test_statuses_the_operator_computes_map_to_the_expected_health() -> None:
     """The operator's own status logic (pure functions) -> the Lua check: the two agree on the contract."""
     op_status = pytest.importorskip("orgpipeline_operator.status", reason="the operator package is absent")
-    from orgpipeline_api.status import LastRun, OrgPipelineStatus, RunResult
     from orgpipeline_api.v1alpha1 import load_manifest
+    from orgpipeline_api.v1alpha1_status import LastRun, OrgPipelineStatus, RunResult
 
     _, spec = load_manifest(REPO / "examples" / "org-123.yaml")
     now = "2026-11-01T10:00:00Z"

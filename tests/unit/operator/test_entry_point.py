@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from orgpipeline_operator import configuration
+from orgpipeline_operator import operator_settings
 
 BIN = Path(__file__).resolve().parents[3] / ".venv" / "bin" / "orgpipeline-operator"
 
@@ -28,8 +28,8 @@ def test_help_exits_0_without_validating_the_settings() -> None:
 
 
 def test_help_names_every_setting() -> None:
-    text = configuration.help_text()
-    for var in configuration._ENV.values():
+    text = operator_settings.help_text()
+    for var in operator_settings._ENV.values():
         assert var in text
 
 

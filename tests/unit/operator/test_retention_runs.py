@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orgpipeline_api import v1alpha1
-from orgpipeline_api.status import OrgPipelineStatus, RetentionRun, RunResult
+from orgpipeline_api.v1alpha1_status import OrgPipelineStatus, RetentionRun, RunResult
 from orgpipeline_jobs import retention
 from orgpipeline_operator import retention_runs, status
 

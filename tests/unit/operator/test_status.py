@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orgpipeline_api import v1alpha1
-from orgpipeline_api.status import OrgPipelineStatus, RunResult
+from orgpipeline_api.v1alpha1_status import OrgPipelineStatus, RunResult
 from orgpipeline_operator import status
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "org-123.yaml"

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from orgpipeline_api import naming
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema.ddl import FILES_TABLE, TABLES_TABLE, qualified
 from orgpipeline_api.run_report import RunReport
 from orgpipeline_api.triggers import RunTrigger
@@ -29,7 +29,7 @@ def start_run(
 ) -> None:
     """Marks a run of the table that died Interrupted, and records this one as Running, with its
     trigger (user_id is the trigger's user)."""
-    runs = qualified(org_id, naming.PG_RUNS_TABLE)
+    runs = qualified(org_id, store_names.PG_RUNS_TABLE)
     with conn.transaction():
         conn.execute(
             sql.SQL(
@@ -53,7 +53,7 @@ def finish_run(conn: psycopg.Connection[Any], org_id: str, run_id: str, result: 
     assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in row)
     conn.execute(
         sql.SQL("UPDATE {} SET {} WHERE run_id = %s").format(
-            qualified(org_id, naming.PG_RUNS_TABLE), assignments
+            qualified(org_id, store_names.PG_RUNS_TABLE), assignments
         ),
         (*row.values(), run_id),
     )
@@ -138,7 +138,7 @@ def write_rejected(
             sql.SQL(
                 "INSERT INTO {} (file_id, line, run_id, source, issue_type, field, reason, text,"
                 " text_truncated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
-            ).format(qualified(org_id, naming.pg_rejected_rows(table))),
+            ).format(qualified(org_id, store_names.pg_rejected_rows(table))),
             [
                 (
                     source.file_id,
@@ -170,7 +170,7 @@ def write_quality_metrics(
             "INSERT INTO {} (org_id, table_name, total_records, records_with_errors, records_with_warnings,"
             " average_quality_score, quality_metrics, period_start, period_end, run_id, file_id)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, file_id) DO NOTHING"
-        ).format(qualified(org_id, naming.pg_quality_metrics(table))),
+        ).format(qualified(org_id, store_names.pg_quality_metrics(table))),
         (
             org_id,
             table,

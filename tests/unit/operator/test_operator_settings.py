@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from orgpipeline_operator import configuration
+from orgpipeline_operator import operator_settings
 
 GOOD = {
     "ORGPIPELINE_POSTGRES_DSN": "postgresql://admin:pw@db.example:5433/orgs",
@@ -15,7 +15,7 @@ GOOD = {
 
 
 def test_defaults_and_derived_values() -> None:
-    s = configuration.from_env(GOOD)
+    s = operator_settings.from_env(GOOD)
     assert s.job_image == "orgpipeline:dev"
     assert s.jobs_postgres_hostport == ("db.example", "5433")
     assert s.postgres_dbname == "orgs"
@@ -23,7 +23,7 @@ def test_defaults_and_derived_values() -> None:
 
 
 def test_job_overrides() -> None:
-    s = configuration.from_env(
+    s = operator_settings.from_env(
         {**GOOD, "ORGPIPELINE_JOB_POSTGRES_HOST": "pg.svc:5432", "ORGPIPELINE_WORKERS": "4"}
     )
     assert s.jobs_postgres_hostport == ("pg.svc", "5432") and s.workers == 4
@@ -32,32 +32,32 @@ def test_job_overrides() -> None:
 def test_every_problem_is_named_at_once() -> None:
     env = {**GOOD, "ORGPIPELINE_WORKERS": "many", "ORGPIPELINE_S3_ENDPOINT": "s3:9000"}
     del env["ORGPIPELINE_MONGO_URI"]
-    with pytest.raises(configuration.SettingsError) as err:
-        configuration.from_env(env)
+    with pytest.raises(operator_settings.SettingsError) as err:
+        operator_settings.from_env(env)
     assert "ORGPIPELINE_MONGO_URI is required" in str(err.value)
     assert "ORGPIPELINE_WORKERS='many' is not a int" in str(err.value)
 
 
 def test_bad_values_are_refused() -> None:
-    with pytest.raises(configuration.SettingsError, match="must be an http"):
-        configuration.from_env({**GOOD, "ORGPIPELINE_S3_ENDPOINT": "s3:9000"})
-    with pytest.raises(configuration.SettingsError, match="PULL_POLICY"):
-        configuration.from_env({**GOOD, "ORGPIPELINE_JOB_IMAGE_PULL_POLICY": "Sometimes"})
+    with pytest.raises(operator_settings.SettingsError, match="must be an http"):
+        operator_settings.from_env({**GOOD, "ORGPIPELINE_S3_ENDPOINT": "s3:9000"})
+    with pytest.raises(operator_settings.SettingsError, match="PULL_POLICY"):
+        operator_settings.from_env({**GOOD, "ORGPIPELINE_JOB_IMAGE_PULL_POLICY": "Sometimes"})
 
 
 def test_webhook_needs_a_token_and_sane_limits() -> None:
-    assert configuration.from_env(GOOD).webhook_port == 0  # off unless asked for
-    with pytest.raises(configuration.SettingsError, match="ORGPIPELINE_WEBHOOK_TOKEN of at least 16"):
-        configuration.from_env({**GOOD, "ORGPIPELINE_WEBHOOK_PORT": "8443"})
-    with pytest.raises(configuration.SettingsError, match="ORGPIPELINE_WEBHOOK_TOKEN of at least 16"):
-        configuration.from_env(
+    assert operator_settings.from_env(GOOD).webhook_port == 0  # off unless asked for
+    with pytest.raises(operator_settings.SettingsError, match="ORGPIPELINE_WEBHOOK_TOKEN of at least 16"):
+        operator_settings.from_env({**GOOD, "ORGPIPELINE_WEBHOOK_PORT": "8443"})
+    with pytest.raises(operator_settings.SettingsError, match="ORGPIPELINE_WEBHOOK_TOKEN of at least 16"):
+        operator_settings.from_env(
             {**GOOD, "ORGPIPELINE_WEBHOOK_PORT": "8443", "ORGPIPELINE_WEBHOOK_TOKEN": "short"}
         )
-    with pytest.raises(configuration.SettingsError, match="ORGPIPELINE_WEBHOOK_MAX_BYTES"):
-        configuration.from_env({**GOOD, "ORGPIPELINE_WEBHOOK_MAX_BYTES": "10"})
-    with pytest.raises(configuration.SettingsError, match="DEBOUNCE_SECONDS must be >= 0"):
-        configuration.from_env({**GOOD, "ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS": "60"})
-    s = configuration.from_env(
+    with pytest.raises(operator_settings.SettingsError, match="ORGPIPELINE_WEBHOOK_MAX_BYTES"):
+        operator_settings.from_env({**GOOD, "ORGPIPELINE_WEBHOOK_MAX_BYTES": "10"})
+    with pytest.raises(operator_settings.SettingsError, match="DEBOUNCE_SECONDS must be >= 0"):
+        operator_settings.from_env({**GOOD, "ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS": "60"})
+    s = operator_settings.from_env(
         {**GOOD, "ORGPIPELINE_WEBHOOK_PORT": "8443", "ORGPIPELINE_WEBHOOK_TOKEN": "0123456789abcdef"}
     )
     assert (s.webhook_port, s.webhook_token, s.webhook_debounce_seconds) == (8443, "0123456789abcdef", 1.0)
