@@ -223,17 +223,16 @@ class RunReport(Counts):
 
     def termination_report(self) -> TerminationReport:
         """The compact form: the fields it shares with the report, files by name (skipped ones
-        left out), the error cut to ERROR_LIMIT."""
-        shared = self.model_dump(include=set(TerminationReport.model_fields) - {"files", "error"})
+        left out), the error cut to ERROR_LIMIT, the trigger reason to TRIGGER_REASON_LIMIT."""
+        shared = self.model_dump(
+            include=set(TerminationReport.model_fields) - {"files", "error", "trigger", "trigger_reason"}
+        )
         return TerminationReport(
             **shared,
             files=[f.name for f in self.files if f.status != "skipped"],
             error=self.error[:ERROR_LIMIT] if self.error else self.error,
             trigger=self.trigger.value,
-            triggered_by=self.triggered_by,
             trigger_reason=self.trigger_reason[:TRIGGER_REASON_LIMIT] if self.trigger_reason else None,
-            business_keys=self.business_keys,
-            business_keys_detected=self.business_keys_detected,
         )
 
     def termination_message(self) -> str:

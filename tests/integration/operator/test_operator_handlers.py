@@ -73,7 +73,8 @@ def test_run_now_handler_makes_a_job_and_clears_the_annotation(
     name, ns = created["metadata"]["name"], created["status"]["namespace"]
     patch = kopf.Patch()
     main.run_now(name=name, body=kopf.Body(created), new="orders", memo=kopf.Memo(rt=rt), patch=patch)
-    assert patch["metadata"]["annotations"] == {naming.ANNOTATION_RUN_NOW: None}
+    # the request is removed whole: table, requester and reason
+    assert patch["metadata"]["annotations"] == dict.fromkeys(naming.RUN_NOW_ANNOTATIONS)
     jobs = rt.kube.list("batch/v1", "Job", ns, f"{naming.LABEL_TABLE}=orders")
     assert len(jobs) == 1 and jobs[0]["metadata"]["name"].startswith("ingest-orders-now-")
 
