@@ -166,6 +166,7 @@ def step_raw(csv_path: str, tag: str) -> dict[str, Any]:
         {"filename": "x.csv", "file_size": 0, "file_id": "f_raw"},
         datetime.now(UTC),
     )
+    part = documents.Part.of(ctx, "b", "loaded")
     reader = pacsv.open_csv(
         csv_path, convert_options=pacsv.ConvertOptions(column_types={c: "string" for c in COLUMNS})
     )
@@ -188,7 +189,7 @@ def step_raw(csv_path: str, tag: str) -> dict[str, Any]:
             ck = keys.composite_key(spec.org_id, "orders", [row["order_id"], row["customer_id"]])
             docs.append(
                 documents.build(
-                    ctx,
+                    part,
                     composite_key=ck,
                     values=data,
                     version=1,
@@ -199,8 +200,6 @@ def step_raw(csv_path: str, tag: str) -> dict[str, Any]:
                     previous_data_hash=None,
                     line=rows + i + 2,
                     check=None,
-                    batch_id="b",
-                    postgres_status="loaded",
                 )
             )
         pg_rows = [rows_mod.pg_row(d, names) for d in docs]

@@ -15,6 +15,7 @@ The order of writes across the two stores lives here, not in a stage. Two orders
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -111,6 +112,20 @@ def detect_business_keys(table: Table, header: list[str], batch: Batch) -> list[
     return present
 
 
+@dataclass
+class _Checked:
+    """A slice of a parsed block after the checks, with what checking it found out."""
+
+    batch: Batch
+    checked: records.CheckedBatch
+    quality: quality.QualityAccumulator
+    """The slice's own quality counts (merged into the file's by the consumer, in order)."""
+    detected_keys: list[str] | None
+    """Business keys detected on this slice (the file's first rows), to be saved."""
+    block_end: bool
+    """The last slice of its block: the block's memory can be returned after it."""
+
+
 class FileIngest:
     """Ingests one file; `run()` returns its outcome."""
 
@@ -188,28 +203,45 @@ class FileIngest:
         extra = [h for h in header if table.column(h) is None]
         if extra:
             self.notes.append(f"columns not in the manifest (ignored): {', '.join(extra)}")
-        for batch in read_ahead(stream.batches()):
-            if not self.ctx.business_keys and batch.num_rows:
-                self.ctx.business_keys = detect_business_keys(table, header, batch)
-                self.checker = records.BatchChecker(table, self.ctx.business_keys)
+        for checked in read_ahead(self._checked(header, stream.batches())):
+            if checked.detected_keys is not None:
                 bookkeeping.save_business_keys(
-                    self.ctx.conn, self.ctx.org_id, table.name, self.ctx.business_keys, True
+                    self.ctx.conn, self.ctx.org_id, table.name, checked.detected_keys, True
                 )
-                self.notes.append(f"business keys detected: {', '.join(self.ctx.business_keys)}")
-            step = self.ctx.config.batch_rows
-            for start in range(0, max(batch.num_rows, 1), step):
-                self._batch(header, batch.slice(start, step))
-            del batch
-            memory.return_freed_memory()
+                self.notes.append(f"business keys detected: {', '.join(checked.detected_keys)}")
+            self._batch(checked)
+            if checked.block_end:
+                memory.return_freed_memory()
 
-    def _batch(self, header: list[str], batch: Batch) -> None:
-        """Checks and classifies a parsed batch at once, then writes its new versions in parts of
+    def _checked(self, header: list[str], batches: Iterator[Batch]) -> Iterator[_Checked]:
+        """Each block's slices checked, keyed and hashed: run by the read-ahead thread, so that the
+        next block is checked while PostgreSQL classifies this one (pyarrow's kernels and the
+        database socket release the GIL). Touches no connection and no shared counter: what it
+        found travels with the slice, and the consumer books it in file order."""
+        table, step = self.ctx.table, self.ctx.config.batch_rows
+        for batch in batches:
+            detected = None
+            if not self.ctx.business_keys and batch.num_rows:
+                detected = detect_business_keys(table, header, batch)
+                self.ctx.business_keys = detected
+                self.checker = records.BatchChecker(table, detected)
+            starts = range(0, max(batch.num_rows, 1), step)
+            for start in starts:
+                part = batch.slice(start, step)
+                acc = quality.QualityAccumulator(self.quality.completeness_columns)
+                checked = self.checker.check(header, part, self.ctx.org_id, acc)
+                yield _Checked(part, checked, acc, detected, start == starts[-1])
+                detected = None
+            del batch
+
+    def _batch(self, item: _Checked) -> None:
+        """Classifies a checked slice at once, then writes its new versions in parts of
         `write_rows`: each part one PostgreSQL transaction (raw rows, change log, the heads of the
         keys whose last version it holds, outbox) and one MongoDB submission. Memory follows the
         part, not the batch; a part is replay-safe on its own."""
-        ctx, counts = self.ctx, self.counts
+        ctx, counts, batch, checked = self.ctx, self.counts, item.batch, item.checked
+        self.quality.merge(item.quality)
         counts.blank_lines += batch.blank_lines
-        checked = self.checker.check(header, batch, ctx.org_id, self.quality)
         rejected: list[RejectedRow] = [*batch.rejected, *checked.rejected]
         counts.rows_read += batch.num_rows + len(batch.rejected)
         counts.rejected += len(rejected)
@@ -264,14 +296,14 @@ class FileIngest:
         batch_id: str,
     ) -> list[RawBSONDocument]:
         """The batch's documents as BSON, built and encoded a chunk at a time (bounded memory)."""
-        status = "loaded" if self.ctx.config.fused_load else "pending"
+        part = documents.Part.of(doc_ctx, batch_id, "loaded" if self.ctx.config.fused_load else "pending")
         encoded: list[RawBSONDocument] = []
         docs: list[dict[str, Any]] = []
         for new, data, fields in zip(plan.versions, values, changed, strict=True):
             head = new.previous
             docs.append(
                 documents.build(
-                    doc_ctx,
+                    part,
                     composite_key=new.composite_key,
                     values=data,
                     version=new.version,
@@ -282,8 +314,6 @@ class FileIngest:
                     previous_data_hash=head.data_hash if head else None,
                     line=checked.lines[new.index],
                     check=checked.checks.get(new.index),
-                    batch_id=batch_id,
-                    postgres_status=status,
                 )
             )
             if len(docs) >= ENCODE_CHUNK:
@@ -352,13 +382,14 @@ class FileIngest:
             self.batch_no += 1
             batch_id = f"{self.file_id}:{self.batch_no:06d}"
             doc_ctx = replace(self.doc_ctx, now=datetime.now(UTC))
+            part = documents.Part.of(doc_ctx, batch_id, "loaded" if ctx.config.fused_load else "pending")
             docs: list[dict[str, Any]] = []
             head_rows: list[heads.HeadRow] = []
             for ck, head in missing:
                 data = head.data or {}
                 docs.append(
                     documents.build(
-                        doc_ctx,
+                        part,
                         composite_key=ck,
                         values=data,
                         version=head.version + 1,
@@ -369,8 +400,6 @@ class FileIngest:
                         previous_data_hash=head.data_hash,
                         line=None,
                         check=None,
-                        batch_id=batch_id,
-                        postgres_status="loaded" if ctx.config.fused_load else "pending",
                     )
                 )
                 head_rows.append(

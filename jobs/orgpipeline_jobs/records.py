@@ -115,6 +115,28 @@ def _json_text(raw: pa.Array) -> pa.Array:
     return pa.array(encoded, pa.string())
 
 
+def _float_repr(plain: pa.Array, numbers: pa.Array) -> pa.Array:
+    """`repr(float(t))` of decimal texts of the plain shape with at most 15 digits, column-wise.
+
+    Such a value round-trips through a double (15 digits is what a double holds), so its shortest
+    repr is the decimal itself, normalised: no leading zeros in the whole part, no trailing zeros in
+    the fraction, at least one digit on each side of the point, the sign kept ("-0.00" -> "-0.0").
+    Python switches to exponent notation below 1e-4: those few values are repr'd one by one."""
+    parts = pc.extract_regex(plain, r"^(?P<sign>-?)(?P<whole>[0-9]+)(?:\.(?P<fraction>[0-9]*))?$")
+    whole = pc.utf8_ltrim(parts.field("whole"), "0")
+    fraction = pc.utf8_rtrim(parts.field("fraction"), "0")
+    whole = pc.if_else(pc.equal(whole, ""), "0", whole)
+    fraction = pc.if_else(pc.equal(fraction, ""), "0", fraction)
+    text: pa.Array = pc.binary_join_element_wise(parts.field("sign"), whole, ".", fraction, "")
+    absolute = pc.abs(numbers)
+    tiny = pc.and_(pc.less(absolute, 1e-4), pc.greater(absolute, 0.0))
+    if pc.any(tiny).as_py():
+        rows = zip(numbers.to_pylist(), tiny.to_pylist(), text.to_pylist(), strict=True)
+        exact = [repr(x) if flag else t for x, flag, t in rows]
+        text = pa.array(exact, pa.string())
+    return text
+
+
 class BatchChecker:
     """The manifest's rules of one table, applied to whole batches (see the module docstring)."""
 
@@ -214,7 +236,7 @@ class BatchChecker:
         else:
             numbers = pc.cast(safe, pa.float64())
             broken = _all(False, len(raw))
-            json_ = pa.array([repr(x) for x in numbers.to_pylist()], pa.string())
+            json_ = _float_repr(safe, numbers)
             text = json_
         if column.min is not None:
             broken = pc.or_(broken, pc.less(numbers, column.min))

@@ -120,7 +120,7 @@ def split(whole: Plan, size: int) -> list[Plan]:
 
 
 def _json_list(items: list[str]) -> str:
-    return json.dumps(items, ensure_ascii=False)
+    return json.dumps(items, ensure_ascii=False) if items else "[]"
 
 
 @dataclass

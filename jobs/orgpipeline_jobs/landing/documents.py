@@ -53,8 +53,25 @@ def version_id(composite_key: str, version: int) -> str:
     return f"{composite_key}|v{version}"
 
 
+@dataclass(frozen=True)
+class Part:
+    """What every document of one written part shares: its batch, status and run metadata, built
+    once per part (the documents share these objects; BSON encoding only reads them)."""
+
+    ctx: VersionContext
+    batch_id: str
+    postgres_status: str
+    processing: dict[str, Any]
+    timestamp: str
+    """`ctx.now` as ISO text: the audit trail's change_timestamp."""
+
+    @classmethod
+    def of(cls, ctx: VersionContext, batch_id: str, postgres_status: str) -> Part:
+        return cls(ctx, batch_id, postgres_status, processing_metadata(ctx, batch_id), ctx.now.isoformat())
+
+
 def build(
-    ctx: VersionContext,
+    part: Part,
     *,
     composite_key: str,
     values: dict[str, Any],
@@ -66,9 +83,8 @@ def build(
     previous_data_hash: str | None,
     line: int | None,
     check: RecordCheck | None,
-    batch_id: str,
-    postgres_status: str,
 ) -> dict[str, Any]:
+    ctx = part.ctx
     quality = check.as_document() if check else PASSED
     source = {**ctx.source_file, "line": line}
     return {
@@ -88,21 +104,21 @@ def build(
             "change_type": change_type,
             "changed_fields": changed_fields,
             "previous_version": previous_version,
-            "change_timestamp": ctx.now.isoformat(),
+            "change_timestamp": part.timestamp,
             "source_file": source,
             "validation_status": quality["status"],
             "validation_errors": quality["errors"],
             "data_quality_score": quality["quality_score"],
-            "processing_metadata": processing_metadata(ctx, batch_id),
+            "processing_metadata": part.processing,
         },
         "data_quality": quality,
         "ingested_at": ctx.now,
         "last_modified": ctx.now,
-        "postgres_status": postgres_status,
+        "postgres_status": part.postgres_status,
         "record_status": "deleted" if change_type == "DELETE" else "active",
         "is_active": True,
         "file_id": ctx.source_file["file_id"],
-        "batch_id": batch_id,
+        "batch_id": part.batch_id,
         "run_id": ctx.run_id,
     }
 

@@ -20,7 +20,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +29,8 @@ import pyarrow.csv as pacsv
 from orgpipeline_jobs.rowtext import csv_record, raw_text
 from orgpipeline_jobs.source.configuration import SourceConfig
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -285,9 +287,9 @@ class CsvStream:
         return batch
 
 
-def read_ahead(batches: Iterator[Batch], depth: int = 1) -> Iterator[Batch]:
-    """The same batches, with the next `depth` read and parsed in a thread while the caller works on
-    the current one (pyarrow and the S3 socket release the GIL). Errors arrive in order."""
+def read_ahead(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """The same items, with the next `depth` produced in a thread while the caller works on the
+    current one (pyarrow and the S3 socket release the GIL). Errors arrive in order."""
     done = object()
     slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
