@@ -126,6 +126,24 @@ class _Checked:
     """The last slice of its block: the block's memory can be returned after it."""
 
 
+@dataclass
+class _OpenPart:
+    """New versions gathered from consecutive slices until `write_rows` of them (or the file's
+    end) make a part: one PostgreSQL transaction and one MongoDB submission however few versions
+    each slice has (a 1%-changed re-run writes a few parts, not one per slice). A slice whose keys
+    meet the open part's closes it first, so every classification sees the heads before it."""
+
+    batch_id: str
+    now: datetime
+    encoded: list[RawBSONDocument] = field(default_factory=list)
+    raw: list[dict[str, pa.Array]] = field(default_factory=list)
+    change_log: list[dict[str, pa.Array]] = field(default_factory=list)
+    heads: list[heads.HeadRow] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
+    versions: int = 0
+
+
 class FileIngest:
     """Ingests one file; `run()` returns its outcome."""
 
@@ -143,6 +161,7 @@ class FileIngest:
         self.notes: list[str] = []
         self.snapshot = ctx.table.mode == TableMode.snapshot
         self.batch_no = 0
+        self._part: _OpenPart | None = None
         self.doc_ctx = documents.VersionContext(
             ctx.org_id,
             ctx.table.name,
@@ -169,9 +188,15 @@ class FileIngest:
             try:
                 with files.open_file(self.source, self.ctx.settings) as stream:
                     self._stream(CsvStream(stream, self.ctx.config.source, block))
+                self._flush()
                 self._landed(wait=True)
                 break
+            except FileRejected:
+                self._flush()  # what was counted is written, as it would have been part by part
+                self._landed(wait=True)
+                raise
             except BlockTooSmall:
+                self._flush()
                 self._landed(wait=True)
                 block *= 4
                 if block > self.ctx.config.source.max_block_size:
@@ -235,10 +260,8 @@ class FileIngest:
             del batch
 
     def _batch(self, item: _Checked) -> None:
-        """Classifies a checked slice at once, then writes its new versions in parts of
-        `write_rows`: each part one PostgreSQL transaction (raw rows, change log, the heads of the
-        keys whose last version it holds, outbox) and one MongoDB submission. Memory follows the
-        part, not the batch; a part is replay-safe on its own."""
+        """Classifies a checked slice at once and adds its new versions to the open part (written
+        when it holds `write_rows` versions, see `_OpenPart`)."""
         ctx, counts, batch, checked = self.ctx, self.counts, item.batch, item.checked
         self.quality.merge(item.quality)
         counts.blank_lines += batch.blank_lines
@@ -246,6 +269,8 @@ class FileIngest:
         counts.rows_read += batch.num_rows + len(batch.rejected)
         counts.rejected += len(rejected)
 
+        if self._part is not None and not self._part.keys.isdisjoint(checked.composite_keys):
+            self._flush()  # the classification must see the heads the open part will write
         heads.stage_batch(
             ctx.conn,
             checked.composite_keys,
@@ -253,6 +278,11 @@ class FileIngest:
             versions.repeated_keys(checked.composite_keys),
         )
         candidates = heads.classify(ctx.conn, ctx.org_id, ctx.table.name, self.file_id)
+        if self.snapshot:
+            # Only read by `_delete_missing` once the whole file is in: safe to commit ahead of
+            # the versions (a rerun marks the same keys again).
+            with ctx.conn.transaction():
+                heads.mark_staged_seen(ctx.conn, ctx.org_id, ctx.table.name, self.file_id)
         plan = versions.plan(checked, candidates, self.file_id, self.snapshot)
         counts.inserted += plan.inserted
         counts.updated += plan.updated
@@ -260,30 +290,50 @@ class FileIngest:
         counts.duplicates += plan.duplicates
         for _ in range(plan.duplicates):
             self.quality.add_duplicate()
-        for number, part in enumerate(versions.split(plan, ctx.config.write_rows)):
-            self._write_part(checked, part, rejected if number == 0 else [], mark_seen=number == 0)
+        size = ctx.config.write_rows
+        for part in versions.split(plan, size):
+            if self._part is not None and self._part.versions + len(part.versions) > size:
+                self._flush()
+            self._add(checked, part)
+        self._open_part().rejected += rejected
+        if self._part is not None and (self._part.versions >= size or len(self._part.rejected) >= size):
+            self._flush()
 
-    def _write_part(
-        self,
-        checked: records.CheckedBatch,
-        plan: versions.Plan,
-        rejected: list[RejectedRow],
-        mark_seen: bool,
-    ) -> None:
-        self.batch_no += 1
-        batch_id = f"{self.file_id}:{self.batch_no:06d}"
-        doc_ctx = replace(self.doc_ctx, now=datetime.now(UTC))
+    def _open_part(self) -> _OpenPart:
+        if self._part is None:
+            self.batch_no += 1
+            self._part = _OpenPart(f"{self.file_id}:{self.batch_no:06d}", datetime.now(UTC))
+        return self._part
+
+    def _add(self, checked: records.CheckedBatch, plan: versions.Plan) -> None:
+        """Builds a slice's share of the open part: its documents (BSON), raw and change-log rows
+        (column-wise) and heads."""
+        if not plan.versions and not plan.heads:
+            return
+        part = self._open_part()
+        doc_ctx = replace(self.doc_ctx, now=part.now)
         values = checked.python_values([v.index for v in plan.versions])
         changed = [
             hashing.changed_fields(new.previous_data or {}, data) if new.change_type == "UPDATE" else []
             for new, data in zip(plan.versions, values, strict=True)
         ]
-        encoded = self._documents(doc_ctx, checked, plan, values, changed, batch_id)
+        part.encoded += self._documents(doc_ctx, checked, plan, values, changed, part.batch_id)
         del values
-        fused = self.ctx.config.fused_load
-        rows = versions.version_rows(checked, plan, doc_ctx, batch_id, changed) if fused else None
-        self._write(batch_id, encoded, plan.heads, rejected, rows, mark_seen=mark_seen)
-        del encoded, rows
+        if self.ctx.config.fused_load and plan.versions:
+            rows = versions.version_rows(checked, plan, doc_ctx, part.batch_id, changed)
+            part.raw.append(rows.raw)
+            part.change_log.append(rows.change_log)
+        part.heads += plan.heads
+        part.keys.update(row[0] for row in plan.heads)
+        part.versions += len(plan.versions)
+
+    def _flush(self) -> None:
+        """Writes the open part (one transaction, one MongoDB submission) and closes it."""
+        part, self._part = self._part, None
+        if part is None:
+            return
+        self._write(part.batch_id, part.encoded, part.heads, part.rejected, part.raw, part.change_log)
+        del part
         memory.return_freed_memory()
 
     def _documents(
@@ -327,24 +377,23 @@ class FileIngest:
         encoded: list[RawBSONDocument],
         head_rows: list[heads.HeadRow],
         rejected: list[RejectedRow],
-        rows: versions.VersionRows | None = None,
+        raw: list[dict[str, pa.Array]] | None = None,
+        change_log: list[dict[str, pa.Array]] | None = None,
         docs: list[dict[str, Any]] | None = None,
-        mark_seen: bool = True,
     ) -> None:
-        """Writes a batch: `rows` (column-built) or `docs` (the DELETE versions) to PostgreSQL."""
+        """Writes a part: `raw`/`change_log` (column-built) or `docs` (the DELETE versions) to
+        PostgreSQL, then the documents to MongoDB (or the other way round without the fused load)."""
         ctx = self.ctx
         conn, org, name = ctx.conn, ctx.org_id, ctx.table.name
         fused = ctx.config.fused_load
         if not fused:
             insert_documents(ctx.collection, encoded)
         with conn.transaction():
-            if fused and rows is not None:
-                load.copy_batch(conn, org, ctx.table, rows.raw, rows.change_log)
+            if fused and raw:
+                load.copy_batch(conn, org, ctx.table, raw, change_log or [])
             elif fused and docs:
                 load.copy_versions(conn, org, ctx.table, docs)
             heads.upsert(conn, org, name, head_rows)
-            if self.snapshot and mark_seen:
-                heads.mark_staged_seen(conn, org, name, self.file_id)
             bookkeeping.write_rejected(conn, org, name, self.source, ctx.run_id, rejected)
             if not fused and encoded:
                 pending.add(conn, org, name, batch_id)
@@ -415,4 +464,4 @@ class FileIngest:
                     )
                 )
             self.counts.deleted += len(docs)
-            self._write(batch_id, documents.encode(docs), head_rows, [], docs=docs, mark_seen=False)
+            self._write(batch_id, documents.encode(docs), head_rows, [], docs=docs)

@@ -110,6 +110,7 @@ class TableRun:
                 fused_load=fused,
                 mongo_streams=self.settings.mongo_streams,
                 mongo_chunk=self.settings.mongo_chunk,
+                write_rows=self.settings.write_rows,
             ),
             self.trigger,
         )

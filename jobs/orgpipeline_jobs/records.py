@@ -82,7 +82,7 @@ class CheckedBatch:
 
 
 def _all(value: bool, n: int) -> pa.Array:
-    return pa.array([value] * n, pa.bool_())
+    return pa.repeat(pa.scalar(value, pa.bool_()), n)
 
 
 def _nulls(n: int, kind: pa.DataType) -> pa.Array:
@@ -264,7 +264,7 @@ class BatchChecker:
             missing = _all(column.name in self.scalar.required, n)
             kind = _value_type(column.type)
             return TypedColumn(
-                _nulls(n, kind), pa.array(["null"] * n, pa.string()), _nulls(n, pa.string()), missing
+                _nulls(n, kind), pa.repeat(pa.scalar("null", pa.string()), n), _nulls(n, pa.string()), missing
             )
         if column.type == "text":
             return self._text(column, raw)
@@ -292,7 +292,7 @@ class BatchChecker:
         for typed in columns.values():
             flagged = pc.or_(flagged, typed.flagged)
         # Columns that count towards completeness, present when their raw text is not empty.
-        present = pa.array([0] * n, pa.int64())
+        present = pa.repeat(pa.scalar(0, pa.int64()), n)
         for name in self.scalar.completeness_columns:
             if name in position:
                 present = pc.add(

@@ -42,6 +42,9 @@ class Settings:
     """Concurrent insert_many streams to MongoDB (ORGPIPELINE_MONGO_STREAMS)."""
     mongo_chunk: int = 1000
     """Documents per insert_many call (ORGPIPELINE_MONGO_CHUNK)."""
+    write_rows: int = 2000
+    """New versions per written part (ORGPIPELINE_WRITE_ROWS): one PostgreSQL transaction and one
+    MongoDB submission; memory follows it."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: str | None) -> Settings:
@@ -53,7 +56,12 @@ class Settings:
 
         timeout = get("LOCK_TIMEOUT")
         counts = {}
-        for name, default in (("BATCH_ROWS", 50_000), ("MONGO_STREAMS", 2), ("MONGO_CHUNK", 1000)):
+        for name, default in (
+            ("BATCH_ROWS", 50_000),
+            ("MONGO_STREAMS", 2),
+            ("MONGO_CHUNK", 1000),
+            ("WRITE_ROWS", 2000),
+        ):
             text = get(name)
             if text is not None and (not text.isdigit() or int(text) < 1):
                 raise ConfigurationError(f"{ENV_PREFIX}{name} must be a positive integer: {text!r}")
@@ -73,6 +81,7 @@ class Settings:
             batch_rows=counts["BATCH_ROWS"],
             mongo_streams=counts["MONGO_STREAMS"],
             mongo_chunk=counts["MONGO_CHUNK"],
+            write_rows=counts["WRITE_ROWS"],
         )
         changes: dict[str, Any] = {k: v for k, v in overrides.items() if v}
         settings = replace(settings, **changes)

@@ -231,4 +231,4 @@ def version_rows(
 
 
 def _repeat(value: str | None, n: int) -> pa.Array:
-    return pa.array([value] * n, pa.string())
+    return pa.repeat(pa.scalar(value, pa.string()), n)

@@ -340,14 +340,14 @@ def _file_error(exc: pa.ArrowInvalid) -> Exception:
 
 
 def _newline_counts(columns: list[pa.Array], n: int) -> pa.Array:
-    total: pa.Array = pa.array([0] * n, pa.int64()) if n else pa.array([], pa.int64())
+    total: pa.Array = pa.repeat(pa.scalar(0, pa.int64()), n)
     for col in columns:
         total = pc.add(total, pc.cast(pc.count_substring(col, "\n"), pa.int64()))
     return total
 
 
 def _total_length(columns: list[pa.Array], n: int) -> pa.Array:
-    total: pa.Array = pa.array([0] * n, pa.int64()) if n else pa.array([], pa.int64())
+    total: pa.Array = pa.repeat(pa.scalar(0, pa.int64()), n)
     for col in columns:
         total = pc.add(total, pc.cast(pc.binary_length(col), pa.int64()))
     return total

@@ -43,22 +43,23 @@ def copy_batch(
     conn: psycopg.Connection[Any],
     org_id: str,
     table: Table,
-    raw_rows: dict[str, pa.Array],
-    log_rows: dict[str, pa.Array],
+    raw_parts: Sequence[dict[str, pa.Array]],
+    log_parts: Sequence[dict[str, pa.Array]],
 ) -> None:
-    """Writes a batch's versions and change-log rows given column-wise; inside a transaction."""
-    if not raw_rows or not len(next(iter(raw_rows.values()))):
+    """Writes versions and their change-log rows given column-wise (one or more blocks' worth, the
+    same columns in each) in one COPY per table; inside a transaction."""
+    raw_parts = [p for p in raw_parts if p and len(next(iter(p.values())))]
+    log_parts = [p for p in log_parts if p and len(next(iter(p.values())))]
+    if not raw_parts:
         return
-    raw_text, log_text = (
-        copytext.copy_text(list(raw_rows.values())),
-        copytext.copy_text(list(log_rows.values())),
-    )
+    raw_text = [buf for p in raw_parts for buf in copytext.copy_text(list(p.values()))]
+    log_text = [buf for p in log_parts for buf in copytext.copy_text(list(p.values()))]
     _replay_safe(
         conn,
         table,
         org_id,
-        lambda target: _copy(conn, target, list(raw_rows), text=raw_text),
-        lambda target: _copy(conn, target, list(log_rows), text=log_text),
+        lambda target: _copy(conn, target, list(raw_parts[0]), text=raw_text),
+        lambda target: _copy(conn, target, list(log_parts[0]), text=log_text),
     )
 
 

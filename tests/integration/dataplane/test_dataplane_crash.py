@@ -16,6 +16,8 @@ from orgpipeline_jobs.warehouse import heads
 
 ROWS = [order(i, amount=f"{i}.00") for i in range(40)]
 SECOND = [order(i, amount=f"{i + (i % 3)}.00") for i in range(10, 60)]
+SMALL = {"ORGPIPELINE_BATCH_ROWS": "7", "ORGPIPELINE_WRITE_ROWS": "5"}
+"""Slices of 7 rows and parts of 5 versions: many parts, some spanning two slices."""
 
 
 class Killed(BaseException):
@@ -38,7 +40,7 @@ def fail_on_call(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, n: int
 def reference(twin: Org) -> dict[str, Any]:
     twin.upload("orders_1.csv", orders_csv(ROWS))
     twin.upload("orders_2.csv", orders_csv(SECOND))
-    result = twin.run(ORGPIPELINE_BATCH_ROWS="7")
+    result = twin.run(**SMALL)
     assert result["result"] == "Succeeded"
     return twin.state()
 
@@ -52,9 +54,9 @@ def test_killed_between_postgres_commit_and_mongo_write(
     org.upload("orders_2.csv", orders_csv(SECOND))
     fail_on_call(monkeypatch, writer, "insert_documents", call)
     with pytest.raises(Killed):
-        org.run(ORGPIPELINE_BATCH_ROWS="7")
+        org.run(**SMALL)
     monkeypatch.undo()
-    assert org.run(ORGPIPELINE_BATCH_ROWS="7")["result"] == "Succeeded"
+    assert org.run(**SMALL)["result"] == "Succeeded"
     assert org.state() == expected
     statuses = [r[0] for r in org.sql("SELECT status FROM {schema}.pipeline_runs ORDER BY started_at")]
     assert statuses == ["Interrupted", "Succeeded"]
@@ -64,9 +66,9 @@ def test_killed_between_postgres_commit_and_mongo_write(
 def test_killed_in_the_landing_only_path(
     org: Org, twin: Org, monkeypatch: pytest.MonkeyPatch, call: int
 ) -> None:
-    settings = org.settings(ORGPIPELINE_BATCH_ROWS="7")
+    settings = org.settings(**SMALL)
     twin_uri = twin.upload("orders_1.csv", orders_csv(ROWS))
-    pipeline.run_ingest(twin.settings(ORGPIPELINE_BATCH_ROWS="7"), twin.spec, "orders", twin_uri)
+    pipeline.run_ingest(twin.settings(**SMALL), twin.spec, "orders", twin_uri)
     pipeline.run_load(twin.settings(), twin.spec, "orders")
     uri = org.upload("orders_1.csv", orders_csv(ROWS))
     fail_on_call(monkeypatch, heads, "upsert", call)  # MongoDB written, heads not yet
