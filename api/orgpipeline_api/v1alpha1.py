@@ -235,7 +235,7 @@ class Table(_Model):
         Field(
             max_length=256,
             description="Glob of the file names "
-            "under the source prefix that belong to this table; "
+            "in the source prefix's folder that belong to this table (its * does not cross a /); "
             "default <name>_*.csv.",
         ),
     ] = None
@@ -297,7 +297,13 @@ class Source(_Model):
 
     bucket: Annotated[str, Field(pattern=BUCKET_PATTERN, description="S3 bucket of the org's files.")]
     prefix: Annotated[
-        str, Field(max_length=512, description="Key prefix of the org's files, for example org-123/.")
+        str,
+        Field(
+            max_length=512,
+            description="Folder of the org's files in the bucket, for example org-123/ (org-123 means the"
+            " same folder; empty: the whole bucket). A table's filePattern matches the names in it, its *"
+            " not crossing a /.",
+        ),
     ] = ""
     credentials_secret: Annotated[
         str | None,

@@ -7,18 +7,17 @@ records through SNS (wrapped in a `Notification`'s `Message`) or SQS, and EventB
 `ObjectCreated`s here; anything else (test events, deletions, tagging) is ignored.
 
 An object belongs to the OrgPipeline whose `source.bucket` is its bucket and whose `source.prefix`
-is the longest one the key starts with (a prefix nested in another org's is that org's alone);
-when two orgs claim the very same bucket and prefix, the object is ambiguous and starts nothing.
-Within the owning org, every table whose `filePattern` matches the name relative to the prefix
-(as the data plane matches it when it lists the prefix) and whose `trigger` allows file arrivals
-gets a run.
+(a folder, see `orgpipeline_api.source_paths`) is the longest one the key starts with (a folder
+nested in another org's is that org's alone); when two orgs claim the very same bucket and folder,
+the object is ambiguous and starts nothing. Within the owning org, every table whose `filePattern`
+matches the name relative to the folder (`source_paths.matches`, as the data plane matches it when
+it lists the folder) and whose `trigger` allows file arrivals gets a run.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
 import hmac
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from orgpipeline_api import source_paths
 from orgpipeline_api.v1alpha1 import TableTrigger
 
 MAX_KEYS_PER_BATCH = 100
@@ -158,7 +158,8 @@ def watches(pipelines: Iterable[Mapping[str, Any]], owns: Callable[[str, str], b
             if table.get("suspend") or trigger == TableTrigger.schedule.value:
                 continue
             pattern = table.get("filePattern") or f"{table.get('name')}_*.csv"
-            out.append(Watch(name, org, bucket, str(source.get("prefix") or ""), str(table["name"]), pattern))
+            prefix = source_paths.folder(str(source.get("prefix") or ""))
+            out.append(Watch(name, org, bucket, prefix, str(table["name"]), pattern))
     return out
 
 
@@ -196,7 +197,7 @@ class Index:
                 routed.ambiguous += 1
                 continue
             relative = obj.key[len(owners[0].prefix) :]
-            matched = [w for w in owners if fnmatch.fnmatchcase(relative, w.pattern)]
+            matched = [w for w in owners if source_paths.matches(relative, w.pattern)]
             if not matched:
                 routed.ignored += 1
             for w in matched:

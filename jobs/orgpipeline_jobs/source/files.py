@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
+from orgpipeline_api import source_paths
 from orgpipeline_api.errors import ServerUnavailable
 
 from orgpipeline_jobs.settings import Settings
@@ -99,8 +100,10 @@ def resolve(source: str, settings: Settings) -> SourceFile:
 
 
 def list_table_files(settings: Settings, bucket: str, prefix: str, pattern: str) -> list[SourceFile]:
-    """The objects under bucket/prefix whose name relative to the prefix matches the glob, by key."""
+    """The objects in the prefix's folder whose name relative to it matches the glob (see
+    `orgpipeline_api.source_paths`), by key."""
     client = s3_client(settings)
+    prefix = source_paths.folder(prefix)
     objects = _s3_call(
         f"cannot list s3://{bucket}/{prefix}",
         lambda: list(client.list_objects(bucket, prefix=prefix or None, recursive=True)),
@@ -108,7 +111,7 @@ def list_table_files(settings: Settings, bucket: str, prefix: str, pattern: str)
     found = []
     for obj in objects:
         relative = obj.object_name[len(prefix) :]
-        if obj.is_dir or not fnmatch.fnmatchcase(relative, pattern):
+        if obj.is_dir or not source_paths.matches(relative, pattern):
             continue
         found.append(SourceFile(bucket, obj.object_name, (obj.etag or "").strip('"'), int(obj.size or 0)))
     return sorted(found, key=lambda f: f.key)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-from conftest import CASES, ORDERS_HEADER, Org
+import yaml
+from conftest import CASES, ORDERS_HEADER, Org, order, orders_csv
 
 
 def test_mixed_file_every_row_accounted_for(org: Org) -> None:
@@ -84,3 +86,18 @@ def test_very_large_field(org: Org, tmp_path: Path) -> None:
         ("field_too_large", 2)
     ]
     assert org.sql("SELECT length(note) FROM {schema}.raw_orders") == [(500_000,)]
+
+
+def test_a_run_takes_only_its_own_folders_files(org: Org) -> None:
+    """`prefix: org-7` must not take `org-70/...` (a neighbour) or `org-7/archive/...`."""
+    doc = yaml.safe_load(org.path.read_text())
+    doc["spec"]["source"]["prefix"] = f"org-{org.org_id}"  # no trailing slash
+    next(t for t in doc["spec"]["tables"] if t["name"] == "orders")["filePattern"] = "*.csv"
+    org.path.write_text(yaml.safe_dump(doc))
+    org.upload("orders_1.csv", orders_csv([order(1)]))
+    org.upload("archive/orders_2.csv", orders_csv([order(2)]))
+    neighbour = f"org-{org.org_id}0/orders_3.csv"
+    org.s3.put_object(org.bucket, neighbour, io.BytesIO(b"x"), 1)
+    result = org.run()
+    assert [f["uri"] for f in result["files"]] == [f"s3://{org.bucket}/org-{org.org_id}/orders_1.csv"]
+    assert result["inserted"] == 1

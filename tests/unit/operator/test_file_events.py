@@ -185,9 +185,9 @@ def test_one_orgs_file_never_starts_another_orgs_run() -> None:
     # org-b's prefix lies inside org-a's, and org-a's pattern would match the relative name.
     watched = file_events.watches(
         [
-            pipeline("org-a", "a", "uploads", "data/", {"name": "orders", "filePattern": "*orders_*.csv"}),
+            pipeline("org-a", "a", "uploads", "data/", {"name": "orders", "filePattern": "*/orders_*.csv"}),
             pipeline("org-b", "b", "uploads", "data/b/", ORDERS),
-            pipeline("org-c", "c", "uploads", "data/c", ORDERS),  # no slash: not a prefix of data/cc/
+            pipeline("org-c", "c", "uploads", "data/c", ORDERS),  # the folder data/c/, not data/cc/
         ],
         owns_all,
     )
@@ -199,6 +199,17 @@ def test_one_orgs_file_never_starts_another_orgs_run() -> None:
         ("org-b", "orders"): ["data/b/orders_1.csv"],
         ("org-a", "orders"): ["data/x/orders_2.csv"],
     }
+
+
+def test_a_pattern_does_not_reach_into_a_nested_folder() -> None:
+    watched = file_events.watches(
+        [pipeline("org-a", "a", "uploads", "data", {"name": "orders", "filePattern": "*.csv"})], owns_all
+    )
+    routed = file_events.route(
+        [ObjectCreated("uploads", "data/orders_1.csv"), ObjectCreated("uploads", "data/b/orders_2.csv")],
+        watched,
+    )
+    assert routed.runs == {("org-a", "orders"): ["data/orders_1.csv"]}
 
 
 def test_a_prefix_two_orgs_claim_starts_nothing() -> None:
