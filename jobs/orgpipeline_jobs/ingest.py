@@ -295,7 +295,8 @@ class FileIngest:
             if self._part is not None and self._part.versions + len(part.versions) > size:
                 self._flush()
             self._add(checked, part)
-        self._open_part().rejected += rejected
+        if rejected:
+            self._open_part().rejected += rejected
         if self._part is not None and (self._part.versions >= size or len(self._part.rejected) >= size):
             self._flush()
 

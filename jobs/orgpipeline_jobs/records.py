@@ -36,6 +36,8 @@ from orgpipeline_jobs.source.csvstream import Batch, RejectedRow, rejected_row
 _JSON_ESCAPE = r'["\\\x00-\x1f]'
 """Characters json.dumps escapes (with ensure_ascii=False): a text holding one is encoded by it."""
 
+_JSON_ESCAPE_BYTES = re.compile(rb'["\\\x00-\x1f]')
+
 _PLAIN_INT = r"^-?[0-9]{1,18}$"
 
 
@@ -105,6 +107,9 @@ def _value_type(column_type: str) -> pa.DataType:
 def _json_text(raw: pa.Array) -> pa.Array:
     """JSON strings of texts: quoted as they are unless json.dumps would escape a character."""
     quoted = pc.binary_join_element_wise('"', raw, '"', "")
+    values = raw.buffers()[2]
+    if values is None or _JSON_ESCAPE_BYTES.search(memoryview(values)) is None:
+        return quoted  # one scan of the column's bytes (a slice's buffer may hold more: harmless)
     special = pc.match_substring_regex(raw, _JSON_ESCAPE)
     if not pc.any(special).as_py():
         return quoted

@@ -106,9 +106,10 @@ def _probe_by_index(conn: psycopg.Connection[Any]) -> None:
     A batch is small next to the heads of a large table; a hash or merge join would read every
     head for every batch (quadratic over a file), a probe per staged key stays linear. No JIT:
     compiling costs more than these statements run."""
-    conn.execute("SET LOCAL enable_hashjoin = off")
-    conn.execute("SET LOCAL enable_mergejoin = off")
-    conn.execute("SET LOCAL jit = off")
+    conn.execute(
+        "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),"
+        " set_config('jit', 'off', true)"
+    )
 
 
 def mark_staged_seen(conn: psycopg.Connection[Any], org_id: str, table: str, file_id: str) -> None:
