@@ -192,3 +192,22 @@ def test_run_writes_the_rows_the_documents_give(org: Org, twin: Org) -> None:
     for part in ("raw", "log"):
         for mine, other in zip(ours[part], theirs[part], strict=True):
             assert mine == other, part
+
+
+def test_versions_of_consecutive_slices_share_a_part(org: Org, twin: Org) -> None:
+    """A part (one PostgreSQL transaction, one MongoDB submission, one batch_id) gathers the new
+    versions of several slices up to ORGPIPELINE_WRITE_ROWS, and the result is the same as with a
+    part per slice."""
+    rows = [order(i) for i in range(40)]
+    for target in (org, twin):
+        target.upload("orders_1.csv", orders_csv(rows))
+    gathered = org.run(ORGPIPELINE_BATCH_ROWS="7", ORGPIPELINE_WRITE_ROWS="15")
+    assert gathered["inserted"] == 40
+    sizes = sorted(
+        (len(list(org.collection().find({"batch_id": b}))) for b in org.collection().distinct("batch_id")),
+        reverse=True,
+    )
+    assert sizes == [14, 14, 12]  # whole slices of 7 gathered while they fit in 15
+    assert twin.run(ORGPIPELINE_BATCH_ROWS="7", ORGPIPELINE_WRITE_ROWS="7")["inserted"] == 40
+    assert len(twin.collection().distinct("batch_id")) == 6
+    assert org.state() == twin.state()
