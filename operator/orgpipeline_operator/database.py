@@ -20,6 +20,7 @@ import queue
 import secrets
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import psycopg
 import pymongo
@@ -60,6 +61,25 @@ def _raw_columns(conn: PgConn, org_id: str) -> dict[str, dict[str, str]]:
     for relname, column, type_ in rows:
         out.setdefault(str(relname)[len("raw_") :], {})[str(column)] = str(type_)
     return out
+
+
+@dataclass(frozen=True)
+class ReaderState:
+    """What PostgreSQL holds of an org's read-only access: whether its reader role exists, the
+    views in its view schema, and the tables a run has made (`raw_<table>`, by table name)."""
+
+    role: bool = False
+    views: frozenset[str] = frozenset()
+    made: frozenset[str] = frozenset()
+
+    def ready(self, spec: OrgPipelineSpec) -> bool:
+        """The role exists and every table of the spec that a run has made has its view."""
+        wanted = {
+            t.name
+            for t in spec.tables
+            if t.name in self.made and not any(c.name in ddl.RESERVED_COLUMNS for c in t.columns)
+        }
+        return self.role and wanted <= self.views
 
 
 class Databases:
@@ -285,35 +305,46 @@ class Databases:
     def reader_ready(self, spec: OrgPipelineSpec) -> bool:
         """Whether the reader role exists and has one view per table of the spec that a run has
         made (one query)."""
+        return self._readers(spec.org_id).get(spec.org_id, ReaderState()).ready(spec)
+
+    def readers(self) -> dict[str, ReaderState]:
+        """`reader_ready`'s inputs for every org at once, by org id (one query, at start-up)."""
+        return self._readers(None)
+
+    def _readers(self, org_id: str | None) -> dict[str, ReaderState]:
+        role, views, data = (
+            store_names.pg_reader_role(""),
+            store_names.pg_view_schema(""),
+            store_names.pg_schema(""),
+        )
+        if org_id is None:
+            names = (role + "%", views + "%", data + "%")
+            where = "rolname LIKE %s", "schemaname LIKE %s", "schemaname LIKE %s"
+        else:
+            names = (
+                store_names.pg_reader_role(org_id),
+                store_names.pg_view_schema(org_id),
+                store_names.pg_schema(org_id),
+            )
+            where = "rolname = %s", "schemaname = %s", "schemaname = %s"
+        query = (
+            f"SELECT 'r', substr(rolname, {len(role) + 1}), '' FROM pg_roles WHERE {where[0]}"
+            f" UNION ALL SELECT 'v', substr(schemaname, {len(views) + 1}), viewname::text FROM pg_views"
+            f" WHERE {where[1]}"
+            f" UNION ALL SELECT 't', substr(schemaname, {len(data) + 1}), substr(tablename, 5) FROM pg_tables"
+            f" WHERE {where[2]} AND starts_with(tablename, 'raw_')"
+        )
         try:
             with self._pg() as conn:
-                row = conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s),"
-                    " ARRAY(SELECT viewname::text FROM pg_views WHERE schemaname = %s),"
-                    " ARRAY(SELECT substr(tablename, 5) FROM pg_tables WHERE schemaname = %s"
-                    " AND starts_with(tablename, 'raw_'))",
-                    (
-                        store_names.pg_reader_role(spec.org_id),
-                        store_names.pg_view_schema(spec.org_id),
-                        store_names.pg_schema(spec.org_id),
-                    ),
-                ).fetchone()
+                rows = conn.execute(query, names).fetchall()
         except psycopg.Error as exc:
-            raise DatabaseError(
-                f"PostgreSQL: cannot check {store_names.pg_reader_role(spec.org_id)}: {exc}"
-            ) from exc
-        if row is None or not row[0]:
-            return False
-        views, raw = row[1], row[2]
-        if not isinstance(views, list) or not isinstance(raw, list):
-            return False
-        made = {str(t) for t in raw}
-        wanted = {
-            t.name
-            for t in spec.tables
-            if t.name in made and not any(c.name in ddl.RESERVED_COLUMNS for c in t.columns)
+            raise DatabaseError(f"PostgreSQL: cannot check the reader roles: {exc}") from exc
+        found: dict[str, dict[str, set[str]]] = {}
+        for what, org, name in rows:
+            found.setdefault(str(org), {"r": set(), "v": set(), "t": set()})[str(what)].add(str(name))
+        return {
+            org: ReaderState(bool(f["r"]), frozenset(f["v"]), frozenset(f["t"])) for org, f in found.items()
         }
-        return wanted <= {str(v) for v in views}
 
     def drop_reader(self, org_id: str) -> None:
         """Drops the org's read-only role and its view schema."""

@@ -73,7 +73,7 @@ def sync(rt: Runtime, req: Request, target: builders.Target, inventory: Inventor
         else:
             found = rt.kube.get("v1", "Secret", SECRET, target.namespace)
             known = builders.applied_hash(found) if found else None
-    if known == digest and (req.trigger not in ("resume", "deep") or rt.db.reader_ready(target.spec)):
+    if known == digest and (req.trigger not in ("resume", "deep") or _ready(rt, target, inventory)):
         return 0
     password = (
         _current_password(rt, target.namespace) if known is not None or req.trigger != "create" else None
@@ -90,6 +90,12 @@ def sync(rt: Runtime, req: Request, target: builders.Target, inventory: Inventor
     cache.CACHE.child("MODIFIED", secret)
     metrics.CHILD_WRITES.labels(kind="Secret", op="apply").inc()
     return 1
+
+
+def _ready(rt: Runtime, target: builders.Target, inventory: Inventory | None) -> bool:
+    """The reader role and views are in place: as listed at start-up, else one query."""
+    listed = inventory.reader_ready(target.spec) if inventory is not None else None
+    return rt.db.reader_ready(target.spec) if listed is None else listed
 
 
 def _current_password(rt: Runtime, namespace: str) -> str | None:
