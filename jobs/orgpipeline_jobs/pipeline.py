@@ -27,7 +27,7 @@ import pymongo
 import pymongo.errors
 from orgpipeline_api import memory, store_names, stores, triggers
 from orgpipeline_api.errors import ConfigurationError, PipelineError, ServerUnavailable
-from orgpipeline_api.orgschema import ddl, lock
+from orgpipeline_api.orgschema import ddl, lock, privacy
 from orgpipeline_api.run_report import Breach, Counts, FileSummary, RunReport, RunResult, assess
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
@@ -248,6 +248,7 @@ def locked_table(
     client = connect_mongo(settings)
     try:
         ddl.ensure_schema(conn, spec.org_id, table)
+        privacy.ensure_view(conn, spec.org_id, table)  # the reader's, at the table's first run
         lock.acquire(conn, spec.org_id, table.name, settings.lock_timeout_seconds)
         # No secondary indexes: each costs FerretDB a jsonb expression index update per insert, and
         # the equality filters of `load` (postgres_status, batch_id) are pushed down to PostgreSQL.

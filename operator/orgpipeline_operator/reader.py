@@ -21,6 +21,7 @@ from orgpipeline_operator import builders, cache, database, metrics
 if TYPE_CHECKING:
     from orgpipeline_operator.reconcile import Request
     from orgpipeline_operator.runtime import Runtime
+    from orgpipeline_operator.snapshot import Inventory
 
 SECRET = "orgpipeline-reader"
 
@@ -59,12 +60,20 @@ def build_secret(target: builders.Target, creds: builders.Credentials, digest: s
     return builders.stamp(secret, digest)
 
 
-def sync(rt: Runtime, req: Request, target: builders.Target) -> int:
+def sync(rt: Runtime, req: Request, target: builders.Target, inventory: Inventory | None = None) -> int:
     """Brings the reader role, its views and its Secret to the spec; returns the writes (0 or 1)."""
     key = ("Secret", target.namespace, SECRET)
     digest = views_hash(target)
     known = req.existing.get(key)
-    if known == digest and (req.trigger not in ("resume", "deep") or rt.db.reader_ready(target.spec)):
+    if known is None and req.trigger in ("resume", "resync", "deep"):
+        # The cache may still be filling (an operator start): the start-up listing or a GET says
+        # whether the Secret is there, a read and not a rewrite of the views and the Secret.
+        if inventory is not None and key in inventory.hashes:
+            known = inventory.hashes[key]
+        else:
+            found = rt.kube.get("v1", "Secret", SECRET, target.namespace)
+            known = builders.applied_hash(found) if found else None
+    if known == digest and (req.trigger not in ("resume", "deep") or _ready(rt, target, inventory)):
         return 0
     password = (
         _current_password(rt, target.namespace) if known is not None or req.trigger != "create" else None
@@ -81,6 +90,12 @@ def sync(rt: Runtime, req: Request, target: builders.Target) -> int:
     cache.CACHE.child("MODIFIED", secret)
     metrics.CHILD_WRITES.labels(kind="Secret", op="apply").inc()
     return 1
+
+
+def _ready(rt: Runtime, target: builders.Target, inventory: Inventory | None) -> bool:
+    """The reader role and views are in place: as listed at start-up, else one query."""
+    listed = inventory.reader_ready(target.spec) if inventory is not None else None
+    return rt.db.reader_ready(target.spec) if listed is None else listed
 
 
 def _current_password(rt: Runtime, namespace: str) -> str | None:

@@ -208,7 +208,7 @@ def _apply_children(
             rt.db.provision(spec.org_id, rt.current_password(target.namespace))
         provisioned = True
     # The org's read-only role, its masked views and their Secret (issue 13; see reader.py).
-    writes += reader.sync(rt, req, target)
+    writes += reader.sync(rt, req, target, seen.inventory)
     obs.database = (
         status.Check(True, "Provisioned", "role and schema in place") if provisioned or db_ready else None
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orgpipeline_api import store_names
+from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
 from orgpipeline_operator import builders, database, kube, naming
 from orgpipeline_operator.cache import ChildKey
@@ -52,6 +53,7 @@ class Inventory:
     namespace_owner: dict[str, str | None] = field(default_factory=dict)
     cronjobs: dict[str, set[ChildKey]] = field(default_factory=dict)
     schemas: set[tuple[str, str]] | None = None  # (schema, owner role) in PostgreSQL; None: not read
+    readers: dict[str, database.ReaderState] | None = None  # by org id; None: not read
 
     def add(self, kind: str, items: Iterable[Mapping[str, Any]]) -> None:
         for item in items:
@@ -78,6 +80,12 @@ class Inventory:
             self.schemas is not None
             and (store_names.pg_schema(org_id), store_names.pg_role(org_id)) in self.schemas
         )
+
+    def reader_ready(self, spec: OrgPipelineSpec) -> bool | None:
+        """Whether the org's reader role and views are in place, as listed; None: not read."""
+        if self.readers is None:
+            return None
+        return self.readers.get(spec.org_id, database.ReaderState()).ready(spec)
 
     def deleted(self, pipeline: str, key: ChildKey) -> None:
         self.hashes.pop(key, None)
@@ -129,6 +137,7 @@ class Snapshot:
         if self._db is not None:
             try:
                 inventory.schemas = self._db.schema_owners()
+                inventory.readers = self._db.readers()
             except database.DatabaseError as exc:
                 log.warning("%s; provisioning org by org", exc)
         log.info(

@@ -19,6 +19,8 @@ the org, so concurrent first runs of two tables cannot race on CREATE SCHEMA.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from psycopg import sql
 
@@ -101,120 +103,142 @@ def _q(*parts: str) -> sql.Composable:
 
 
 def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -> None:
-    """Creates (or completes) the org's schema and the table's objects; commits."""
+    """Creates (or completes) the org's schema and the table's objects; commits.
+
+    What it makes belongs to the schema's owner (the org's role, when the operator made the
+    schema): a session of another role that may act as the owner (an administrator running a
+    command by hand) makes the objects as the owner, so that the org's own jobs can use them."""
     schema = store_names.pg_schema(org_id)
     raw = store_names.pg_table(table.name)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
+        row: Any = conn.execute(
+            "SELECT n.nspowner::regrole::text, current_user::text,"
+            " pg_has_role(current_user, n.nspowner, 'MEMBER') FROM pg_namespace n WHERE n.nspname = %s",
+            (schema,),
+        ).fetchone()
         # Only when missing: CREATE SCHEMA checks the database privilege even with IF NOT EXISTS, and
         # a tenant's role may own its schema (made by the operator) without that privilege.
-        if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone():
+        if row is None:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        business = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns]
-        audit = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(d)) for n, d in AUDIT_COLUMNS]
+        owner, user, may = (str(row[0]), str(row[1]), bool(row[2])) if row else ("", "", False)
+        switched = bool(row) and owner.strip('"') != user and may
+        if switched:  # until the end of this block (the savepoint or transaction)
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner.strip('"'))))
+        _table_objects(conn, schema, raw, org_id, table)
+        if switched:
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(user)))
+
+
+def _table_objects(
+    conn: psycopg.Connection[object], schema: str, raw: str, org_id: str, table: Table
+) -> None:
+    """The statements of `ensure_schema`, in its transaction."""
+    business = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns]
+    audit = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(d)) for n, d in AUDIT_COLUMNS]
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (org_id TEXT NOT NULL, composite_key TEXT NOT NULL, {}, {},"
+            " PRIMARY KEY (org_id, composite_key, version))"
+        ).format(_q(schema, raw), sql.SQL(", ").join(business), sql.SQL(", ").join(audit))
+    )
+    for column in table.columns:  # columns added to the manifest later
         conn.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (org_id TEXT NOT NULL, composite_key TEXT NOT NULL, {}, {},"
-                " PRIMARY KEY (org_id, composite_key, version))"
-            ).format(_q(schema, raw), sql.SQL(", ").join(business), sql.SQL(", ").join(audit))
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                _q(schema, raw), sql.Identifier(column.name), sql.SQL(column.type)
+            )
         )
-        for column in table.columns:  # columns added to the manifest later
+    retype.apply(conn, org_id, table)  # column types changed in the manifest (or refused)
+    indexes = [
+        ("org_active", "(org_id, is_active)"),
+        ("composite_latest", "(composite_key, version DESC)"),
+        ("ingested_at", "(ingested_at)"),
+        ("changed_by", "(changed_by_user_id)"),
+        ("data_quality", "USING gin (data_quality)"),
+        ("file", "((source_file_metadata->>'file_id'))"),
+    ]
+    for suffix, body in indexes:
+        conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + body).format(
+                sql.Identifier(f"idx_{raw}_{suffix}"[:63]), _q(schema, raw)
+            )
+        )
+    statements = [
+        """CREATE TABLE IF NOT EXISTS {} (
+            id BIGSERIAL PRIMARY KEY, org_id TEXT NOT NULL, composite_key TEXT NOT NULL,
+            old_version INTEGER, new_version INTEGER NOT NULL, change_type VARCHAR(10) NOT NULL,
+            changed_fields JSONB, changed_by_user_id TEXT, change_timestamp TIMESTAMPTZ DEFAULT NOW(),
+            old_data_hash TEXT, new_data_hash TEXT, change_metadata JSONB, source_info JSONB,
+            UNIQUE (org_id, composite_key, new_version))""",
+        """CREATE TABLE IF NOT EXISTS {} (
+            id BIGSERIAL PRIMARY KEY, org_id TEXT NOT NULL, table_name TEXT NOT NULL,
+            measurement_timestamp TIMESTAMPTZ DEFAULT NOW(), total_records INTEGER,
+            records_with_errors INTEGER, records_with_warnings INTEGER,
+            average_quality_score DECIMAL(5,4), quality_metrics JSONB,
+            period_start TIMESTAMPTZ, period_end TIMESTAMPTZ, run_id TEXT, file_id TEXT,
+            UNIQUE (run_id, file_id))""",
+        """CREATE TABLE IF NOT EXISTS {} (
+            composite_key TEXT PRIMARY KEY, version INTEGER NOT NULL, data_hash TEXT NOT NULL,
+            change_type VARCHAR(10) NOT NULL, data JSONB NOT NULL, file_id TEXT NOT NULL,
+            line BIGINT NOT NULL, seen_file TEXT)""",
+        """CREATE TABLE IF NOT EXISTS {} (
+            file_id TEXT NOT NULL, line BIGINT NOT NULL, run_id TEXT NOT NULL, source TEXT NOT NULL,
+            issue_type TEXT NOT NULL, field TEXT, reason TEXT NOT NULL, text TEXT,
+            rejected_at TIMESTAMPTZ NOT NULL DEFAULT NOW(), PRIMARY KEY (file_id, line))""",
+        """CREATE TABLE IF NOT EXISTS {} (
+            batch_id TEXT PRIMARY KEY, documents BYTEA NOT NULL)""",
+    ]
+    names = [
+        store_names.pg_change_log(table.name),
+        store_names.pg_quality_metrics(table.name),
+        store_names.pg_heads(table.name),
+        store_names.pg_rejected_rows(table.name),
+        store_names.pg_outbox(table.name),
+    ]
+    for statement, name in zip(statements, names, strict=True):
+        conn.execute(sql.SQL(statement).format(_q(schema, name)))
+    pending_loads = _q(schema, store_names.pg_pending_loads(table.name))
+    if not conn.execute("SELECT to_regclass(%s)", (pending_loads.as_string(conn),)).fetchone()[0]:  # type: ignore[index]
+        conn.execute(sql.SQL("CREATE TABLE {} (batch_id TEXT PRIMARY KEY)").format(pending_loads))
+        # Made now for a table that may already hold pending documents: look at all of them once.
+        conn.execute(sql.SQL("INSERT INTO {} VALUES ('*')").format(pending_loads))
+    # The outbox holds a batch's BSON for seconds: compressing it would cost more than storing it.
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ALTER COLUMN documents SET STORAGE EXTERNAL").format(
+            _q(schema, store_names.pg_outbox(table.name))
+        )
+    )
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + RUNS_COLUMNS + ")").format(
+            _q(schema, store_names.PG_RUNS_TABLE)
+        )
+    )
+    conn.execute(
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (table_name, started_at DESC)").format(
+            sql.Identifier("idx_pipeline_runs_table_started"), _q(schema, store_names.PG_RUNS_TABLE)
+        )
+    )
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + FILES_COLUMNS + ")").format(_q(schema, FILES_TABLE))
+    )
+    for name, added, definition in added_columns(table.name):  # columns added after the first release
+        # Looked up first: ALTER TABLE locks the table out even when the column is there.
+        present = conn.execute(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
+            (_q(schema, name).as_string(conn), added),
+        ).fetchone()
+        if not present:
             conn.execute(
-                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                    _q(schema, raw), sql.Identifier(column.name), sql.SQL(column.type)
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} " + definition).format(
+                    _q(schema, name), sql.Identifier(added)
                 )
             )
-        retype.apply(conn, org_id, table)  # column types changed in the manifest (or refused)
-        indexes = [
-            ("org_active", "(org_id, is_active)"),
-            ("composite_latest", "(composite_key, version DESC)"),
-            ("ingested_at", "(ingested_at)"),
-            ("changed_by", "(changed_by_user_id)"),
-            ("data_quality", "USING gin (data_quality)"),
-            ("file", "((source_file_metadata->>'file_id'))"),
-        ]
-        for suffix, body in indexes:
-            conn.execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + body).format(
-                    sql.Identifier(f"idx_{raw}_{suffix}"[:63]), _q(schema, raw)
-                )
-            )
-        statements = [
-            """CREATE TABLE IF NOT EXISTS {} (
-                id BIGSERIAL PRIMARY KEY, org_id TEXT NOT NULL, composite_key TEXT NOT NULL,
-                old_version INTEGER, new_version INTEGER NOT NULL, change_type VARCHAR(10) NOT NULL,
-                changed_fields JSONB, changed_by_user_id TEXT, change_timestamp TIMESTAMPTZ DEFAULT NOW(),
-                old_data_hash TEXT, new_data_hash TEXT, change_metadata JSONB, source_info JSONB,
-                UNIQUE (org_id, composite_key, new_version))""",
-            """CREATE TABLE IF NOT EXISTS {} (
-                id BIGSERIAL PRIMARY KEY, org_id TEXT NOT NULL, table_name TEXT NOT NULL,
-                measurement_timestamp TIMESTAMPTZ DEFAULT NOW(), total_records INTEGER,
-                records_with_errors INTEGER, records_with_warnings INTEGER,
-                average_quality_score DECIMAL(5,4), quality_metrics JSONB,
-                period_start TIMESTAMPTZ, period_end TIMESTAMPTZ, run_id TEXT, file_id TEXT,
-                UNIQUE (run_id, file_id))""",
-            """CREATE TABLE IF NOT EXISTS {} (
-                composite_key TEXT PRIMARY KEY, version INTEGER NOT NULL, data_hash TEXT NOT NULL,
-                change_type VARCHAR(10) NOT NULL, data JSONB NOT NULL, file_id TEXT NOT NULL,
-                line BIGINT NOT NULL, seen_file TEXT)""",
-            """CREATE TABLE IF NOT EXISTS {} (
-                file_id TEXT NOT NULL, line BIGINT NOT NULL, run_id TEXT NOT NULL, source TEXT NOT NULL,
-                issue_type TEXT NOT NULL, field TEXT, reason TEXT NOT NULL, text TEXT,
-                rejected_at TIMESTAMPTZ NOT NULL DEFAULT NOW(), PRIMARY KEY (file_id, line))""",
-            """CREATE TABLE IF NOT EXISTS {} (
-                batch_id TEXT PRIMARY KEY, documents BYTEA NOT NULL)""",
-        ]
-        names = [
-            store_names.pg_change_log(table.name),
-            store_names.pg_quality_metrics(table.name),
-            store_names.pg_heads(table.name),
-            store_names.pg_rejected_rows(table.name),
-            store_names.pg_outbox(table.name),
-        ]
-        for statement, name in zip(statements, names, strict=True):
-            conn.execute(sql.SQL(statement).format(_q(schema, name)))
-        pending_loads = _q(schema, store_names.pg_pending_loads(table.name))
-        if not conn.execute("SELECT to_regclass(%s)", (pending_loads.as_string(conn),)).fetchone()[0]:  # type: ignore[index]
-            conn.execute(sql.SQL("CREATE TABLE {} (batch_id TEXT PRIMARY KEY)").format(pending_loads))
-            # Made now for a table that may already hold pending documents: look at all of them once.
-            conn.execute(sql.SQL("INSERT INTO {} VALUES ('*')").format(pending_loads))
-        # The outbox holds a batch's BSON for seconds: compressing it would cost more than storing it.
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ALTER COLUMN documents SET STORAGE EXTERNAL").format(
-                _q(schema, store_names.pg_outbox(table.name))
-            )
-        )
-        conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + RUNS_COLUMNS + ")").format(
-                _q(schema, store_names.PG_RUNS_TABLE)
-            )
-        )
-        conn.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (table_name, started_at DESC)").format(
-                sql.Identifier("idx_pipeline_runs_table_started"), _q(schema, store_names.PG_RUNS_TABLE)
-            )
-        )
-        conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + FILES_COLUMNS + ")").format(_q(schema, FILES_TABLE))
-        )
-        for name, added, definition in added_columns(table.name):  # columns added after the first release
-            # Looked up first: ALTER TABLE locks the table out even when the column is there.
-            present = conn.execute(
-                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
-                (_q(schema, name).as_string(conn), added),
-            ).fetchone()
-            if not present:
-                conn.execute(
-                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} " + definition).format(
-                        _q(schema, name), sql.Identifier(added)
-                    )
-                )
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, business_keys JSONB NOT NULL,"
-                " detected BOOLEAN NOT NULL, decided_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"
-            ).format(_q(schema, TABLES_TABLE))
-        )
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, business_keys JSONB NOT NULL,"
+            " detected BOOLEAN NOT NULL, decided_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"
+        ).format(_q(schema, TABLES_TABLE))
+    )
 
 
 FILES_TABLE = "pipeline_files"

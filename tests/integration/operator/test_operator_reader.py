@@ -309,3 +309,79 @@ def test_refused_type_change_is_a_condition_and_a_fixed_value_lets_it_through(
     finally:
         for table in ("orders", "customers"):
             mongo["orgpipeline"][store_names.mongo_collection(org, table)].drop()
+
+
+def test_a_tables_first_run_makes_it_and_the_readers_view_of_it(
+    operator: Operator,
+    kubectl: Kubectl,
+    api: kube.Kube,
+    stack: Any,
+    pg: Any,
+    mongo: Any,
+    unique_id: str,
+    tmp_path: Path,
+    cleanup_pipelines: list[str],
+) -> None:
+    """A new org gets its roles, its schemas and its classification record from the operator; each
+    table, and the reader's view of it, comes with the table's first run (made by whoever runs it,
+    they belong to the org's role)."""
+    org = f"rfr{unique_id}"
+    manifest = pipeline(org, tables=["orders"])
+    manifest["spec"]["tables"] = [ORDERS, CUSTOMERS]
+    apply_ready(kubectl, api, cleanup_pipelines, manifest)
+    schema, views, role = (
+        store_names.pg_schema(org),
+        store_names.pg_view_schema(org),
+        store_names.pg_role(org),
+    )
+
+    def relations(namespace: str) -> dict[str, str]:
+        rows = pg.execute(
+            "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'v')",
+            (namespace,),
+        ).fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    assert not [r for r in relations(schema) if r.startswith("raw_")]
+    assert relations(views) == {}
+    classes = pg.execute(
+        f'SELECT table_name, column_name, classification FROM "{schema}".pipeline_classification'
+    ).fetchall()
+    assert ("orders", "email", "pii") in classes and ("customers", "birthday", "sensitive") in classes
+    dsn = _reader_dsn(kubectl, org, stack)
+    try:
+        _, spec = parse_manifest(manifest)
+        source = tmp_path / org
+        source.mkdir()
+        (source / "orders_1.csv").write_text(
+            "order_id,email,card,amount\nO1,alice@secret.example,4111-1111,10\n"
+        )
+        done = dataplane.run_table(Settings.from_env(), spec, "orders", None, str(source)).as_json()
+        assert done["result"] == "Succeeded", done
+        assert relations(views) == {"orders": role}  # customers: no run, no table, no view
+        made = relations(schema)
+        assert made["raw_orders"] == role and "raw_customers" not in made
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT card, amount::text FROM orders").fetchall() == [
+                ("[REDACTED]", "10.00")
+            ]
+
+        # A type change a run applies (the operator has not yet): the view that the change drops
+        # comes back with the run.
+        retyped = json.loads(json.dumps(manifest))
+        retyped["spec"]["tables"][0]["columns"][3]["type"] = "decimal(12,2)"
+        _, spec = parse_manifest(retyped)
+        dataplane.run_table(Settings.from_env(), spec, "orders", None, str(source))
+        kind = pg.execute(
+            "SELECT numeric_precision FROM information_schema.columns WHERE table_schema = %s"
+            " AND table_name = 'raw_orders' AND column_name = 'amount'",
+            (schema,),
+        ).fetchone()
+        assert kind == (12,)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT card, amount::text FROM orders").fetchall() == [
+                ("[REDACTED]", "10.00")
+            ]
+    finally:
+        mongo["orgpipeline"][store_names.mongo_collection(org, "orders")].drop()

@@ -3,10 +3,16 @@ CronJobs per pipeline; the operator's own writes and deletes recorded on top."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import yaml
+from orgpipeline_api import v1alpha1
 from orgpipeline_operator import naming
+from orgpipeline_operator.database import ReaderState
 from orgpipeline_operator.snapshot import Inventory
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "org-123.yaml"
 
 
 def obj(
@@ -63,3 +69,19 @@ def test_an_org_is_provisioned_when_its_role_owns_its_schema() -> None:
     assert inv.provisioned("1")
     assert not inv.provisioned("2")  # the schema has another owner: provision() repairs it
     assert not inv.provisioned("3")
+
+
+def test_the_reader_is_ready_when_every_table_a_run_made_has_its_view() -> None:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    _, spec = v1alpha1.parse_manifest(doc)
+    tables = [t.name for t in spec.tables]
+    inv = Inventory()
+    assert inv.reader_ready(spec) is None  # not read: the reconcile asks PostgreSQL
+    inv.readers = {}
+    assert inv.reader_ready(spec) is False  # no reader role
+    inv.readers = {spec.org_id: ReaderState(role=True)}
+    assert inv.reader_ready(spec) is True  # no table made yet, so no view is due
+    inv.readers = {spec.org_id: ReaderState(True, frozenset(), frozenset(tables[:1]))}
+    assert inv.reader_ready(spec) is False  # a table made by a run, its view missing
+    inv.readers = {spec.org_id: ReaderState(True, frozenset(tables[:1]), frozenset(tables[:1]))}
+    assert inv.reader_ready(spec) is True
