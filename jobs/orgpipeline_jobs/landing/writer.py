@@ -61,8 +61,10 @@ class MongoWriter:
             return
         self._wait_until_queued_below(2 * self.streams)
         batch = _Batch(batch_id, len(docs))
-        for start in range(0, len(docs), self.chunk):
-            part = docs[start : start + self.chunk]
+        # A small batch (a re-run's few changed rows, a file's last part) still uses every stream.
+        chunk = max(1, min(self.chunk, -(-len(docs) // self.streams)))
+        for start in range(0, len(docs), chunk):
+            part = docs[start : start + chunk]
             batch.futures.append(self._pool.submit(insert_documents, self.collection, part))
         self._batches.append(batch)
 
