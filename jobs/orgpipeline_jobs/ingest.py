@@ -133,8 +133,8 @@ class _OpenPart:
     each slice has (a 1%-changed re-run writes a few parts, not one per slice). A slice whose keys
     meet the open part's closes it first, so every classification sees the heads before it."""
 
-    batch_id: str
-    now: datetime
+    shared: documents.Part
+    """What the part's documents and rows share (batch id, timestamp, run metadata), built once."""
     encoded: list[RawBSONDocument] = field(default_factory=list)
     raw: list[dict[str, pa.Array]] = field(default_factory=list)
     change_log: list[dict[str, pa.Array]] = field(default_factory=list)
@@ -188,16 +188,13 @@ class FileIngest:
             try:
                 with files.open_file(self.source, self.ctx.settings) as stream:
                     self._stream(CsvStream(stream, self.ctx.config.source, block))
-                self._flush()
-                self._landed(wait=True)
+                self._settle()
                 break
             except FileRejected:
-                self._flush()  # what was counted is written, as it would have been part by part
-                self._landed(wait=True)
+                self._settle()  # what was counted is written, as it would have been part by part
                 raise
             except BlockTooSmall:
-                self._flush()
-                self._landed(wait=True)
+                self._settle()
                 block *= 4
                 if block > self.ctx.config.source.max_block_size:
                     raise FileRejected(
@@ -300,10 +297,14 @@ class FileIngest:
         if self._part is not None and (self._part.versions >= size or len(self._part.rejected) >= size):
             self._flush()
 
+    def _shared(self, batch_id: str) -> documents.Part:
+        status = "loaded" if self.ctx.config.fused_load else "pending"
+        return documents.Part.of(replace(self.doc_ctx, now=datetime.now(UTC)), batch_id, status)
+
     def _open_part(self) -> _OpenPart:
         if self._part is None:
             self.batch_no += 1
-            self._part = _OpenPart(f"{self.file_id}:{self.batch_no:06d}", datetime.now(UTC))
+            self._part = _OpenPart(self._shared(f"{self.file_id}:{self.batch_no:06d}"))
         return self._part
 
     def _add(self, checked: records.CheckedBatch, plan: versions.Plan) -> None:
@@ -312,16 +313,15 @@ class FileIngest:
         if not plan.versions and not plan.heads:
             return
         part = self._open_part()
-        doc_ctx = replace(self.doc_ctx, now=part.now)
         values = checked.python_values([v.index for v in plan.versions])
         changed = [
             hashing.changed_fields(new.previous_data or {}, data) if new.change_type == "UPDATE" else []
             for new, data in zip(plan.versions, values, strict=True)
         ]
-        part.encoded += self._documents(doc_ctx, checked, plan, values, changed, part.batch_id)
+        part.encoded += self._documents(part.shared, checked, plan, values, changed)
         del values
         if self.ctx.config.fused_load and plan.versions:
-            rows = versions.version_rows(checked, plan, doc_ctx, part.batch_id, changed)
+            rows = versions.version_rows(checked, plan, part.shared, changed)
             part.raw.append(rows.raw)
             part.change_log.append(rows.change_log)
         part.heads += plan.heads
@@ -333,21 +333,19 @@ class FileIngest:
         part, self._part = self._part, None
         if part is None:
             return
-        self._write(part.batch_id, part.encoded, part.heads, part.rejected, part.raw, part.change_log)
+        self._write(part.shared.batch_id, part.encoded, part.heads, part.rejected, part.raw, part.change_log)
         del part
         memory.return_freed_memory()
 
     def _documents(
         self,
-        doc_ctx: documents.VersionContext,
+        part: documents.Part,
         checked: records.CheckedBatch,
         plan: versions.Plan,
         values: list[dict[str, Any]],
         changed: list[list[str]],
-        batch_id: str,
     ) -> list[RawBSONDocument]:
-        """The batch's documents as BSON, built and encoded a chunk at a time (bounded memory)."""
-        part = documents.Part.of(doc_ctx, batch_id, "loaded" if self.ctx.config.fused_load else "pending")
+        """The slice's documents as BSON, built and encoded a chunk at a time (bounded memory)."""
         encoded: list[RawBSONDocument] = []
         docs: list[dict[str, Any]] = []
         for new, data, fields in zip(plan.versions, values, changed, strict=True):
@@ -404,6 +402,11 @@ class FileIngest:
             self._writer.submit(batch_id, encoded)
             self._landed(wait=False)
 
+    def _settle(self) -> None:
+        """Writes the open part and waits until MongoDB has every part (their outbox rows dropped)."""
+        self._flush()
+        self._landed(wait=True)
+
     def _landed(self, wait: bool) -> None:
         """Drops the outbox rows of the batches MongoDB has (all of them when `wait`)."""
         if not hasattr(self, "_writer"):
@@ -431,8 +434,7 @@ class FileIngest:
             after = missing[-1][0]
             self.batch_no += 1
             batch_id = f"{self.file_id}:{self.batch_no:06d}"
-            doc_ctx = replace(self.doc_ctx, now=datetime.now(UTC))
-            part = documents.Part.of(doc_ctx, batch_id, "loaded" if ctx.config.fused_load else "pending")
+            part = self._shared(batch_id)
             docs: list[dict[str, Any]] = []
             head_rows: list[heads.HeadRow] = []
             for ck, head in missing:

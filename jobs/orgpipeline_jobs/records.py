@@ -36,7 +36,7 @@ from orgpipeline_jobs.source.csvstream import Batch, RejectedRow, rejected_row
 _JSON_ESCAPE = r'["\\\x00-\x1f]'
 """Characters json.dumps escapes (with ensure_ascii=False): a text holding one is encoded by it."""
 
-_JSON_ESCAPE_BYTES = re.compile(rb'["\\\x00-\x1f]')
+_JSON_ESCAPE_BYTES = re.compile(_JSON_ESCAPE.encode())
 
 _PLAIN_INT = r"^-?[0-9]{1,18}$"
 

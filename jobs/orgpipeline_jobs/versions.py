@@ -134,13 +134,12 @@ class VersionRows:
 def version_rows(
     batch: CheckedBatch,
     plan_: Plan,
-    ctx: documents.VersionContext,
-    batch_id: str,
+    part: documents.Part,
     changed: list[list[str]],
 ) -> VersionRows:
     """What `warehouse.rows.pg_row` and `warehouse.rows.change_log_row` give for each new version's document,
     built column by column: the audit JSON from its constant parts and the per-row values."""
-    n = len(plan_.versions)
+    ctx, n = part.ctx, len(plan_.versions)
     index = pa.array([v.index for v in plan_.versions], pa.int64())
     const = functools.partial(_repeat, n=n)
     change = pa.array([v.change_type for v in plan_.versions], pa.string())
@@ -172,8 +171,8 @@ def version_rows(
     source = pc.binary_join_element_wise(
         json.dumps(ctx.source_file, ensure_ascii=False, default=str)[:-1] + ',"line":', lines, "}", ""
     )
-    processing = json.dumps(documents.processing_metadata(ctx, batch_id), ensure_ascii=False)
-    now = ctx.now.isoformat()
+    processing = json.dumps(part.processing, ensure_ascii=False)
+    now = part.timestamp
     previous_text = pc.fill_null(pc.cast(previous, pa.string()), "null")
     audit = pc.binary_join_element_wise(
         '{"change_type":"', change,

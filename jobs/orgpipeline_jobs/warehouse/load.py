@@ -47,9 +47,7 @@ def copy_batch(
     log_parts: Sequence[dict[str, pa.Array]],
 ) -> None:
     """Writes versions and their change-log rows given column-wise (one or more blocks' worth, the
-    same columns in each) in one COPY per table; inside a transaction."""
-    raw_parts = [p for p in raw_parts if p and len(next(iter(p.values())))]
-    log_parts = [p for p in log_parts if p and len(next(iter(p.values())))]
+    same columns in each, none empty) in one COPY per table; inside a transaction."""
     if not raw_parts:
         return
     raw_text = [buf for p in raw_parts for buf in copytext.copy_text(list(p.values()))]
