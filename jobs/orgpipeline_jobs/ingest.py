@@ -143,6 +143,12 @@ class _OpenPart:
     keys: set[str] = field(default_factory=set)
     versions: int = 0
 
+    def meets(self, batch_keys: pa.Array) -> bool:
+        """Whether any of a slice's keys has a head in this part."""
+        if not self.keys:
+            return False
+        return bool(pc.any(pc.is_in(batch_keys, value_set=pa.array(list(self.keys), pa.string()))).as_py())
+
 
 class FileIngest:
     """Ingests one file; `run()` returns its outcome."""
@@ -266,13 +272,10 @@ class FileIngest:
         counts.rows_read += batch.num_rows + len(batch.rejected)
         counts.rejected += len(rejected)
 
-        if self._part is not None and not self._part.keys.isdisjoint(checked.composite_keys):
+        if self._part is not None and self._part.meets(checked.key_array):
             self._flush()  # the classification must see the heads the open part will write
         heads.stage_batch(
-            ctx.conn,
-            checked.composite_keys,
-            checked.data_hashes,
-            versions.repeated_keys(checked.composite_keys),
+            ctx.conn, checked.key_array, checked.hash_array, versions.repeated_keys(checked.key_array)
         )
         candidates = heads.classify(ctx.conn, ctx.org_id, ctx.table.name, self.file_id)
         if self.snapshot:

@@ -19,7 +19,10 @@ from collections.abc import Sequence
 MAX_KEY_LENGTH = 200
 """Longer keys are hashed: they stay usable as index entries and URL parts."""
 
-_ESCAPES = str.maketrans({"%": "%25", "_": "%5F", "~": "%7E"})
+ESCAPES = {"%": "%25", "_": "%5F", "~": "%7E"}
+"""Each escaped character and its escape (`%` first: applied in order, no escape is escaped again)."""
+
+_ESCAPES = str.maketrans(ESCAPES)
 
 
 def escape(value: str) -> str:

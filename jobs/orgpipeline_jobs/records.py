@@ -19,8 +19,10 @@ Tests hold the two paths equal over the hypothesis corpus and the fixtures, byte
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,13 +32,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from orgpipeline_api.v1alpha1 import Column, Table
 
-from orgpipeline_jobs import keys, quality, values
+from orgpipeline_jobs import arrowtext, keys, quality, values
 from orgpipeline_jobs.source.csvstream import Batch, RejectedRow, rejected_row
 
 _JSON_ESCAPE = r'["\\\x00-\x1f]'
 """Characters json.dumps escapes (with ensure_ascii=False): a text holding one is encoded by it."""
 
-_JSON_ESCAPE_BYTES = re.compile(_JSON_ESCAPE.encode())
+_JSON_ESCAPE_BYTES = bytes(b for b in range(128) if re.fullmatch(_JSON_ESCAPE, chr(b)))
+"""The same characters as bytes, for `arrowtext.holds_any`."""
+
+_HEXDIGEST = operator.methodcaller("hexdigest")
+
+_KEY_ESCAPE_BYTES = "".join(keys.ESCAPES).encode()
 
 _PLAIN_INT = r"^-?[0-9]{1,18}$"
 
@@ -57,23 +64,43 @@ class TypedColumn:
 
 @dataclass
 class CheckedBatch:
-    """A batch after the checks: the rows that became records and those rejected."""
+    """A batch after the checks: the rows that became records and those rejected.
 
-    lines: list[int]
-    """Physical lines of the records (rows not rejected), in file order."""
+    Lines, keys and JSON stay Arrow columns (what the change detection stages and the writers
+    take); their Python lists are made on first use, which an unchanged re-run never makes."""
+
+    line_array: pa.Array
+    """Physical lines of the records (rows not rejected), in file order (int64)."""
     columns: dict[str, pa.Array]
     """Canonical values of the records by manifest column."""
-    composite_keys: list[str]
+    key_array: pa.Array
+    """Composite key of each record (string)."""
     data_hashes: list[str]
-    data_json: list[str]
-    """The JSON text each data hash covers (sorted keys), also the heads' `data`."""
+    json_array: pa.Array
+    """The JSON text each data hash covers (sorted keys), also the heads' `data` (string)."""
     checks: dict[int, quality.RecordCheck] = field(default_factory=dict)
     """The scalar check of each record that has warnings, by record index."""
     rejected: list[RejectedRow] = field(default_factory=list)
     """Rows that failed their checks (the parser's rejected rows are not repeated here)."""
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return len(self.line_array)
+
+    @functools.cached_property
+    def lines(self) -> list[int]:
+        return list(self.line_array.to_pylist())
+
+    @functools.cached_property
+    def composite_keys(self) -> list[str]:
+        return list(self.key_array.to_pylist())
+
+    @functools.cached_property
+    def data_json(self) -> list[str]:
+        return list(self.json_array.to_pylist())
+
+    @functools.cached_property
+    def hash_array(self) -> pa.Array:
+        return pa.array(self.data_hashes, pa.string())
 
     def python_values(self, index: Sequence[int]) -> list[dict[str, values.Value]]:
         """The canonical values of the given records as dicts (only for versions to be written)."""
@@ -107,9 +134,8 @@ def _value_type(column_type: str) -> pa.DataType:
 def _json_text(raw: pa.Array) -> pa.Array:
     """JSON strings of texts: quoted as they are unless json.dumps would escape a character."""
     quoted = pc.binary_join_element_wise('"', raw, '"', "")
-    values = raw.buffers()[2]
-    if values is None or _JSON_ESCAPE_BYTES.search(memoryview(values)) is None:
-        return quoted  # one scan of the column's bytes (a slice's buffer may hold more: harmless)
+    if not arrowtext.holds_any(raw, _JSON_ESCAPE_BYTES):
+        return quoted
     special = pc.match_substring_regex(raw, _JSON_ESCAPE)
     if not pc.any(special).as_py():
         return quoted
@@ -285,8 +311,13 @@ class BatchChecker:
         for bad in batch.rejected:
             acc.add_rejected(bad.issue_type, bad.field)
         if n == 0:
+            empty = pa.array([], pa.string())
             return CheckedBatch(
-                [], {c.name: _nulls(0, _value_type(c.type)) for c in self.table.columns}, [], [], []
+                pa.array([], pa.int64()),
+                {c.name: _nulls(0, _value_type(c.type)) for c in self.table.columns},
+                empty,
+                [],
+                empty,
             )
         position = {name: i for i, name in enumerate(header)}
         columns = {
@@ -303,8 +334,8 @@ class BatchChecker:
                 present = pc.add(
                     present, pc.cast(pc.not_equal(batch.columns[position[name]], ""), pa.int64())
                 )
-        lines = batch.lines.to_pylist()
         flagged_rows = [i for i, f in enumerate(flagged.to_pylist()) if f] if pc.any(flagged).as_py() else []
+        lines = batch.lines.to_pylist() if flagged_rows else []
         checks: dict[int, quality.RecordCheck] = {}
         rejected: list[RejectedRow] = []
         rejected_rows: set[int] = set()
@@ -327,45 +358,49 @@ class BatchChecker:
         key_texts = [columns[k].text for k in self.business_keys]
         value_columns = {name: t.values for name, t in columns.items()}
         warned = checks
+        line_array = batch.lines
         if rejected_rows:
             keep = pa.array([i not in rejected_rows for i in range(n)], pa.bool_())
             json_columns = {name: pc.filter(a, keep) for name, a in json_columns.items()}
             key_texts = [pc.filter(a, keep) for a in key_texts]
             value_columns = {name: pc.filter(a, keep) for name, a in value_columns.items()}
+            line_array = pc.filter(line_array, keep)
             kept = [i for i in range(n) if i not in rejected_rows]
-            lines = [lines[i] for i in kept]
             renumber = {old: new for new, old in enumerate(kept)}
             warned = {renumber[i]: c for i, c in checks.items() if i not in rejected_rows}
-        data_json = self.data_json(json_columns, len(lines))
+        kept_rows = len(line_array)
+        data_json = self.data_json(json_columns, kept_rows)
         return CheckedBatch(
-            lines,
+            line_array,
             value_columns,
-            self.composite_keys(org_id, key_texts, len(lines)),
-            [hashlib.sha256(raw).hexdigest() for raw in data_json.cast(pa.binary()).to_pylist()],
-            data_json.to_pylist(),
+            self.composite_keys(org_id, key_texts, kept_rows),
+            list(map(_HEXDIGEST, map(hashlib.sha256, data_json.cast(pa.binary()).to_pylist()))),
+            data_json,
             warned,
             rejected,
         )
 
-    def composite_keys(self, org_id: str, key_texts: list[pa.Array], n: int) -> list[str]:
+    def composite_keys(self, org_id: str, key_texts: list[pa.Array], n: int) -> pa.Array:
         """`keys.composite_key` of every row, escaped and joined column-wise."""
         if not n or not key_texts:
-            return [keys.composite_key(org_id, self.table.name, [])] * n
+            return pa.repeat(pa.scalar(keys.composite_key(org_id, self.table.name, []), pa.string()), n)
         escaped = []
         for text in key_texts:
-            for char, code in (("%", "%25"), ("_", "%5F"), ("~", "%7E")):
-                text = pc.replace_substring(text, char, code)
+            if arrowtext.holds_any(text, _KEY_ESCAPE_BYTES):
+                for char, code in keys.ESCAPES.items():
+                    text = pc.replace_substring(text, char, code)
             escaped.append(text)
         body = pc.binary_join_element_wise(*escaped, "_")
-        full = pc.binary_join_element_wise(keys.prefix(org_id, self.table.name), body, "")
-        result = full.to_pylist()
+        full: pa.Array = pc.binary_join_element_wise(keys.prefix(org_id, self.table.name), body, "")
         too_long = pc.greater(pc.utf8_length(full), keys.MAX_KEY_LENGTH)
-        if pc.any(too_long).as_py():
-            columns = [t.to_pylist() for t in key_texts]
-            for i, flag in enumerate(too_long.to_pylist()):
-                if flag:
-                    result[i] = keys.composite_key(org_id, self.table.name, [c[i] for c in columns])
-        return result
+        if not pc.any(too_long).as_py():
+            return full
+        result = full.to_pylist()
+        columns = [t.to_pylist() for t in key_texts]
+        for i, flag in enumerate(too_long.to_pylist()):
+            if flag:
+                result[i] = keys.composite_key(org_id, self.table.name, [c[i] for c in columns])
+        return pa.array(result, pa.string())
 
     def data_json(self, json_columns: dict[str, pa.Array], n: int) -> pa.Array:
         """`json.dumps(values, sort_keys=True, separators=(",", ":"))` of every row, column-wise."""

@@ -44,14 +44,13 @@ class Plan:
     duplicates: int = 0
 
 
-def repeated_keys(keys: list[str]) -> list[bool]:
-    """Whether each row's key occurs more than once in the batch."""
-    seen: dict[str, int] = {}
-    for key in keys:
-        seen[key] = seen.get(key, 0) + 1
-    if len(seen) == len(keys):
-        return [False] * len(keys)
-    return [seen[k] > 1 for k in keys]
+def repeated_keys(keys: pa.Array) -> pa.Array:
+    """Whether each row's key occurs more than once in the batch (bool)."""
+    if pc.count_distinct(keys).as_py() == len(keys):
+        return pa.repeat(pa.scalar(False, pa.bool_()), len(keys))
+    counts = pc.value_counts(keys)
+    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    return pc.is_in(keys, value_set=repeated)
 
 
 def plan(batch: CheckedBatch, candidates: dict[int, Head | None], file_id: str, snapshot: bool) -> Plan:
@@ -149,7 +148,7 @@ def version_rows(
     )
     version = pa.array([v.version for v in plan_.versions], pa.int64())
     changed_json = pa.array([_json_list(c) for c in changed], pa.string())
-    lines = pc.cast(pc.take(pa.array(batch.lines, pa.int64()), index), pa.string())
+    lines = pc.cast(pc.take(batch.line_array, index), pa.string())
     status = [documents.PASSED["status"]] * n
     errors = ["[]"] * n
     warnings = ["[]"] * n
@@ -194,7 +193,7 @@ def version_rows(
     raw: dict[str, pa.Array] = {"org_id": const(ctx.org_id), "composite_key": keys}
     for name, values in batch.columns.items():
         raw[name] = pc.take(values, index)
-    data_hash = pc.take(pa.array(batch.data_hashes, pa.string()), index)
+    data_hash = pc.take(batch.hash_array, index)
     raw.update(
         version=version,
         data_hash=data_hash,

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from orgpipeline_jobs import arrowtext
 from orgpipeline_jobs.rowtext import csv_record, raw_text
 from orgpipeline_jobs.source.configuration import SourceConfig
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
@@ -340,9 +341,11 @@ def _file_error(exc: pa.ArrowInvalid) -> Exception:
 
 
 def _newline_counts(columns: list[pa.Array], n: int) -> pa.Array:
+    """Newlines quoted inside each row's values (counted only in columns that hold any)."""
     total: pa.Array = pa.repeat(pa.scalar(0, pa.int64()), n)
     for col in columns:
-        total = pc.add(total, pc.cast(pc.count_substring(col, "\n"), pa.int64()))
+        if arrowtext.holds_any(col, b"\n"):
+            total = pc.add(total, pc.cast(pc.count_substring(col, "\n"), pa.int64()))
     return total
 
 

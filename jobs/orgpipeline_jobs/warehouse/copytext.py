@@ -7,16 +7,18 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from orgpipeline_jobs import arrowtext
+
 _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+"""Backslash first, so no escape is escaped again."""
 
-
-_NEEDS_ESCAPE = r"[\\\t\n\r]"
+_SPECIAL = "".join(char for char, _ in _COPY_ESCAPES).encode()
 
 
 def _escaped(column: pa.Array) -> pa.Array:
     if not pa.types.is_string(column.type):
         return pc.fill_null(pc.cast(column, pa.string()), "\\N")
-    if pc.any(pc.match_substring_regex(column, _NEEDS_ESCAPE)).as_py():
+    if arrowtext.holds_any(column, _SPECIAL):
         for char, code in _COPY_ESCAPES:
             column = pc.replace_substring(column, char, code)
     return pc.fill_null(column, "\\N")

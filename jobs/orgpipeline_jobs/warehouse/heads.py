@@ -53,10 +53,9 @@ HeadRow = tuple[str, int, str, str, str, str, int, str | None]
 """(composite_key, version, data_hash, change_type, data as JSON text, file_id, line, seen_file)"""
 
 
-def stage_batch(
-    conn: psycopg.Connection[Any], keys: Sequence[str], hashes: Sequence[str], repeated: Sequence[bool]
-) -> None:
-    """Puts the batch's keys and hashes into the session's staging table (one COPY)."""
+def stage_batch(conn: psycopg.Connection[Any], keys: pa.Array, hashes: pa.Array, repeated: pa.Array) -> None:
+    """Puts the batch's keys, hashes (strings) and repeated flags (bool) into the session's staging
+    table (one COPY)."""
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {} (idx INTEGER, composite_key TEXT, data_hash TEXT,"
@@ -70,12 +69,7 @@ def stage_batch(
             sql.SQL("COPY {} (idx, composite_key, data_hash, repeated) FROM STDIN").format(STAGE)
         ) as copy,
     ):
-        columns = [
-            pa.array(range(len(keys)), pa.int64()),
-            pa.array(keys, pa.string()),
-            pa.array(hashes, pa.string()),
-            pa.array(repeated, pa.bool_()),
-        ]
+        columns = [pa.array(range(len(keys)), pa.int64()), keys, hashes, repeated]
         for part in copytext.copy_text(columns):
             copy.write(part)
 
