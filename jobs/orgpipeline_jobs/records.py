@@ -168,6 +168,10 @@ def _float_repr(plain: pa.Array, numbers: pa.Array) -> pa.Array:
     return text
 
 
+DISTINCT_MEMORY = 20_000
+"""Distinct texts of one column whose parse a checker remembers (~3 MB per column at most)."""
+
+
 class BatchChecker:
     """The manifest's rules of one table, applied to whole batches (see the module docstring)."""
 
@@ -178,8 +182,21 @@ class BatchChecker:
         self.parsers = {c.name: values.parser_for(c.type) for c in table.columns}
         self.patterns = {c.name: re.compile(c.pattern) for c in table.columns if c.pattern}
         self.sorted_names = sorted(c.name for c in table.columns)
+        self._distinct: dict[str, dict[str, tuple[values.Value, str, str | None, bool]]] = {}
+        """What each distinct text of a typed column gave (`_per_distinct`), by column."""
 
     # ---- per column -------------------------------------------------------------------------
+
+    def _typed_text(self, column: Column, text: str) -> tuple[values.Value, str, str | None, bool]:
+        """One text of a typed column: (canonical value, its JSON, its key text, flagged)."""
+        if text == "":
+            return None, "null", None, column.name in self.scalar.required
+        try:
+            value = self.parsers[column.name](text)
+        except values.ParseError:
+            return None, "null", None, True
+        json_ = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        return value, json_, values.key_text(value), self._rules_broken(column, value, text)
 
     def _rules_broken(self, column: Column, value: Any, text: str) -> bool:
         check = quality.RecordCheck(values={})
@@ -187,34 +204,26 @@ class BatchChecker:
         return bool(check.warnings)
 
     def _per_distinct(self, column: Column, raw: pa.Array) -> TypedColumn:
-        """Parses each distinct text once with the scalar parser; exact by construction."""
+        """Parses each distinct text once with the scalar parser; exact by construction. What a text
+        gave is remembered for the next batches (dates and codes repeat across a file), up to
+        DISTINCT_MEMORY texts per column."""
         encoded = pc.dictionary_encode(raw)
         distinct = encoded.dictionary.to_pylist()
-        required = column.name in self.scalar.required
-        parse = self.parsers[column.name]
+        known = self._distinct.setdefault(column.name, {})
         vals: list[values.Value] = []
         jsons: list[str] = []
         texts: list[str | None] = []
         flags: list[bool] = []
         for text in distinct:
-            if text == "":
-                vals.append(None)
-                jsons.append("null")
-                texts.append(None)
-                flags.append(required)
-                continue
-            try:
-                value = parse(text)
-            except values.ParseError:
-                vals.append(None)
-                jsons.append("null")
-                texts.append(None)
-                flags.append(True)
-                continue
-            vals.append(value)
-            jsons.append(json.dumps(value, ensure_ascii=False, allow_nan=False))
-            texts.append(values.key_text(value))
-            flags.append(self._rules_broken(column, value, text))
+            typed = known.get(text)
+            if typed is None:
+                typed = self._typed_text(column, text)
+                if len(known) < DISTINCT_MEMORY:
+                    known[text] = typed
+            vals.append(typed[0])
+            jsons.append(typed[1])
+            texts.append(typed[2])
+            flags.append(typed[3])
         index = encoded.indices
         kind = _value_type(column.type)
         return TypedColumn(
