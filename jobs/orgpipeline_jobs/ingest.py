@@ -274,15 +274,12 @@ class FileIngest:
 
         if self._part is not None and self._part.meets(checked.key_array):
             self._flush()  # the classification must see the heads the open part will write
-        heads.stage_batch(
-            ctx.conn, checked.key_array, checked.hash_array, versions.repeated_keys(checked.key_array)
+        staged = heads.StagedBatch(
+            checked.key_array, checked.hash_array, versions.repeated_keys(checked.key_array)
         )
-        candidates = heads.classify(ctx.conn, ctx.org_id, ctx.table.name, self.file_id)
-        if self.snapshot:
-            # Only read by `_delete_missing` once the whole file is in: safe to commit ahead of
-            # the versions (a rerun marks the same keys again).
-            with ctx.conn.transaction():
-                heads.mark_staged_seen(ctx.conn, ctx.org_id, ctx.table.name, self.file_id)
+        candidates = heads.classify_batch(
+            ctx.conn, ctx.org_id, ctx.table.name, self.file_id, staged, mark_seen=self.snapshot
+        )
         plan = versions.plan(checked, candidates, self.file_id, self.snapshot)
         counts.inserted += plan.inserted
         counts.updated += plan.updated

@@ -1,4 +1,4 @@
-"""Deciding a batch's new versions from its records and the heads that `warehouse.heads.classify`
+"""Deciding a batch's new versions from its records and the heads that `warehouse.heads.classify_batch`
 returned: pure, so the rules read in one place and tests call them without a server.
 
 Rows are applied in file order, so a key repeated in one file gives the same result every time

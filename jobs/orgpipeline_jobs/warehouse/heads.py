@@ -28,6 +28,18 @@ STAGE = sql.Identifier("_orgpipeline_classify")
 
 
 @dataclass
+class StagedBatch:
+    """What change detection needs of a batch, as Arrow columns of one length."""
+
+    keys: pa.Array
+    """Composite keys (string)."""
+    hashes: pa.Array
+    """Data hashes (string)."""
+    repeated: pa.Array
+    """Whether the row's key occurs more than once in the batch (bool)."""
+
+
+@dataclass
 class Head:
     version: int
     data_hash: str
@@ -53,33 +65,51 @@ HeadRow = tuple[str, int, str, str, str, str, int, str | None]
 """(composite_key, version, data_hash, change_type, data as JSON text, file_id, line, seen_file)"""
 
 
-def stage_batch(conn: psycopg.Connection[Any], keys: pa.Array, hashes: pa.Array, repeated: pa.Array) -> None:
-    """Puts the batch's keys, hashes (strings) and repeated flags (bool) into the session's staging
-    table (one COPY)."""
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} (idx INTEGER, composite_key TEXT, data_hash TEXT,"
-            " repeated BOOLEAN) ON COMMIT PRESERVE ROWS"
-        ).format(STAGE)
-    )
-    conn.execute(sql.SQL("TRUNCATE {}").format(STAGE))
-    with (
-        conn.cursor() as cur,
-        cur.copy(
-            sql.SQL("COPY {} (idx, composite_key, data_hash, repeated) FROM STDIN").format(STAGE)
-        ) as copy,
-    ):
-        columns = [pa.array(range(len(keys)), pa.int64()), keys, hashes, repeated]
-        for part in copytext.copy_text(columns):
-            copy.write(part)
+_PREPARE = sql.SQL(
+    "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),"
+    " set_config('jit', 'off', true);"
+    " CREATE TEMP TABLE IF NOT EXISTS {} (idx INTEGER, composite_key TEXT, data_hash TEXT,"
+    " repeated BOOLEAN) ON COMMIT DELETE ROWS"
+).format(STAGE)
+"""For the rest of the transaction, join a batch to the heads by primary-key probes: a batch is
+small next to the heads of a large table, and a hash or merge join would read every head for
+every batch (quadratic over a file), a probe per staged key stays linear. No JIT: compiling
+costs more than these statements run. And the session's staging table, emptied at each commit.
+One round trip (two statements, no parameters)."""
 
 
-def classify(conn: psycopg.Connection[Any], org_id: str, table: str, file_id: str) -> dict[int, Head | None]:
-    """The staged rows that are not plainly unchanged, with their heads (None for a new key).
+def classify_batch(
+    conn: psycopg.Connection[Any],
+    org_id: str,
+    table: str,
+    file_id: str,
+    staged: StagedBatch,
+    *,
+    mark_seen: bool = False,
+) -> dict[int, Head | None]:
+    """The rows of a batch that are not plainly unchanged, with their heads (None for a new key).
 
-    A head's `data` comes along only where a new version will need it (changed_fields)."""
+    The batch's keys and hashes go to the staging table in one COPY, one join against the heads
+    classifies them; with `mark_seen` (snapshot mode) every staged key's head is marked as seen in
+    this file. One transaction: the staging table is emptied by its commit. A head's `data` comes
+    along only where a new version will need it (changed_fields)."""
+    heads_table = qualified(org_id, store_names.pg_heads(table))
     with conn.transaction():
-        _probe_by_index(conn)
+        conn.execute(_PREPARE)
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                sql.SQL("COPY {} (idx, composite_key, data_hash, repeated) FROM STDIN").format(STAGE)
+            ) as copy,
+        ):
+            columns = [
+                pa.array(range(len(staged.keys)), pa.int64()),
+                staged.keys,
+                staged.hashes,
+                staged.repeated,
+            ]
+            for part in copytext.copy_text(columns):
+                copy.write(part)
         rows = conn.execute(
             sql.SQL(
                 "SELECT s.idx, h.version, h.data_hash, h.change_type, h.file_id, h.line,"
@@ -88,34 +118,20 @@ def classify(conn: psycopg.Connection[Any], org_id: str, table: str, file_id: st
                 " FROM {} s LEFT JOIN {} h ON h.composite_key = s.composite_key"
                 " WHERE h.composite_key IS NULL OR h.change_type = 'DELETE' OR h.data_hash <> s.data_hash"
                 " OR h.file_id = %s OR s.repeated"
-            ).format(STAGE, qualified(org_id, store_names.pg_heads(table))),
+            ).format(STAGE, heads_table),
             (file_id,),
         ).fetchall()
+        if mark_seen:
+            # Only read once the whole file is in (`unseen`): safe to commit ahead of the versions
+            # (a rerun marks the same keys again).
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {} h SET seen_file = %s FROM {} s"
+                    " WHERE h.composite_key = s.composite_key AND h.seen_file IS DISTINCT FROM %s"
+                ).format(heads_table, STAGE),
+                (file_id, file_id),
+            )
     return {r[0]: (None if r[1] is None else Head(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows}
-
-
-def _probe_by_index(conn: psycopg.Connection[Any]) -> None:
-    """For the rest of the transaction: join a batch to the heads by primary-key probes.
-
-    A batch is small next to the heads of a large table; a hash or merge join would read every
-    head for every batch (quadratic over a file), a probe per staged key stays linear. No JIT:
-    compiling costs more than these statements run."""
-    conn.execute(
-        "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),"
-        " set_config('jit', 'off', true)"
-    )
-
-
-def mark_staged_seen(conn: psycopg.Connection[Any], org_id: str, table: str, file_id: str) -> None:
-    """Snapshot mode: every staged key was in the file (inside the caller's transaction)."""
-    _probe_by_index(conn)
-    conn.execute(
-        sql.SQL(
-            "UPDATE {} h SET seen_file = %s FROM {} s"
-            " WHERE h.composite_key = s.composite_key AND h.seen_file IS DISTINCT FROM %s"
-        ).format(qualified(org_id, store_names.pg_heads(table)), STAGE),
-        (file_id, file_id),
-    )
 
 
 def upsert(conn: psycopg.Connection[Any], org_id: str, table: str, rows: Sequence[HeadRow]) -> None:
