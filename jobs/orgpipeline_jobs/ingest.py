@@ -118,6 +118,8 @@ class _Checked:
 
     batch: Batch
     checked: records.CheckedBatch
+    staged: heads.StagedBatch
+    """The slice's keys and hashes as the classification sends them."""
     quality: quality.QualityAccumulator
     """The slice's own quality counts (merged into the file's by the consumer, in order)."""
     detected_keys: list[str] | None
@@ -258,7 +260,10 @@ class FileIngest:
                 part = batch.slice(start, step)
                 acc = quality.QualityAccumulator(self.quality.completeness_columns)
                 checked = self.checker.check(header, part, self.ctx.org_id, acc)
-                yield _Checked(part, checked, acc, detected, start == starts[-1])
+                staged = heads.StagedBatch.of(
+                    checked.key_array, checked.hash_array, versions.repeated_keys(checked.key_array)
+                )
+                yield _Checked(part, checked, staged, acc, detected, start == starts[-1])
                 detected = None
             del batch
 
@@ -274,11 +279,8 @@ class FileIngest:
 
         if self._part is not None and self._part.meets(checked.key_array):
             self._flush()  # the classification must see the heads the open part will write
-        staged = heads.StagedBatch(
-            checked.key_array, checked.hash_array, versions.repeated_keys(checked.key_array)
-        )
         candidates = heads.classify_batch(
-            ctx.conn, ctx.org_id, ctx.table.name, self.file_id, staged, mark_seen=self.snapshot
+            ctx.conn, ctx.org_id, ctx.table.name, self.file_id, item.staged, mark_seen=self.snapshot
         )
         plan = versions.plan(checked, candidates, self.file_id, self.snapshot)
         counts.inserted += plan.inserted

@@ -29,14 +29,18 @@ STAGE = sql.Identifier("_orgpipeline_classify")
 
 @dataclass
 class StagedBatch:
-    """What change detection needs of a batch, as Arrow columns of one length."""
+    """What change detection needs of a batch, ready to send: its rows in the staging table's COPY
+    format. Built by `of` away from the connection's thread (the read-ahead thread), so that the
+    thread that waits for PostgreSQL only sends bytes."""
 
-    keys: pa.Array
-    """Composite keys (string)."""
-    hashes: pa.Array
-    """Data hashes (string)."""
-    repeated: pa.Array
-    """Whether the row's key occurs more than once in the batch (bool)."""
+    text: list[memoryview]
+
+    @classmethod
+    def of(cls, keys: pa.Array, hashes: pa.Array, repeated: pa.Array) -> StagedBatch:
+        """Composite keys and data hashes (strings), and whether each row's key occurs more than
+        once in the batch (bool), as rows (idx, composite_key, data_hash, repeated)."""
+        idx = pa.array(range(len(keys)), pa.int64())
+        return cls(copytext.copy_text([idx, keys, hashes, repeated]))
 
 
 @dataclass
@@ -102,13 +106,7 @@ def classify_batch(
                 sql.SQL("COPY {} (idx, composite_key, data_hash, repeated) FROM STDIN").format(STAGE)
             ) as copy,
         ):
-            columns = [
-                pa.array(range(len(staged.keys)), pa.int64()),
-                staged.keys,
-                staged.hashes,
-                staged.repeated,
-            ]
-            for part in copytext.copy_text(columns):
+            for part in staged.text:
                 copy.write(part)
         rows = conn.execute(
             sql.SQL(
