@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import time
 
 
 @functools.cache
@@ -29,9 +30,22 @@ def limit_malloc_arenas() -> None:
         pass  # not glibc: nothing to tune
 
 
+TRIM_INTERVAL_SECONDS = 0.25
+"""At most one trim in this time: a trim walks the whole heap (~2-7 ms here), and what is freed
+in between is reused by the next allocations anyway."""
+
+_last_trim = 0.0
+
+
 def return_freed_memory() -> None:
     """Gives the pages of freed memory back to the system (glibc's malloc_trim). Between batches
-    most of a batch's memory is free but scattered over the heap, where glibc would keep it."""
+    most of a batch's memory is free but scattered over the heap, where glibc would keep it.
+    Called after every block and part; trims at most once per TRIM_INTERVAL_SECONDS."""
+    global _last_trim
+    now = time.monotonic()
+    if now - _last_trim < TRIM_INTERVAL_SECONDS:
+        return
+    _last_trim = now
     libc = _libc()
     try:
         if libc is not None:
