@@ -363,7 +363,7 @@ class FileIngest:
                     changed_fields=fields,
                     previous_version=head.version if head else None,
                     previous_data_hash=head.data_hash if head else None,
-                    line=checked.lines[new.index],
+                    line=new.line,
                     check=checked.checks.get(new.index),
                 )
             )

@@ -26,6 +26,8 @@ from orgpipeline_jobs.warehouse.heads import Head, HeadRow
 class NewVersion:
     index: int
     """The record's index in its CheckedBatch."""
+    line: int
+    """The record's physical line in its file."""
     composite_key: str
     version: int
     change_type: str
@@ -58,8 +60,12 @@ def plan(batch: CheckedBatch, candidates: dict[int, Head | None], file_id: str, 
     result = Plan(unchanged=len(batch) - len(candidates))
     overlay: dict[str, tuple[Head, int]] = {}
     seen = file_id if snapshot else None
-    for index in sorted(candidates):
-        ck, line, data_hash = batch.composite_keys[index], batch.lines[index], batch.data_hashes[index]
+    order = sorted(candidates)
+    taken = pa.array(order, pa.int64())
+    keys = batch.key_array.take(taken).to_pylist()  # only the candidates' (a few of a re-run's rows)
+    lines = batch.line_array.take(taken).to_pylist()
+    for index, ck, line in zip(order, keys, lines, strict=True):
+        data_hash = batch.data_hashes[index]
         earlier = overlay.get(ck)
         head = earlier[0] if earlier else candidates[index]
         if head is not None and head.file_id == file_id:
@@ -80,24 +86,16 @@ def plan(batch: CheckedBatch, candidates: dict[int, Head | None], file_id: str, 
         if change == "UPDATE" and head is not None:
             previous_data = batch.python_values([earlier[1]])[0] if earlier else (head.data or {})
         version = (head.version if head else 0) + 1
-        result.versions.append(NewVersion(index, ck, version, change, head, previous_data))
+        result.versions.append(NewVersion(index, line, ck, version, change, head, previous_data))
         overlay[ck] = (Head(version, data_hash, change, file_id, line), index)
         if change == "INSERT":
             result.inserted += 1
         else:
             result.updated += 1
-    for ck, (head, index) in overlay.items():
+    data = batch.json_array.take(pa.array([index for _, index in overlay.values()], pa.int64())).to_pylist()
+    for (ck, (head, _)), data_json in zip(overlay.items(), data, strict=True):
         result.heads.append(
-            (
-                ck,
-                head.version,
-                head.data_hash,
-                head.change_type,
-                batch.data_json[index],
-                file_id,
-                head.line,
-                seen,
-            )
+            (ck, head.version, head.data_hash, head.change_type, data_json, file_id, head.line, seen)
         )
     return result
 
