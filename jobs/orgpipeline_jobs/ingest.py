@@ -43,6 +43,11 @@ from orgpipeline_jobs.warehouse import bookkeeping, heads, load, outbox, pending
 ENCODE_CHUNK = 1000
 """Documents built as dicts before they are encoded to BSON and the dicts dropped."""
 
+PART_SLICES = 4
+"""An open part is written after this many slices even when it holds fewer than `write_rows`
+versions: a re-run whose few changes are spread over the file then lands them in MongoDB while
+the rest of the file is classified, instead of all after the file's end."""
+
 
 @dataclass
 class FileOutcome:
@@ -130,10 +135,11 @@ class _Checked:
 
 @dataclass
 class _OpenPart:
-    """New versions gathered from consecutive slices until `write_rows` of them (or the file's
-    end) make a part: one PostgreSQL transaction and one MongoDB submission however few versions
-    each slice has (a 1%-changed re-run writes a few parts, not one per slice). A slice whose keys
-    meet the open part's closes it first, so every classification sees the heads before it."""
+    """New versions gathered from consecutive slices until `write_rows` of them (or PART_SLICES
+    slices, or the file's end) make a part: one PostgreSQL transaction and one MongoDB submission
+    however few versions each slice has (a 1%-changed re-run writes a few parts, not one per
+    slice). A slice whose keys meet the open part's closes it first, so every classification sees
+    the heads before it."""
 
     shared: documents.Part
     """What the part's documents and rows share (batch id, timestamp, run metadata), built once."""
@@ -144,6 +150,8 @@ class _OpenPart:
     rejected: list[RejectedRow] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
     versions: int = 0
+    slices: int = 0
+    """Slices classified while the part was open (see PART_SLICES)."""
 
     def meets(self, batch_keys: pa.Array) -> bool:
         """Whether any of a slice's keys has a head in this part."""
@@ -296,8 +304,11 @@ class FileIngest:
             self._add(checked, part)
         if rejected:
             self._open_part().rejected += rejected
-        if self._part is not None and (self._part.versions >= size or len(self._part.rejected) >= size):
-            self._flush()
+        if self._part is not None:
+            self._part.slices += 1
+            full = self._part.versions >= size or len(self._part.rejected) >= size
+            if full or self._part.slices >= PART_SLICES:
+                self._flush()
 
     def _shared(self, batch_id: str) -> documents.Part:
         status = "loaded" if self.ctx.config.fused_load else "pending"

@@ -211,3 +211,17 @@ def test_versions_of_consecutive_slices_share_a_part(org: Org, twin: Org) -> Non
     assert twin.run(ORGPIPELINE_BATCH_ROWS="7", ORGPIPELINE_WRITE_ROWS="7")["inserted"] == 40
     assert len(twin.collection().distinct("batch_id")) == 6
     assert org.state() == twin.state()
+
+
+def test_a_part_of_few_changes_is_written_after_four_slices(org: Org) -> None:
+    """Changes spread thinly over a file are not all held until the file's end: an open part is
+    written after PART_SLICES slices, so MongoDB takes them while the rest is classified."""
+    org.upload("orders_1.csv", orders_csv([order(i) for i in range(70)]))
+    assert org.run(ORGPIPELINE_BATCH_ROWS="7")["inserted"] == 70
+    changed = [order(i, amount="1.00") if i % 7 == 0 else order(i) for i in range(70)]
+    org.upload("orders_2.csv", orders_csv(changed))
+    result = org.run(ORGPIPELINE_BATCH_ROWS="7", ORGPIPELINE_WRITE_ROWS="1000")
+    assert (result["updated"], result["unchanged"]) == (10, 60)
+    parts = org.collection().distinct("batch_id", {"change_type": "UPDATE"})
+    sizes = [org.collection().count_documents({"batch_id": b}) for b in sorted(parts)]
+    assert sizes == [4, 4, 2]  # one changed row per slice of 7, a part per 4 slices
