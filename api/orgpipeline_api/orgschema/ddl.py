@@ -142,12 +142,15 @@ def _table_objects(
             " PRIMARY KEY (org_id, composite_key, version))"
         ).format(_q(schema, raw), sql.SQL(", ").join(business), sql.SQL(", ").join(audit))
     )
+    have = retype.current_types(conn, schema, raw)
     for column in table.columns:  # columns added to the manifest later
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                _q(schema, raw), sql.Identifier(column.name), sql.SQL(column.type)
+        # Only the missing ones: ALTER TABLE locks readers out even when the column is there.
+        if column.name not in have:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                    _q(schema, raw), sql.Identifier(column.name), sql.SQL(column.type)
+                )
             )
-        )
     retype.apply(conn, org_id, table)  # column types changed in the manifest (or refused)
     indexes = [
         ("org_active", "(org_id, is_active)"),
@@ -202,12 +205,15 @@ def _table_objects(
         conn.execute(sql.SQL("CREATE TABLE {} (batch_id TEXT PRIMARY KEY)").format(pending_loads))
         # Made now for a table that may already hold pending documents: look at all of them once.
         conn.execute(sql.SQL("INSERT INTO {} VALUES ('*')").format(pending_loads))
-    # The outbox holds a batch's BSON for seconds: compressing it would cost more than storing it.
-    conn.execute(
-        sql.SQL("ALTER TABLE {} ALTER COLUMN documents SET STORAGE EXTERNAL").format(
-            _q(schema, store_names.pg_outbox(table.name))
-        )
-    )
+    # The outbox holds a batch's BSON for seconds: PostgreSQL's compression would cost more than
+    # storing it (the BSON comes compressed). Set once: ALTER TABLE locks the table.
+    outbox = _q(schema, store_names.pg_outbox(table.name))
+    storage: Any = conn.execute(
+        "SELECT attstorage FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'documents'",
+        (outbox.as_string(conn),),
+    ).fetchone()
+    if storage is None or storage[0] != "e":
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN documents SET STORAGE EXTERNAL").format(outbox))
     conn.execute(
         sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + RUNS_COLUMNS + ")").format(
             _q(schema, store_names.PG_RUNS_TABLE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 from conftest import ORDERS_HEADER, Org
 from orgpipeline_api.orgschema import retype
@@ -72,3 +73,24 @@ def test_type_change_refused_names_column_and_value_and_changes_nothing(org: Org
         " stored value '10.50' does not convert (it would be rounded)"
     ) in done.stderr
     assert _types(org) == before
+
+
+def test_a_run_does_not_lock_readers_out_of_an_unchanged_table(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader's open transaction on raw_orders does not hold up a run whose manifest changed
+    nothing (no ALTER TABLE, which would wait for the reader and lock out every reader after it);
+    a column added to the manifest is still added."""
+    org.upload("orders_1.csv", FILE)
+    assert org.run()["result"] == "Succeeded"
+    reader = psycopg.connect(org.settings().postgres_dsn)
+    try:
+        reader.execute(f'SELECT count(*) FROM "orgdata_{org.org_id}".raw_orders').fetchone()
+        monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=3s")  # the run's connection waits 3 s at most
+        org.upload("orders_2.csv", FILE.replace("O1,", "O3,"))
+        assert org.run()["result"] == "Succeeded"
+    finally:
+        reader.close()
+    org.rewrite(orders={"columns": [*_columns(org), {"name": "region", "type": "text"}]})
+    assert org.run()["result"] == "NoNewFiles"
+    assert _types(org)["region"] == "text"
