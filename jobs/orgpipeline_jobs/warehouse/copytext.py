@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+from psycopg import sql
 
 from orgpipeline_jobs import arrowtext
 
@@ -32,3 +35,15 @@ def copy_text(columns: Sequence[pa.Array]) -> list[memoryview]:
         return []
     whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines), "\n")
     return [memoryview(whole[0].as_buffer()), memoryview(b"\n")]
+
+
+def send(
+    conn: psycopg.Connection[Any], target: sql.Composable, columns: Sequence[str], text: Sequence[memoryview]
+) -> None:
+    """COPY of ready COPY text (`copy_text`) into the target's columns."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for part in text:
+            copy.write(part)

@@ -25,6 +25,7 @@ from psycopg import sql
 from orgpipeline_jobs.warehouse import copytext
 
 STAGE = sql.Identifier("_orgpipeline_classify")
+STAGE_COLUMNS = ("idx", "composite_key", "data_hash", "repeated")
 
 
 @dataclass
@@ -100,14 +101,7 @@ def classify_batch(
     heads_table = qualified(org_id, store_names.pg_heads(table))
     with conn.transaction():
         conn.execute(_PREPARE)
-        with (
-            conn.cursor() as cur,
-            cur.copy(
-                sql.SQL("COPY {} (idx, composite_key, data_hash, repeated) FROM STDIN").format(STAGE)
-            ) as copy,
-        ):
-            for part in staged.text:
-                copy.write(part)
+        copytext.send(conn, STAGE, STAGE_COLUMNS, staged.text)
         rows = conn.execute(
             sql.SQL(
                 "SELECT s.idx, h.version, h.data_hash, h.change_type, h.file_id, h.line,"
@@ -133,20 +127,31 @@ def classify_batch(
 
 
 def upsert(conn: psycopg.Connection[Any], org_id: str, table: str, rows: Sequence[HeadRow]) -> None:
-    """Sets the heads of the given keys (inside the caller's transaction)."""
+    """Sets the heads of the given keys (inside the caller's transaction).
+
+    Heads of first versions (a first load) are copied straight in: their keys have no head yet
+    (the run lock keeps other runs out; a rerun's keys are not new). Should one be there all the
+    same, the copy is undone and the rows go the general way: staging and an upsert."""
     if not rows:
         return
     target = qualified(org_id, store_names.pg_heads(table))
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in HEAD_COLUMNS)
+    by_column = zip(*rows, strict=True)
+    text = copytext.copy_text(
+        [pa.array(values, kind) for values, kind in zip(by_column, HEAD_TYPES, strict=True)]
+    )
+    if all(row[1] == 1 for row in rows):
+        try:
+            with conn.transaction():  # a savepoint
+                copytext.send(conn, target, HEAD_COLUMNS, text)
+            return
+        except psycopg.errors.UniqueViolation:
+            pass
     stage = sql.Identifier(f"_stage_{table}_heads")
     conn.execute(
         sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(stage, target)
     )
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in HEAD_COLUMNS)
-    with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as copy:
-        by_column = zip(*rows, strict=True)
-        columns = [pa.array(values, kind) for values, kind in zip(by_column, HEAD_TYPES, strict=True)]
-        for part in copytext.copy_text(columns):
-            copy.write(part)
+    copytext.send(conn, stage, HEAD_COLUMNS, text)
     updates = sql.SQL(", ").join(
         sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in HEAD_COLUMNS[1:]
     )

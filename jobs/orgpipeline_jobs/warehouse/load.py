@@ -29,14 +29,15 @@ def _copy(
     text: Sequence[memoryview] = (),
 ) -> None:
     """COPY of Python rows (adapted by psycopg) or of ready COPY text."""
+    if text:
+        copytext.send(conn, target, columns, text)
+        return
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     with conn.cursor() as cur, cur.copy(statement) as copy:
         for row in rows:
             copy.write_row(row)
-        for part in text:
-            copy.write(part)
 
 
 def copy_batch(

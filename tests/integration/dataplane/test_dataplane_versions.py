@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conftest import Org, order, orders_csv
 from orgpipeline_jobs import pipeline
+from orgpipeline_jobs.warehouse import heads
 
 SEED_FIELDS = {
     "_id",
@@ -225,3 +226,18 @@ def test_a_part_of_few_changes_is_written_after_four_slices(org: Org) -> None:
     parts = org.collection().distinct("batch_id", {"change_type": "UPDATE"})
     sizes = [org.collection().count_documents({"batch_id": b}) for b in sorted(parts)]
     assert sizes == [4, 4, 2]  # one changed row per slice of 7, a part per 4 slices
+
+
+def test_first_version_heads_that_exist_after_all_are_upserted(org: Org) -> None:
+    """Heads of first versions are copied straight in; one already there (a replay) does not fail
+    the part: the rows go through the upsert instead."""
+    org.upload("orders_1.csv", orders_csv([order(1), order(2)]))
+    assert org.run()["inserted"] == 2
+    key = org.sql("SELECT composite_key FROM {schema}.raw_orders_heads ORDER BY 1")[0][0]
+    row = (key, 1, "f" * 64, "INSERT", '{"x": 1}', "f_replay", 9, None)
+    new = (key + "_new", 1, "e" * 64, "INSERT", '{"x": 2}', "f_replay", 10, None)
+    with org.pg.transaction():
+        heads.upsert(org.pg, org.org_id, "orders", [row, new])
+    got = org.sql("SELECT composite_key, data_hash, file_id FROM {schema}.raw_orders_heads ORDER BY 1")
+    assert (key, "f" * 64, "f_replay") in got and (key + "_new", "e" * 64, "f_replay") in got
+    assert len(got) == 3
