@@ -78,6 +78,7 @@ class Cache:
         self._claim: dict[str, str] = {}  # pipeline -> the org id it claims (to drop that claim alone)
         self._quiet: dict[str, Hashable] = {}  # pipeline -> inputs of its last reconcile that wrote nothing
         self._deep: dict[str, float] = {}  # pipeline -> when its next deep resync is due (monotonic)
+        self._recording: set[tuple[str, str]] = set()  # (pipeline, job) being recorded or recorded
         self._specs_version = 0  # bumped when an OrgPipeline comes, goes, or its spec changes
 
     # --- feeding (from watch events) ----------------------------------------------------------
@@ -94,6 +95,20 @@ class Cache:
                 entries.pop(key, None)
             else:
                 entries[key] = (meta.get("annotations") or {}).get(naming.ANNOTATION_HASH)
+
+    def claim_job(self, pipeline: str, job: str) -> bool:
+        """Whether this caller is the one to record the finished Job (False: another event or the
+        resync already is, or did, while the status that says so may not have come back yet)."""
+        with self._lock:
+            if (pipeline, job) in self._recording:
+                return False
+            self._recording.add((pipeline, job))
+            return True
+
+    def release_job(self, pipeline: str, job: str) -> None:
+        """Recording the Job failed: the next event or resync may try again."""
+        with self._lock:
+            self._recording.discard((pipeline, job))
 
     def keep_only(self, kind: str, keys: set[ChildKey]) -> None:
         """Drops the children of the kind that are not in `keys` (a fresh listing of the kind: what
@@ -113,6 +128,7 @@ class Cache:
             jobs = self._jobs.setdefault(pipeline, {})
             if event == "DELETED":
                 jobs.pop(str(meta.get("name")), None)
+                self._recording.discard((pipeline, str(meta.get("name"))))
             else:
                 jobs[meta["name"]] = (labels.get(naming.LABEL_TABLE, ""), finished)
 
@@ -134,6 +150,7 @@ class Cache:
                 self._pipelines.pop(name, None)
                 self._children.pop(name, None)
                 self._jobs.pop(name, None)
+                self._recording = {r for r in self._recording if r[0] != name}
                 self._quiet.pop(name, None)
                 self._deep.pop(name, None)
                 return

@@ -148,7 +148,8 @@ class Kube:
                         yield json.loads(line)
             except Exception as exc:  # the connection broke, or a line was cut
                 raise ApiError(0, "Unavailable", str(exc)) from exc
-        finally:
+        finally:  # a watch's connection is not reused: it may end mid-event
+            raw.close()
             raw.release_conn()
 
     # --- verbs --------------------------------------------------------------------------------

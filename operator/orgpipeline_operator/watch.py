@@ -72,6 +72,9 @@ class ChildWatch:
             except Gone:
                 version = None
             except kube.ApiError as exc:
+                if exc.status == 410:  # the version is too old, said as a status, not an event
+                    version = None
+                    continue
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
                 log.warning("watch of %ss: %s; again in %ss", self.kind, exc, delay)
