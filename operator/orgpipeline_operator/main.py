@@ -126,6 +126,8 @@ async def cache_jobs(type: str | None, body: kopf.Body, **_: Any) -> None:
 def reconcile_pipeline(name: str, body: kopf.Body, memo: kopf.Memo, reason: str, **kwargs: Any) -> None:
     trigger = "create" if reason == "create" else "update"
     reconcile.reconcile(memo.rt, reconcile.request(trigger, name, body), body)
+    resyncer: resync.Resyncer = memo.resyncer
+    resyncer.schedule.handled(name, time.monotonic())
 
 
 @kopf.on.resume(G, V, P)

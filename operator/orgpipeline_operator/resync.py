@@ -10,7 +10,8 @@ A Kopf timer costs, per object, an asyncio task, a daemon record and the object'
 from its object graph; see operator/README.md, scale). The resync needs none of it: the cache
 already holds what a reconcile reads (spec, status, uid, generation, resourceVersion).
 
-As the timer did: an org's first resync comes `interval` after the loop first sees it, each next one
+As the timer did: an org's first resync comes `interval` after its create (or update, or resume)
+succeeded, each next one
 `interval` after the previous one ended (the error's delay after a failure); none while the object
 is being deleted, and the finalizer waits for one in flight (`Schedule.stop`), as Kopf stops an
 object's timers before its deletion handlers.
@@ -51,18 +52,23 @@ class Schedule:
             self._resume.add(name)
             self._due[name] = now
 
+    def handled(self, name: str, now: float) -> None:
+        """The pipeline's create or update handler succeeded: its resyncs start (the first one
+        `interval` from now), as Kopf starts an object's timers only once it was handled; a resync
+        before the create would make the org's children a second time beside it."""
+        with self._cond:
+            self._due.setdefault(name, now + self.interval)
+
     def take_due(self, names: Iterable[str], now: float) -> list[tuple[str, str]]:
         """The pipelines whose turn is due, marked running, each with its trigger (resume, or
-        resync); a name seen for the first time is due `interval` from now."""
+        resync); one not yet handled (see `handled`, `resume`) waits."""
         taken = []
         with self._cond:
             for name in names:
                 if name in self._running or name in self._stopped:
                     continue
                 due = self._due.get(name)
-                if due is None:
-                    self._due[name] = now + self.interval
-                elif now >= due:
+                if due is not None and now >= due:
                     self._running.add(name)
                     taken.append((name, "resume" if name in self._resume else "resync"))
         return taken
