@@ -38,6 +38,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
 
 
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
 
 @dataclass
@@ -100,13 +101,17 @@ class Kube:
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
         accept: str = "application/json",
+        counted: bool = True,
     ) -> dict[str, Any]:
+        """One request, JSON in and out. `counted=False`: not in `orgpipeline_api_requests_total`
+        (the watches' own listings, like Kopf's, are not requests of the reconciles)."""
         full = url + ("?" + urlencode(query) if query else "")
         headers = {"Accept": accept, "Content-Type": content_type}
         m, u, h, b, _ = self._api.param_serialize(
             method, full, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
-        metrics.API_REQUESTS.labels(verb=method).inc()
+        if counted:
+            metrics.API_REQUESTS.labels(verb=method).inc()
         try:
             resp = self._api.call_api(m, u, h, b, _request_timeout=(5, 60))
             data = resp.read()
@@ -117,6 +122,35 @@ class Kube:
         if status >= 400:
             raise ApiError(status, str(payload.get("reason") or status), str(payload.get("message") or data))
         return payload
+
+    def stream(
+        self, url: str, query: dict[str, str], accept: str, timeout: float
+    ) -> Iterator[dict[str, Any]]:
+        """A watch: one JSON event per line until the server ends it (not counted, as `request`
+        with counted=False). ApiError when refused or when the connection breaks."""
+        headers = {"Accept": accept}
+        m, u, h, b, _ = self._api.param_serialize(
+            "GET", url + "?" + urlencode(query), header_params=headers, auth_settings=["BearerToken"]
+        )
+        try:
+            resp = self._api.call_api(m, u, h, b, _request_timeout=(5, timeout))
+        except Exception as exc:
+            raise ApiError(0, "Unavailable", str(exc)) from exc
+        raw = resp.response
+        try:
+            if resp.status >= 400:
+                data = raw.read()
+                payload = json.loads(data) if data else {}
+                raise ApiError(resp.status, str(payload.get("reason") or resp.status), str(payload))
+            try:
+                for line in raw:
+                    if line.strip():
+                        yield json.loads(line)
+            except Exception as exc:  # the connection broke, or a line was cut
+                raise ApiError(0, "Unavailable", str(exc)) from exc
+        finally:  # a watch's connection is not reused: it may end mid-event
+            raw.close()
+            raw.release_conn()
 
     # --- verbs --------------------------------------------------------------------------------
 

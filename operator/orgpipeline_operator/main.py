@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 import kopf
@@ -23,22 +24,24 @@ from orgpipeline_operator import (
     naming,
     operator_settings,
     reconcile,
+    resync,
     runs,
     runtime,
     status,
+    watch,
     webhook,
 )
 
 G, V, P = v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
-# Watched children (see builders.WATCHED_KINDS): the rest are tracked by status.childrenHash, and a
-# deep resync reads them back now and then, so the operator is not flooded by quota/namespace events.
-CHILDREN = [("v1", "secrets"), ("batch/v1", "cronjobs")]
+# The watched children (builders.WATCHED_KINDS: Secrets, CronJobs) are watched by watch.py, metadata
+# only, not by Kopf; the rest are tracked by status.childrenHash, and a deep resync reads them back
+# now and then, so the operator is not flooded by quota/namespace events.
 
 
 def _seconds(var: str, default: float) -> float:
-    """A timer interval, read at import (Kopf wants it at registration); a bad value falls back
-    here and is refused by `run()` with the settings' one clear message, not a traceback."""
+    """A resync interval, read at import; a bad value falls back here and is refused by `run()`
+    with the settings' one clear message, not a traceback."""
     try:
         value = float(os.environ.get(var) or default)
     except ValueError:
@@ -49,6 +52,7 @@ def _seconds(var: str, default: float) -> float:
 RESYNC_SECONDS = _seconds("ORGPIPELINE_RESYNC_SECONDS", 300)
 DEEP_RESYNC_SECONDS = _seconds("ORGPIPELINE_DEEP_RESYNC_SECONDS", 3600)
 READY = threading.Event()
+PAGE = watch.PAGE
 
 
 @kopf.on.startup()
@@ -63,12 +67,15 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
     settings.networking.request_timeout = 60
     settings.watching.server_timeout = 600
-    settings.watching.chunk_size = 500  # the initial listings in pages: 9,000 CronJobs at 3,000 orgs
-    for api_version, plural in [*CHILDREN, ("batch/v1", "jobs")]:
-        settings.watching.label_selectors[api_version, plural] = naming.MANAGED_SELECTOR
+    # The initial listings in pages of 100: a page of 500 OrgPipelines was ~12 MB of parsed JSON at
+    # once, at the start, when the operator's memory peaks.
+    settings.watching.chunk_size = PAGE
+    settings.watching.label_selectors["batch/v1", "jobs"] = naming.MANAGED_SELECTOR
     if conf.label_selector:
         settings.watching.label_selectors[G, P] = conf.label_selector
     memo.rt = runtime.Runtime.start(conf)
+    memo.watches = watch.start_all(memo.rt.kube)
+    memo.resyncer = resync.Resyncer(memo.rt, RESYNC_SECONDS, DEEP_RESYNC_SECONDS, conf.workers)
 
 
 @kopf.on.startup()
@@ -87,6 +94,9 @@ async def stop_webhook(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.cleanup()
 def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    for child_watch in memo.watches:
+        child_watch.stop()
+    memo.resyncer.close()
     memo.rt.db.close()
     memo.rt.kube.close()
 
@@ -94,17 +104,13 @@ def shutdown(memo: kopf.Memo, **_: Any) -> None:
 # --- the cache (watch events; never blocks the handlers, unlike Kopf's indexes) -----------------
 
 
-async def _cache_child(type: str | None, body: kopf.Body, **_: Any) -> None:
-    cache.CACHE.child(type, body)
-
-
-for _api_version, _plural in CHILDREN:
-    kopf.on.event(_api_version, _plural, labels=MANAGED, id=f"cache_{_plural}")(_cache_child)
-
-
 @kopf.on.event(G, V, P)
-async def cache_pipelines(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def cache_pipelines(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     cache.CACHE.pipeline(type, body)
+    resyncer: resync.Resyncer = memo.resyncer
+    resyncer.start()  # once, here: in the context of Kopf's object handlers (see resync.py)
+    if type == "DELETED":
+        resyncer.schedule.forget(body.metadata.name or "")
 
 
 @kopf.on.event("batch/v1", "jobs", labels=MANAGED)
@@ -115,48 +121,21 @@ async def cache_jobs(type: str | None, body: kopf.Body, **_: Any) -> None:
 # --- the OrgPipeline ---------------------------------------------------------------------------
 
 
-def _request(trigger: str, name: str, body: kopf.Body) -> reconcile.Request:
-    return reconcile.Request(
-        name=name,
-        uid=body.metadata.uid or "",
-        generation=body.metadata.get("generation"),
-        resource_version=body.metadata.get("resourceVersion"),
-        spec=dict(body.spec),
-        status=dict(body.status),
-        trigger=trigger,
-        existing=cache.CACHE.children_of(name),
-        org_owner=cache.CACHE.org_owner(body.spec.get("orgId")),
-    )
-
-
 @kopf.on.create(G, V, P)
 @kopf.on.update(G, V, P)
-@kopf.on.resume(G, V, P)
 def reconcile_pipeline(name: str, body: kopf.Body, memo: kopf.Memo, reason: str, **kwargs: Any) -> None:
-    trigger = "create" if reason == "create" else "update" if reason == "update" else "resume"
-    reconcile.reconcile(memo.rt, _request(trigger, name, body), body)
+    trigger = "create" if reason == "create" else "update"
+    reconcile.reconcile(memo.rt, reconcile.request(trigger, name, body), body)
+    resyncer: resync.Resyncer = memo.resyncer
+    resyncer.schedule.handled(name, time.monotonic())
 
 
-@kopf.timer(G, V, P, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
-def resync(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """The idle resync, and every DEEP_RESYNC_SECONDS (per org, spread) the deep one: one timer per
-    org, not two (each Kopf timer is a task and state per object: thousands of them at scale)."""
-    if body.metadata.get("deletionTimestamp"):
-        return
-    trigger = "deep" if cache.CACHE.deep_due(name, DEEP_RESYNC_SECONDS) else "resync"
-    reconcile.reconcile(memo.rt, _request(trigger, name, body), body)
-    finished = [(table, job) for table, job, done in cache.CACHE.jobs_of(name) if done]
-    if not finished:
-        return
-    current = status.parse(dict(body.status))
-    recorded = {t.name: t.last_run.job for t in current.tables if t.last_run}
-    if current.retention and current.retention.last_run:  # retention Jobs carry no table: ""
-        recorded[""] = current.retention.last_run.job
-    for table, job in finished:
-        if recorded.get(table) != job:  # a Job event the watcher missed
-            found = memo.rt.kube.get("batch/v1", "Job", job, naming.namespace(body.spec["orgId"]))
-            if found:
-                runs.record_finished_job(memo.rt, found, cache.CACHE.pipeline_snapshot(name))
+@kopf.on.resume(G, V, P)
+async def resume_pipeline(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """An OrgPipeline found at start: verified by the resync loop from the cache (see resync.py),
+    so that Kopf does not hold thousands of whole bodies while they wait for a thread."""
+    resyncer: resync.Resyncer = memo.resyncer
+    resyncer.schedule.resume(name, time.monotonic())
 
 
 @kopf.on.field(G, V, P, field=("metadata", "annotations", naming.ANNOTATION_RUN_NOW))
@@ -172,6 +151,12 @@ def run_now(name: str, body: kopf.Body, new: Any, memo: kopf.Memo, patch: kopf.P
 
 @kopf.on.delete(G, V, P)
 def delete_pipeline(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    resyncer: resync.Resyncer | None = memo.get("resyncer")
+    if resyncer is not None and not resyncer.schedule.stop(name):  # no resync beside the clean-up
+        raise kopf.TemporaryError(
+            "a resync of the org is still running",
+            delay=memo.rt.settings.retry_seconds,
+        )
     cleanup.finalize(memo.rt, name, dict(body.spec), body)
 
 

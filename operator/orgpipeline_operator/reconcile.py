@@ -9,6 +9,7 @@ retry (kopf.TemporaryError).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,11 +62,31 @@ def reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
         metrics.RECONCILE_SECONDS.labels(trigger=req.trigger).observe(time.monotonic() - started)
 
 
-def quiet_fingerprint(req: Request) -> tuple[Any, ...]:
+def request(trigger: str, name: str, obj: Mapping[str, Any]) -> Request:
+    """The reconcile of the object (as Kopf passes it, or as the cache keeps it) with the cache's
+    view of its children and of who owns its org id."""
+    meta = obj.get("metadata") or {}
+    spec = dict(obj.get("spec") or {})
+    return Request(
+        name=name,
+        uid=str(meta.get("uid") or ""),
+        generation=meta.get("generation"),
+        resource_version=meta.get("resourceVersion"),
+        spec=spec,
+        status=dict(obj.get("status") or {}),
+        trigger=trigger,
+        existing=cache.CACHE.children_of(name),
+        org_owner=cache.CACHE.org_owner(spec.get("orgId")),
+    )
+
+
+def quiet_fingerprint(req: Request) -> bytes:
     """What a reconcile depends on that can change between two resyncs: the object (its
     resourceVersion moves with any change of spec, status or metadata) and its watched children as
-    the cache has them. The rest (settings, the operator's code) is fixed for the process."""
-    return req.uid, req.resource_version, tuple(sorted(req.existing.items()))
+    the cache has them. The rest (settings, the operator's code) is fixed for the process. Kept per
+    org as a 16-byte digest, not as the children's list (a copy of the cache's at thousands of orgs)."""
+    inputs = (req.uid, req.resource_version, tuple(sorted(req.existing.items())))
+    return hashlib.blake2b(repr(inputs).encode(), digest_size=16).digest()
 
 
 def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:

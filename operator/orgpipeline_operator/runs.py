@@ -16,7 +16,7 @@ from orgpipeline_api.run_report import AlertType, RunResult
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from orgpipeline_api.v1alpha1_status import LastRun, OrgPipelineStatus
 
-from orgpipeline_operator import builders, kube, metrics, naming, retention_runs, runtime, status
+from orgpipeline_operator import builders, cache, kube, metrics, naming, retention_runs, runtime, status
 from orgpipeline_operator.runtime import Runtime, StatusWrite, log
 
 
@@ -102,9 +102,23 @@ def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str
     finished_at = (job.get("status") or {}).get("completionTime") or ""
     if known and known.last_run and finished_at and (known.last_run.finished_at or "") > finished_at:
         return False  # an older Job of the history; the newer result stays
+    # The status above may lag behind a write of this very run (the Job's next event, or the
+    # resync, came before the status did): one recording per Job in this process, or it counts twice.
+    if not cache.CACHE.claim_job(pipeline, name):
+        return False
+    try:
+        return _record(rt, job, parent, table)
+    except BaseException:
+        cache.CACHE.release_job(pipeline, name)
+        raise
+
+
+def _record(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str, Any], table: str) -> bool:
+    name = job["metadata"]["name"]
     pods = rt.kube.list("v1", "Pod", job["metadata"]["namespace"], f"batch.kubernetes.io/job-name={name}")
     run = status.last_run_from_job(dict(job), pods)
     if run is None:
+        cache.CACHE.release_job(str(job["metadata"]["labels"][naming.LABEL_PIPELINE]), name)
         return False
     metrics.JOB_RESULTS.labels(result=run.result.value).inc()
     metrics.record_run(str((parent.get("spec") or {}).get("orgId") or ""), table, run)

@@ -107,3 +107,32 @@ def test_the_deep_resync_comes_once_per_interval_the_first_spread_by_name() -> N
     assert all(100 <= t <= 126 for t in firsts) and len(set(firsts)) > 1
     assert not c.deep_due("a", 100, now=firsts[0] + 50)
     assert c.deep_due("a", 100, now=firsts[0] + 100)
+
+
+def test_a_fresh_listing_drops_the_children_of_its_kind_it_no_longer_has() -> None:
+    c = Cache()
+    labels = {naming.LABEL_PIPELINE: "a"}
+    for kind, name in (("CronJob", "ingest-x"), ("CronJob", "ingest-y"), ("Secret", "creds")):
+        c.child("ADDED", {"kind": kind, "metadata": {"name": name, "namespace": "org-1", "labels": labels}})
+    c.keep_only("CronJob", {("CronJob", "org-1", "ingest-x")})
+    assert set(c.children_of("a")) == {("CronJob", "org-1", "ingest-x"), ("Secret", "org-1", "creds")}
+
+
+def test_the_pipeline_kept_is_a_copy_with_what_a_reconcile_reads() -> None:
+    c = Cache()
+    body = {
+        "apiVersion": "orgpipeline.io/v1alpha1",
+        "kind": "OrgPipeline",
+        "metadata": {"name": "a", "uid": "u", "resourceVersion": "7", "generation": 2, "managedFields": [{}]},
+        "spec": {"orgId": "1", "tables": [{"name": "t"}]},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    c.pipeline("ADDED", body)
+    kept = c.pipeline_snapshot("a")
+    assert kept is not None
+    assert kept["spec"] == body["spec"] and kept["status"] == body["status"]
+    assert kept["metadata"]["resourceVersion"] == "7" and "managedFields" not in kept["metadata"]
+    assert (kept["apiVersion"], kept["kind"]) == ("orgpipeline.io/v1alpha1", "OrgPipeline")
+    kept["spec"]["tables"].append({"name": "u"})  # the caller's own copy
+    assert c.pipeline_snapshot("a") == {**kept, "spec": body["spec"]}
+    assert c.resyncable() == ["a"] and [p["metadata"]["name"] for p in c.pipelines()] == ["a"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
-from orgpipeline_operator import main
+from orgpipeline_operator import cache, main, resync
 
 NO_RUNTIME = kopf.Memo(rt=None)
 PIPELINE: dict[str, Any] = {
@@ -31,9 +31,15 @@ def test_a_running_or_deleted_job_records_nothing() -> None:
     main.job_event(body=kopf.Body(done), type="DELETED", labels={}, memo=NO_RUNTIME)
 
 
-def test_the_resync_of_an_object_being_deleted_does_nothing() -> None:
+def test_the_resync_of_an_object_being_deleted_or_gone_does_nothing() -> None:
     deleting = {**PIPELINE, "metadata": {**PIPELINE["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
-    main.resync(name="org-123", body=kopf.Body(deleting), memo=NO_RUNTIME)
+    cache.CACHE.pipeline("MODIFIED", deleting)
+    try:
+        assert "org-123" not in cache.CACHE.resyncable()
+        resync.resync(NO_RUNTIME.rt, "org-123", 3600)
+    finally:
+        cache.CACHE.pipeline("DELETED", deleting)
+    resync.resync(NO_RUNTIME.rt, "org-123", 3600)  # gone from the cache
 
 
 def test_deleting_a_pipeline_that_never_had_a_valid_org_touches_nothing() -> None:

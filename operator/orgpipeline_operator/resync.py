@@ -1,0 +1,184 @@
+"""The idle resync of every OrgPipeline: one loop for all orgs, not a Kopf timer per org.
+
+The resume of the orgs found at start runs here too (Kopf's resume handler only asks for it): as
+Kopf handlers, the 3,000 resumes of a restart waited for a thread each holding its object's whole
+body, Kopf's diff and its bookkeeping, hundreds of MB at once; here they wait as names.
+
+A Kopf timer costs, per object, an asyncio task, a daemon record and the object's last whole body
+(managedFields, Kopf's annotations and all), kept to pass as the handler's `body`: at 3,000 orgs
+~24 KB of body and ~12 KB of task and records per org, a third of the operator's memory (measured
+from its object graph; see operator/README.md, scale). The resync needs none of it: the cache
+already holds what a reconcile reads (spec, status, uid, generation, resourceVersion).
+
+As the timer did: an org's first resync comes `interval` after its create (or update, or resume)
+succeeded, each next one
+`interval` after the previous one ended (the error's delay after a failure); none while the object
+is being deleted, and the finalizer waits for one in flight (`Schedule.stop`), as Kopf stops an
+object's timers before its deletion handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+import time
+from collections.abc import Iterable
+
+import kopf
+
+from orgpipeline_operator import cache, naming, reconcile, runs, status
+from orgpipeline_operator.runtime import Runtime, log
+
+STOP_WAIT_SECONDS = 120.0
+"""How long the finalizer waits for a resync of the org that is still running."""
+
+
+class Schedule:
+    """When each pipeline's next resync is due, and which are running: thread-safe, no I/O."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._cond = threading.Condition()
+        self._due: dict[str, float] = {}
+        self._running: set[str] = set()
+        self._stopped: set[str] = set()
+        self._resume: set[str] = set()  # to verify (resume) at their next turn
+
+    def resume(self, name: str, now: float) -> None:
+        """The pipeline is to be verified as on an operator start: due now, as a resume."""
+        with self._cond:
+            self._resume.add(name)
+            self._due[name] = now
+
+    def handled(self, name: str, now: float) -> None:
+        """The pipeline's create or update handler succeeded: its resyncs start (the first one
+        `interval` from now), as Kopf starts an object's timers only once it was handled; a resync
+        before the create would make the org's children a second time beside it."""
+        with self._cond:
+            self._due.setdefault(name, now + self.interval)
+
+    def take_due(self, names: Iterable[str], now: float) -> list[tuple[str, str]]:
+        """The pipelines whose turn is due, marked running, each with its trigger (resume, or
+        resync); one not yet handled (see `handled`, `resume`) waits."""
+        taken = []
+        with self._cond:
+            for name in names:
+                if name in self._running or name in self._stopped:
+                    continue
+                due = self._due.get(name)
+                if due is not None and now >= due:
+                    self._running.add(name)
+                    taken.append((name, "resume" if name in self._resume else "resync"))
+        return taken
+
+    def finish(self, name: str, now: float, delay: float | None = None) -> None:
+        """The pipeline's turn ended: the next one is due `interval` from now; after a failure
+        `delay` from now, and a resume stays a resume."""
+        with self._cond:
+            self._running.discard(name)
+            if delay is None:
+                self._resume.discard(name)
+            if name in self._due:
+                self._due[name] = now + (self.interval if delay is None else delay)
+            self._cond.notify_all()
+
+    def stop(self, name: str, timeout: float = STOP_WAIT_SECONDS) -> bool:
+        """No more resyncs of the pipeline (it is being deleted); waits for one in flight. False
+        when it was still running after `timeout`."""
+        with self._cond:
+            self._stopped.add(name)
+            return self._cond.wait_for(lambda: name not in self._running, timeout)
+
+    def forget(self, name: str) -> None:
+        """The pipeline is gone: drop what is kept of it (a new one of the same name starts anew)."""
+        with self._cond:
+            self._due.pop(name, None)
+            self._stopped.discard(name)
+            self._resume.discard(name)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._due)
+
+
+class Resyncer:
+    """Runs the due resyncs on a small thread pool, from a loop on Kopf's event loop."""
+
+    def __init__(self, rt: Runtime, interval: float, deep_interval: float, workers: int) -> None:
+        self.rt = rt
+        self.deep_interval = deep_interval
+        self.schedule = Schedule(interval)
+        self.tick = min(1.0, interval / 4)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="resync")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Starts the loop (once) from a Kopf handler on the event loop: the resyncs run in a copy
+        of that context, where Kopf's Event posting (kopf.info/warn) works as in its handlers."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._forever(), name="resync")
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.tick)
+            try:
+                for name, trigger in self.schedule.take_due(cache.CACHE.resyncable(), time.monotonic()):
+                    ctx = contextvars.copy_context()
+                    loop.run_in_executor(self._pool, ctx.run, self._one, name, trigger)
+            except Exception:  # keep the loop: one bad tick must not end the resyncs of all orgs
+                log.exception("resync loop")
+
+    def _one(self, name: str, trigger: str) -> None:
+        delay: float | None = None
+        try:
+            if trigger == "resume":
+                resume(self.rt, name)
+            else:
+                resync(self.rt, name, self.deep_interval)
+        except kopf.TemporaryError as exc:
+            delay = exc.delay if exc.delay is not None else self.rt.settings.retry_seconds
+            log.warning("%s: resync failed, retrying in %ss: %s", name, delay, exc)
+        except Exception:
+            delay = self.rt.settings.retry_seconds
+            log.exception("%s: resync failed, retrying in %ss", name, delay)
+        finally:
+            self.schedule.finish(name, time.monotonic(), delay)
+
+
+def resume(rt: Runtime, name: str) -> None:
+    """Verifies an OrgPipeline that existed before the operator started (see reconcile)."""
+    obj = cache.CACHE.pipeline_snapshot(name)
+    if obj is None or obj["metadata"].get("deletionTimestamp"):
+        return
+    reconcile.reconcile(rt, reconcile.request("resume", name, obj), obj)
+
+
+def resync(rt: Runtime, name: str, deep_interval: float) -> None:
+    """The idle resync of one OrgPipeline, from the object as the cache last saw it; every
+    `deep_interval` (per org, spread) a deep one. Also records finished Jobs the watch missed."""
+    obj = cache.CACHE.pipeline_snapshot(name)
+    if obj is None or obj["metadata"].get("deletionTimestamp"):
+        return
+    trigger = "deep" if cache.CACHE.deep_due(name, deep_interval) else "resync"
+    reconcile.reconcile(rt, reconcile.request(trigger, name, obj), obj)
+    finished = [(table, job) for table, job, done in cache.CACHE.jobs_of(name) if done]
+    if not finished:
+        return
+    current = status.parse(dict(obj.get("status") or {}))
+    recorded = {t.name: t.last_run.job for t in current.tables if t.last_run}
+    if current.retention and current.retention.last_run:  # retention Jobs carry no table: ""
+        recorded[""] = current.retention.last_run.job
+    for table, job in finished:
+        if recorded.get(table) != job:  # a Job event the watcher missed
+            org_id = str((obj.get("spec") or {}).get("orgId") or "")
+            found = rt.kube.get("batch/v1", "Job", job, naming.namespace(org_id))
+            if found:
+                runs.record_finished_job(rt, found, cache.CACHE.pipeline_snapshot(name))

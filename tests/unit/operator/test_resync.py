@@ -1,0 +1,51 @@
+"""The resync loop's schedule: first resync one interval after an org is seen, the next one an
+interval after the previous ended, a failure's delay, resumes first, none once deletion began."""
+
+from __future__ import annotations
+
+import threading
+
+from orgpipeline_operator.resync import Schedule
+
+
+def test_an_org_is_resynced_one_interval_after_it_was_handled_then_after_each_end() -> None:
+    s = Schedule(30)
+    assert s.take_due(["a"], now=1000) == []  # seen, not yet created: no resync beside the create
+    s.handled("a", now=0)
+    assert s.take_due(["a"], now=0) == []
+    assert s.take_due(["a"], now=29) == []
+    assert s.take_due(["a"], now=30) == [("a", "resync")]
+    assert s.take_due(["a"], now=100) == []  # running: never twice at once
+    s.finish("a", now=100)
+    assert s.take_due(["a"], now=129) == []
+    assert s.take_due(["a"], now=130) == [("a", "resync")]
+
+
+def test_a_failure_comes_back_after_its_delay_and_a_failed_resume_stays_a_resume() -> None:
+    s = Schedule(300)
+    s.resume("a", now=0)
+    assert s.take_due(["a"], now=0) == [("a", "resume")]
+    s.finish("a", now=1, delay=15)
+    assert s.take_due(["a"], now=15) == []
+    assert s.take_due(["a"], now=16) == [("a", "resume")]
+    s.finish("a", now=17)
+    assert s.take_due(["a"], now=317) == [("a", "resync")]
+
+
+def test_stop_waits_for_the_resync_in_flight_and_no_other_starts() -> None:
+    s = Schedule(1)
+    s.handled("a", now=0)
+    assert s.take_due(["a"], now=1) == [("a", "resync")]
+    threading.Timer(0.05, lambda: s.finish("a", now=2)).start()
+    assert s.stop("a", timeout=5)
+    assert s.take_due(["a"], now=100) == []
+    s.forget("a")  # the object is gone; one of the same name starts anew
+    s.handled("a", now=100)
+    assert s.take_due(["a"], now=101) == [("a", "resync")]
+
+
+def test_stop_gives_up_on_a_resync_that_does_not_end() -> None:
+    s = Schedule(1)
+    s.handled("a", now=0)
+    s.take_due(["a"], now=1)
+    assert not s.stop("a", timeout=0.01)
