@@ -16,7 +16,7 @@ import kopf
 import pytest
 from operator_helpers import pipeline, posted_reasons, report_message, write_terminated
 from orgpipeline_api import store_names, v1alpha1
-from orgpipeline_operator import database, kube, main, naming, operator_settings, runs, runtime
+from orgpipeline_operator import database, kube, main, naming, operator_settings, resync, runs, runtime
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,18 @@ def rt(stack: Any, kube_api: Any) -> Iterator[runtime.Runtime]:
     made.db.close()
 
 
+@pytest.fixture(scope="module")
+def resyncer(rt: runtime.Runtime) -> Iterator[resync.Resyncer]:
+    """The resync loop the startup handler puts beside it (never started here: no resyncs)."""
+    loop = resync.Resyncer(rt, main.RESYNC_SECONDS, main.DEEP_RESYNC_SECONDS, 1)
+    yield loop
+    loop.close()
+
+
+def _memo(rt: runtime.Runtime, resyncer: resync.Resyncer) -> kopf.Memo:
+    return kopf.Memo(rt=rt, resyncer=resyncer)
+
+
 def _get(rt: runtime.Runtime, name: str) -> dict[str, Any]:
     found = rt.kube.get(v1alpha1.API_VERSION, v1alpha1.KIND, name)
     assert found is not None
@@ -37,7 +49,9 @@ def _get(rt: runtime.Runtime, name: str) -> dict[str, Any]:
 
 
 @pytest.fixture()
-def created(rt: runtime.Runtime, events: asyncio.Queue[Any]) -> Iterator[dict[str, Any]]:
+def created(
+    rt: runtime.Runtime, resyncer: resync.Resyncer, events: asyncio.Queue[Any]
+) -> Iterator[dict[str, Any]]:
     """An OrgPipeline reconciled by the create handler; deleted (data and namespace) afterwards."""
     org = f"h{uuid.uuid4().hex[:8]}"
     manifest = pipeline(org)
@@ -45,10 +59,10 @@ def created(rt: runtime.Runtime, events: asyncio.Queue[Any]) -> Iterator[dict[st
     rt.kube.create(manifest)
     name = manifest["metadata"]["name"]
     body = _get(rt, name)
-    main.reconcile_pipeline(name=name, body=kopf.Body(body), memo=kopf.Memo(rt=rt), reason="create")
+    main.reconcile_pipeline(name=name, body=kopf.Body(body), memo=_memo(rt, resyncer), reason="create")
     yield _get(rt, name)
     body = _get(rt, name)
-    main.delete_pipeline(name=name, body=kopf.Body(body), memo=kopf.Memo(rt=rt))
+    main.delete_pipeline(name=name, body=kopf.Body(body), memo=_memo(rt, resyncer))
     rt.kube.delete(v1alpha1.API_VERSION, v1alpha1.KIND, name)
 
 
@@ -161,9 +175,11 @@ def _schema_exists(pg: Any, org: str) -> bool:
     return pg.execute(query, (store_names.pg_schema(org),)).fetchone() is not None
 
 
-def test_delete_handler_drops_the_org(rt: runtime.Runtime, created: dict[str, Any], pg: Any) -> None:
+def test_delete_handler_drops_the_org(
+    rt: runtime.Runtime, resyncer: resync.Resyncer, created: dict[str, Any], pg: Any
+) -> None:
     name, org = created["metadata"]["name"], created["spec"]["orgId"]
-    main.delete_pipeline(name=name, body=kopf.Body(_get(rt, name)), memo=kopf.Memo(rt=rt))
+    main.delete_pipeline(name=name, body=kopf.Body(_get(rt, name)), memo=_memo(rt, resyncer))
     namespace = rt.kube.get("v1", "Namespace", naming.namespace(org))
     assert namespace is None or namespace["metadata"].get("deletionTimestamp")
     assert not _schema_exists(pg, org)
