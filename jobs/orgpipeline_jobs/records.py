@@ -67,7 +67,7 @@ class CheckedBatch:
     """A batch after the checks: the rows that became records and those rejected.
 
     Lines, keys and JSON stay Arrow columns (what the change detection stages and the writers
-    take); their Python lists are made on first use, which an unchanged re-run never makes."""
+    take); Python values are taken only for the rows that become versions."""
 
     line_array: pa.Array
     """Physical lines of the records (rows not rejected), in file order (int64)."""
@@ -85,18 +85,6 @@ class CheckedBatch:
 
     def __len__(self) -> int:
         return len(self.line_array)
-
-    @functools.cached_property
-    def lines(self) -> list[int]:
-        return list(self.line_array.to_pylist())
-
-    @functools.cached_property
-    def composite_keys(self) -> list[str]:
-        return list(self.key_array.to_pylist())
-
-    @functools.cached_property
-    def data_json(self) -> list[str]:
-        return list(self.json_array.to_pylist())
 
     @functools.cached_property
     def hash_array(self) -> pa.Array:

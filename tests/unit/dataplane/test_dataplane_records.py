@@ -134,7 +134,7 @@ def batched(table: Table, header: list[str], data: list[list[str]], org: str) ->
         batch = Batch(columns, pa.array(range(first + 2, first + len(part) + 2), pa.int64()))
         checked = checker.check(header, batch, org, acc)
         values = checked.python_values(range(len(checked)))
-        out["keys"] += checked.composite_keys
+        out["keys"] += checked.key_array.to_pylist()
         out["hashes"] += checked.data_hashes
         out["values"] += values
         out["rejected"] += [(r.line, r.issue_type, r.reason) for r in checked.rejected]
