@@ -376,6 +376,7 @@ class FileIngest:
                     previous_data_hash=head.data_hash if head else None,
                     line=new.line,
                     check=checked.checks.get(new.index),
+                    for_bson=True,
                 )
             )
             if len(docs) >= ENCODE_CHUNK:

@@ -152,13 +152,14 @@ def _table_objects(
                 )
             )
     retype.apply(conn, org_id, table)  # column types changed in the manifest (or refused)
+    # The seed's indexes, and only those: each costs every version's write (an index on the rows'
+    # file id, which no query read, was dropped from new tables; tables that have it keep it).
     indexes = [
         ("org_active", "(org_id, is_active)"),
         ("composite_latest", "(composite_key, version DESC)"),
         ("ingested_at", "(ingested_at)"),
         ("changed_by", "(changed_by_user_id)"),
         ("data_quality", "USING gin (data_quality)"),
-        ("file", "((source_file_metadata->>'file_id'))"),
     ]
     for suffix, body in indexes:
         conn.execute(
@@ -200,6 +201,14 @@ def _table_objects(
     ]
     for statement, name in zip(statements, names, strict=True):
         conn.execute(sql.SQL(statement).format(_q(schema, name)))
+    # Change detection probes the heads one key at a time, ~10,000 keys a batch: a hash index finds
+    # a key in about half the time the primary key's btree takes (bench/README.md, "heads probe").
+    heads = store_names.pg_heads(table.name)
+    conn.execute(
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hash (composite_key)").format(
+            sql.Identifier(f"idx_{heads}_key_hash"[:63]), _q(schema, heads)
+        )
+    )
     pending_loads = _q(schema, store_names.pg_pending_loads(table.name))
     if not conn.execute("SELECT to_regclass(%s)", (pending_loads.as_string(conn),)).fetchone()[0]:  # type: ignore[index]
         conn.execute(sql.SQL("CREATE TABLE {} (batch_id TEXT PRIMARY KEY)").format(pending_loads))

@@ -6,6 +6,7 @@ of a version (MongoDB refuses the duplicate `_id` and the landing ignores exactl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -64,10 +65,20 @@ class Part:
     processing: dict[str, Any]
     timestamp: str
     """`ctx.now` as ISO text: the audit trail's change_timestamp."""
+    processing_bson: RawBSONDocument
+    """`processing` encoded once: the BSON encoder copies it into every document as it is."""
 
     @classmethod
     def of(cls, ctx: VersionContext, batch_id: str, postgres_status: str) -> Part:
-        return cls(ctx, batch_id, postgres_status, processing_metadata(ctx, batch_id), ctx.now.isoformat())
+        processing = processing_metadata(ctx, batch_id)
+        return cls(
+            ctx,
+            batch_id,
+            postgres_status,
+            processing,
+            ctx.now.isoformat(),
+            RawBSONDocument(bson.encode(processing)),
+        )
 
 
 def build(
@@ -83,9 +94,18 @@ def build(
     previous_data_hash: str | None,
     line: int | None,
     check: RecordCheck | None,
+    for_bson: bool = False,
 ) -> dict[str, Any]:
+    """The version document. `for_bson`: for encoding only, its shared sub-documents (the run's
+    processing metadata, the quality of a record without issues) are given encoded once, which
+    halves the encoding's time and gives the same bytes."""
     ctx = part.ctx
     quality = check.as_document() if check else PASSED
+    quality_doc: Mapping[str, Any] = quality
+    processing: Mapping[str, Any] = part.processing
+    if for_bson:
+        quality_doc = quality if check else PASSED_BSON
+        processing = part.processing_bson
     source = {**ctx.source_file, "line": line}
     return {
         "_id": version_id(composite_key, version),
@@ -109,9 +129,9 @@ def build(
             "validation_status": quality["status"],
             "validation_errors": quality["errors"],
             "data_quality_score": quality["quality_score"],
-            "processing_metadata": part.processing,
+            "processing_metadata": processing,
         },
-        "data_quality": quality,
+        "data_quality": quality_doc,
         "ingested_at": ctx.now,
         "last_modified": ctx.now,
         "postgres_status": part.postgres_status,
@@ -125,6 +145,8 @@ def build(
 
 PASSED = {"status": "PASSED", "errors": [], "warnings": [], "quality_score": 1.0}
 """The quality document of a record without issues (shared: BSON encoding only reads it)."""
+
+PASSED_BSON = RawBSONDocument(bson.encode(PASSED))
 
 
 def encode(docs: list[dict[str, Any]]) -> list[RawBSONDocument]:
