@@ -101,11 +101,8 @@ def build(
     halves the encoding's time and gives the same bytes."""
     ctx = part.ctx
     quality = check.as_document() if check else PASSED
-    quality_doc: Mapping[str, Any] = quality
-    processing: Mapping[str, Any] = part.processing
-    if for_bson:
-        quality_doc = quality if check else PASSED_BSON
-        processing = part.processing_bson
+    quality_doc: Mapping[str, Any] = PASSED_BSON if for_bson and check is None else quality
+    processing: Mapping[str, Any] = part.processing_bson if for_bson else part.processing
     source = {**ctx.source_file, "line": line}
     return {
         "_id": version_id(composite_key, version),

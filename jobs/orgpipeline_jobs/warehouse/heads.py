@@ -76,9 +76,10 @@ _PREPARE = sql.SQL(
     " CREATE TEMP TABLE IF NOT EXISTS {} (idx INTEGER, composite_key TEXT, data_hash TEXT,"
     " repeated BOOLEAN) ON COMMIT DELETE ROWS"
 ).format(STAGE)
-"""For the rest of the transaction, join a batch to the heads by primary-key probes: a batch is
-small next to the heads of a large table, and a hash or merge join would read every head for
-every batch (quadratic over a file), a probe per staged key stays linear. No JIT: compiling
+"""For the rest of the transaction, join a batch to the heads by key probes (through the heads'
+hash index on the key, see `orgschema.ddl`): a batch is small next to the heads of a large table,
+and a hash or merge join would read every head for every batch (quadratic over a file), a probe
+per staged key stays linear. No JIT: compiling
 costs more than these statements run. And the session's staging table, emptied at each commit.
 One round trip (two statements, no parameters)."""
 
