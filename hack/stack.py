@@ -37,7 +37,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -414,6 +414,8 @@ class Server:
     after_start: Callable[[dict[str, object]], None] | None = None
     stop_signal: int = signal.SIGTERM
     timeout: float = 60.0
+    env: dict[str, str] = field(default_factory=dict)
+    """Set in the server's environment, over the stack's own."""
 
 
 def _pg_bin() -> Path:
@@ -674,6 +676,10 @@ SERVERS = [
         ],
         ferretdb_ready,
         "ferretdb",
+        # Go's collector took a fifth of FerretDB's CPU while it took a 200,000-row load (perf:
+        # gcBgMarkWorker and allocation assists); collecting at 5x the live heap instead of 2x
+        # cut FerretDB's CPU per document by about a fifth, for ~90 MB of memory.
+        env={"GOGC": "400"},
     ),
     Server(
         "s3",
@@ -762,6 +768,7 @@ def _launch(server: Server, state: dict[str, object]) -> int:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=STATE_DIR,
+            env={**os.environ, **server.env},
         )
     pidfile(server.name).write_text(str(proc.pid))
     return proc.pid
