@@ -56,6 +56,15 @@ def _keep(kubectl: Kubectl, name: str, tables: list[str]) -> None:
     kubectl("patch", "orgpipeline", name, "--type=json", "-p", json.dumps(patch))
 
 
+def _waited(op: Operator, fn: Any, what: str, timeout: float = 90, interval: float = 0.3) -> Any:
+    """`wait_for` whose failure shows the operator's log. Generous timeouts: under a full test run
+    the operator's first event can take longer than 30 s; the test is about what converges."""
+    try:
+        return wait_for(fn, timeout=timeout, what=what, interval=interval)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{op.log.read_text()[-3000:]}") from None
+
+
 def test_table_removed_right_after_create_or_update_loses_its_cronjob(
     slow_resync_operator: Operator,
     kubectl: Kubectl,
@@ -70,25 +79,25 @@ def test_table_removed_right_after_create_or_update_loses_its_cronjob(
     cleanup_pipelines.append(name)
 
     # Create, then at once (no sleep) remove half of the tables.
+    op = slow_resync_operator
     kubectl.apply(manifest)
-    wait_for(lambda: kubectl("get", "namespace", ns, check=False).returncode == 0, interval=0.05)
+
+    def namespace_made() -> bool:
+        return kubectl("get", "namespace", ns, check=False).returncode == 0
+
+    _waited(op, namespace_made, "namespace", interval=0.05)
     kept = TABLES[:20]
     _keep(kubectl, name, kept)
-    try:
-        wait_for(
-            lambda: _converged(kubectl, ns, name, kept), timeout=90, what="CronJobs of removed tables gone"
-        )
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{slow_resync_operator.log.read_text()[-3000:]}") from None
+    _waited(op, lambda: _converged(kubectl, ns, name, kept), "CronJobs of removed tables gone")
     wait_ready(api, name, timeout=60)
 
     # Update (add the tables back), then at once remove them again.
     manifest["spec"]["tables"] = pipeline(org, TABLES)["spec"]["tables"]
     kubectl.apply(manifest)
-    wait_for(lambda: len(_crons(kubectl, ns, name)) > len(kept), interval=0.05, what="tables added")
+    _waited(op, lambda: len(_crons(kubectl, ns, name)) > len(kept), "tables added", interval=0.05)
     kept = TABLES[:3]
     _keep(kubectl, name, kept)
-    wait_for(lambda: _converged(kubectl, ns, name, kept), timeout=90, what="CronJobs of removed tables gone")
+    _waited(op, lambda: _converged(kubectl, ns, name, kept), "CronJobs of removed tables gone")
     obj = wait_ready(api, name, timeout=60)
     assert [t["name"] for t in obj["status"]["tables"]] == kept
 
