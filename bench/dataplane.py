@@ -456,8 +456,8 @@ def report(results: list[tuple[str, int, dict[str, Any]]], rows: int, size_mb: f
             label = f"  (median of {len(r['trials'])}: {spread} s)"
             print(f"| {label:<44} |{'':12}|{'':10}|{'':11}|{'':13}|")
         if "mongo_seconds" in r:
-            label = f"  ({r['streams']} insert_many streams {r['mongo_seconds']:.1f} s"
-            label += f" + COPY {r['copy_seconds']:.1f} s)"
+            mongo, copy = r["mongo_seconds"], r["copy_seconds"]
+            label = f"  (insert_many x{r['streams']} {mongo:.1f} s + COPY {copy:.1f} s)"
             print(f"| {label:<44} |{'':12}|{'':10}|{'':11}|{'':13}|")
     first = rate["ours: first ingest+load"]
     ratios: dict[str, float] = {}
