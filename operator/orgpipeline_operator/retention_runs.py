@@ -90,52 +90,55 @@ _REPORT_FIELDS = frozenset(
 )
 
 
-def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str, Any] | None) -> bool:
-    """Reads a finished retention Job into its OrgPipeline's status.retention; False when nothing
-    was to do (already recorded, an older Job of the history, still running)."""
-    if parent is None or status.job_finished(dict(job)) is None:
-        return False
-    name = job["metadata"]["name"]
-    known = status.parse(dict(parent.get("status") or {})).retention
+def _recorded(parent_status: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    """Whether the status already holds this Job's run, or a later one (the Job is history)."""
+    known = status.parse(dict(parent_status)).retention
     last = known.last_run if known else None
     finished_at = (job.get("status") or {}).get("completionTime") or ""
-    if last is not None and (last.job == name or (finished_at and (last.finished_at or "") > finished_at)):
+    if last is None:
         return False
+    return last.job == job["metadata"]["name"] or bool(finished_at and (last.finished_at or "") > finished_at)
+
+
+def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str, Any] | None) -> bool:
+    """Reads a finished retention Job into its OrgPipeline's status.retention and the metrics; False
+    when nothing was to do (already recorded, an older Job of the history, still running)."""
+    if parent is None or status.job_finished(dict(job)) is None:
+        return False
+    if _recorded(parent.get("status") or {}, job):
+        return False
+    name = job["metadata"]["name"]
     pods = rt.kube.list("v1", "Pod", job["metadata"]["namespace"], f"batch.kubernetes.io/job-name={name}")
     run = retention_run_from_job(dict(job), pods)
     if run is None:
         return False
-    metrics.record_retention_run(
-        str((parent.get("spec") or {}).get("orgId") or ""),
-        run.result.value,
-        run.versions_deactivated,
-        run.audit_rows_removed,
-    )
-    _write(rt, parent, run)
-    return True
+    return _write(rt, parent, job, run)
 
 
-def _write(rt: Runtime, parent: Mapping[str, Any], run: RetentionRun) -> None:
+def _write(rt: Runtime, parent: Mapping[str, Any], job: Mapping[str, Any], run: RetentionRun) -> bool:
+    """Patches the run into the status; counts it in the metrics only once its patch landed, so a
+    Job read twice (a watch event from before the status patch, another operator) counts once.
+    False when a fresher status already holds it."""
     meta = parent["metadata"]
     current, raw, rv = dict(parent), dict(parent.get("status") or {}), meta.get("resourceVersion")
     for _attempt in range(5):
         try:
             spec = OrgPipelineSpec.model_validate(dict(current.get("spec") or {}))
         except ValueError:
-            return
+            return False
         old = status.parse(raw)
         obs = status.Observation(generation=old.observed_generation, retention_run=run)
         new = status.compute_status(spec, old, obs, status.now_iso())
         patch = status.status_patch(raw, new)
         if patch is None:
-            return
+            return False
         try:
             rt.kube.patch_status(meta["name"], patch, rv)
         except kube.ApiError as exc:
             if exc.status == 409:
                 fresh = rt.kube.get(v1alpha1.API_VERSION, v1alpha1.KIND, meta["name"])
-                if fresh is None:
-                    return
+                if fresh is None or _recorded(fresh.get("status") or {}, job):
+                    return False
                 current, raw, rv = (
                     fresh,
                     dict(fresh.get("status") or {}),
@@ -143,10 +146,13 @@ def _write(rt: Runtime, parent: Mapping[str, Any], run: RetentionRun) -> None:
                 )
                 continue
             if exc.status == 404:
-                return
+                return False
             raise kopf.TemporaryError(
                 f"cannot record the retention run: {exc}", delay=rt.settings.retry_seconds
             ) from exc
+        metrics.record_retention_run(
+            spec.org_id, run.result.value, run.versions_deactivated, run.audit_rows_removed
+        )
         metrics.set_org(spec.org_id, status.gauges(new))
         ref = {"apiVersion": v1alpha1.API_VERSION, "kind": v1alpha1.KIND, "metadata": current["metadata"]}
         if run.result == RunResult.Failed:
@@ -159,4 +165,5 @@ def _write(rt: Runtime, parent: Mapping[str, Any], run: RetentionRun) -> None:
                 f"{run.audit_rows_removed} audit rows removed",
             )
         log.info("%s: recorded retention %s of job %s", meta["name"], run.result.value, run.job)
-        return
+        return True
+    return False

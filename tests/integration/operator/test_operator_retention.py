@@ -3,6 +3,7 @@ org's own credentials, and the result in .status.retention, an Event and the met
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import os
@@ -12,8 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from operator_helpers import REPO, Kubectl, Operator, apply_ready, get_pipeline, pipeline, wait_for
-from orgpipeline_operator import kube, naming
+from operator_helpers import (
+    REPO,
+    TEST_LABEL,
+    Kubectl,
+    Operator,
+    apply_ready,
+    get_pipeline,
+    pipeline,
+    posted_reasons,
+    wait_for,
+)
+from orgpipeline_operator import database, kube, naming, operator_settings, retention_runs, runtime
+from prometheus_client import REGISTRY
 
 _spec = importlib.util.spec_from_file_location("retention_harness", REPO / "tests" / "e2e" / "harness.py")
 assert _spec is not None and _spec.loader is not None
@@ -138,3 +150,50 @@ def test_retention_cronjob_runs_with_the_org_credentials_and_reports_in_status(
         lambda: get_pipeline(api, name)["status"]["retention"]["suspended"] is True,
         what="status.retention.suspended",
     )
+
+
+def test_a_retention_job_read_again_from_a_stale_parent_is_counted_once(
+    stack: Any, kubectl: Kubectl, api: kube.Kube, unique_id: str, events: asyncio.Queue[Any]
+) -> None:
+    """A finished retention Job read a second time with the parent as it was before the first
+    reading's status patch (a watch event that crossed the patch): the status holds the run and the
+    metrics count it once, not once per reading."""
+    org = f"retc{unique_id}"
+    name = f"org-{org}"
+    manifest = pipeline(org, ["orders"])
+    manifest["metadata"]["labels"] = {TEST_LABEL: "none"}  # no operator reconciles it: this test does
+    settings = operator_settings.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
+    rt = runtime.Runtime(
+        settings, api, database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
+    )
+    job = {
+        "metadata": {
+            "name": "retention-29000000",
+            "namespace": name,
+            "labels": {naming.LABEL_ORG_COMPONENT: naming.COMPONENT_RETENTION},
+        },
+        "status": {
+            "startTime": "2026-01-01T03:00:00Z",
+            "completionTime": "2026-01-01T03:00:09Z",
+            "conditions": [{"type": "Complete", "status": "True"}],
+        },
+    }
+
+    def runs() -> float | None:
+        labels = {"org": org, "result": "Succeeded"}
+        return REGISTRY.get_sample_value("orgpipeline_retention_runs_total", labels)
+
+    kubectl.apply(manifest)
+    try:
+        stale = get_pipeline(api, name)
+        assert retention_runs.record_finished_job(rt, job, stale)
+        assert runs() == 1
+        assert not retention_runs.record_finished_job(rt, job, stale)
+        assert runs() == 1
+        assert posted_reasons(events) == ["RetentionSucceeded"]
+        last = get_pipeline(api, name)["status"]["retention"]["lastRun"]
+        assert (last["job"], last["result"]) == ("retention-29000000", "Succeeded")
+    finally:
+        kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--wait=false", check=False)
+        rt.db.close()
+        rt.pool.shutdown()
