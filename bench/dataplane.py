@@ -370,14 +370,15 @@ def run_all(
         print(f"running {name} ...", flush=True)
         results.append((name, args.rows, trials([functools.partial(run, source) for source in sources])))
 
+    repeats = max(1, args.trials)
     # A 1%-changed trial after another goes back to the base file: 1% of the rows change again.
-    changes = [changed if k % 2 == 0 else base for k in range(max(1, args.trials))]
+    changes = [changed if k % 2 == 0 else base for k in range(repeats)]
 
     def mine(source: Path) -> dict[str, Any]:
         return ours(source, org, manifest_path)
 
     step("ours: first ingest+load", [base], mine)
-    step("ours: unchanged re-run", [base] * max(1, args.trials), mine)
+    step("ours: unchanged re-run", [base] * repeats, mine)
     step("ours: 1% changed re-run", changes, mine)
     print("running raw write limit ...", flush=True)
     results.append(("raw limit: insert_many + COPY", args.rows, child(["_raw", str(base), tag], env)))
@@ -395,7 +396,7 @@ def run_all(
                 return outcome
 
             step(f"dlt scd2 first load, work_mem {work_mem}", [base], dlt)
-            step(f"dlt scd2 unchanged re-run, work_mem {work_mem}", [base] * max(1, args.trials), dlt)
+            step(f"dlt scd2 unchanged re-run, work_mem {work_mem}", [base] * repeats, dlt)
             step(f"dlt scd2 1% changed, work_mem {work_mem}", changes, dlt)
     if args.big_factor > 1:
         big = work / "orders_big.csv"

@@ -122,10 +122,11 @@ def _value_type(column_type: str) -> pa.DataType:
     return pa.string()
 
 
-def _json_text(raw: pa.Array) -> pa.Array:
-    """JSON strings of texts: quoted as they are unless json.dumps would escape a character."""
+def _json_text(raw: pa.Array, may_escape: bool) -> pa.Array:
+    """JSON strings of texts: quoted as they are unless json.dumps would escape a character
+    (`may_escape`: `arrowtext.holds_any` of those characters, already asked by the caller)."""
     quoted = pc.binary_join_element_wise('"', raw, '"', "")
-    if not arrowtext.holds_any(raw, _JSON_ESCAPE_BYTES):
+    if not may_escape:
         return quoted
     special = pc.match_substring_regex(raw, _JSON_ESCAPE)
     if not pc.any(special).as_py():
@@ -226,12 +227,13 @@ class BatchChecker:
 
     def _text(self, column: Column, raw: pa.Array) -> TypedColumn:
         empty = pc.equal(raw, "")
-        bare = not pc.any(empty).as_py() and not arrowtext.holds_any(raw, _JSON_ESCAPE_BYTES)
+        may_escape = arrowtext.holds_any(raw, _JSON_ESCAPE_BYTES)
+        bare = not may_escape and not pc.any(empty).as_py()
         if bare:  # the usual column: every value present and plain
             values_, json_ = raw, raw
         else:
             values_ = pc.if_else(empty, pa.scalar(None, pa.string()), raw)
-            json_ = pc.if_else(empty, "null", _json_text(raw))
+            json_ = pc.if_else(empty, "null", _json_text(raw, may_escape))
         flagged = empty if column.name in self.scalar.required else _all(False, len(raw))
         present = pc.invert(empty)
         if column.allowed is not None:

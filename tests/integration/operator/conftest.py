@@ -13,7 +13,7 @@ import kopf
 import pytest
 from kopf._core.engines import posting
 from operator_helpers import REPO, RESYNC_SECONDS, TEST_LABEL, WEBHOOK_TOKEN, Kubectl, Operator, free_port
-from orgpipeline_operator import kube
+from orgpipeline_operator import database, kube, operator_settings, runtime
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +37,19 @@ def kubectl(stack: Any, tool_path: str) -> Kubectl:
 def api(kube_api: Any) -> kube.Kube:
     """The operator's own JSON client, as the admin: for what kubectl cannot do (pod status)."""
     return kube.Kube(kube_api)
+
+
+@pytest.fixture
+def direct_rt(stack: Any, api: kube.Kube) -> Iterator[runtime.Runtime]:
+    """The operator's Runtime on the stack's servers, for tests that call its functions themselves
+    (on a resource labelled for no running operator)."""
+    settings = operator_settings.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
+    rt = runtime.Runtime(
+        settings, api, database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
+    )
+    yield rt
+    rt.db.close()
+    rt.pool.shutdown()
 
 
 @pytest.fixture(scope="session")

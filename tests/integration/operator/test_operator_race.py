@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from operator_helpers import TEST_LABEL, Kubectl, Operator, free_port, pipeline, wait_for, wait_ready
-from orgpipeline_operator import cache, database, kube, naming, operator_settings, reconcile, runtime
+from orgpipeline_operator import cache, kube, naming, reconcile, runtime
 
 RACE_LABEL = "race"
 TABLES = [f"t{i:02d}" for i in range(40)]
@@ -120,7 +120,7 @@ def _request(api: kube.Kube, name: str, trigger: str, seen: cache.Cache) -> reco
 
 
 def test_update_deletes_cronjobs_its_cache_has_not_seen(
-    stack: Any, kubectl: Kubectl, api: kube.Kube, kube_api: Any, unique_id: str
+    direct_rt: runtime.Runtime, kubectl: Kubectl, api: kube.Kube, kube_api: Any, unique_id: str
 ) -> None:
     """The race without the timing: the update's reconcile runs with a watch cache that has not yet
     received the CronJobs the create just wrote (a Cache fed no event), against the real API server.
@@ -129,13 +129,9 @@ def test_update_deletes_cronjobs_its_cache_has_not_seen(
     ns = name = f"org-{org}"
     manifest = pipeline(org, ["orders", "customers", "refunds"])
     manifest["metadata"]["labels"] = {TEST_LABEL: "none"}  # no operator reconciles it: this test does
-    settings = operator_settings.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
-    rt = runtime.Runtime(
-        settings, api, database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
-    )
     kubectl.apply(manifest)
     try:
-        reconcile.reconcile(rt, _request(api, name, "create", cache.Cache()), manifest)
+        reconcile.reconcile(direct_rt, _request(api, name, "create", cache.Cache()), manifest)
         assert _crons(kubectl, ns, name) == [
             "ingest-customers",
             "ingest-orders",
@@ -144,13 +140,11 @@ def test_update_deletes_cronjobs_its_cache_has_not_seen(
         ]
 
         _keep(kubectl, name, ["orders", "refunds"])
-        reconcile.reconcile(rt, _request(api, name, "update", cache.Cache()), manifest)
+        reconcile.reconcile(direct_rt, _request(api, name, "update", cache.Cache()), manifest)
         assert _crons(kubectl, ns, name) == ["ingest-orders", "ingest-refunds", "retention"]
         status = api.get("orgpipeline.io/v1alpha1", "OrgPipeline", name)["status"]  # type: ignore[index]
         assert [t["name"] for t in status["tables"]] == ["orders", "refunds"]
     finally:
         kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--wait=false", check=False)
         kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
-        rt.db.drop_postgres(org)
-        rt.db.close()
-        rt.pool.shutdown()
+        direct_rt.db.drop_postgres(org)

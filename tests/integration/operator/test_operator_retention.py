@@ -24,7 +24,7 @@ from operator_helpers import (
     posted_reasons,
     wait_for,
 )
-from orgpipeline_operator import database, kube, naming, operator_settings, retention_runs, runtime
+from orgpipeline_operator import kube, naming, retention_runs, runtime
 from prometheus_client import REGISTRY
 
 _spec = importlib.util.spec_from_file_location("retention_harness", REPO / "tests" / "e2e" / "harness.py")
@@ -153,7 +153,7 @@ def test_retention_cronjob_runs_with_the_org_credentials_and_reports_in_status(
 
 
 def test_a_retention_job_read_again_from_a_stale_parent_is_counted_once(
-    stack: Any, kubectl: Kubectl, api: kube.Kube, unique_id: str, events: asyncio.Queue[Any]
+    direct_rt: runtime.Runtime, kubectl: Kubectl, api: kube.Kube, unique_id: str, events: asyncio.Queue[Any]
 ) -> None:
     """A finished retention Job read a second time with the parent as it was before the first
     reading's status patch (a watch event that crossed the patch): the status holds the run and the
@@ -162,10 +162,6 @@ def test_a_retention_job_read_again_from_a_stale_parent_is_counted_once(
     name = f"org-{org}"
     manifest = pipeline(org, ["orders"])
     manifest["metadata"]["labels"] = {TEST_LABEL: "none"}  # no operator reconciles it: this test does
-    settings = operator_settings.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
-    rt = runtime.Runtime(
-        settings, api, database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
-    )
     job = {
         "metadata": {
             "name": "retention-29000000",
@@ -186,14 +182,12 @@ def test_a_retention_job_read_again_from_a_stale_parent_is_counted_once(
     kubectl.apply(manifest)
     try:
         stale = get_pipeline(api, name)
-        assert retention_runs.record_finished_job(rt, job, stale)
+        assert retention_runs.record_finished_job(direct_rt, job, stale)
         assert runs() == 1
-        assert not retention_runs.record_finished_job(rt, job, stale)
+        assert not retention_runs.record_finished_job(direct_rt, job, stale)
         assert runs() == 1
         assert posted_reasons(events) == ["RetentionSucceeded"]
         last = get_pipeline(api, name)["status"]["retention"]["lastRun"]
         assert (last["job"], last["result"]) == ("retention-29000000", "Succeeded")
     finally:
         kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--wait=false", check=False)
-        rt.db.close()
-        rt.pool.shutdown()

@@ -20,7 +20,7 @@ from operator_helpers import (
     wait_ready,
     write_terminated,
 )
-from orgpipeline_operator import database, kube, naming, operator_settings, runs, runtime
+from orgpipeline_operator import kube, naming, runs, runtime
 
 
 def _jobs(kubectl: Kubectl, ns: str) -> list[dict[str, Any]]:
@@ -176,7 +176,7 @@ def test_run_now_unknown_table_is_an_event_not_a_crash(
 
 
 def test_run_now_twice_for_one_request_makes_one_job(
-    stack: Any, kubectl: Kubectl, api: kube.Kube, unique_id: str, events: asyncio.Queue[Any]
+    direct_rt: runtime.Runtime, kubectl: Kubectl, api: kube.Kube, unique_id: str, events: asyncio.Queue[Any]
 ) -> None:
     """The handler run twice for one annotation (an event still carrying it, a watch cache that has
     not yet seen the first Job: `active` empty both times), against the real API server: one Job.
@@ -185,18 +185,14 @@ def test_run_now_twice_for_one_request_makes_one_job(
     ns = name = f"org-{org}"
     manifest = pipeline(org, ["orders", "customers"])
     manifest["metadata"]["labels"] = {TEST_LABEL: "none"}  # no operator handles it: this test does
-    settings = operator_settings.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
-    rt = runtime.Runtime(
-        settings, api, database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
-    )
     kubectl.apply(manifest)
     kubectl("create", "namespace", ns)
     selector = f"{naming.LABEL_PIPELINE}={name},{naming.LABEL_TABLE}=orders"
     try:
         kubectl("annotate", "orgpipeline", name, f"{naming.ANNOTATION_RUN_NOW}=orders")
         body = get_pipeline(api, name)
-        first = runs.run_now(rt, name, body["metadata"]["uid"], body["spec"], "orders", [], body)
-        second = runs.run_now(rt, name, body["metadata"]["uid"], body["spec"], "orders", [], body)
+        first = runs.run_now(direct_rt, name, body["metadata"]["uid"], body["spec"], "orders", [], body)
+        second = runs.run_now(direct_rt, name, body["metadata"]["uid"], body["spec"], "orders", [], body)
         jobs = api.list("batch/v1", "Job", ns, selector)
         assert [j["metadata"]["name"] for j in jobs] == first, (first, second)
         assert len(first) == 1 and first[0].startswith("ingest-orders-now-") and second == []
@@ -206,7 +202,9 @@ def test_run_now_twice_for_one_request_makes_one_job(
         kubectl("label", "orgpipeline", name, "orgpipeline.io/touched=yes")
         later = get_pipeline(api, name)
         assert later["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]
-        assert runs.run_now(rt, name, later["metadata"]["uid"], later["spec"], "orders", [], later) == []
+        assert (
+            runs.run_now(direct_rt, name, later["metadata"]["uid"], later["spec"], "orders", [], later) == []
+        )
         assert len(api.list("batch/v1", "Job", ns, selector)) == 1
 
         # The annotation removed (as the handler does), later written again: a new request, a new Job.
@@ -214,7 +212,7 @@ def test_run_now_twice_for_one_request_makes_one_job(
         time.sleep(1.1)  # managedFields times are in seconds
         kubectl("annotate", "orgpipeline", name, f"{naming.ANNOTATION_RUN_NOW}=orders")
         body = get_pipeline(api, name)
-        third = runs.run_now(rt, name, body["metadata"]["uid"], body["spec"], "orders", [], body)
+        third = runs.run_now(direct_rt, name, body["metadata"]["uid"], body["spec"], "orders", [], body)
         assert len(third) == 1 and third != first
         assert sorted(j["metadata"]["name"] for j in api.list("batch/v1", "Job", ns, selector)) == sorted(
             first + third
@@ -222,5 +220,3 @@ def test_run_now_twice_for_one_request_makes_one_job(
     finally:
         kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--wait=false", check=False)
         kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
-        rt.db.close()
-        rt.pool.shutdown()
