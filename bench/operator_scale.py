@@ -314,6 +314,9 @@ class Operator:
     def __init__(self, run: str, env: dict[str, str], phase: str, profile: Path | None) -> None:
         self.port = free_port()
         env = {**env, "ORGPIPELINE_METRICS_PORT": str(self.port), "ORGPIPELINE_HEALTH_PORT": str(free_port())}
+        # Its own PostgreSQL role, not the superuser (`hack/stack env` exports it).
+        own = env.get("ORGPIPELINE_OPERATOR_POSTGRES_DSN")
+        env["ORGPIPELINE_POSTGRES_DSN"] = own or env["ORGPIPELINE_POSTGRES_DSN"]
         self.log = open(f"/tmp/operator-scale-{run}-{phase}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(

@@ -241,6 +241,9 @@ def load_state() -> dict[str, object]:
             state["ports"] = {**ports(state), "webhook": free_port()}
             state["webhook_token"] = secrets.token_hex(16)
             path.write_text(json.dumps(state, indent=2))
+        if "operator_pg_password" not in state:  # a stack made when the operator was a superuser
+            state["operator_pg_password"] = secrets.token_hex(16)
+            path.write_text(json.dumps(state, indent=2))
         return state
     state: dict[str, object] = {
         "ports": {
@@ -248,6 +251,7 @@ def load_state() -> dict[str, object]:
             for n in ("etcd", "etcd_peer", "apiserver", "kcm", "postgres", "ferretdb", "s3", "webhook")
         },
         "pg_password": secrets.token_hex(16),
+        "operator_pg_password": secrets.token_hex(16),
         "webhook_token": secrets.token_hex(16),
         "s3_secret": secrets.token_hex(16),
     }
@@ -431,6 +435,17 @@ def pg_admin_dsn(state: dict[str, object], db: str = PG_DATABASE) -> str:
     return f"postgresql://postgres:{state['pg_password']}@127.0.0.1:{ports(state)['postgres']}/{db}"
 
 
+OPERATOR_PG_ROLE = "orgpipeline_operator"
+
+
+def pg_operator_dsn(state: dict[str, object], db: str = PG_DATABASE) -> str:
+    """The operator's login: no superuser (see operator/README.md, "Isolation")."""
+    return (
+        f"postgresql://{OPERATOR_PG_ROLE}:{state['operator_pg_password']}"
+        f"@127.0.0.1:{ports(state)['postgres']}/{db}"
+    )
+
+
 def _chown_to_postgres(path: Path) -> None:
     shutil.chown(path, "postgres", "postgres")
 
@@ -512,6 +527,42 @@ def create_databases(state: dict[str, object]) -> None:
         for db in (PG_DATABASE, "ferretdb"):
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{db}"')
+    harden_postgres(state)
+
+
+def harden_postgres(state: dict[str, object]) -> None:
+    """What a platform's DBA does once (operator/README.md, "Isolation"): the operator's role, with
+    the least it needs, and no TEMPORARY for PUBLIC in any database (so that a reader role, which
+    may turn its read-only default off, still cannot write anything). Idempotent."""
+    import psycopg
+    from psycopg import sql
+
+    role, password = sql.Identifier(OPERATOR_PG_ROLE), sql.Literal(str(state["operator_pg_password"]))
+    with psycopg.connect(pg_admin_dsn(state, "postgres"), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (OPERATOR_PG_ROLE,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(role, password))
+        conn.execute(sql.SQL("ALTER ROLE {} LOGIN CREATEROLE NOSUPERUSER PASSWORD {}").format(role, password))
+        databases = [
+            str(r[0]) for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall()
+        ]
+        for db in databases:
+            conn.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db)))
+        for db in (PG_DATABASE, "ferretdb"):
+            # CREATE: its schemas. CONNECT and TEMPORARY with the grant option: what it grants each
+            # org role (the jobs stage rows in temporary tables).
+            conn.execute(
+                sql.SQL(
+                    "GRANT CREATE ON DATABASE {db} TO {r}; GRANT CONNECT, TEMPORARY ON DATABASE {db}"
+                    " TO {r} WITH GRANT OPTION"
+                ).format(db=sql.Identifier(db), r=role)
+            )
+    # Large objects are writes any role may make: none for PUBLIC (the pipeline uses none).
+    for db in databases:
+        with psycopg.connect(pg_admin_dsn(state, db), autocommit=True) as conn:
+            conn.execute(
+                "REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea)"
+                " FROM PUBLIC"
+            )
 
 
 def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
@@ -833,6 +884,9 @@ def environment(state: dict[str, object]) -> dict[str, str]:
         "KUBECONFIG": kubeconfig,
         "ORGPIPELINE_MONGO_URI": f"mongodb://127.0.0.1:{p['ferretdb']}/",
         "ORGPIPELINE_POSTGRES_DSN": pg_admin_dsn(state),
+        # The operator's own login (not a superuser); ORGPIPELINE_POSTGRES_DSN stays the superuser's,
+        # for the command line and the tests' checks.
+        "ORGPIPELINE_OPERATOR_POSTGRES_DSN": pg_operator_dsn(state),
         "ORGPIPELINE_S3_ENDPOINT": f"http://127.0.0.1:{p['s3']}",
         "ORGPIPELINE_S3_ACCESS_KEY": S3_ACCESS_KEY,
         "ORGPIPELINE_S3_SECRET_KEY": str(state["s3_secret"]),

@@ -36,6 +36,9 @@ class StackEnv:
     kubeconfig: str
     mongo_uri: str
     postgres_dsn: str
+    """The superuser's: for the command line and the tests' own checks."""
+    operator_postgres_dsn: str
+    """The operator's own login (CREATEROLE, no superuser): what every test operator gets."""
     s3_endpoint: str
     s3_access_key: str
     s3_secret_key: str
@@ -46,6 +49,7 @@ class StackEnv:
             "KUBECONFIG": self.kubeconfig,
             "ORGPIPELINE_MONGO_URI": self.mongo_uri,
             "ORGPIPELINE_POSTGRES_DSN": self.postgres_dsn,
+            "ORGPIPELINE_OPERATOR_POSTGRES_DSN": self.operator_postgres_dsn,
             "ORGPIPELINE_S3_ENDPOINT": self.s3_endpoint,
             "ORGPIPELINE_S3_ACCESS_KEY": self.s3_access_key,
             "ORGPIPELINE_S3_SECRET_KEY": self.s3_secret_key,
@@ -64,6 +68,7 @@ def stack() -> StackEnv:
         kubeconfig=values["KUBECONFIG"],
         mongo_uri=values["ORGPIPELINE_MONGO_URI"],
         postgres_dsn=values["ORGPIPELINE_POSTGRES_DSN"],
+        operator_postgres_dsn=values["ORGPIPELINE_OPERATOR_POSTGRES_DSN"],
         s3_endpoint=values["ORGPIPELINE_S3_ENDPOINT"],
         s3_access_key=values["ORGPIPELINE_S3_ACCESS_KEY"],
         s3_secret_key=values["ORGPIPELINE_S3_SECRET_KEY"],

@@ -378,7 +378,9 @@ def _begin(conn: psycopg.Connection[Any], req: Request, result: Result) -> None:
         sql.SQL(
             "INSERT INTO {} (export_id, org_id, table_name, requested_by, os_user, db_role, client_host,"
             " as_of, with_history, format, masked, columns, target, status)"
-            " VALUES (%s, %s, %s, %s, %s, current_user, %s, %s, %s, %s, %s, %s, %s, 'running')"
+            # An administrator's export runs as the org's role (`tenant.session`): name both.
+            " VALUES (%s, %s, %s, %s, %s, coalesce(nullif(current_setting('orgpipeline.login', true), '')"
+            " || ' as ' || current_user, current_user), %s, %s, %s, %s, %s, %s, %s, 'running')"
         ).format(qualified(req.org_id, EXPORTS_TABLE)),
         (
             result.export_id,

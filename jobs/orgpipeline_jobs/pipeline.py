@@ -27,7 +27,7 @@ import pymongo
 import pymongo.errors
 from orgpipeline_api import memory, store_names, stores, triggers
 from orgpipeline_api.errors import ConfigurationError, PipelineError, ServerUnavailable
-from orgpipeline_api.orgschema import ddl, lock, privacy
+from orgpipeline_api.orgschema import ddl, lock, privacy, tenant
 from orgpipeline_api.run_report import Breach, Counts, FileSummary, RunReport, RunResult, assess
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
@@ -64,6 +64,22 @@ def connect_postgres(settings: Settings) -> psycopg.Connection[Any]:
         return stores.connect_postgres(settings.postgres_dsn or "")
     except stores.StoreUnavailable as exc:
         raise ServerUnavailable(str(exc), stage="warehouse") from None
+
+
+@contextmanager
+def org_connection(settings: Settings, org_id: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to work in the org's schema with (`tenant.session`): the org's own DSN as is;
+    an administrator's DSN through a delegate of the org's role, never as the administrator."""
+    conn = connect_postgres(settings)
+    try:
+        with tenant.session(settings.postgres_dsn or "", org_id, admin=conn) as own:
+            yield own
+    except tenant.TenantSessionRefused as exc:
+        raise ConfigurationError(str(exc)) from None
+    except stores.StoreUnavailable as exc:
+        raise ServerUnavailable(str(exc), stage="warehouse") from None
+    finally:
+        conn.close()
 
 
 def connect_mongo(settings: Settings) -> pymongo.MongoClient[dict[str, Any]]:
@@ -244,18 +260,22 @@ def locked_table(
 ) -> Iterator[tuple[Table, psycopg.Connection[Any], Collection[dict[str, Any]]]]:
     """Connects, creates the schema and takes the table's run lock; closing releases it on exit."""
     table = check_table(spec, table_name)
-    conn = connect_postgres(settings)
-    client = connect_mongo(settings)
-    try:
-        ddl.ensure_schema(conn, spec.org_id, table)
-        privacy.ensure_view(conn, spec.org_id, table)  # the reader's, at the table's first run
-        lock.acquire(conn, spec.org_id, table.name, settings.lock_timeout_seconds)
-        # No secondary indexes: each costs FerretDB a jsonb expression index update per insert, and
-        # the equality filters of `load` (postgres_status, batch_id) are pushed down to PostgreSQL.
-        yield table, conn, client[settings.mongo_db][store_names.mongo_collection(spec.org_id, table.name)]
-    finally:
-        client.close()
-        conn.close()  # also releases the session-level run lock
+    with org_connection(settings, spec.org_id) as conn:
+        client = connect_mongo(settings)
+        try:
+            ddl.ensure_schema(conn, spec.org_id, table)
+            privacy.ensure_view(conn, spec.org_id, table)  # the reader's, at the table's first run
+            lock.acquire(conn, spec.org_id, table.name, settings.lock_timeout_seconds)
+            # No secondary indexes: each costs FerretDB a jsonb expression index update per insert,
+            # and the equality filters of `load` (postgres_status, batch_id) are pushed down.
+            yield (
+                table,
+                conn,
+                client[settings.mongo_db][store_names.mongo_collection(spec.org_id, table.name)],
+            )
+        finally:
+            client.close()
+    # Closing the connection released the session-level run lock.
 
 
 @contextmanager

@@ -2,8 +2,15 @@
 
 PostgreSQL: each org gets a login role `orgpipeline_org_<org>` that owns schema `orgdata_<org>` and
 nothing else. The role is NOINHERIT, not a superuser, cannot create roles or databases, and has no
-privileges on other schemas (PostgreSQL 15 no longer grants CREATE on `public` to PUBLIC; the
-operator revokes it anyway), so an org's job credentials cannot read another org's tables.
+privileges on other schemas (PostgreSQL 15 no longer grants CREATE on `public` to PUBLIC), so an
+org's job credentials cannot read another org's tables.
+
+The operator's own role needs no superuser (operator/README.md, "Isolation", lists what it needs):
+it creates roles (CREATEROLE), schemas (CREATE on the database) and is made a member of each org
+and reader role it creates (CREATE SCHEMA ... AUTHORIZATION, DROP SCHEMA and DROP OWNED BY ask for
+it). It never works inside an org's schema itself: the tenant owns what is there and its triggers
+and functions would run with the operator's privileges. That work (views, the classification
+record, column changes) runs in `tenant.session`, logged in as a delegate of the org's role.
 
 MongoDB (FerretDB) and S3 (versitygw) credentials are not per org: FerretDB's user management and
 versitygw's account API differ from MongoDB's and AWS IAM, so the jobs get the operator's
@@ -16,6 +23,7 @@ Every identifier is quoted with psycopg.sql; org ids are constrained by the CRD 
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import secrets
 import threading
@@ -26,10 +34,13 @@ import psycopg
 import pymongo
 from orgpipeline_api import store_names, stores
 from orgpipeline_api.errors import LockTimeout
-from orgpipeline_api.orgschema import ddl, lock, retype
+from orgpipeline_api.orgschema import ddl, lock, retype, tenant
 from orgpipeline_api.orgschema import privacy as orgprivacy
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from psycopg import sql
+
+log = logging.getLogger(__name__)
+_warned_temporary = threading.Event()
 
 
 class DatabaseError(Exception):
@@ -46,6 +57,40 @@ def generate_password() -> str:
 
 
 PgConn = psycopg.Connection[tuple[object, ...]]
+
+
+def _ensure_member(conn: PgConn, *roles: str) -> None:
+    """Makes the operator's role a member of the given roles (those that exist) where it is not:
+    owning through them is what lets it make and drop their schemas and DROP OWNED BY them. On
+    PostgreSQL 15 CREATEROLE may grant any non-superuser role, which also repairs a membership the
+    org's own login revoked (a role may revoke members of itself from its own session there)."""
+    rows = conn.execute(
+        "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND NOT pg_has_role(oid, 'USAGE')",
+        (list(roles),),
+    ).fetchall()
+    for (name,) in rows:
+        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(str(name))))
+
+
+def _revoke_database(conn: PgConn, role_name: str) -> None:
+    """Revokes what the role was granted on the database (CONNECT, TEMPORARY), whoever granted it:
+    DROP OWNED BY leaves the grants of another grantor (the operator's, when a superuser drops), and
+    DROP ROLE refuses a role that still has them. In the caller's transaction."""
+    grantors = conn.execute(
+        "SELECT DISTINCT a.grantor::regrole::text FROM pg_database d, aclexplode(d.datacl) a"
+        " WHERE d.datname = current_database() AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+        (role_name,),
+    ).fetchall()
+    user = conn.execute("SELECT current_user::text").fetchone()
+    for (grantor,) in grantors:
+        if user is None or str(grantor).strip('"') != user[0]:
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(str(grantor).strip('"'))))
+        conn.execute(
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
+                sql.Identifier(conn.info.dbname), sql.Identifier(role_name)
+            )
+        )
+        conn.execute("RESET ROLE")
 
 
 def _raw_columns(conn: PgConn, org_id: str) -> dict[str, dict[str, str]]:
@@ -131,11 +176,16 @@ class Databases:
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (role_name,))
                 row = conn.execute(
                     "SELECT (SELECT rolname FROM pg_roles WHERE rolname = %s),"
-                    " (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s)",
-                    (role_name, schema_name),
+                    " (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s),"
+                    " (SELECT pg_has_role(oid, 'USAGE') FROM pg_roles WHERE rolname = %s),"
+                    " (SELECT has_database_privilege(oid, current_database(), 'CONNECT')"
+                    "  AND has_database_privilege(oid, current_database(), 'TEMPORARY')"
+                    "  FROM pg_roles WHERE rolname = %s)",
+                    (role_name, schema_name, role_name, role_name),
                 ).fetchone()
                 exists = bool(row and row[0] is not None)
                 owner = str(row[1]) if row and row[1] is not None else None
+                member, database_ok = bool(row and row[2]), bool(row and row[3])
                 if not exists:
                     conn.execute(
                         sql.SQL(
@@ -144,6 +194,8 @@ class Databases:
                         ).format(role)
                     )
                     conn.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(role, schema))
+                if not member:
+                    conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
                 if password is not None:
                     conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(password)))
                 if owner is None:
@@ -152,13 +204,12 @@ class Databases:
                 elif owner.strip('"') != role_name:
                     conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, role))
                     conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema))
-                # PUBLIC may connect by default; a hardened database needs the explicit grant.
-                can = conn.execute(
-                    "SELECT has_database_privilege(%s, current_database(), 'CONNECT')", (role_name,)
-                ).fetchone()
-                if not exists and not (can and can[0]):
+                # PUBLIC may connect and make temporary tables by default; a hardened database
+                # (PUBLIC has no TEMPORARY, so that reader roles cannot write) needs the explicit
+                # grants: the jobs stage rows in temporary tables.
+                if not database_ok:
                     conn.execute(
-                        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                        sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
                             sql.Identifier(conn.info.dbname), role
                         )
                     )
@@ -171,9 +222,13 @@ class Databases:
         checks org by org (an org whose pair is here needs nothing but, maybe, a new password)."""
         try:
             with self._pg() as conn:
+                # Only where provision() would do nothing: the operator is a member of the role, and
+                # the role may connect and make temporary tables.
                 rows = conn.execute(
                     "SELECT n.nspname, r.rolname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner"
-                    " WHERE r.rolname LIKE %s",
+                    " WHERE r.rolname LIKE %s AND pg_has_role(r.oid, 'USAGE')"
+                    " AND has_database_privilege(r.oid, current_database(), 'CONNECT')"
+                    " AND has_database_privilege(r.oid, current_database(), 'TEMPORARY')",
                     (store_names.pg_role("") + "%",),
                 ).fetchall()
         except psycopg.Error as exc:
@@ -188,6 +243,8 @@ class Databases:
         try:
             with self._pg() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (role_name,))
+                _ensure_member(conn, role_name)
+                # DROP runs none of the tenant's code (event triggers are a superuser's).
                 conn.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                         sql.Identifier(store_names.pg_schema(org_id))
@@ -195,6 +252,7 @@ class Databases:
                 )
                 if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role_name,)).fetchone():
                     conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(role))
+                    _revoke_database(conn, role_name)
                     conn.execute(sql.SQL("DROP ROLE {}").format(role))
         except (psycopg.Error, stores.StoreUnavailable) as exc:
             raise DatabaseError(f"PostgreSQL: cannot drop {role_name}: {exc}") from exc
@@ -216,8 +274,8 @@ class Databases:
         org's role (the work runs as that role, so every object it makes is the org's), which is
         what lets them read the raw tables; pii and sensitive columns come out masked. Idempotent;
         the views are replaced in one transaction, so a reader never sees a half-made set.
-        Needs the admin connection to be allowed to SET ROLE to the org's role (a superuser, or a
-        member of it).
+        The work in the org's schemas runs in `tenant.session` (a delegate of the org's role), never
+        in the operator's own session.
         """
         org_id = spec.org_id
         owner, reader = store_names.pg_role(org_id), store_names.pg_reader_role(org_id)
@@ -226,6 +284,7 @@ class Databases:
         tables = [t for t in spec.tables if not any(c.name in ddl.RESERVED_COLUMNS for c in t.columns)]
         try:
             with self._pg() as conn:
+                # Roles, grants and the view schema: nothing of the tenant's runs in these statements.
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (reader,))
                     if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,)).fetchone():
@@ -240,10 +299,25 @@ class Databases:
                                 sql.Identifier(reader), sql.Identifier(views)
                             )
                         )
+                        # A default it may turn off: what keeps it read-only is that it has no
+                        # privilege to write, make temporary objects or create anything.
                         conn.execute(
                             sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
                                 sql.Identifier(reader)
                             )
+                        )
+                    _ensure_member(conn, reader, owner)
+                    temporary = conn.execute(
+                        "SELECT has_database_privilege(%s, current_database(), 'TEMPORARY')", (reader,)
+                    ).fetchone()
+                    if temporary and temporary[0] and not _warned_temporary.is_set():
+                        _warned_temporary.set()
+                        log.warning(
+                            "PUBLIC may create temporary tables in database %s: the reader roles can"
+                            " write there; REVOKE TEMPORARY ON DATABASE %s FROM PUBLIC (operator/README.md,"
+                            " Isolation)",
+                            conn.info.dbname,
+                            conn.info.dbname,
                         )
                     if password is not None:
                         conn.execute(
@@ -263,43 +337,43 @@ class Databases:
                             sql.Identifier(views), sql.Identifier(reader)
                         )
                     )
-                # As the org's role from here on: what it makes is its own, as when its jobs make it.
+                # Inside the org's schemas only as the org's role, logged in as its delegate: what
+                # it makes is its own, as when its jobs make it, and a trigger of the tenant's that
+                # resets the role gets the delegate (no more than the org), never the operator.
                 # One transaction: a refused type change leaves every table and view as it was.
-                conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
-                try:
-                    with conn.transaction():
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
-                        existing = conn.execute(
-                            "SELECT viewname FROM pg_views WHERE schemaname = %s", (views,)
-                        ).fetchall()
-                        for (name,) in existing:
-                            conn.execute(
-                                sql.SQL("DROP VIEW {}.{}").format(
-                                    sql.Identifier(views), sql.Identifier(str(name))
-                                )
+                with tenant.session(self._dsn, org_id, admin=conn) as own, own.transaction():
+                    own.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
+                    existing = own.execute(
+                        "SELECT viewname FROM pg_views WHERE schemaname = %s", (views,)
+                    ).fetchall()
+                    for (name,) in existing:
+                        own.execute(
+                            sql.SQL("DROP VIEW {}.{}").format(
+                                sql.Identifier(views), sql.Identifier(str(name))
                             )
-                        current = _raw_columns(conn, org_id)
-                        made = [t for t in tables if t.name in current]  # the rest: their first run
-                        for table in made:
-                            want = {c.name: retype.pg_type_name(c.type) for c in table.columns}
-                            if current[table.name].items() >= want.items():
-                                continue  # as the spec says
-                            ddl.ensure_schema(conn, org_id, table)  # new columns, type changes
-                        orgprivacy.record(conn, spec)
-                        for table in made:
-                            conn.execute(orgprivacy.view_statement(org_id, table))
-                            conn.execute(
-                                sql.SQL("GRANT SELECT ON {}.{} TO {}").format(
-                                    sql.Identifier(views), sql.Identifier(table.name), sql.Identifier(reader)
-                                )
+                        )
+                    current = _raw_columns(own, org_id)
+                    made = [t for t in tables if t.name in current]  # the rest: their first run
+                    for table in made:
+                        want = {c.name: retype.pg_type_name(c.type) for c in table.columns}
+                        if current[table.name].items() >= want.items():
+                            continue  # as the spec says
+                        ddl.ensure_schema(own, org_id, table)  # new columns, type changes
+                    orgprivacy.record(own, spec)
+                    for table in made:
+                        own.execute(orgprivacy.view_statement(org_id, table))
+                        own.execute(
+                            sql.SQL("GRANT SELECT ON {}.{} TO {}").format(
+                                sql.Identifier(views), sql.Identifier(table.name), sql.Identifier(reader)
                             )
-                finally:
-                    conn.execute("RESET ROLE")
+                        )
         except retype.TypeChangeRefused as exc:
             raise SchemaChangeRefused(str(exc)) from None
         except LockTimeout as exc:
             raise DatabaseError(f"PostgreSQL: {exc}") from None
-        except psycopg.Error as exc:
+        except tenant.TenantSessionRefused as exc:
+            raise DatabaseError(f"PostgreSQL: {exc}") from None
+        except (psycopg.Error, stores.StoreUnavailable) as exc:
             raise DatabaseError(f"PostgreSQL: cannot provision {reader}: {exc}") from exc
 
     def reader_ready(self, spec: OrgPipelineSpec) -> bool:
@@ -352,6 +426,7 @@ class Databases:
         try:
             with self._pg() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (reader,))
+                _ensure_member(conn, reader, store_names.pg_role(org_id))
                 conn.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                         sql.Identifier(store_names.pg_view_schema(org_id))

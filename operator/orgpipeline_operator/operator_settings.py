@@ -187,7 +187,7 @@ def _check(s: Settings) -> list[str]:
 
 
 _WHAT = {
-    "postgres_dsn": "admin DSN (creates the per-org roles and schemas)",
+    "postgres_dsn": "the operator's login: CREATEROLE, no superuser (creates the per-org roles and schemas)",
     "mongo_uri": "MongoDB URI for the jobs; collections dropped on deletionPolicy Delete",
     "s3_endpoint": "S3 endpoint URL (http(s)://host:port) for the jobs",
     "s3_access_key": "default S3 access key of the jobs",

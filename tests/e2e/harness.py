@@ -148,6 +148,9 @@ class Operator(Process):
         self.metrics_port, self.health_port = free_port(), free_port()
         full = {
             **env,
+            # Its own login, not the superuser's (hack/stack makes it; operator/README.md, "Isolation").
+            "ORGPIPELINE_POSTGRES_DSN": env.get("ORGPIPELINE_OPERATOR_POSTGRES_DSN")
+            or env["ORGPIPELINE_POSTGRES_DSN"],
             "KUBECONFIG": kubeconfig,
             "ORGPIPELINE_NAMESPACE": namespace,
             "ORGPIPELINE_METRICS_PORT": str(self.metrics_port),

@@ -105,29 +105,18 @@ def _q(*parts: str) -> sql.Composable:
 def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -> None:
     """Creates (or completes) the org's schema and the table's objects; commits.
 
-    What it makes belongs to the schema's owner (the org's role, when the operator made the
-    schema): a session of another role that may act as the owner (an administrator running a
-    command by hand) makes the objects as the owner, so that the org's own jobs can use them."""
+    `conn` is the org's own session (`tenant.session`): what it makes is the org's role's, so that
+    the org's jobs can use it, and no administrator's session ever runs in the org's schema."""
     schema = store_names.pg_schema(org_id)
     raw = store_names.pg_table(table.name)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
-        row: Any = conn.execute(
-            "SELECT n.nspowner::regrole::text, current_user::text,"
-            " pg_has_role(current_user, n.nspowner, 'MEMBER') FROM pg_namespace n WHERE n.nspname = %s",
-            (schema,),
-        ).fetchone()
+        row: Any = conn.execute("SELECT 1 FROM pg_namespace n WHERE n.nspname = %s", (schema,)).fetchone()
         # Only when missing: CREATE SCHEMA checks the database privilege even with IF NOT EXISTS, and
         # a tenant's role may own its schema (made by the operator) without that privilege.
         if row is None:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        owner, user, may = (str(row[0]), str(row[1]), bool(row[2])) if row else ("", "", False)
-        switched = bool(row) and owner.strip('"') != user and may
-        if switched:  # until the end of this block (the savepoint or transaction)
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner.strip('"'))))
         _table_objects(conn, schema, raw, org_id, table)
-        if switched:
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(user)))
 
 
 def _table_objects(

@@ -95,12 +95,12 @@ def ensure_view(conn: psycopg.Connection[Any], org_id: str, table: Table) -> boo
     """Makes the reader's masked view of a table that has none, when the org has a reader (the
     operator made its role and its view schema): at the table's first run, which makes the table,
     or after a type change dropped the view. Returns whether it made one; one catalog query when
-    there is nothing to do. The view is the view schema owner's (the org's role), as when the
-    operator makes it; the operator re-makes the views when the classification changes."""
+    there is nothing to do. `conn` is the org's own session (`tenant.session`): the view is the
+    org's role's, as when the operator makes it; the operator re-makes the views when the
+    classification changes."""
     views, reader = store_names.pg_view_schema(org_id), store_names.pg_reader_role(org_id)
     missing = (
-        "SELECT n.nspowner::regrole::text, current_user::text,"
-        " pg_has_role(current_user, n.nspowner, 'MEMBER') FROM pg_namespace n WHERE n.nspname = %s"
+        "SELECT 1 FROM pg_namespace n WHERE n.nspname = %s"
         " AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s)"
         " AND NOT EXISTS (SELECT 1 FROM pg_views WHERE schemaname = %s AND viewname = %s)"
     )
@@ -109,13 +109,8 @@ def ensure_view(conn: psycopg.Connection[Any], org_id: str, table: Table) -> boo
         return False
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
-        row = conn.execute(missing, args).fetchone()  # again, under the lock
-        if row is None:
+        if conn.execute(missing, args).fetchone() is None:  # again, under the lock
             return False
-        owner, user = str(row[0]).strip('"'), str(row[1])
-        switched = owner != user and bool(row[2])
-        if switched:  # until the end of this transaction (or savepoint)
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner)))
         ensure_tables(conn, org_id)  # the masking key the view reads
         conn.execute(view_statement(org_id, table))
         conn.execute(
@@ -123,8 +118,6 @@ def ensure_view(conn: psycopg.Connection[Any], org_id: str, table: Table) -> boo
                 sql.Identifier(views), sql.Identifier(table.name), sql.Identifier(reader)
             )
         )
-        if switched:
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(user)))
     return True
 
 

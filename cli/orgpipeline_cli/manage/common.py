@@ -12,8 +12,8 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -62,11 +62,44 @@ class UserError(CommandFailed):
 
 @dataclass
 class Stores:
-    """Open connections: PostgreSQL (autocommit) and the MongoDB database of the raw landing."""
+    """Open connections: PostgreSQL (autocommit) and the MongoDB database of the raw landing.
+
+    `conn` is logged in with ORGPIPELINE_POSTGRES_DSN and is for the catalog (which orgs and tables
+    exist); everything that reads or writes inside an org's schema goes through `org(org_id)`."""
 
     conn: Any
     client: Any
     db: Any
+    dsn: str = ""
+    _org: tuple[str, Any, ExitStack] | None = field(default=None, repr=False)
+
+    def org(self, org_id: str) -> Any:
+        """A connection whose most privileged identity is the org's role (`tenant.session`): `conn`
+        itself when it is logged in as that role, else a delegate's. The org's tables, triggers,
+        functions and views are the tenant's: an administrator's session must never run them.
+        One org's session at a time (the commands go org by org): asking for another closes it."""
+        from orgpipeline_api import stores as connections
+        from orgpipeline_api.orgschema import tenant
+
+        if self._org is not None and self._org[0] == org_id:
+            return self._org[1]
+        self.close_org()
+        stack = ExitStack()
+        try:
+            conn = stack.enter_context(tenant.session(self.dsn, org_id, admin=self.conn))
+        except tenant.TenantSessionRefused as exc:
+            stack.close()
+            raise UserError(str(exc)) from None
+        except connections.StoreUnavailable as exc:
+            stack.close()
+            raise CommandFailed(str(exc), EXIT_UNAVAILABLE) from None
+        self._org = (org_id, conn, stack)
+        return conn
+
+    def close_org(self) -> None:
+        if self._org is not None:
+            stack, self._org = self._org[2], None
+            stack.close()
 
 
 @contextmanager
@@ -92,7 +125,16 @@ def stores(need_mongo: bool = True) -> Iterator[Stores]:
             except (ConfigurationError, ServerUnavailable) as exc:
                 code = EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_UNAVAILABLE
                 raise CommandFailed(str(exc), code) from None
-        yield Stores(conn, client, client[settings.mongo_db] if client is not None else None)
+        s = Stores(
+            conn,
+            client,
+            client[settings.mongo_db] if client is not None else None,
+            settings.postgres_dsn or "",
+        )
+        try:
+            yield s
+        finally:
+            s.close_org()
     finally:
         if client is not None:
             client.close()

@@ -85,9 +85,9 @@ def export(
         resolve_orgs(s.conn, org_id)
         classes = classes_from_manifest
         if classes is None:
-            classes = (privacy.recorded(s.conn, org_id) or {}).get(table)
+            classes = (privacy.recorded(s.org(org_id), org_id) or {}).get(table)
         # The manifest's keys, or those the pipeline detected (recorded) when the manifest names none.
-        keys = keys_from_manifest or privacy.business_keys(s.conn, org_id, table)
+        keys = keys_from_manifest or privacy.business_keys(s.org(org_id), org_id, table)
         request = exporting.Request(
             org_id=org_id,
             table=table,
@@ -103,7 +103,7 @@ def export(
         from orgpipeline_jobs.settings import Settings
 
         try:
-            result = exporting.run(s.conn, Settings.from_env(), request)
+            result = exporting.run(s.org(org_id), Settings.from_env(), request)
         except exporting.ExportError as exc:
             raise UserError(str(exc)) from None
         except ServerUnavailable as exc:
@@ -156,7 +156,7 @@ def compliance(org_id: str = OrgRequiredOpt, output: Format = OutputOpt) -> None
 
     with stores(need_mongo=False) as s:
         resolve_orgs(s.conn, org_id)
-        recorded = privacy.recorded(s.conn, org_id) or {}
+        recorded = privacy.recorded(s.org(org_id), org_id) or {}
         tables = sorted(set(recorded) | set(queries.list_tables(s.conn, org_id)))
         columns: list[dict[str, Any]] = []
         for t in tables:
@@ -172,7 +172,7 @@ def compliance(org_id: str = OrgRequiredOpt, output: Format = OutputOpt) -> None
                 )
             if t not in recorded:
                 columns.append({"table": t, "column": None, "classification": None, "reader_sees": "nothing"})
-        exports = _exports(s.conn, org_id)
+        exports = _exports(s.org(org_id), org_id)
         reader = _reader(s.conn, org_id)
     doc = {
         "org_id": org_id,

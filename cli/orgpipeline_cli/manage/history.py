@@ -77,7 +77,7 @@ def quality(
             samples: list[queries.QualitySample] = []
             per_table = {}
             for t in resolve_tables(s.conn, org, table):
-                mine = queries.quality_samples(s.conn, org, t, start)
+                mine = queries.quality_samples(s.org(org), org, t, start)
                 samples.extend(mine)
                 per_table[t] = aggregate.combine_reports(x.report for x in mine)
             orgs.append(
@@ -203,9 +203,9 @@ def audit(
         counts: list[dict[str, Any]] = []
         for org in orgs:
             for t in resolve_tables(s.conn, org, table):
-                for row in queries.change_log(s.conn, org, t, start, limit):
+                for row in queries.change_log(s.org(org), org, t, start, limit):
                     changes.append({"org_id": org, **row})
-                counts.append({"org_id": org, "table": t, **queries.change_counts(s.conn, org, t, start)})
+                counts.append({"org_id": org, "table": t, **queries.change_counts(s.org(org), org, t, start)})
     changes.sort(key=lambda c: c["change_timestamp"], reverse=True)
     document = {"days": days, "since": start, "limit": limit, "counts": counts, "changes": changes[:limit]}
     if output == Format.json:

@@ -75,7 +75,9 @@ def validate(
             for t in tables:
                 task = progress.add_task(f"validate {t}", total=expected[t])
                 results.append(
-                    _validate_table(s.conn, org_id, t, collections[t], limit, partial(progress.advance, task))
+                    _validate_table(
+                        s.org(org_id), org_id, t, collections[t], limit, partial(progress.advance, task)
+                    )
                 )
     total = sum(r[k] for r in results for k in KINDS)
     document = {"org_id": org_id, "ok": total == 0, "differences": total, "tables": results}
@@ -219,7 +221,7 @@ def retention(
             existing = set(queries.list_tables(s.conn, org_id))
             for t in tables:
                 counts = (
-                    queries.retention_preview(s.conn, org_id, t, spec.retention, now)
+                    queries.retention_preview(s.org(org_id), org_id, t, spec.retention, now)
                     if t in existing
                     else dict.fromkeys(RETENTION_COLUMNS, 0)
                 )

@@ -260,13 +260,14 @@ def rejected(
     with stores(need_mongo=False) as s:
         common.resolve_orgs(s.conn, org_id)
         common.resolve_tables(s.conn, org_id, table)
-        _check_filters(s.conn, f)
-        total = count(s.conn, f)
+        own = s.org(org_id)  # the org's tables: as the org's role
+        _check_filters(own, f)
+        total = count(own, f)
         if output == RejectedFormat.csv:
-            _check_one_header(s.conn, f)
-            _write_csv(rows(s.conn, f, limit), total, f)
+            _check_one_header(own, f)
+            _write_csv(rows(own, f, limit), total, f)
             return
-        found = list(rows(s.conn, f, limit))
+        found = list(rows(own, f, limit))
     if output == RejectedFormat.json:
         print_json(
             {

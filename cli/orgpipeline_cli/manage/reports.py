@@ -64,7 +64,7 @@ def status(
         start = queries.since(days)
         orgs = []
         for org in resolve_orgs(s.conn, org_id):
-            runs = queries.runs(s.conn, org, start)
+            runs = queries.runs(s.org(org), org, start)
             grouped = _by_table(runs)
             tables = sorted(set(queries.list_tables(s.conn, org)) | set(grouped))
             orgs.append(
@@ -205,10 +205,10 @@ def metrics(
 
 def _org_metrics(s: Any, org: str, start: Any, days: int) -> dict[str, Any]:
     tables = queries.list_tables(s.conn, org)
-    stats = aggregate.run_stats(queries.runs(s.conn, org, start))
-    run_files = queries.run_file_latencies(s.conn, org, start)
+    stats = aggregate.run_stats(queries.runs(s.org(org), org, start))
+    run_files = queries.run_file_latencies(s.org(org), org, start)
     lat = queries.latency((s.db[store_names.mongo_collection(org, t)] for t in tables), start, run_files)
-    store = queries.storage(s.conn, s.db, org, tables, start)
+    store = queries.storage(s.org(org), s.db, org, tables, start)
     per_version = store.total_bytes / store.versions if store.versions else None
     growth = round(per_version * store.versions_in_period) if per_version is not None else 0
     return {
@@ -307,7 +307,7 @@ def alerts(
             if org in view.objects:
                 found.extend(cluster.status_alerts(org, view.objects[org]))
             else:
-                history = queries.runs(s.conn, org, None, limit=ALERT_HISTORY_RUNS)
+                history = queries.runs(s.org(org), org, None, limit=ALERT_HISTORY_RUNS)
                 found.extend(aggregate.alerts_from_runs(org, history))
     found = aggregate.filter_severity(found, wanted)
     source = "OrgPipeline status where one exists, else runs" if view.reachable else f"runs ({view.reason})"

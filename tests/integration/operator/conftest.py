@@ -12,7 +12,16 @@ from typing import Any
 import kopf
 import pytest
 from kopf._core.engines import posting
-from operator_helpers import REPO, RESYNC_SECONDS, TEST_LABEL, WEBHOOK_TOKEN, Kubectl, Operator, free_port
+from operator_helpers import (
+    REPO,
+    RESYNC_SECONDS,
+    TEST_LABEL,
+    WEBHOOK_TOKEN,
+    Kubectl,
+    Operator,
+    free_port,
+    operator_postgres,
+)
 from orgpipeline_operator import database, kube, operator_settings, runtime
 
 
@@ -43,7 +52,9 @@ def api(kube_api: Any) -> kube.Kube:
 def direct_rt(stack: Any, api: kube.Kube) -> Iterator[runtime.Runtime]:
     """The operator's Runtime on the stack's servers, for tests that call its functions themselves
     (on a resource labelled for no running operator)."""
-    settings = operator_settings.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
+    settings = operator_settings.from_env(
+        {**stack.as_environ(), **operator_postgres(stack), "ORGPIPELINE_NAMESPACE": "default"}
+    )
     rt = runtime.Runtime(
         settings, api, database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
     )
@@ -57,6 +68,7 @@ def operator(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
     env = {
         **os.environ,
         **stack.as_environ(),
+        **operator_postgres(stack),
         "ORGPIPELINE_RESYNC_SECONDS": str(RESYNC_SECONDS),
         "ORGPIPELINE_RETRY_SECONDS": "1",
         "ORGPIPELINE_METRICS_PORT": str(free_port()),

@@ -29,6 +29,12 @@ T = TypeVar("T")
 WEBHOOK_TOKEN = "operator-tests-webhook-token"
 
 
+def operator_postgres(stack: Any) -> dict[str, str]:
+    """The operator's PostgreSQL login: its own role, not the superuser (`hack/stack` makes it with
+    what operator/README.md lists), so that every operator test proves the operator works with it."""
+    return {"ORGPIPELINE_POSTGRES_DSN": stack.operator_postgres_dsn}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

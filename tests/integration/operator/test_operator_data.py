@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from operator_helpers import Kubectl, Operator, pipeline, wait_for, wait_ready
 from orgpipeline_api import store_names
-from orgpipeline_operator import kube, naming
+from orgpipeline_operator import database, kube, naming
 
 
 def _org_dsn(kubectl: Kubectl, org: str, stack: Any) -> str:
@@ -106,6 +106,11 @@ def test_delete_policy_drops_data_and_retain_keeps_it(
     # Clean up what Retain kept.
     db.drop_collection(store_names.mongo_collection(keep, "orders"))
     other.drop()
-    pg.execute(f'DROP SCHEMA "{store_names.pg_schema(keep)}" CASCADE')
-    pg.execute(f'DROP OWNED BY "{store_names.pg_role(keep)}"')
-    pg.execute(f'DROP ROLE "{store_names.pg_role(keep)}"')
+    # As the operator would (the operator granted the role its database privileges: a plain DROP
+    # OWNED BY as the superuser leaves those, and DROP ROLE refuses the role).
+    db = database.Databases(stack.postgres_dsn, stack.mongo_uri, "orgpipeline")
+    try:
+        db.drop_postgres(keep)
+    finally:
+        db.close()
+    assert not _exists(pg, ROLE_Q, store_names.pg_role(keep))
