@@ -76,15 +76,17 @@ def _revoke_database(conn: PgConn, role_name: str) -> None:
     """Revokes what the role was granted on the database (CONNECT, TEMPORARY), whoever granted it:
     DROP OWNED BY leaves the grants of another grantor (the operator's, when a superuser drops), and
     DROP ROLE refuses a role that still has them. In the caller's transaction."""
+    # The grantors this session may act as (itself, or any when a superuser): a grant by another
+    # (a superuser, for an org made by an earlier superuser operator) is left to DROP ROLE to name.
     grantors = conn.execute(
-        "SELECT DISTINCT a.grantor::regrole::text FROM pg_database d, aclexplode(d.datacl) a"
-        " WHERE d.datname = current_database() AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+        "SELECT DISTINCT r.rolname::text, r.rolname = current_user FROM pg_database d,"
+        " aclexplode(d.datacl) a JOIN pg_roles r ON r.oid = a.grantor WHERE d.datname = current_database()"
+        " AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s) AND pg_has_role(r.oid, 'MEMBER')",
         (role_name,),
     ).fetchall()
-    user = conn.execute("SELECT current_user::text").fetchone()
-    for (grantor,) in grantors:
-        if user is None or str(grantor).strip('"') != user[0]:
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(str(grantor).strip('"'))))
+    for grantor, itself in grantors:
+        if not itself:
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(str(grantor))))
         conn.execute(
             sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
                 sql.Identifier(conn.info.dbname), sql.Identifier(role_name)

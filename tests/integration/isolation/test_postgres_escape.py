@@ -224,6 +224,8 @@ BEGIN
   BEGIN EXECUTE format('DELETE FROM %I.raw_orders', {schema_b}); gained := array_append(gained, 'wrote b');
   EXCEPTION WHEN OTHERS THEN NULL; END;
   EXECUTE format('SET ROLE %I', back);
+  -- A grant to the login (the delegate) ties it to A's objects: DROP ROLE alone would refuse it.
+  EXECUTE format('GRANT SELECT ON %I.loot TO %I', {schema_a}, session_user);
   INSERT INTO {a}.loot VALUES (at, who, gained);
 END $f$;
 CREATE FUNCTION {a}.on_write() RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -478,6 +480,10 @@ def test_code_a_tenant_plants_in_its_schema_runs_as_the_tenant_only(
     assert done.returncode == 0, done.stderr
     done = _cli("validate", "--org-id", a.id, "-o", "json")
     assert done.returncode in (0, 1), done.stderr
+    for command in ("status", "quality", "audit", "rejected"):  # reads, as A's delegate too
+        extra = ("--table", "orders") if command == "rejected" else ()
+        done = _cli(command, "--org-id", a.id, *extra, "-o", "json")
+        assert done.returncode == 0, (command, done.stderr)
 
     loot = _loot(a)
     for at, who, gained in loot:
