@@ -196,7 +196,7 @@ def _privileges(pg: Any, role: str) -> tuple[Any, ...]:
 
 
 PLANT = """
-CREATE TABLE {a}.loot (at text, who text, gained text[]);
+CREATE TABLE {a}.loot (n serial, at text, who text, gained text[]);
 CREATE FUNCTION {a}.escape(at text) RETURNS void LANGUAGE plpgsql AS $f$
 DECLARE
   back text := current_user;
@@ -226,7 +226,7 @@ BEGIN
   EXECUTE format('SET ROLE %I', back);
   -- A grant to the login (the delegate) ties it to A's objects: DROP ROLE alone would refuse it.
   EXECUTE format('GRANT SELECT ON %I.loot TO %I', {schema_a}, session_user);
-  INSERT INTO {a}.loot VALUES (at, who, gained);
+  INSERT INTO {a}.loot (at, who, gained) VALUES (at, who, gained);
 END $f$;
 CREATE FUNCTION {a}.on_write() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
@@ -239,6 +239,13 @@ BEGIN
   RETURN now();
 END $f$;
 ALTER TABLE {a}.pipeline_classification ALTER COLUMN updated_at SET DEFAULT {a}.stamp();
+CREATE FUNCTION {a}.checked() RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+  PERFORM {a}.escape('check');
+  RETURN true;
+END $f$;
+-- Checked again on every row when a column changes type.
+ALTER TABLE {a}.raw_orders ADD CONSTRAINT planted CHECK ({a}.checked());
 """
 TRIGGERED = (
     "pipeline_classification",
@@ -281,7 +288,8 @@ def _plant(a: Org, b: Org) -> None:
 
 def _loot(a: Org) -> list[tuple[str, str, list[str]]]:
     with psycopg.connect(a.dsn, autocommit=True) as conn:
-        return [tuple(r) for r in conn.execute(f'SELECT at, who, gained FROM "{a.schema}".loot').fetchall()]  # type: ignore[misc]
+        rows = conn.execute(f'SELECT at, who, gained FROM "{a.schema}".loot ORDER BY n').fetchall()
+    return [(str(r[0]), str(r[1]), list(r[2])) for r in rows]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -449,14 +457,17 @@ def test_code_a_tenant_plants_in_its_schema_runs_as_the_tenant_only(
     assert before_a[:5] == (False, False, False, False, False)
     _plant(a, b)
 
-    # 1. The operator reconciles a classification change: it records the classification in A's
+    # 1. The operator reconciles a classification and a type change: it changes the column type
+    # (the check constraint runs on every row), records the classification in A's
     # pipeline_classification (the trigger and the column default run) and re-makes the views.
+    planted = len(_loot(a))  # A's own login ran the check once, adding it
     manifest = a.manifest
     manifest["spec"]["tables"][0]["columns"][1]["classification"] = "public"
+    manifest["spec"]["tables"][0]["columns"][2]["type"] = "decimal(12,2)"
     kubectl.apply(manifest)
 
     def reconciled() -> bool:
-        return any(at in ("pipeline_classification", "default") for at, _, _ in _loot(a))
+        return any(at in ("pipeline_classification", "default") for at, _, _ in _loot(a)[planted:])
 
     wait_for(reconciled, timeout=60, what="the operator to record A's new classification")
     wait_ready(api, f"org-{a.id}", timeout=60)
@@ -485,13 +496,14 @@ def test_code_a_tenant_plants_in_its_schema_runs_as_the_tenant_only(
         done = _cli(command, "--org-id", a.id, *extra, "-o", "json")
         assert done.returncode == 0, (command, done.stderr)
 
-    loot = _loot(a)
+    loot = _loot(a)[planted:]
     for at, who, gained in loot:
         # RESET ROLE got back to a delegate of A's role, never to the operator or the superuser ...
         assert gained == [], (at, who, gained)  # ... which could do nothing A cannot.
         assert who.startswith(tenant.DELEGATE_PREFIX + a.id), (at, who)
     places = {at for at, _, _ in loot}
-    assert {"pipeline_classification", "default", "pipeline_runs", "raw_orders", "pipeline_exports"} <= places
+    assert {"pipeline_classification", "default", "check", "pipeline_runs"} <= places
+    assert {"raw_orders", "pipeline_exports"} <= places
     assert _privileges(pg, a.role) == before_a
     assert pg.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (a.role + "_twin",)).fetchone() is None
     assert _victim_state(pg, b) == before_b
