@@ -41,6 +41,10 @@ from psycopg import sql
 
 log = logging.getLogger(__name__)
 _warned_temporary = threading.Event()
+TENANT_DEADLINE_SECONDS = 900.0
+"""The longest the operator works in an org's schema at once (a column type change of a large table
+is the long part): then the delegate's backend is ended, so a tenant's code that never returns holds
+one of the operator's workers that long at most (and the reconcile fails, to be retried)."""
 
 
 class DatabaseError(Exception):
@@ -343,7 +347,10 @@ class Databases:
                 # it makes is its own, as when its jobs make it, and a trigger of the tenant's that
                 # resets the role gets the delegate (no more than the org), never the operator.
                 # One transaction: a refused type change leaves every table and view as it was.
-                with tenant.session(self._dsn, org_id, admin=conn) as own, own.transaction():
+                with (
+                    tenant.session(self._dsn, org_id, admin=conn, deadline=TENANT_DEADLINE_SECONDS) as own,
+                    own.transaction(),
+                ):
                     own.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
                     existing = own.execute(
                         "SELECT viewname FROM pg_views WHERE schemaname = %s", (views,)

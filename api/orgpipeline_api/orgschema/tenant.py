@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -84,11 +85,16 @@ def is_org_login(conn: Conn, org_id: str) -> bool:
 
 
 @contextlib.contextmanager
-def session(dsn: str, org_id: str, admin: Conn | None = None) -> Iterator[Conn]:
+def session(
+    dsn: str, org_id: str, admin: Conn | None = None, deadline: float | None = None
+) -> Iterator[Conn]:
     """An autocommit connection to work in the org's schema with, as the module docstring says.
 
-    `admin`, when given, is an open connection made with `dsn` (it is used for the checks and the
-    delegate, and is what comes back when it may be used as is); without it one is made and closed.
+    `admin`, when given, is an open autocommit connection made with `dsn` (it is used for the
+    checks and the delegate, and is what comes back when it may be used as is); without it one is
+    made and closed. `deadline` (seconds) bounds a delegate's session: then its backend is
+    terminated, which the tenant's code cannot catch (it can catch a statement timeout or a
+    cancel), so that no tenant holds the caller (the operator's worker) for longer.
     Raises TenantSessionRefused, or stores.StoreUnavailable when PostgreSQL cannot be reached.
     """
     own = admin is None
@@ -114,7 +120,7 @@ def session(dsn: str, org_id: str, admin: Conn | None = None) -> Iterator[Conn]:
                 f"schema {store_names.pg_schema(org_id)} is owned by {row[2]}, neither {conn.info.user}"
                 f" nor the org's role {role}: not working in it as {conn.info.user}"
             )
-        with _delegate(dsn, conn, org_id) as tenant:
+        with _delegate(dsn, conn, org_id, deadline) as tenant:
             yield tenant
     finally:
         if own:
@@ -122,7 +128,7 @@ def session(dsn: str, org_id: str, admin: Conn | None = None) -> Iterator[Conn]:
 
 
 @contextlib.contextmanager
-def _delegate(dsn: str, admin: Conn, org_id: str) -> Iterator[Conn]:
+def _delegate(dsn: str, admin: Conn, org_id: str, deadline: float | None) -> Iterator[Conn]:
     """A connection logged in as a fresh delegate of the org's role, acting as that role."""
     global _last_sweep
     role, name, password = store_names.pg_role(org_id), delegate_name(org_id), secrets.token_urlsafe(24)
@@ -140,6 +146,9 @@ def _delegate(dsn: str, admin: Conn, org_id: str) -> Iterator[Conn]:
                 ).format(sql.Identifier(name), sql.Literal(scram_verifier(password)), sql.Literal(until[0]))
             )
             admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(name)))
+            # Membership in the delegate: what lets this login terminate its backend (`deadline`)
+            # and DROP OWNED BY it.
+            admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(name)))
     except psycopg.Error as exc:
         raise TenantSessionRefused(
             f"cannot act as {role}: {conn_user(admin)} may not make a delegate of it"
@@ -157,11 +166,30 @@ def _delegate(dsn: str, admin: Conn, org_id: str) -> Iterator[Conn]:
                     sql.Literal(conn_user(admin)),
                 )
             )
-            yield conn
+            timer = None
+            if deadline is not None:
+                timer = threading.Timer(deadline, _terminate, (admin, conn.info.backend_pid, name))
+                timer.daemon = True
+                timer.start()
+            try:
+                yield conn
+            finally:
+                if timer is not None:
+                    timer.cancel()
         finally:
             conn.close()
     finally:
         drop_delegate(admin, name)
+
+
+def _terminate(admin: Conn, pid: int, name: str) -> None:
+    """Ends a delegate's backend that outlived its deadline (the admin connection is idle meanwhile:
+    its owner waits on the delegate's)."""
+    log.warning("the session of %s outlived its deadline: terminating its backend %d", name, pid)
+    try:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    except psycopg.Error as exc:
+        log.warning("cannot terminate the backend of %s: %s", name, stores.first_line(exc))
 
 
 def conn_user(conn: Conn) -> str:
@@ -178,7 +206,7 @@ def drop_delegate(admin: Conn, name: str) -> None:
         except psycopg.errors.DependentObjectsStillExist:
             # The tenant's code granted it something: DROP OWNED BY needs the delegate's privileges.
             with admin.transaction():
-                admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(ident))
+                admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(ident))  # a sweep's leftover
                 admin.execute(sql.SQL("DROP OWNED BY {}").format(ident))
                 admin.execute(sql.SQL("DROP ROLE {}").format(ident))
     except psycopg.Error as exc:

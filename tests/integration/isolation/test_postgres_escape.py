@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,33 @@ def test_an_orgs_own_login_is_used_as_is(orgs: tuple[Org, Org], pg: Any) -> None
         tenant.session(b.dsn, a.id, admin=conn),
     ):
         pass
+
+
+def test_a_tenants_code_that_never_returns_holds_the_caller_until_the_deadline_only(
+    orgs: tuple[Org, Org], stack: Any
+) -> None:
+    """Code of A's that catches cancels and statement timeouts (a trigger could) ends with its
+    backend at the deadline: the operator's worker is back, its own session intact."""
+    a, _ = orgs
+    hang = (
+        "DO $$ BEGIN LOOP BEGIN PERFORM pg_sleep(0.2); EXCEPTION WHEN query_canceled THEN NULL; END;"
+        " END LOOP; END $$"
+    )
+    dsn = stack.operator_postgres_dsn
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        started = time.monotonic()
+        with (
+            pytest.raises(psycopg.OperationalError, match="terminating connection"),
+            tenant.session(dsn, a.id, admin=admin, deadline=2) as own,
+        ):
+            own.execute("SET statement_timeout = 0")
+            own.execute(hang)
+        assert time.monotonic() - started < 20
+        assert admin.execute("SELECT 1").fetchone() == (1,)
+        left = admin.execute(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (tenant.DELEGATE_PREFIX + a.id,)
+        ).fetchall()
+        assert left == []
 
 
 def _look_alikes(name: str) -> list[str]:
