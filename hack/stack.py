@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -431,6 +432,19 @@ def pg_admin_dsn(state: dict[str, object], db: str = PG_DATABASE) -> str:
     return f"postgresql://postgres:{state['pg_password']}@127.0.0.1:{ports(state)['postgres']}/{db}"
 
 
+def ferretdb_backend_url(state: dict[str, object]) -> str:
+    """FerretDB's PostgreSQL URL carries no user: FerretDB 1.x gives a client that does not log in
+    the URL's user, so every client must log in (as a PostgreSQL role, authMechanism=PLAIN) and gets
+    what that role is granted. Over TCP, where pg_hba asks for the password."""
+    return f"postgresql://127.0.0.1:{ports(state)['postgres']}/ferretdb"
+
+
+def mongo_admin_uri(state: dict[str, object]) -> str:
+    """The stack's MongoDB admin URI: FerretDB logged in as PostgreSQL's postgres."""
+    password = urllib.parse.quote(str(state["pg_password"]), safe="")
+    return f"mongodb://postgres:{password}@127.0.0.1:{ports(state)['ferretdb']}/?authMechanism=PLAIN"
+
+
 def _chown_to_postgres(path: Path) -> None:
     shutil.chown(path, "postgres", "postgres")
 
@@ -672,14 +686,15 @@ SERVERS = [
         lambda s: [
             str(bindir("ferretdb") / "ferretdb"),
             f"--listen-addr=127.0.0.1:{ports(s)['ferretdb']}",
-            f"--postgresql-url={pg_admin_dsn(s, 'ferretdb')}",
+            f"--postgresql-url={ferretdb_backend_url(s)}",
         ],
         ferretdb_ready,
         "ferretdb",
         # Go's collector took a fifth of FerretDB's CPU while it took a 200,000-row load (perf:
         # gcBgMarkWorker and allocation assists); collecting at 5x the live heap instead of 2x
         # cut FerretDB's CPU per document by about a fifth, for ~90 MB of memory.
-        env={"GOGC": "400"},
+        # No libpq defaults either: a client that does not log in has no PostgreSQL identity.
+        env={"GOGC": "400", "PGUSER": "ferretdb-anonymous", "PGPASSWORD": "", "PGPASSFILE": "/dev/null"},
     ),
     Server(
         "s3",
@@ -831,7 +846,7 @@ def environment(state: dict[str, object]) -> dict[str, str]:
     kubeconfig = os.environ.get("KUBECONFIG", "") if EXISTING_CLUSTER else str(STATE_DIR / "kubeconfig")
     return {
         "KUBECONFIG": kubeconfig,
-        "ORGPIPELINE_MONGO_URI": f"mongodb://127.0.0.1:{p['ferretdb']}/",
+        "ORGPIPELINE_MONGO_URI": mongo_admin_uri(state),
         "ORGPIPELINE_POSTGRES_DSN": pg_admin_dsn(state),
         "ORGPIPELINE_S3_ENDPOINT": f"http://127.0.0.1:{p['s3']}",
         "ORGPIPELINE_S3_ACCESS_KEY": S3_ACCESS_KEY,

@@ -209,7 +209,7 @@ def drop_org_data(postgres_dsn: str, mongo_uri: str, org_id: str) -> None:
 
     db = Databases(postgres_dsn, mongo_uri, os.environ.get("ORGPIPELINE_MONGO_DB", "orgpipeline"))
     try:
+        db.drop_collections(org_id)  # first: it takes the role's grants in FerretDB's database
         db.drop_postgres(org_id)
-        db.drop_collections(org_id)
     finally:
         db.close()

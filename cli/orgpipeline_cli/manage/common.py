@@ -62,11 +62,15 @@ class UserError(CommandFailed):
 
 @dataclass
 class Stores:
-    """Open connections: PostgreSQL (autocommit) and the MongoDB database of the raw landing."""
+    """Open connections: PostgreSQL (autocommit) and MongoDB."""
 
     conn: Any
     client: Any
-    db: Any
+    settings: Any
+
+    def mongo(self, org_id: str) -> Any:
+        """The org's MongoDB database, holding its raw-landing collections."""
+        return self.client[self.settings.mongo_database(org_id)]
 
 
 @contextmanager
@@ -92,7 +96,7 @@ def stores(need_mongo: bool = True) -> Iterator[Stores]:
             except (ConfigurationError, ServerUnavailable) as exc:
                 code = EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_UNAVAILABLE
                 raise CommandFailed(str(exc), code) from None
-        yield Stores(conn, client, client[settings.mongo_db] if client is not None else None)
+        yield Stores(conn, client, settings)
     finally:
         if client is not None:
             client.close()
