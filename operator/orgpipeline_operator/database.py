@@ -103,6 +103,7 @@ class Databases:
         self._mongo_users = mongo_users
         self._ferretdb_database = ferretdb_database
         self._ferret_lock = threading.Lock()
+        self._ferret_conn: PgConn | None = None
         self._idle: queue.LifoQueue[PgConn] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(pool_size)
         self._mongo: pymongo.MongoClient[dict[str, object]] | None = None
@@ -382,6 +383,8 @@ class Databases:
             self._idle.get_nowait().close()
         if self._mongo is not None:
             self._mongo.close()
+        if self._ferret_conn is not None:
+            self._ferret_conn.close()
 
     # --- MongoDB: one database per org, and the org's identity on it ---------------------------
 
@@ -427,9 +430,8 @@ class Databases:
         no documents (FerretDB's catalogue is shared by all its users anyway).
         """
         role, schema = store_names.pg_role(org_id), store_names.mongo_database(org_id)
-        dsn = psycopg.conninfo.make_conninfo(self._dsn, dbname=self._ferretdb_database)
         try:
-            with self._ferret_lock, stores.connect_postgres(dsn, autocommit=False) as conn:
+            with self._ferret_pg() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("ferretdb:" + schema,))
                 row = conn.execute(
                     "SELECT (SELECT 1 FROM pg_roles WHERE rolname = %s),"
@@ -461,10 +463,12 @@ class Databases:
                     (FERRETDB_METADATA,),
                 ).fetchall()
                 for (name,) in hidden:
-                    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO PUBLIC").format(sql.Identifier(name)))
+                    conn.execute(
+                        sql.SQL("GRANT USAGE ON SCHEMA {} TO PUBLIC").format(sql.Identifier(str(name)))
+                    )
                     conn.execute(
                         sql.SQL("GRANT SELECT ON {}.{} TO PUBLIC").format(
-                            sql.Identifier(name), sql.Identifier(FERRETDB_METADATA)
+                            sql.Identifier(str(name)), sql.Identifier(FERRETDB_METADATA)
                         )
                     )
                 ident = sql.Identifier(schema)
@@ -483,11 +487,21 @@ class Databases:
                             ident, sql.Identifier(str(table)), sql.Identifier(role)
                         )
                     )
-                conn.commit()
         except (psycopg.Error, stores.StoreUnavailable) as exc:
             raise DatabaseError(
                 f"PostgreSQL: cannot grant {role} its FerretDB schema {schema}: {exc}"
             ) from exc
+
+    @contextlib.contextmanager
+    def _ferret_pg(self) -> Iterator[PgConn]:
+        """One connection to FerretDB's PostgreSQL database, kept between calls, one call at a time
+        (made when first needed: only the FerretDB path uses it)."""
+        with self._ferret_lock:
+            conn = self._ferret_conn
+            if conn is None or conn.closed or conn.broken:
+                dsn = psycopg.conninfo.make_conninfo(self._dsn, dbname=self._ferretdb_database)
+                conn = self._ferret_conn = stores.connect_postgres(dsn)
+            yield conn
 
     def _mongodb_user(self, org_id: str, password: str | None) -> None:
         """MongoDB proper: the org's user, readWrite on its database only."""

@@ -204,6 +204,17 @@ def test_dropping_or_renaming_b_is_refused(world: World, client_a: Any) -> None:
                 world.b.collection
             ),
             "drop the shared database": lambda: client_a.drop_database(world.shared_db),
+            "rename A's collection over B's (dropTarget)": lambda: client_a.admin.command(
+                "renameCollection",
+                f"{world.a.db_name}.{world.a.collection}",
+                to=f"{world.b.db_name}.{world.b.collection}",
+                dropTarget=True,
+            ),
+            "$out from A's collection into B's": lambda: list(
+                client_a[world.a.db_name][world.a.collection].aggregate(
+                    [{"$out": {"db": world.b.db_name, "coll": world.b.collection}}]
+                )
+            ),
         },
     )
 
