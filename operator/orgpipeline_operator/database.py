@@ -590,8 +590,9 @@ def org_mongo_uri(base_uri: str, org_id: str, password: str, users: str = "ferre
     org's database as the default database."""
     scheme, _, rest = base_uri.partition("://")
     authority, _, tail = rest.partition("/")
+    authority, _, bare_query = authority.partition("?")  # mongodb://host?opts (no slash)
     hosts = authority.rpartition("@")[2]
-    query = tail.partition("?")[2]
+    query = tail.partition("?")[2] or bare_query
     database_name = store_names.mongo_database(org_id)
     options = [
         o for o in query.split("&") if o and o.split("=")[0].lower() not in ("authmechanism", "authsource")
