@@ -3,6 +3,7 @@ jobs' hosts; the Secret's hash does not change with the password (it is kept, no
 
 from __future__ import annotations
 
+import base64
 import urllib.parse
 from pathlib import Path
 from typing import Any, cast
@@ -53,6 +54,7 @@ def test_the_secret_hash_leaves_the_password_out() -> None:
     target = builders.Target("org-123", "uid-1", spec)
     rt = _rt()
     one, two = (builders.build_secret(target, rt.credentials(spec, pw)) for pw in ("", "secret-2"))
+    assert ":secret-2@" in base64.b64decode(two["data"]["ORGPIPELINE_MONGO_URI"]).decode()
     assert builders.applied_hash(one) == builders.applied_hash(two)
     other = builders.build_secret(target, rt.credentials(spec.model_copy(update={"org_id": "456"}), "x"))
     assert builders.applied_hash(other) != builders.applied_hash(one)
