@@ -435,11 +435,19 @@ class Databases:
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("ferretdb:" + schema,))
                 row = conn.execute(
                     "SELECT (SELECT 1 FROM pg_roles WHERE rolname = %s),"
-                    " (SELECT 1 FROM pg_namespace WHERE nspname = %s)",
-                    (role, schema),
+                    " (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s),"
+                    " (SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM pg_namespace"
+                    " WHERE nspname = %s), current_user",
+                    (role, schema, schema),
                 ).fetchone()
                 if not row or row[0] is None or row[1] is None:
                     raise DatabaseError(f"PostgreSQL: role {role} or FerretDB schema {schema} is missing")
+                if not row[2]:
+                    # FerretDB made it as the operator's MongoDB login; only its owner may grant.
+                    raise DatabaseError(
+                        f"PostgreSQL: FerretDB schema {schema} belongs to {row[1]}, not to {row[3]}:"
+                        " ORGPIPELINE_MONGO_URI must log in as ORGPIPELINE_POSTGRES_DSN's role"
+                    )
                 if conn.execute(
                     "SELECT has_database_privilege(%s, current_database(), 'CREATE')", (role,)
                 ).fetchone() == (True,):

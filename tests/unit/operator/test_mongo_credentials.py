@@ -67,3 +67,10 @@ def test_uri_of_a_plain_base() -> None:
     assert database.org_mongo_uri("mongodb+srv://u:p@h?tls=true", "a", "pw", "mongodb") == (
         "mongodb+srv://orgpipeline_org_a:pw@h/orgraw_a?tls=true&authSource=orgraw_a"
     )
+
+
+def test_an_unknown_kind_of_mongo_users_is_refused_at_start() -> None:
+    with pytest.raises(
+        operator_settings.SettingsError, match="ORGPIPELINE_MONGO_USERS must be ferretdb or mongodb"
+    ):
+        operator_settings.from_env({**ENV, "ORGPIPELINE_MONGO_USERS": "none"})
