@@ -5,14 +5,16 @@ stay where they were."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pymongo
 import pytest
+from operator_helpers import Kubectl, Operator, pipeline, wait_for, wait_ready
 from orgpipeline_api import store_names
-from orgpipeline_operator import database
+from orgpipeline_operator import database, kube
 
 Doc = dict[str, Any]
 
@@ -75,3 +77,29 @@ def test_old_collections_move_whole_once_and_a_cut_short_move_carries_on(
         theirs = client[store_names.mongo_database(org_id)]
         assert theirs[orders].count_documents({}) == 2345
         assert theirs[items].count_documents({}) == 10
+
+
+def test_the_operator_moves_an_orgs_old_collections_when_it_reconciles(
+    operator: Operator, kubectl: Kubectl, api: kube.Kube, mongo: Any, unique_id: str
+) -> None:
+    """An org whose jobs landed in the shared database (an earlier release) finds its versions in
+    its own database once the operator has reconciled it, and its Secret reads them."""
+    org_id = f"mvop{unique_id}"
+    shared = mongo[operator.env.get("ORGPIPELINE_MONGO_DB", "orgpipeline")]
+    name = store_names.mongo_collection(org_id, "orders")
+    landed = _versions(1500, "orders")
+    shared[name].insert_many([dict(d) for d in landed])
+    kubectl.apply(pipeline(org_id, ["orders"]))
+    try:
+        wait_ready(api, f"org-{org_id}")
+        wait_for(lambda: name not in shared.list_collection_names(), what="the old collection moved")
+        assert list(mongo[store_names.mongo_database(org_id)][name].find().sort("_id", 1)) == landed
+        secret = kubectl.json("get", "secret", "orgpipeline-credentials", "-n", f"org-{org_id}")["data"]
+        uri, db_name = (
+            base64.b64decode(secret[k]).decode() for k in ("ORGPIPELINE_MONGO_URI", "ORGPIPELINE_MONGO_DB")
+        )
+        with pymongo.MongoClient[Doc](uri, serverSelectionTimeoutMS=5000) as client:
+            assert client[db_name][name].count_documents({}) == len(landed)
+    finally:
+        kubectl("delete", "orgpipeline", f"org-{org_id}", "--wait=true", "--timeout=60s")
+        shared.drop_collection(name)
