@@ -417,6 +417,8 @@ class Server:
     timeout: float = 60.0
     env: dict[str, str] = field(default_factory=dict)
     """Set in the server's environment, over the stack's own."""
+    restart_on_new_argv: bool = False
+    """`up` restarts it when it runs with other arguments than these (a checkout changed them)."""
 
 
 def _pg_bin() -> Path:
@@ -695,6 +697,8 @@ SERVERS = [
         # cut FerretDB's CPU per document by about a fifth, for ~90 MB of memory.
         # No libpq defaults either: a client that does not log in has no PostgreSQL identity.
         env={"GOGC": "400", "PGUSER": "ferretdb-anonymous", "PGPASSWORD": "", "PGPASSFILE": "/dev/null"},
+        # A FerretDB started before with a user in its URL (anonymous clients were that user) goes.
+        restart_on_new_argv=True,
     ),
     Server(
         "s3",
@@ -752,6 +756,9 @@ def active_servers() -> list[Server]:
 
 def start(server: Server, state: dict[str, object]) -> None:
     pid = running_pid(server.name)
+    if pid is not None and server.restart_on_new_argv and _cmdline(pid) != server.argv(state):
+        stop(server)
+        pid = None
     if pid is None:
         pid = _launch(server, state)
     if not server.ready(state):
@@ -759,6 +766,13 @@ def start(server: Server, state: dict[str, object]) -> None:
         _wait_ready(server, state, pid)
     if server.after_start:
         server.after_start(state)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().rstrip("\0").split("\0")
+    except OSError:
+        return []
 
 
 def _launch(server: Server, state: dict[str, object]) -> int:
