@@ -283,3 +283,28 @@ def test_other_logins_are_refused(world: World) -> None:
     finally:
         for client in clients:
             client.close()
+
+
+def test_user_management_is_refused(world: World, client_a: Any) -> None:
+    """A cannot make itself a user on B's database, nor change or drop B's."""
+    user_b = store_names.pg_role(world.b.org_id)
+    roles = [{"role": "readWrite", "db": world.b.db_name}]
+    refused(
+        world,
+        {
+            "createUser on B's database": lambda: client_a[world.b.db_name].command(
+                "createUser", "intruder", pwd="intruder-pw", roles=roles
+            ),
+            "createUser in admin": lambda: client_a.admin.command(
+                "createUser", "intruder", pwd="intruder-pw", roles=roles
+            ),
+            "updateUser B": lambda: client_a[world.b.db_name].command("updateUser", user_b, pwd="taken"),
+            "grantRolesToUser A": lambda: client_a.admin.command(
+                "grantRolesToUser", store_names.pg_role(world.a.org_id), roles=roles
+            ),
+            "dropUser B": lambda: client_a[world.b.db_name].command("dropUser", user_b),
+        },
+    )
+    # B still logs in with its own password and reads its documents.
+    with world.client(world.b.uri) as client_b:
+        assert client_b[world.b.db_name][world.b.collection].count_documents({}) == 5
