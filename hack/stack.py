@@ -437,8 +437,11 @@ def pg_admin_dsn(state: dict[str, object], db: str = PG_DATABASE) -> str:
 def ferretdb_backend_url(state: dict[str, object]) -> str:
     """FerretDB's PostgreSQL URL carries no user: FerretDB 1.x gives a client that does not log in
     the URL's user, so every client must log in (as a PostgreSQL role, authMechanism=PLAIN) and gets
-    what that role is granted. Over TCP, where pg_hba asks for the password."""
-    return f"postgresql://127.0.0.1:{ports(state)['postgres']}/ferretdb"
+    what that role is granted. Over TCP, where pg_hba asks for the password. FerretDB keeps a pool
+    per user: idle connections close after a minute (so PostgreSQL's connections follow the orgs
+    that are busy, not all that ran once), and a pool stays under an org role's CONNECTION LIMIT."""
+    port = ports(state)["postgres"]
+    return f"postgresql://127.0.0.1:{port}/ferretdb?pool_max_conn_idle_time=1m&pool_max_conns=16"
 
 
 def mongo_admin_uri(state: dict[str, object]) -> str:
