@@ -103,3 +103,26 @@ def test_the_operator_moves_an_orgs_old_collections_when_it_reconciles(
     finally:
         kubectl("delete", "orgpipeline", f"org-{org_id}", "--wait=true", "--timeout=60s")
         shared.drop_collection(name)
+
+
+def test_a_table_added_later_gets_its_collection_for_the_org(
+    operator: Operator, kubectl: Kubectl, api: kube.Kube, mongo: Any, unique_id: str
+) -> None:
+    """The org may make no collection itself: the operator makes the new table's when the spec
+    changes, and the org's Secret writes it."""
+    org_id = f"add{unique_id}"
+    db_name = store_names.mongo_database(org_id)
+    kubectl.apply(pipeline(org_id, ["orders"]))
+    try:
+        wait_ready(api, f"org-{org_id}")
+        assert mongo[db_name].list_collection_names() == [store_names.mongo_collection(org_id, "orders")]
+        kubectl.apply(pipeline(org_id, ["orders", "refunds"]))
+        refunds = store_names.mongo_collection(org_id, "refunds")
+        wait_for(lambda: refunds in mongo[db_name].list_collection_names(), what="the new collection")
+        secret = kubectl.json("get", "secret", "orgpipeline-credentials", "-n", f"org-{org_id}")["data"]
+        uri = base64.b64decode(secret["ORGPIPELINE_MONGO_URI"]).decode()
+        with pymongo.MongoClient[Doc](uri, serverSelectionTimeoutMS=5000) as client:
+            client[db_name][refunds].insert_one({"_id": "r1"})
+            assert client[db_name][refunds].count_documents({}) == 1
+    finally:
+        kubectl("delete", "orgpipeline", f"org-{org_id}", "--wait=true", "--timeout=60s")
