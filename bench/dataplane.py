@@ -553,7 +553,7 @@ def cleanup(env: dict[str, str], orgs: list[str], tag: str) -> None:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(env["ORGPIPELINE_MONGO_URI"])
     for org in orgs:
-        client["orgpipeline"][f"raw_{org}_orders"].drop()
+        client.drop_database(f"orgraw_{org}")
     client["orgpipeline"][f"rawlimit_{tag}"].drop()
     client.close()
 

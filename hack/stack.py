@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -420,6 +421,8 @@ class Server:
     timeout: float = 60.0
     env: dict[str, str] = field(default_factory=dict)
     """Set in the server's environment, over the stack's own."""
+    restart_on_new_argv: bool = False
+    """`up` restarts it when it runs with other arguments than these (a checkout changed them)."""
 
 
 def _pg_bin() -> Path:
@@ -443,6 +446,32 @@ def pg_operator_dsn(state: dict[str, object], db: str = PG_DATABASE) -> str:
     return (
         f"postgresql://{OPERATOR_PG_ROLE}:{state['operator_pg_password']}"
         f"@127.0.0.1:{ports(state)['postgres']}/{db}"
+    )
+
+
+def ferretdb_backend_url(state: dict[str, object]) -> str:
+    """FerretDB's PostgreSQL URL carries no user: FerretDB 1.x gives a client that does not log in
+    the URL's user, so every client must log in (as a PostgreSQL role, authMechanism=PLAIN) and gets
+    what that role is granted. Over TCP, where pg_hba asks for the password. FerretDB keeps a pool
+    per user: idle connections close after a minute (so PostgreSQL's connections follow the orgs
+    that are busy, not all that ran once), and a pool stays under an org role's CONNECTION LIMIT."""
+    port = ports(state)["postgres"]
+    return f"postgresql://127.0.0.1:{port}/ferretdb?pool_max_conn_idle_time=1m&pool_max_conns=16"
+
+
+def mongo_admin_uri(state: dict[str, object]) -> str:
+    """The stack's MongoDB admin URI: FerretDB logged in as PostgreSQL's postgres."""
+    password = urllib.parse.quote(str(state["pg_password"]), safe="")
+    return f"mongodb://postgres:{password}@127.0.0.1:{ports(state)['ferretdb']}/?authMechanism=PLAIN"
+
+
+def mongo_operator_uri(state: dict[str, object]) -> str:
+    """The operator's MongoDB login: the same PostgreSQL role as its DSN (it grants each org on the
+    collection tables it makes through FerretDB)."""
+    password = urllib.parse.quote(str(state["operator_pg_password"]), safe="")
+    return (
+        f"mongodb://{OPERATOR_PG_ROLE}:{password}@127.0.0.1:{ports(state)['ferretdb']}/"
+        "?authMechanism=PLAIN"
     )
 
 
@@ -723,14 +752,17 @@ SERVERS = [
         lambda s: [
             str(bindir("ferretdb") / "ferretdb"),
             f"--listen-addr=127.0.0.1:{ports(s)['ferretdb']}",
-            f"--postgresql-url={pg_admin_dsn(s, 'ferretdb')}",
+            f"--postgresql-url={ferretdb_backend_url(s)}",
         ],
         ferretdb_ready,
         "ferretdb",
         # Go's collector took a fifth of FerretDB's CPU while it took a 200,000-row load (perf:
         # gcBgMarkWorker and allocation assists); collecting at 5x the live heap instead of 2x
         # cut FerretDB's CPU per document by about a fifth, for ~90 MB of memory.
-        env={"GOGC": "400"},
+        # No libpq defaults either: a client that does not log in has no PostgreSQL identity.
+        env={"GOGC": "400", "PGUSER": "ferretdb-anonymous", "PGPASSWORD": "", "PGPASSFILE": "/dev/null"},
+        # A FerretDB started before with a user in its URL (anonymous clients were that user) goes.
+        restart_on_new_argv=True,
     ),
     Server(
         "s3",
@@ -788,6 +820,9 @@ def active_servers() -> list[Server]:
 
 def start(server: Server, state: dict[str, object]) -> None:
     pid = running_pid(server.name)
+    if pid is not None and server.restart_on_new_argv and _cmdline(pid) != server.argv(state):
+        stop(server)
+        pid = None
     if pid is None:
         pid = _launch(server, state)
     if not server.ready(state):
@@ -795,6 +830,13 @@ def start(server: Server, state: dict[str, object]) -> None:
         _wait_ready(server, state, pid)
     if server.after_start:
         server.after_start(state)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().rstrip("\0").split("\0")
+    except OSError:
+        return []
 
 
 def _launch(server: Server, state: dict[str, object]) -> int:
@@ -882,11 +924,12 @@ def environment(state: dict[str, object]) -> dict[str, str]:
     kubeconfig = os.environ.get("KUBECONFIG", "") if EXISTING_CLUSTER else str(STATE_DIR / "kubeconfig")
     return {
         "KUBECONFIG": kubeconfig,
-        "ORGPIPELINE_MONGO_URI": f"mongodb://127.0.0.1:{p['ferretdb']}/",
+        "ORGPIPELINE_MONGO_URI": mongo_admin_uri(state),
         "ORGPIPELINE_POSTGRES_DSN": pg_admin_dsn(state),
         # The operator's own login (not a superuser); ORGPIPELINE_POSTGRES_DSN stays the superuser's,
         # for the command line and the tests' checks.
         "ORGPIPELINE_OPERATOR_POSTGRES_DSN": pg_operator_dsn(state),
+        "ORGPIPELINE_OPERATOR_MONGO_URI": mongo_operator_uri(state),
         "ORGPIPELINE_S3_ENDPOINT": f"http://127.0.0.1:{p['s3']}",
         "ORGPIPELINE_S3_ACCESS_KEY": S3_ACCESS_KEY,
         "ORGPIPELINE_S3_SECRET_KEY": str(state["s3_secret"]),

@@ -39,6 +39,8 @@ class StackEnv:
     """The superuser's: for the command line and the tests' own checks."""
     operator_postgres_dsn: str
     """The operator's own login (CREATEROLE, no superuser): what every test operator gets."""
+    operator_mongo_uri: str
+    """The operator's MongoDB login: the same PostgreSQL role (FerretDB logs clients in as one)."""
     s3_endpoint: str
     s3_access_key: str
     s3_secret_key: str
@@ -50,6 +52,7 @@ class StackEnv:
             "ORGPIPELINE_MONGO_URI": self.mongo_uri,
             "ORGPIPELINE_POSTGRES_DSN": self.postgres_dsn,
             "ORGPIPELINE_OPERATOR_POSTGRES_DSN": self.operator_postgres_dsn,
+            "ORGPIPELINE_OPERATOR_MONGO_URI": self.operator_mongo_uri,
             "ORGPIPELINE_S3_ENDPOINT": self.s3_endpoint,
             "ORGPIPELINE_S3_ACCESS_KEY": self.s3_access_key,
             "ORGPIPELINE_S3_SECRET_KEY": self.s3_secret_key,
@@ -69,6 +72,7 @@ def stack() -> StackEnv:
         mongo_uri=values["ORGPIPELINE_MONGO_URI"],
         postgres_dsn=values["ORGPIPELINE_POSTGRES_DSN"],
         operator_postgres_dsn=values["ORGPIPELINE_OPERATOR_POSTGRES_DSN"],
+        operator_mongo_uri=values["ORGPIPELINE_OPERATOR_MONGO_URI"],
         s3_endpoint=values["ORGPIPELINE_S3_ENDPOINT"],
         s3_access_key=values["ORGPIPELINE_S3_ACCESS_KEY"],
         s3_secret_key=values["ORGPIPELINE_S3_SECRET_KEY"],

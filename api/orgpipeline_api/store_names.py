@@ -17,6 +17,13 @@ def mongo_collection(org_id: str, table: str) -> str:
     return f"raw_{org_id}_{table}"
 
 
+def mongo_database(org_id: str) -> str:
+    """The org's own MongoDB database, holding its raw_{org}_{table} collections: the unit its
+    MongoDB identity is granted (FerretDB keeps it as the PostgreSQL schema of the same name; org ids
+    match [a-z0-9-], which FerretDB takes as is, and it is apart from the warehouse's orgdata_)."""
+    return f"orgraw_{org_id}"
+
+
 def pg_schema(org_id: str) -> str:
     """The org's PostgreSQL schema (the seed's orgdata_{org_id})."""
     return f"orgdata_{org_id}"

@@ -268,11 +268,8 @@ def locked_table(
             lock.acquire(conn, spec.org_id, table.name, settings.lock_timeout_seconds)
             # No secondary indexes: each costs FerretDB a jsonb expression index update per insert,
             # and the equality filters of `load` (postgres_status, batch_id) are pushed down.
-            yield (
-                table,
-                conn,
-                client[settings.mongo_db][store_names.mongo_collection(spec.org_id, table.name)],
-            )
+            database = client[settings.mongo_database(spec.org_id)]  # the org's own (issue 22)
+            yield table, conn, database[store_names.mongo_collection(spec.org_id, table.name)]
         finally:
             client.close()
     # Closing the connection released the session-level run lock.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
+from orgpipeline_api import store_names
 from orgpipeline_api.errors import ConfigurationError
 
 ENV_PREFIX = "ORGPIPELINE_"
@@ -24,8 +25,9 @@ class Settings:
 
     mongo_uri: str | None = None
     """MongoDB-protocol server URI (ORGPIPELINE_MONGO_URI)."""
-    mongo_db: str = "orgpipeline"
-    """Database holding the raw-landing collections (ORGPIPELINE_MONGO_DB)."""
+    mongo_db: str | None = None
+    """Database of the org's raw-landing collections (ORGPIPELINE_MONGO_DB); by default the org's
+    own, `store_names.mongo_database(org)` (its MongoDB identity is granted that one only)."""
     postgres_dsn: str | None = None
     """libpq connection string of the warehouse (ORGPIPELINE_POSTGRES_DSN)."""
     s3_endpoint: str | None = None
@@ -72,7 +74,7 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}LOCK_TIMEOUT is not a number: {timeout!r}") from None
         settings = cls(
             mongo_uri=get("MONGO_URI"),
-            mongo_db=get("MONGO_DB") or "orgpipeline",
+            mongo_db=get("MONGO_DB"),
             postgres_dsn=get("POSTGRES_DSN"),
             s3_endpoint=get("S3_ENDPOINT"),
             s3_access_key=get("S3_ACCESS_KEY"),
@@ -95,8 +97,12 @@ class Settings:
             url = urlparse(self.s3_endpoint)
             if url.scheme not in ("http", "https") or not url.netloc:
                 raise ConfigurationError(f"{ENV_PREFIX}S3_ENDPOINT must be http(s)://host[:port]")
-        if not self.mongo_db.replace("_", "").replace("-", "").isalnum():
+        if self.mongo_db is not None and not self.mongo_db.replace("_", "").replace("-", "").isalnum():
             raise ConfigurationError(f"{ENV_PREFIX}MONGO_DB is not a valid database name")
+
+    def mongo_database(self, org_id: str) -> str:
+        """The MongoDB database of the org's collections."""
+        return self.mongo_db or store_names.mongo_database(org_id)
 
     def require(self, *names: str) -> None:
         """Fails with one line naming every missing setting a stage needs."""

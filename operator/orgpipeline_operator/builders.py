@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,6 +217,8 @@ def build_secret(t: Target, creds: Credentials) -> dict[str, Any]:
     """The org's credentials. Its hash leaves the password out: the password is generated once and
     kept, so the desired Secret can be compared without reading the current one."""
     public = {**creds.env(), "ORGPIPELINE_POSTGRES_PASSWORD": "", "ORGPIPELINE_POSTGRES_DSN": ""}
+    # The org's MongoDB URI logs in with the same password: hashed without it.
+    public["ORGPIPELINE_MONGO_URI"] = re.sub(r"^([a-z+]+://[^:@/]*:)[^@/]*@", r"\1@", creds.mongo_uri)
     digest = content_hash({"meta": t.meta(naming.SECRET), "env": public})
     secret = {
         "apiVersion": "v1",

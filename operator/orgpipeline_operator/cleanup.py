@@ -37,8 +37,8 @@ def finalize(rt: Runtime, name: str, spec_raw: Mapping[str, Any], body: Mapping[
     policy = str(spec_raw.get("deletionPolicy") or v1alpha1.DeletionPolicy.Retain.value)
     if policy == v1alpha1.DeletionPolicy.Delete.value:
         try:
+            dropped = rt.db.drop_collections(org_id)  # first: it takes the role's FerretDB grants
             rt.db.drop_postgres(org_id)
-            dropped = rt.db.drop_collections(org_id)
         except database.DatabaseError as exc:
             runtime.warn(body, reason="CleanupFailed", message=str(exc)[:1000])
             raise kopf.TemporaryError(str(exc), delay=rt.settings.retry_seconds) from exc

@@ -12,10 +12,9 @@ it). It never works inside an org's schema itself: the tenant owns what is there
 and functions would run with the operator's privileges. That work (views, the classification
 record, column changes) runs in `tenant.session`, logged in as a delegate of the org's role.
 
-MongoDB (FerretDB) and S3 (versitygw) credentials are not per org: FerretDB's user management and
-versitygw's account API differ from MongoDB's and AWS IAM, so the jobs get the operator's
-credentials for those (or, for S3, the Secret that spec.source.credentialsSecret names). Isolation
-there rests on the collection and prefix names derived from the validated org id.
+MongoDB: each org's collections live in a database of its own (`orgraw_<org>`) that only the org's
+identity may read and write; see `Databases.provision_mongo` (FerretDB: the org's PostgreSQL role,
+granted the tables of that database's schema; MongoDB: a user with readWrite on it).
 
 Every identifier is quoted with psycopg.sql; org ids are constrained by the CRD pattern as well.
 """
@@ -27,11 +26,14 @@ import logging
 import queue
 import secrets
 import threading
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import psycopg
+import psycopg.conninfo
 import pymongo
+import pymongo.errors
 from orgpipeline_api import store_names, stores
 from orgpipeline_api.errors import LockTimeout
 from orgpipeline_api.orgschema import ddl, lock, retype, tenant
@@ -136,10 +138,23 @@ class ReaderState:
 class Databases:
     """Admin connections to PostgreSQL (a small pool, made lazily) and MongoDB."""
 
-    def __init__(self, postgres_dsn: str, mongo_uri: str, mongo_db: str, pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        postgres_dsn: str,
+        mongo_uri: str,
+        mongo_db: str,
+        pool_size: int = 4,
+        *,
+        mongo_users: str = "ferretdb",
+        ferretdb_database: str = "ferretdb",
+    ) -> None:
         self._dsn = postgres_dsn
         self._mongo_uri = mongo_uri
-        self._mongo_db = mongo_db
+        self._mongo_db = mongo_db  # the shared database of earlier releases (moved out of)
+        self._mongo_users = mongo_users
+        self._ferretdb_database = ferretdb_database
+        self._ferret_lock = threading.Lock()
+        self._ferret_conn: PgConn | None = None
         self._idle: queue.LifoQueue[PgConn] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(pool_size)
         self._mongo: pymongo.MongoClient[dict[str, object]] | None = None
@@ -447,25 +462,234 @@ class Databases:
         except psycopg.Error as exc:
             raise DatabaseError(f"PostgreSQL: cannot drop {reader}: {exc}") from exc
 
-    # --- MongoDB ------------------------------------------------------------------------------
-
-    def drop_collections(self, org_id: str) -> list[str]:
-        """Drops the org's raw_<org>_* collections; returns their names.
-
-        Org ids have no underscore, so the prefix raw_<org>_ never matches another org's collections.
-        """
-        prefix = store_names.mongo_collection(org_id, "")
-        try:
-            db = self._mongo_client()[self._mongo_db]
-            names = [n for n in db.list_collection_names() if n.startswith(prefix)]
-            for name in names:
-                db.drop_collection(name)
-        except pymongo.errors.PyMongoError as exc:
-            raise DatabaseError(f"MongoDB: cannot drop the collections of org {org_id}: {exc}") from exc
-        return names
-
     def close(self) -> None:
         while not self._idle.empty():
             self._idle.get_nowait().close()
         if self._mongo is not None:
             self._mongo.close()
+        if self._ferret_conn is not None:
+            self._ferret_conn.close()
+
+    # --- MongoDB: one database per org, and the org's identity on it ---------------------------
+
+    def provision_mongo(self, org_id: str, tables: Iterable[str], password: str | None) -> list[str]:
+        """Makes the org's MongoDB database and its collections, gives the org's identity read and
+        write on them and nothing else, and moves the org's collections out of the shared database
+        of earlier releases. Returns the names of the collections moved.
+
+        The collections are made with the operator's own MongoDB identity, so the org owns nothing
+        in FerretDB's PostgreSQL database: it gets row privileges on its collections' tables, never
+        CREATE, so it cannot plant a trigger, view or function there that a more privileged session
+        (the operator, FerretDB loading its catalogue, an admin's `status`) would then run. A table
+        added later gets its collection at the next reconcile; a run before that is refused.
+
+        With ORGPIPELINE_MONGO_USERS=mongodb the org instead gets a MongoDB user with readWrite on
+        its database (createUser, or updateUser for a new password). Idempotent, and safe after a
+        crash half way (the move copies by _id and drops the old collection last).
+        """
+        name = store_names.mongo_database(org_id)
+        try:
+            db = self._mongo_client()[name]
+            wanted = {store_names.mongo_collection(org_id, t) for t in tables}
+            for coll in sorted(wanted - set(db.list_collection_names())):
+                with contextlib.suppress(pymongo.errors.CollectionInvalid):  # made meanwhile
+                    db.create_collection(coll)
+            moved = self._move_shared(org_id)
+            if self._mongo_users == "mongodb":
+                self._mongodb_user(org_id, password)
+        except pymongo.errors.PyMongoError as exc:
+            raise DatabaseError(f"MongoDB: cannot provision database {name}: {exc}") from exc
+        if self._mongo_users == "ferretdb":
+            self._ferretdb_grants(org_id)
+        return moved
+
+    def _ferretdb_grants(self, org_id: str) -> None:
+        """The org's PostgreSQL role gets SELECT, INSERT, UPDATE, DELETE on its collections' tables
+        (FerretDB runs a client's commands logged in as the client), nothing else: no CREATE, so it
+        can neither make a collection nor a database, nor touch another org's schema.
+
+        Every login may read the schema's catalogue (USAGE, and SELECT on FerretDB's metadata table):
+        FerretDB 1.x loads its catalogue once, as the first client to arrive after a start, and
+        would otherwise know only that client's databases. It shows database and collection names,
+        no documents (FerretDB's catalogue is shared by all its users anyway).
+        """
+        role, schema = store_names.pg_role(org_id), store_names.mongo_database(org_id)
+        try:
+            with self._ferret_pg() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("ferretdb:" + schema,))
+                row = conn.execute(
+                    "SELECT (SELECT 1 FROM pg_roles WHERE rolname = %s),"
+                    " (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s),"
+                    " (SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM pg_namespace"
+                    " WHERE nspname = %s), current_user",
+                    (role, schema, schema),
+                ).fetchone()
+                if not row or row[0] is None or row[1] is None:
+                    raise DatabaseError(f"PostgreSQL: role {role} or FerretDB schema {schema} is missing")
+                if not row[2]:
+                    # FerretDB made it as the operator's MongoDB login; only its owner may grant.
+                    raise DatabaseError(
+                        f"PostgreSQL: FerretDB schema {schema} belongs to {row[1]}, not to {row[3]}:"
+                        " ORGPIPELINE_MONGO_URI must log in as ORGPIPELINE_POSTGRES_DSN's role"
+                    )
+                if conn.execute(
+                    "SELECT has_database_privilege(%s, current_database(), 'CREATE')", (role,)
+                ).fetchone() == (True,):
+                    raise DatabaseError(
+                        f"PostgreSQL: {role} may create schemas in database {self._ferretdb_database}"
+                        " (FerretDB databases): REVOKE CREATE ON DATABASE from PUBLIC and the role"
+                    )
+                owned = conn.execute(
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = %s AND c.relowner = %s::regrole",
+                    (schema, role),
+                ).fetchone()
+                if owned and owned[0]:
+                    raise DatabaseError(f"PostgreSQL: {role} owns objects in FerretDB schema {schema}")
+                # Every FerretDB database of the operator's (the org's, the shared one of earlier
+                # releases) whose catalogue is not yet readable by all.
+                hidden = conn.execute(
+                    "SELECT n.nspname FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid"
+                    " WHERE c.relname = %s AND c.relkind = 'r' AND n.nspowner = current_user::regrole"
+                    " AND NOT has_schema_privilege('public', n.oid, 'USAGE')",
+                    (FERRETDB_METADATA,),
+                ).fetchall()
+                for (name,) in hidden:
+                    conn.execute(
+                        sql.SQL("GRANT USAGE ON SCHEMA {} TO PUBLIC").format(sql.Identifier(str(name)))
+                    )
+                    conn.execute(
+                        sql.SQL("GRANT SELECT ON {}.{} TO PUBLIC").format(
+                            sql.Identifier(str(name)), sql.Identifier(FERRETDB_METADATA)
+                        )
+                    )
+                ident = sql.Identifier(schema)
+                missing = conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename <> %s AND NOT ("
+                    + " AND ".join(
+                        f"has_table_privilege(%s, format('%%I.%%I', schemaname, tablename), '{p}')"
+                        for p in ROW_PRIVILEGES
+                    )
+                    + ")",
+                    (schema, FERRETDB_METADATA, *([role] * len(ROW_PRIVILEGES))),
+                ).fetchall()
+                for (table,) in missing:
+                    conn.execute(
+                        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {}.{} TO {}").format(
+                            ident, sql.Identifier(str(table)), sql.Identifier(role)
+                        )
+                    )
+        except (psycopg.Error, stores.StoreUnavailable) as exc:
+            raise DatabaseError(
+                f"PostgreSQL: cannot grant {role} its FerretDB schema {schema}: {exc}"
+            ) from exc
+
+    @contextlib.contextmanager
+    def _ferret_pg(self) -> Iterator[PgConn]:
+        """One connection to FerretDB's PostgreSQL database, kept between calls, one call at a time
+        (made when first needed: only the FerretDB path uses it)."""
+        with self._ferret_lock:
+            conn = self._ferret_conn
+            if conn is None or conn.closed or conn.broken:
+                dsn = psycopg.conninfo.make_conninfo(self._dsn, dbname=self._ferretdb_database)
+                conn = self._ferret_conn = stores.connect_postgres(dsn)
+            yield conn
+
+    def _mongodb_user(self, org_id: str, password: str | None) -> None:
+        """MongoDB proper: the org's user, readWrite on its database only."""
+        if password is None:
+            return  # the Secret's password is set when the Secret is written
+        db = self._mongo_client()[store_names.mongo_database(org_id)]
+        roles = [{"role": "readWrite", "db": db.name}]
+        user = store_names.pg_role(org_id)
+        try:
+            db.command("updateUser", user, pwd=password, roles=roles)
+        except pymongo.errors.OperationFailure as exc:
+            if exc.code != USER_NOT_FOUND:
+                raise
+            db.command("createUser", user, pwd=password, roles=roles)
+
+    def _move_shared(self, org_id: str) -> list[str]:
+        """Moves the org's raw_<org>_* collections from the shared database of earlier releases
+        into its own: copies in batches by _id (skipping the documents already copied), checks
+        that every document of the batch is there, and drops the old collection only then. Run
+        again after a crash, it carries on; a version is never lost, and never doubled (the copy
+        keeps each document's _id, which is unique)."""
+        client = self._mongo_client()
+        shared, own = client[self._mongo_db], client[store_names.mongo_database(org_id)]
+        if shared.name == own.name:
+            return []
+        prefix = store_names.mongo_collection(org_id, "")  # org ids have no '_': never another org's
+        moved = []
+        for coll in sorted(n for n in shared.list_collection_names() if n.startswith(prefix)):
+            src, dst = shared[coll], own[coll]
+            last: object = None
+            while True:
+                batch = list(
+                    src.find({} if last is None else {"_id": {"$gt": last}}).sort("_id", 1).limit(MOVE_BATCH)
+                )
+                if not batch:
+                    break
+                ids = [d["_id"] for d in batch]
+                there = {d["_id"] for d in dst.find({"_id": {"$in": ids}}, {"_id": 1})}
+                new = [d for d in batch if d["_id"] not in there]
+                if new:
+                    dst.insert_many(new, ordered=True)
+                if dst.count_documents({"_id": {"$in": ids}}) != len(ids):
+                    raise DatabaseError(f"MongoDB: moving {shared.name}.{coll}: a batch did not arrive whole")
+                last = ids[-1]
+            shared.drop_collection(coll)
+            moved.append(coll)
+        return moved
+
+    def drop_collections(self, org_id: str) -> list[str]:
+        """Drops the org's MongoDB database (its collections) and what is left of its collections in
+        the shared database of earlier releases (and, on MongoDB, its user); returns the collections'
+        names. Run before `drop_postgres`: the role's grants in FerretDB's database go with the schema.
+        """
+        name = store_names.mongo_database(org_id)
+        prefix = store_names.mongo_collection(org_id, "")
+        try:
+            client = self._mongo_client()
+            shared = client[self._mongo_db]
+            old = (
+                [n for n in shared.list_collection_names() if n.startswith(prefix)]
+                if shared.name != name
+                else []
+            )
+            names = client[name].list_collection_names() + old
+            client.drop_database(name)
+            for coll in old:
+                shared.drop_collection(coll)
+            if self._mongo_users == "mongodb":
+                with contextlib.suppress(pymongo.errors.OperationFailure):  # not there: done
+                    client[name].command("dropUser", store_names.pg_role(org_id))
+        except pymongo.errors.PyMongoError as exc:
+            raise DatabaseError(f"MongoDB: cannot drop the collections of org {org_id}: {exc}") from exc
+        return sorted(names)
+
+
+FERRETDB_METADATA = "_ferretdb_database_metadata"
+"""FerretDB 1.x's table of a database's collections (in the database's schema)."""
+ROW_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+MOVE_BATCH = 1000
+USER_NOT_FOUND = 11
+
+
+def org_mongo_uri(base_uri: str, org_id: str, password: str, users: str = "ferretdb") -> str:
+    """The org's MongoDB URI: `base_uri`'s hosts and options, logged in as the org (FerretDB: its
+    PostgreSQL role, authMechanism=PLAIN; MongoDB: its user, authSource its database), with the
+    org's database as the default database."""
+    scheme, _, rest = base_uri.partition("://")
+    authority, _, tail = rest.partition("/")
+    authority, _, bare_query = authority.partition("?")  # mongodb://host?opts (no slash)
+    hosts = authority.rpartition("@")[2]
+    query = tail.partition("?")[2] or bare_query
+    database_name = store_names.mongo_database(org_id)
+    options = [
+        o for o in query.split("&") if o and o.split("=")[0].lower() not in ("authmechanism", "authsource")
+    ]
+    options.append("authMechanism=PLAIN" if users == "ferretdb" else f"authSource={database_name}")
+    user = urllib.parse.quote(store_names.pg_role(org_id), safe="")
+    secret = urllib.parse.quote(password, safe="")
+    return f"{scheme}://{user}:{secret}@{hosts}/{database_name}?{'&'.join(options)}"

@@ -33,7 +33,13 @@ class Settings:
     s3_secret_key: str
     """ORGPIPELINE_S3_SECRET_KEY: default S3 secret key."""
     mongo_db: str = "orgpipeline"
-    """ORGPIPELINE_MONGO_DB: database holding the raw_<org>_<table> collections."""
+    """ORGPIPELINE_MONGO_DB: the database all orgs shared before each got its own (orgraw_<org>);
+    the operator moves an org's raw_<org>_<table> collections out of it."""
+    mongo_users: str = "ferretdb"
+    """ORGPIPELINE_MONGO_USERS: how an org gets its MongoDB identity: ferretdb (its PostgreSQL role,
+    granted its database's schema) or mongodb (createUser with readWrite on its database)."""
+    ferretdb_database: str = "ferretdb"
+    """ORGPIPELINE_FERRETDB_DATABASE: FerretDB's PostgreSQL database (mongo_users=ferretdb)."""
     job_image: str = "orgpipeline:dev"
     """ORGPIPELINE_JOB_IMAGE: image of the CronJobs' container (has the `orgpipeline` command)."""
     job_image_pull_policy: str = "IfNotPresent"
@@ -153,6 +159,8 @@ def _check(s: Settings) -> list[str]:
     for var, uri in (("ORGPIPELINE_MONGO_URI", s.mongo_uri), ("ORGPIPELINE_JOB_MONGO_URI", s.job_mongo_uri)):
         if uri and not uri.startswith(("mongodb://", "mongodb+srv://")):
             problems.append(f"{var} must start with mongodb:// or mongodb+srv://")
+    if s.mongo_users not in ("ferretdb", "mongodb"):
+        problems.append("ORGPIPELINE_MONGO_USERS must be ferretdb or mongodb")
     if s.job_node_selector and not all("=" in kv for kv in s.job_node_selector.split(",")):
         problems.append("ORGPIPELINE_JOB_NODE_SELECTOR must be key=value[,key=value]")
     if s.job_image_pull_policy not in ("Always", "IfNotPresent", "Never"):
@@ -192,7 +200,9 @@ _WHAT = {
     "s3_endpoint": "S3 endpoint URL (http(s)://host:port) for the jobs",
     "s3_access_key": "default S3 access key of the jobs",
     "s3_secret_key": "default S3 secret key of the jobs",
-    "mongo_db": "database of the raw_<org>_<table> collections",
+    "mongo_db": "shared database of earlier releases; orgs' collections are moved out of it",
+    "mongo_users": "ferretdb (org's PostgreSQL role) or mongodb (createUser per org)",
+    "ferretdb_database": "FerretDB's PostgreSQL database, where org schemas are granted",
     "job_image": "image of the CronJobs (has the `orgpipeline` command)",
     "job_image_pull_policy": "Always, IfNotPresent or Never",
     "job_node_selector": "k=v[,k=v] nodeSelector of the jobs' pods",

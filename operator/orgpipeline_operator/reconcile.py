@@ -207,6 +207,7 @@ def _apply_children(
                 log.info("rewriting the credentials Secret of %s (password kept)", req.name)
             password = password or database.generate_password()
             rt.db.provision(spec.org_id, password)
+            rt.db.provision_mongo(spec.org_id, [t.name for t in spec.tables], password)
             provisioned = True
             child = builders.build_secret(target, rt.credentials(spec, password, rt.source_keys(spec)))
         rt.kube.apply(child)
@@ -227,6 +228,8 @@ def _apply_children(
         listed = seen.inventory is not None and seen.inventory.provisioned(spec.org_id)
         if not listed and rt.db.provision(spec.org_id, None):
             rt.db.provision(spec.org_id, rt.current_password(target.namespace))
+        if not listed:
+            rt.db.provision_mongo(spec.org_id, [t.name for t in spec.tables], None)
         provisioned = True
     # The org's read-only role, its masked views and their Secret (issue 13; see reader.py).
     writes += reader.sync(rt, req, target, seen.inventory)

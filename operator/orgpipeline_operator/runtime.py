@@ -59,7 +59,13 @@ class Runtime:
     @classmethod
     def start(cls, settings: operator_settings.Settings) -> Runtime:
         client = kube.Kube.from_environment(pool_size=settings.workers * 4 + 8)
-        db = database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
+        db = database.Databases(
+            settings.postgres_dsn,
+            settings.mongo_uri,
+            settings.mongo_db,
+            mongo_users=settings.mongo_users,
+            ferretdb_database=settings.ferretdb_database,
+        )
         return cls(
             settings=settings,
             kube=client,
@@ -93,8 +99,11 @@ class Runtime:
             postgres_host=host,
             postgres_port=port,
             postgres_db=s.postgres_dbname,
-            mongo_uri=s.job_mongo_uri or s.mongo_uri,
-            mongo_db=s.mongo_db,
+            # The org's own identity and database (issue 22), never the operator's.
+            mongo_uri=database.org_mongo_uri(
+                s.job_mongo_uri or s.mongo_uri, spec.org_id, password, s.mongo_users
+            ),
+            mongo_db=store_names.mongo_database(spec.org_id),
             s3_endpoint=s.job_s3_endpoint or s.s3_endpoint,
             s3_access_key=s3[0],
             s3_secret_key=s3[1],

@@ -151,6 +151,7 @@ class Operator(Process):
             # Its own login, not the superuser's (hack/stack makes it; operator/README.md, "Isolation").
             "ORGPIPELINE_POSTGRES_DSN": env.get("ORGPIPELINE_OPERATOR_POSTGRES_DSN")
             or env["ORGPIPELINE_POSTGRES_DSN"],
+            "ORGPIPELINE_MONGO_URI": env.get("ORGPIPELINE_OPERATOR_MONGO_URI") or env["ORGPIPELINE_MONGO_URI"],
             "KUBECONFIG": kubeconfig,
             "ORGPIPELINE_NAMESPACE": namespace,
             "ORGPIPELINE_METRICS_PORT": str(self.metrics_port),
@@ -212,7 +213,7 @@ def drop_org_data(postgres_dsn: str, mongo_uri: str, org_id: str) -> None:
 
     db = Databases(postgres_dsn, mongo_uri, os.environ.get("ORGPIPELINE_MONGO_DB", "orgpipeline"))
     try:
+        db.drop_collections(org_id)  # first: it takes the role's grants in FerretDB's database
         db.drop_postgres(org_id)
-        db.drop_collections(org_id)
     finally:
         db.close()

@@ -295,7 +295,7 @@ def test_deleting_the_org_removes_its_namespace_and_retains_its_data(world: Worl
         ).fetchall()
     assert schemas, "deletionPolicy Retain must keep the org's schema"
     with pymongo.MongoClient[dict[str, Any]](world.stack.mongo_uri) as mongo:
-        names = mongo[os.environ.get("ORGPIPELINE_MONGO_DB", "orgpipeline")].list_collection_names()
+        names = mongo[f"orgraw_{world.org_id}"].list_collection_names()
     assert f"raw_{world.org_id}_orders" in names, "deletionPolicy Retain must keep the org's collections"
 
 

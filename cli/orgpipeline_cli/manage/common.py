@@ -62,16 +62,21 @@ class UserError(CommandFailed):
 
 @dataclass
 class Stores:
-    """Open connections: PostgreSQL (autocommit) and the MongoDB database of the raw landing.
+    """Open connections: PostgreSQL (autocommit) and MongoDB (each org's raw landing is a database
+    of its own: `mongo(org_id)`).
 
     `conn` is logged in with ORGPIPELINE_POSTGRES_DSN and is for the catalog (which orgs and tables
     exist); everything that reads or writes inside an org's schema goes through `org(org_id)`."""
 
     conn: Any
     client: Any
-    db: Any
+    settings: Any
     dsn: str = ""
     _org: tuple[str, Any, ExitStack] | None = field(default=None, repr=False)
+
+    def mongo(self, org_id: str) -> Any:
+        """The org's MongoDB database, holding its raw-landing collections."""
+        return self.client[self.settings.mongo_database(org_id)]
 
     def org(self, org_id: str) -> Any:
         """A connection whose most privileged identity is the org's role (`tenant.session`): `conn`
@@ -128,7 +133,7 @@ def stores(need_mongo: bool = True) -> Iterator[Stores]:
         s = Stores(
             conn,
             client,
-            client[settings.mongo_db] if client is not None else None,
+            settings,
             settings.postgres_dsn or "",
         )
         try:

@@ -270,7 +270,7 @@ def _record_history(s: Any, orgs: list[str], table: str | None, key: str, output
         for t in resolve_tables(s.conn, org, table):
             if not queries.key_belongs(org, t, key):
                 continue
-            docs = queries.version_history(s.db[store_names.mongo_collection(org, t)], key)
+            docs = queries.version_history(s.mongo(org)[store_names.mongo_collection(org, t)], key)
             if docs:
                 versions = _versions(docs)
                 if output == Format.json:

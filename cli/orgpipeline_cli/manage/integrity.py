@@ -60,7 +60,7 @@ def validate(
     with stores() as s:
         resolve_orgs(s.conn, org_id)
         tables = resolve_tables(s.conn, org_id, table)
-        collections = {t: s.db[store_names.mongo_collection(org_id, t)] for t in tables}
+        collections = {t: s.mongo(org_id)[store_names.mongo_collection(org_id, t)] for t in tables}
         expected = {t: queries.count_mongo_loaded(c) for t, c in collections.items()}
         err = Console(stderr=True)
         with Progress(

@@ -207,8 +207,10 @@ def _org_metrics(s: Any, org: str, start: Any, days: int) -> dict[str, Any]:
     tables = queries.list_tables(s.conn, org)
     stats = aggregate.run_stats(queries.runs(s.org(org), org, start))
     run_files = queries.run_file_latencies(s.org(org), org, start)
-    lat = queries.latency((s.db[store_names.mongo_collection(org, t)] for t in tables), start, run_files)
-    store = queries.storage(s.org(org), s.db, org, tables, start)
+    lat = queries.latency(
+        (s.mongo(org)[store_names.mongo_collection(org, t)] for t in tables), start, run_files
+    )
+    store = queries.storage(s.org(org), s.mongo(org), org, tables, start)
     per_version = store.total_bytes / store.versions if store.versions else None
     growth = round(per_version * store.versions_in_period) if per_version is not None else 0
     return {

@@ -125,7 +125,7 @@ def org(stack: Any, mongo: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     finally:
         conn.execute(f'DROP SCHEMA IF EXISTS "{store_names.pg_schema(org_id)}" CASCADE')
         conn.close()
-        mongo["orgpipeline"][store_names.mongo_collection(org_id, "orders")].drop()  # type: ignore[index]
+        mongo[store_names.mongo_database(org_id)][store_names.mongo_collection(org_id, "orders")].drop()  # type: ignore[index]
 
 
 def _by_key(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:

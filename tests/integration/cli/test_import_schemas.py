@@ -71,7 +71,7 @@ def test_imported_manifest_passes_server_dry_run_and_loads_the_seeds_csv(
         assert rows == [("O1", "2024-01-15", "99.99"), ("O2", "2024-01-16", "5.00")]
     finally:
         pg.execute(f'DROP SCHEMA IF EXISTS "{store_names.pg_schema(org_id)}" CASCADE')
-        mongo["orgpipeline"][store_names.mongo_collection(org_id, "orders")].drop()
+        mongo[store_names.mongo_database(org_id)][store_names.mongo_collection(org_id, "orders")].drop()
 
 
 def test_bad_schema_files_exit_2_with_file_and_line(stack: Any, tmp_path: Path) -> None:

@@ -68,7 +68,9 @@ class Org:
 
     @property
     def collection(self) -> Any:
-        return self.mongo["orgpipeline"][store_names.mongo_collection(self.org_id, "orders")]
+        return self.mongo[store_names.mongo_database(self.org_id)][
+            store_names.mongo_collection(self.org_id, "orders")
+        ]
 
 
 @pytest.fixture()

@@ -83,7 +83,9 @@ class Org:
         return store_names.pg_schema(self.org_id)
 
     def collection(self, table: str = "orders") -> Any:
-        return self.mongo["orgpipeline"][store_names.mongo_collection(self.org_id, table)]
+        return self.mongo[store_names.mongo_database(self.org_id)][
+            store_names.mongo_collection(self.org_id, table)
+        ]
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         return list(self.pg.execute(query.replace("{schema}", f'"{self.schema}"'), params).fetchall())

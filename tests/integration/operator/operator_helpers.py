@@ -30,9 +30,13 @@ WEBHOOK_TOKEN = "operator-tests-webhook-token"
 
 
 def operator_postgres(stack: Any) -> dict[str, str]:
-    """The operator's PostgreSQL login: its own role, not the superuser (`hack/stack` makes it with
-    what operator/README.md lists), so that every operator test proves the operator works with it."""
-    return {"ORGPIPELINE_POSTGRES_DSN": stack.operator_postgres_dsn}
+    """The operator's PostgreSQL login, and the same role's MongoDB login: its own role, not the
+    superuser (`hack/stack` makes it with what operator/README.md lists), so that every operator
+    test proves the operator works with it."""
+    return {
+        "ORGPIPELINE_POSTGRES_DSN": stack.operator_postgres_dsn,
+        "ORGPIPELINE_MONGO_URI": stack.operator_mongo_uri,
+    }
 
 
 def free_port() -> int:

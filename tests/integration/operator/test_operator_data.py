@@ -72,14 +72,15 @@ def test_delete_policy_drops_data_and_retain_keeps_it(
     keep, drop = f"keep{unique_id}", f"drop{unique_id}"
     kubectl.apply(pipeline(keep, ["orders"], deletionPolicy="Retain"))
     kubectl.apply(pipeline(drop, ["orders"], deletionPolicy="Delete"))
-    db = mongo[operator.env.get("ORGPIPELINE_MONGO_DB", "orgpipeline")]
     for org in (keep, drop):
         wait_ready(api, f"org-{org}")
-        db[store_names.mongo_collection(org, "orders")].insert_one({"k": 1})
+        mongo[store_names.mongo_database(org)][store_names.mongo_collection(org, "orders")].insert_one(
+            {"k": 1}
+        )
         with psycopg.connect(_org_dsn(kubectl, org, stack), autocommit=True) as conn:
             conn.execute(f'CREATE TABLE "{store_names.pg_schema(org)}".extra (id int)')
     # A collection of an org whose id starts like ours must survive.
-    other = db[store_names.mongo_collection(f"{drop}x", "orders")]
+    other = mongo[store_names.mongo_database(f"{drop}x")][store_names.mongo_collection(f"{drop}x", "orders")]
     other.insert_one({"k": 1})
 
     for org in (keep, drop):
@@ -95,21 +96,21 @@ def test_delete_policy_drops_data_and_retain_keeps_it(
     assert _exists(pg, SCHEMA_Q, store_names.pg_schema(keep)) and _exists(
         pg, ROLE_Q, store_names.pg_role(keep)
     )
-    assert store_names.mongo_collection(keep, "orders") in db.list_collection_names()
+    kept = mongo[store_names.mongo_database(keep)]
+    assert store_names.mongo_collection(keep, "orders") in kept.list_collection_names()
 
     assert not _exists(pg, SCHEMA_Q, store_names.pg_schema(drop))
     assert not _exists(pg, ROLE_Q, store_names.pg_role(drop))
-    names = db.list_collection_names()
-    assert store_names.mongo_collection(drop, "orders") not in names
-    assert store_names.mongo_collection(f"{drop}x", "orders") in names
+    assert store_names.mongo_database(drop) not in mongo.list_database_names()
+    assert store_names.mongo_collection(f"{drop}x", "orders") in other.database.list_collection_names()
 
-    # Clean up what Retain kept.
-    db.drop_collection(store_names.mongo_collection(keep, "orders"))
-    other.drop()
-    # As the operator would (the operator granted the role its database privileges: a plain DROP
-    # OWNED BY as the superuser leaves those, and DROP ROLE refuses the role).
+    # Clean up what Retain kept, as the operator would: the MongoDB database first (it holds the
+    # role's grants in FerretDB's), then the role (the operator granted the role its database
+    # privileges: a plain DROP OWNED BY as the superuser leaves those, and DROP ROLE refuses it).
+    mongo.drop_database(other.database.name)
     db = database.Databases(stack.postgres_dsn, stack.mongo_uri, "orgpipeline")
     try:
+        db.drop_collections(keep)
         db.drop_postgres(keep)
     finally:
         db.close()

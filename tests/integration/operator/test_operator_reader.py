@@ -239,7 +239,7 @@ def test_reader_role_sees_masked_views_of_its_org_only(
     finally:
         for org in (a, b):
             for table in ("orders", "customers"):
-                mongo["orgpipeline"][store_names.mongo_collection(org, table)].drop()
+                mongo[store_names.mongo_database(org)][store_names.mongo_collection(org, table)].drop()
 
 
 def test_refused_type_change_is_a_condition_and_a_fixed_value_lets_it_through(
@@ -308,7 +308,7 @@ def test_refused_type_change_is_a_condition_and_a_fixed_value_lets_it_through(
         assert stored == [(41,), (None,)]
     finally:
         for table in ("orders", "customers"):
-            mongo["orgpipeline"][store_names.mongo_collection(org, table)].drop()
+            mongo[store_names.mongo_database(org)][store_names.mongo_collection(org, table)].drop()
 
 
 def test_a_tables_first_run_makes_it_and_the_readers_view_of_it(
@@ -384,4 +384,4 @@ def test_a_tables_first_run_makes_it_and_the_readers_view_of_it(
                 ("[REDACTED]", "10.00")
             ]
     finally:
-        mongo["orgpipeline"][store_names.mongo_collection(org, "orders")].drop()
+        mongo[store_names.mongo_database(org)][store_names.mongo_collection(org, "orders")].drop()

@@ -261,7 +261,7 @@ def test_orgpipeline_run_from_the_installed_wheel_against_the_real_servers(
             stack.postgres_dsn, stack.mongo_uri, os.environ.get("ORGPIPELINE_MONGO_DB", "orgpipeline")
         )
         try:
-            db.drop_postgres(org)
             db.drop_collections(org)
+            db.drop_postgres(org)
         finally:
             db.close()
