@@ -74,6 +74,9 @@ class Settings:
     """ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS: a table's run starts once no file arrived for this long."""
     webhook_max_wait_seconds: float = 30.0
     """ORGPIPELINE_WEBHOOK_MAX_WAIT_SECONDS: ... or this long after the first file of a burst."""
+    s3_accounts: str = "versitygw"
+    """ORGPIPELINE_S3_ACCOUNTS: versitygw (an S3 account per org, made by the operator) or none
+    (each org names a credentialsSecret labelled for it); see s3access.py."""
 
     @property
     def jobs_postgres_hostport(self) -> tuple[str, str]:
@@ -181,6 +184,8 @@ def _check(s: Settings) -> list[str]:
         problems.append(
             "ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS must be >= 0 and <= ORGPIPELINE_WEBHOOK_MAX_WAIT_SECONDS"
         )
+    if s.s3_accounts not in ("versitygw", "none"):
+        problems.append("ORGPIPELINE_S3_ACCOUNTS must be versitygw or none")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("ORGPIPELINE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     return problems
@@ -213,6 +218,7 @@ _WHAT = {
     "webhook_max_bytes": "larger notification bodies are refused (413)",
     "webhook_debounce_seconds": "a table's file-arrival run starts once no file arrived for this long",
     "webhook_max_wait_seconds": "... or this long after the burst's first file",
+    "s3_accounts": "versitygw (an S3 account per org) or none (each org names a labelled credentialsSecret)",
 }
 
 

@@ -142,7 +142,7 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
         obs.database = status.Check(False, "DatabaseUnavailable", str(exc))
         retry = str(exc)
     except SourceSecretMissing as exc:
-        obs.resources = status.Check(False, "SourceCredentialsMissing", str(exc))
+        obs.resources = status.Check(False, exc.reason, str(exc))
         retry = str(exc)
     except kube.ApiError as exc:
         if exc.invalid and "being terminated" not in exc.message:
@@ -208,7 +208,8 @@ def _apply_children(
             password = password or database.generate_password()
             rt.db.provision(spec.org_id, password)
             provisioned = True
-            child = builders.build_secret(target, rt.credentials(spec, password, rt.source_keys(spec)))
+            creds = rt.credentials(spec, password, rt.source_keys(spec))  # the hash: the keys' source
+            child = builders.stamp(builders.build_secret(target, creds), digest)
         rt.kube.apply(child)
         if child["kind"] in builders.WATCHED_KINDS:  # read-your-writes: the watch event may lag
             cache.CACHE.child("MODIFIED", child)
