@@ -415,9 +415,11 @@ class OrgPipelineSpec(_Model):
             "self.tables.all(t, self.tables.exists_one(u, u.name == t.name))",
             "table names must be unique",
             (
+                # (a prefix that is no folder path has its own message: one error, one line)
                 "!has(self.source.prefix) || self.source.prefix == '' ? has(self.source.credentialsSecret)"
                 " : (self.source.prefix == 'org-' + self.orgId"
-                " || self.source.prefix.startsWith('org-' + self.orgId + '/'))",
+                " || self.source.prefix.startsWith('org-' + self.orgId + '/')"
+                f" || !self.source.prefix.matches(r'{PREFIX_PATTERN}'))",
                 OWN_PREFIX_MESSAGE,
             ),
         )

@@ -112,6 +112,9 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     if req.org_owner and req.org_owner != req.name:
         refuse("OrgIdConflict", conflict.format(spec.org_id, req.org_owner))
         return
+    if (s3_refusal := rt.source_refusal(spec)) is not None:
+        refuse(*s3_refusal)  # keys not the org's: no child is made with them
+        return
     inventory = None
     if rt.snapshot is not None and req.trigger == "resume" and cache.CACHE.pipeline_count() >= MIN_ORGS:
         inventory = rt.snapshot.get()

@@ -99,6 +99,10 @@ class Runtime:
             s3_secret_key=s3[1],
         )
 
+    def source_refusal(self, spec: OrgPipelineSpec) -> tuple[str, str] | None:
+        """(reason, message) when the spec names S3 keys that are not the org's (see s3access)."""
+        return s3access.refusal(self.settings, self.kube, spec)
+
     def source_keys(self, spec: OrgPipelineSpec) -> tuple[str, str]:
         """S3 keys for the org that reach only its source: its labelled credentialsSecret, else its
         own account (never the operator's keys; see s3access)."""

@@ -62,6 +62,17 @@ def placeholder(settings: S3Settings, spec: Any) -> tuple[str, str]:
     return "none", ""
 
 
+def refusal(settings: S3Settings, client: kube.Kube, spec: Any) -> tuple[str, str] | None:
+    """(reason, message) when the spec names S3 keys the org may not have, or none at all: the
+    reconcile refuses it (Ready False) until the spec or the Secret changes; else None."""
+    if spec.source.credentials_secret or settings.s3_accounts == "none":
+        try:
+            org_keys(settings, client, spec)
+        except SourceAccessError as exc:
+            return exc.reason, str(exc)
+    return None
+
+
 def org_keys(settings: S3Settings, client: kube.Kube, spec: Any) -> tuple[str, str]:
     """The org's S3 keys: from its labelled credentialsSecret, else its own versitygw account."""
     ref = spec.source.credentials_secret
