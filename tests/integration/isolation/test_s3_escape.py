@@ -8,6 +8,10 @@ Real servers: versitygw (org accounts and the bucket policy the operator keeps),
 from __future__ import annotations
 
 import base64
+import datetime
+import hashlib
+import hmac
+import http.client
 import io
 import os
 import subprocess
@@ -94,6 +98,37 @@ def _org_keys(api: kube.Kube, org: str) -> tuple[str, str]:
 def _client(stack: Any, keys: tuple[str, str]) -> Minio:
     url = urlparse(stack.s3_endpoint)
     return Minio(url.netloc, access_key=keys[0], secret_key=keys[1], secure=url.scheme == "https")
+
+
+def _raw(
+    endpoint: str, keys: tuple[str, str], method: str, path: str, body: bytes = b""
+) -> tuple[int, bytes]:
+    """One SigV4-signed request whose path goes on the wire exactly as given (no client cleans it)."""
+    url = urlparse(endpoint)
+    now = datetime.datetime.now(datetime.UTC)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    payload = hashlib.sha256(body).hexdigest()
+    headers = {"host": url.netloc, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(
+        [method, path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed, payload]
+    )
+    scope = f"{day}/us-east-1/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + keys[1]).encode()
+    for part in (day, "us-east-1", "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={keys[0]}/{scope}, SignedHeaders={signed}, Signature={signature}"
+    )
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        conn.request(method, path, body=body or None, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
 
 
 def _put(s3: Minio, bucket: str, key: str, body: bytes) -> None:
@@ -218,6 +253,7 @@ def test_a_cannot_write_its_own_source_or_change_the_policy(s3: Minio, orgs: Sim
         "{a}/%2e%2e/{b}/orders_1.csv",
         "{a}/%2E%2E%2F{b}%2Forders_1.csv",
         "{a}%2f..%2f{b}%2forders_1.csv",
+        "{a}/..%2f{b}%2forders_1.csv",
         "{a}//../{b}/orders_1.csv",
         "{a}/./../{b}/orders_1.csv",
         "{a}/..%5c{b}%5corders_1.csv",
@@ -227,19 +263,13 @@ def test_a_cannot_write_its_own_source_or_change_the_policy(s3: Minio, orgs: Sim
 def test_dot_dot_and_url_encoded_keys_do_not_leave_a_prefix(
     stack: Any, s3: Minio, orgs: SimpleNamespace, path: str
 ) -> None:
-    """Raw signed requests (an S3 client library cleans such keys before sending them)."""
+    """Raw signed requests (S3 client libraries clean such keys before sending them). versitygw
+    resolves them: the platform's keys read B's object through every one of these paths."""
     raw = "/" + BUCKET + "/" + path.format(a=f"org-{orgs.a}", b=f"org-{orgs.b}")
-    settings = operator_settings.from_env(
-        {
-            **stack.as_environ(),
-            "ORGPIPELINE_S3_ACCESS_KEY": orgs.keys[0],
-            "ORGPIPELINE_S3_SECRET_KEY": orgs.keys[1],
-        }
-    )
     for method in ("GET", "HEAD", "PUT", "DELETE"):
-        status, body = s3access._s3(settings, method, raw, {}, b"x" if method == "PUT" else b"")
-        assert status >= 400, (method, raw, status)
-        assert "B-1" not in body
+        status, body = _raw(stack.s3_endpoint, orgs.keys, method, raw, b"x" if method == "PUT" else b"")
+        assert status in (400, 403, 404), (method, raw, status)  # 404: a literal key in its own folder
+        assert b"B-1" not in body
     _unchanged(s3, orgs)
 
 
