@@ -106,7 +106,16 @@ class Runtime:
     def source_keys(self, spec: OrgPipelineSpec) -> tuple[str, str]:
         """S3 keys for the org that reach only its source: its labelled credentialsSecret, else its
         own account (never the operator's keys; see s3access)."""
-        return s3access.org_keys(self.settings, self.kube, spec)
+        return s3access.org_keys(
+            self.settings, self.kube, spec, self.current_s3_keys(naming.namespace(spec.org_id))
+        )
+
+    def current_s3_keys(self, namespace: str) -> tuple[str, str] | None:
+        secret = self.kube.get("v1", "Secret", naming.SECRET, namespace)
+        data = (secret or {}).get("data") or {}
+        if "ORGPIPELINE_S3_ACCESS_KEY" not in data or "ORGPIPELINE_S3_SECRET_KEY" not in data:
+            return None
+        return _b64(data["ORGPIPELINE_S3_ACCESS_KEY"]), _b64(data["ORGPIPELINE_S3_SECRET_KEY"])
 
     def patch_status(
         self, obj: Mapping[str, Any], compute: ComputeStatus, what: str

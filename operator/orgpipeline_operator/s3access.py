@@ -19,11 +19,13 @@ Either way a spec.source.credentialsSecret is used only when that Secret is labe
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import hashlib
 import json
 import secrets
 import threading
+import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -73,8 +75,11 @@ def refusal(settings: S3Settings, client: kube.Kube, spec: Any) -> tuple[str, st
     return None
 
 
-def org_keys(settings: S3Settings, client: kube.Kube, spec: Any) -> tuple[str, str]:
-    """The org's S3 keys: from its labelled credentialsSecret, else its own versitygw account."""
+def org_keys(
+    settings: S3Settings, client: kube.Kube, spec: Any, known: tuple[str, str] | None = None
+) -> tuple[str, str]:
+    """The org's S3 keys: from its labelled credentialsSecret, else its own versitygw account
+    (`known`: the keys its Secret holds now)."""
     ref = spec.source.credentials_secret
     if ref:
         return _secret_keys(settings, client, spec.org_id, ref)
@@ -84,7 +89,7 @@ def org_keys(settings: S3Settings, client: kube.Kube, spec: Any) -> tuple[str, s
             "ORGPIPELINE_S3_ACCOUNTS=none: the org needs spec.source.credentialsSecret, a Secret in "
             f"{settings.namespace} with its own keys, labelled {LABEL_ORG_ID}={spec.org_id}",
         )
-    return ensure_account(settings, spec.org_id, spec.source.bucket, spec.source.prefix)
+    return ensure_account(settings, spec.org_id, spec.source.bucket, spec.source.prefix, known)
 
 
 def _secret_keys(settings: S3Settings, client: kube.Kube, org_id: str, ref: str) -> tuple[str, str]:
@@ -111,10 +116,26 @@ def _secret_keys(settings: S3Settings, client: kube.Kube, org_id: str, ref: str)
 # --- versitygw: accounts and the bucket policy ---------------------------------------------------
 
 
-def ensure_account(settings: S3Settings, org_id: str, bucket: str, prefix: str) -> tuple[str, str]:
-    """The org's account (made on first use, its secret kept by versitygw and read back) and its
-    policy statement on the source bucket (and on no other bucket)."""
+def ensure_account(
+    settings: S3Settings, org_id: str, bucket: str, prefix: str, known: tuple[str, str] | None = None
+) -> tuple[str, str]:
+    """The org's account (made on first use) and its policy statement on the source bucket (and on
+    no other bucket). `known`: the keys the org's Secret holds, re-used when versitygw takes them
+    (one request, where reading the account list back costs a list of every org)."""
     access = account_name(org_id)
+    folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+    def grant() -> None:  # after the account exists: a policy may name existing accounts only
+        for name in _buckets(settings):
+            _want(settings, name, access, folder if name == bucket else None)
+
+    if known is not None and known[0] == access:
+        try:
+            grant()
+            if _valid(settings, bucket, known):
+                return known
+        except SourceAccessError:
+            pass  # the account is gone (a policy naming it is refused): made again below
     secret = list_users(settings).get(access)
     if secret is None:
         secret = secrets.token_hex(20)
@@ -127,10 +148,7 @@ def ensure_account(settings: S3Settings, org_id: str, bucket: str, prefix: str) 
             raise SourceAccessError("S3AccountsUnavailable", f"cannot create S3 account {access}: {text}")
         if status >= 400:  # made meanwhile (another reconcile of the same org): use its secret
             secret = list_users(settings).get(access, secret)
-    folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    with _POLICY_LOCK:
-        for name in _buckets(settings):
-            _set_statement(settings, name, access, folder if name == bucket else None)
+    grant()
     return access, secret
 
 
@@ -139,13 +157,41 @@ def remove_account(settings: S3Settings, org_id: str) -> None:
     if settings.s3_accounts != "versitygw":
         return
     access = account_name(org_id)
-    with _POLICY_LOCK:
-        for name in _buckets(settings):
-            _set_statement(settings, name, access, None)
+    for name in _buckets(settings):
+        _want(settings, name, access, None)
     if access in list_users(settings):
         status, text = _admin(settings, "delete-user", {"access": access})
         if status >= 400:
             raise SourceAccessError("S3AccountsUnavailable", f"cannot delete S3 account {access}: {text}")
+
+
+def _valid(settings: S3Settings, bucket: str, keys: tuple[str, str]) -> bool:
+    """Whether versitygw takes these keys (a wrong key or secret is a 403 before any bucket lookup)."""
+    as_org = dataclasses.replace(settings, s3_access_key=keys[0], s3_secret_key=keys[1])
+    status, _ = _s3(as_org, "GET", f"/{bucket}", {"location": ""})
+    return status != 403
+
+
+_PENDING: dict[str, dict[str, str | None]] = {}  # bucket -> account -> its folder (None: no statement)
+_PENDING_LOCK = threading.Lock()
+
+
+def _want(settings: S3Settings, bucket: str, access: str, folder: str | None) -> None:
+    """Puts the account's statement in the bucket's policy (None: takes it out). Concurrent calls
+    share one policy write (a thousand orgs made at once write the policy far fewer times)."""
+    with _PENDING_LOCK:
+        _PENDING.setdefault(bucket, {})[access] = folder
+    with _POLICY_LOCK:
+        with _PENDING_LOCK:
+            todo = _PENDING.pop(bucket, {})
+        if not todo:
+            return  # a write by another thread took this one along
+        try:
+            _set_statements(settings, bucket, todo)
+        except Exception:
+            with _PENDING_LOCK:  # left for the next caller (each caller writes at least once)
+                _PENDING[bucket] = {**todo, **_PENDING.get(bucket, {})}
+            raise
 
 
 def statement(bucket: str, access: str, folder: str) -> dict[str, Any]:
@@ -159,24 +205,39 @@ def statement(bucket: str, access: str, folder: str) -> dict[str, Any]:
     }
 
 
-def _set_statement(settings: S3Settings, bucket: str, access: str, folder: str | None) -> None:
-    """Makes the account's statement in the bucket's policy the one for `folder` (None: none)."""
+_POLICIES: dict[str, tuple[float, dict[str, Any] | None]] = {}  # bucket -> (read at, policy)
+POLICY_TTL = 60.0
+"""Seconds a policy read is trusted for "nothing to change" (a reconcile of an org whose statement
+is in place then costs no request); any write reads the policy afresh."""
+
+
+def _merge(bucket: str, current: dict[str, Any] | None, todo: dict[str, str | None]) -> list[Any]:
+    kept = [s for s in (current or {}).get("Statement", []) if not any(_names(s, a) for a in todo)]
+    return kept + [statement(bucket, a, f) for a, f in sorted(todo.items()) if f is not None]
+
+
+def _set_statements(settings: S3Settings, bucket: str, todo: dict[str, str | None]) -> None:
+    """Makes each account's statement in the bucket's policy the one for its folder (None: none)."""
+    seen = _POLICIES.get(bucket)
+    fresh = seen is not None and time.monotonic() - seen[0] < POLICY_TTL
+    if seen is not None and fresh and _merge(bucket, seen[1], todo) == (seen[1] or {}).get("Statement", []):
+        return
     current = get_policy(settings, bucket)
-    kept = [s for s in (current or {}).get("Statement", []) if not _names(s, access)]
-    wanted = kept + ([statement(bucket, access, folder)] if folder is not None else [])
-    if current is not None and wanted == current.get("Statement"):
+    _POLICIES[bucket] = (time.monotonic(), current)
+    wanted = _merge(bucket, current, todo)
+    if wanted == (current or {}).get("Statement", []):
         return
-    if current is None and folder is None:
-        return
+    _POLICIES.pop(bucket, None)
     if wanted:
         doc = {"Version": "2012-10-17", "Statement": wanted}
         status, text = _s3(settings, "PUT", f"/{bucket}", {"policy": ""}, json.dumps(doc).encode())
     else:
-        status, text = _s3(settings, "DELETE", f"/{bucket}", {"policy": ""})
+        doc, (status, text) = None, _s3(settings, "DELETE", f"/{bucket}", {"policy": ""})
     if status >= 300:
         raise SourceAccessError(
-            "S3AccountsUnavailable", f"cannot write the policy of bucket {bucket}: {text}"
+            "S3AccountsUnavailable", f"cannot write the policy of bucket {bucket}: {text[:300]}"
         )
+    _POLICIES[bucket] = (time.monotonic(), doc)
 
 
 def _names(stmt: dict[str, Any], access: str) -> bool:
