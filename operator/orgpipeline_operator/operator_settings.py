@@ -29,9 +29,10 @@ class Settings:
     s3_endpoint: str
     """ORGPIPELINE_S3_ENDPOINT: S3 endpoint URL (http://host:port) handed to the jobs."""
     s3_access_key: str
-    """ORGPIPELINE_S3_ACCESS_KEY: default S3 access key (when spec.source.credentialsSecret is unset)."""
+    """ORGPIPELINE_S3_ACCESS_KEY: the operator's S3 (root) key: makes the org accounts and bucket
+    policies (s3access); never handed to the jobs."""
     s3_secret_key: str
-    """ORGPIPELINE_S3_SECRET_KEY: default S3 secret key."""
+    """ORGPIPELINE_S3_SECRET_KEY: its secret."""
     mongo_db: str = "orgpipeline"
     """ORGPIPELINE_MONGO_DB: database holding the raw_<org>_<table> collections."""
     job_image: str = "orgpipeline:dev"
@@ -195,8 +196,8 @@ _WHAT = {
     "postgres_dsn": "admin DSN (creates the per-org roles and schemas)",
     "mongo_uri": "MongoDB URI for the jobs; collections dropped on deletionPolicy Delete",
     "s3_endpoint": "S3 endpoint URL (http(s)://host:port) for the jobs",
-    "s3_access_key": "default S3 access key of the jobs",
-    "s3_secret_key": "default S3 secret key of the jobs",
+    "s3_access_key": "the operator's S3 key (org accounts and policies; never given to jobs)",
+    "s3_secret_key": "its secret",
     "mongo_db": "database of the raw_<org>_<table> collections",
     "job_image": "image of the CronJobs (has the `orgpipeline` command)",
     "job_image_pull_policy": "Always, IfNotPresent or Never",
