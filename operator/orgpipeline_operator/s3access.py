@@ -212,8 +212,18 @@ is in place then costs no request); any write reads the policy afresh."""
 
 
 def _merge(bucket: str, current: dict[str, Any] | None, todo: dict[str, str | None]) -> list[Any]:
-    kept = [s for s in (current or {}).get("Statement", []) if not any(_names(s, a) for a in todo)]
-    return kept + [statement(bucket, a, f) for a, f in sorted(todo.items()) if f is not None]
+    """The policy's statements with each account's replaced in place (so an unchanged one compares
+    equal), dropped (folder None) or appended (new)."""
+    out, placed = [], set()
+    for stmt in (current or {}).get("Statement", []):
+        mine = next((a for a in todo if _names(stmt, a)), None)
+        if mine is None:
+            out.append(stmt)
+        elif todo[mine] is not None and mine not in placed:
+            out.append(statement(bucket, mine, str(todo[mine])))
+            placed.add(mine)
+    out += [statement(bucket, a, f) for a, f in sorted(todo.items()) if f is not None and a not in placed]
+    return out
 
 
 def _set_statements(settings: S3Settings, bucket: str, todo: dict[str, str | None]) -> None:
