@@ -126,8 +126,8 @@ def ensure_account(
     folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
     def grant() -> None:  # after the account exists: a policy may name existing accounts only
-        for name in _buckets(settings):
-            _want(settings, name, access, folder if name == bucket else None)
+        for name, ours in _buckets(settings).items():
+            _want(settings, name, access, folder if name == bucket and ours else None)
 
     if known is not None and known[0] == access:
         try:
@@ -268,11 +268,20 @@ def get_policy(settings: S3Settings, bucket: str) -> dict[str, Any] | None:
     return policy
 
 
-def _buckets(settings: S3Settings) -> list[str]:
-    status, text = _s3(settings, "GET", "/", {})
+def _buckets(settings: S3Settings) -> dict[str, bool]:
+    """Every bucket -> whether the operator's own account owns it (no owner recorded: the same).
+    Statements go only on those: a policy on someone else's bucket would take the ACLs' place and
+    lock its owner out (versitygw checks a bucket's policy instead of its ACL), so an org naming
+    another account's bucket gets nothing there."""
+    status, text = _admin(settings, "list-buckets")
     if status >= 300:
-        raise SourceAccessError("S3AccountsUnavailable", f"cannot list the S3 buckets: {text}")
-    return [e.text or "" for e in ET.fromstring(text).iter() if e.tag.endswith("}Name") or e.tag == "Name"]
+        raise SourceAccessError("S3AccountsUnavailable", f"cannot list the S3 buckets: {text[:300]}")
+    owned = {}
+    for entry in ET.fromstring(text).iter():
+        fields = {c.tag.rsplit("}", 1)[-1]: c.text or "" for c in entry}
+        if "Name" in fields:
+            owned[fields["Name"]] = fields.get("Owner", "") in ("", settings.s3_access_key)
+    return owned
 
 
 def list_users(settings: S3Settings) -> dict[str, str]:

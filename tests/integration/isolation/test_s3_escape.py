@@ -454,3 +454,41 @@ def test_ingest_refuses_an_object_outside_the_source(
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     _unchanged(s3, orgs)
+
+
+def test_naming_another_accounts_bucket_gets_an_org_nothing_there(
+    stack: Any, s3: Minio, kubectl: Kubectl, api: kube.Kube, orgs: SimpleNamespace
+) -> None:
+    """B's own bucket (owned by B's account, reached through its ACL): A names it as its source. A
+    policy there would lock B out (versitygw checks a bucket's policy instead of its ACL), so the
+    operator puts none: B keeps its access, A reads nothing."""
+    settings = operator_settings.from_env(stack.as_environ())
+    owner = f"s3own-{orgs.suffix}"
+    bucket = f"own-{orgs.suffix}"
+    body = (
+        f"<Account><Access>{owner}</Access><Secret>{owner}-secret</Secret><Role>user</Role>"
+        "<UserID>0</UserID><GroupID>0</GroupID><ProjectID>0</ProjectID></Account>"
+    ).encode()
+    assert s3access._admin(settings, "create-user", body=body)[0] < 300
+    s3.make_bucket(bucket)
+    status, text = s3access._admin(settings, "change-bucket-owner/", {"bucket": bucket, "owner": owner})
+    assert status < 300, text
+    b_own = _client(stack, (owner, f"{owner}-secret"))
+    key = f"org-{orgs.a}/orders_1.csv"
+    _put(b_own, bucket, key, B_ROWS)
+    org = orgs.a
+    try:
+        kubectl.apply(_manifest(org, bucket=bucket))
+        # The reconcile of the new source took A's statement out of the old bucket's policy ...
+        wait_for(lambda: f"org-{org}/*" not in str(s3access.get_policy(settings, BUCKET)), 30, "reconcile")
+        assert s3access.get_policy(settings, bucket) is None  # ... and put none on B's bucket
+        assert _read(b_own, bucket, key) == B_ROWS  # the owner still reads (and writes) its bucket
+        _put(b_own, bucket, "more.csv", B_ROWS)
+        assert _refused(lambda: _read(orgs.s3a, bucket, key)) == "AccessDenied"
+    finally:
+        kubectl.apply(_manifest(org))  # A's own source again
+        wait_for(lambda: f"org-{org}/*" in str(s3access.get_policy(settings, BUCKET)), 30, "A's statement")
+        for name in (key, "more.csv"):
+            s3.remove_object(bucket, name)
+        s3.remove_bucket(bucket)
+        s3access._admin(settings, "delete-user", {"access": owner})
