@@ -106,9 +106,9 @@ class Runtime:
     def source_keys(self, spec: OrgPipelineSpec) -> tuple[str, str]:
         """S3 keys for the org that reach only its source: its labelled credentialsSecret, else its
         own account (never the operator's keys; see s3access)."""
-        return s3access.org_keys(
-            self.settings, self.kube, spec, self.current_s3_keys(naming.namespace(spec.org_id))
-        )
+        own_account = not spec.source.credentials_secret and self.settings.s3_accounts == "versitygw"
+        known = self.current_s3_keys(naming.namespace(spec.org_id)) if own_account else None
+        return s3access.org_keys(self.settings, self.kube, spec, known)
 
     def current_s3_keys(self, namespace: str) -> tuple[str, str] | None:
         secret = self.kube.get("v1", "Secret", naming.SECRET, namespace)

@@ -71,7 +71,8 @@ def refusal(settings: S3Settings, client: kube.Kube, spec: Any) -> tuple[str, st
         try:
             org_keys(settings, client, spec)
         except SourceAccessError as exc:
-            return exc.reason, str(exc)
+            if exc.reason != "SourceCredentialsMissing":  # a Secret still to come: retried as before
+                return exc.reason, str(exc)
     return None
 
 
