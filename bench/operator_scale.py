@@ -68,7 +68,7 @@ def manifest(run: str, i: int, tables: int, firing: bool = False) -> dict[str, A
             "orgId": org,
             "tier": "small",
             "deletionPolicy": "Delete",
-            "source": {"bucket": "uploads", "prefix": f"{org}/"},
+            "source": {"bucket": "uploads", "prefix": f"org-{org}/"},
             "tables": [
                 {
                     "name": f"t{j}",

@@ -653,7 +653,7 @@ _STAND_IN: list[http.server.HTTPServer] = []
 def start_webhook_stand_in(state: dict[str, object]) -> None:
     """versitygw posts a test notification to its webhook when it starts and exits when nothing
     answers; the operators come later. Unless one already listens, this answers until it is up."""
-    _mkdirs(STATE_DIR / "s3-data", STATE_DIR / "s3-iam")(state)
+    _mkdirs(STATE_DIR / "s3-data", STATE_DIR / "s3-iam", STATE_DIR / "s3-meta")(state)
     port = ports(state)["webhook"]
     if port_open(port):
         return
@@ -781,6 +781,10 @@ SERVERS = [
             "--event-webhook-url",
             webhook_url(s),
             "posix",
+            # Metadata (etags, bucket policies) in files, not xattrs: ext4 caps an xattr at 4 KiB,
+            # which a bucket policy with a statement per org outgrows at about 18 orgs.
+            "--sidecar",
+            str(STATE_DIR / "s3-meta"),
             str(STATE_DIR / "s3-data"),
         ],
         s3_ready,

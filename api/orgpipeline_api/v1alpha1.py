@@ -35,6 +35,10 @@ ORG_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
 TABLE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 COLUMN_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# A source prefix is a folder path: ASCII segments separated by `/`, none empty, `.` or `..`.
+PREFIX_PATTERN = r"^([A-Za-z0-9_-][A-Za-z0-9._-]*/)*([A-Za-z0-9_-][A-Za-z0-9._-]*)?$"
+# A filePattern is a glob of file names in the org's folder: it never names another folder.
+FILE_PATTERN_PATTERN = r"^[^/\\\x00-\x1f]+$"
 COLUMN_TYPE_PATTERN = (
     r"^(text|integer|bigint|double precision|boolean|date|timestamp|timestamptz"
     r"|decimal\((3[0-8]|[12][0-9]|[1-9]),([12][0-9]|3[0-8]|[0-9])\))$"
@@ -53,9 +57,45 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
-def _cel(rule: str, message: str) -> dict[str, Any]:
-    """A CEL validation rule of the CRD schema (`x-kubernetes-validations`), checked by the API server."""
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+def _cel(rule: str, message: str, *more: tuple[str, str]) -> dict[str, Any]:
+    """CEL validation rules of the CRD schema (`x-kubernetes-validations`), checked by the API server."""
+    rules = [(rule, message), *more]
+    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+
+
+def org_folder(org_id: str) -> str:
+    """The org's own folder in a source bucket; its source.prefix must be it or lie below it."""
+    return f"org-{org_id}/"
+
+
+PREFIX_MESSAGE = (
+    "source.prefix must be a folder path (letters, digits, . _ - between /; no empty, . or .. part)"
+)
+OWN_PREFIX_MESSAGE = (
+    "source.prefix must be the org's own folder org-<orgId>/ (or a folder below it); an empty "
+    "prefix (a bucket of the org's own) needs source.credentialsSecret"
+)
+FILE_PATTERN_MESSAGE = (
+    "filePattern must be a glob of file names in the source folder: no /, \\, .. or control characters"
+)
+
+
+def check_file_pattern(pattern: str) -> str:
+    """The filePattern if it names only files of the org's folder (the data plane and the
+    operator's file routing read it as such), else a ValueError."""
+    if not re.fullmatch(FILE_PATTERN_PATTERN, pattern) or ".." in pattern:
+        raise ValueError(FILE_PATTERN_MESSAGE)
+    return pattern
+
+
+def check_own_prefix(org_id: str, prefix: str, credentials_secret: str | None) -> None:
+    """A source prefix outside the org's folder is another org's area: refused (see org_folder)."""
+    own = org_folder(org_id)
+    if prefix == "":
+        if not credentials_secret:
+            raise ValueError(OWN_PREFIX_MESSAGE)
+    elif prefix != own[:-1] and not prefix.startswith(own):
+        raise ValueError(OWN_PREFIX_MESSAGE)
 
 
 class Tier(StrEnum):
@@ -235,8 +275,11 @@ class Table(_Model):
         Field(
             max_length=256,
             description="Glob of the file names "
-            "in the source prefix's folder that belong to this table (its * does not cross a /); "
-            "default <name>_*.csv.",
+            "in the source prefix's folder that belong to this table (no /, \\ or ..: never another "
+            "folder); default <name>_*.csv.",
+            json_schema_extra=_cel(
+                f"self.matches(r'{FILE_PATTERN_PATTERN}') && !self.contains('..')", FILE_PATTERN_MESSAGE
+            ),
         ),
     ] = None
     anomaly_detection: Annotated[
@@ -289,6 +332,11 @@ class Table(_Model):
             raise ValueError(f"table {self.name}: business keys not among the columns: {', '.join(unknown)}")
         if len(set(self.business_keys)) != len(self.business_keys):
             raise ValueError(f"table {self.name}: business keys repeat a column")
+        if self.file_pattern is not None:
+            try:
+                check_file_pattern(self.file_pattern)
+            except ValueError as exc:
+                raise ValueError(f"table {self.name}: {exc}") from None
         return self
 
 
@@ -300,9 +348,10 @@ class Source(_Model):
         str,
         Field(
             max_length=512,
-            description="Folder of the org's files in the bucket, for example org-123/ (org-123 means the"
-            " same folder; empty: the whole bucket). A table's filePattern matches the names in it, its *"
-            " not crossing a /.",
+            description="Folder of the org's files in the bucket: org-<orgId>/ or a folder below it "
+            "(org-123 means the same folder as org-123/). Empty: the whole bucket, only with a "
+            "credentialsSecret (a bucket of the org's own). A table's filePattern matches the names in it.",
+            json_schema_extra=_cel(f"self.matches(r'{PREFIX_PATTERN}')", PREFIX_MESSAGE),
         ),
     ] = ""
     credentials_secret: Annotated[
@@ -310,11 +359,17 @@ class Source(_Model):
         Field(
             max_length=253,
             description="Secret in the "
-            "operator's namespace with accessKey and "
-            "secretKey for the bucket; default: the "
-            "operator's own S3 credentials.",
+            "operator's namespace with accessKey and secretKey for the bucket, labelled "
+            "orgpipeline.io/org-id: <orgId> (the operator refuses it otherwise); default: the org's own "
+            "S3 account, made by the operator.",
         ),
     ] = None
+
+    @model_validator(mode="after")
+    def _check_prefix(self) -> Source:
+        if not re.fullmatch(PREFIX_PATTERN, self.prefix):
+            raise ValueError(PREFIX_MESSAGE)
+        return self
 
 
 class QualityThresholds(_Model):
@@ -357,7 +412,16 @@ class OrgPipelineSpec(_Model):
 
     model_config = ConfigDict(
         json_schema_extra=_cel(
-            "self.tables.all(t, self.tables.exists_one(u, u.name == t.name))", "table names must be unique"
+            "self.tables.all(t, self.tables.exists_one(u, u.name == t.name))",
+            "table names must be unique",
+            (
+                # (a prefix that is no folder path has its own message: one error, one line)
+                "!has(self.source.prefix) || self.source.prefix == '' ? has(self.source.credentialsSecret)"
+                " : (self.source.prefix == 'org-' + self.orgId"
+                " || self.source.prefix.startsWith('org-' + self.orgId + '/')"
+                f" || !self.source.prefix.matches(r'{PREFIX_PATTERN}'))",
+                OWN_PREFIX_MESSAGE,
+            ),
         )
     )
 
@@ -400,6 +464,7 @@ class OrgPipelineSpec(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate table names: {', '.join(dupes)}")
+        check_own_prefix(self.org_id, self.source.prefix, self.source.credentials_secret)
         return self
 
 

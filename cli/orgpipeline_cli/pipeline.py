@@ -77,7 +77,21 @@ def ingest(
 
     trigger = _trigger(user_id)
     spec, settings = _setup(filename, mongo_uri, mongo_db, postgres_dsn, s3_endpoint)
+    _check_in_source(spec, file)
     _finish(pipeline.run_ingest(settings, spec, table, file, trigger=trigger), output)
+
+
+def _check_in_source(spec: Any, file: str) -> None:
+    """An S3 object outside the manifest's source is another org's area: refused before any read
+    (exit 2). A local path is the caller's own file system, reached with no S3 keys."""
+    from orgpipeline_api import source_paths
+
+    if file.lower().startswith("s3:"):
+        problem = source_paths.outside_source(file, spec.source.bucket, spec.source.prefix)
+        if problem is None and not file.startswith("s3://"):
+            problem = f"{file}: expected s3://bucket/key"
+        if problem:
+            raise CommandFailed(problem, 2)
 
 
 def load(

@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 from orgpipeline_api import store_names, v1alpha1
 
-from orgpipeline_operator import database, kube, metrics, naming, runtime
+from orgpipeline_operator import database, kube, metrics, naming, runtime, s3access
 from orgpipeline_operator.runtime import Runtime, log
 
 
@@ -48,6 +48,10 @@ def finalize(rt: Runtime, name: str, spec_raw: Mapping[str, Any], body: Mapping[
             message=f"dropped schema {store_names.pg_schema(org_id)}, its role and "
             f"{len(dropped)} collections",
         )
+    try:  # the org's S3 account and its bucket-policy statements go with it, whatever the policy
+        s3access.remove_account(rt.settings, org_id)
+    except s3access.SourceAccessError as exc:
+        raise kopf.TemporaryError(str(exc), delay=rt.settings.retry_seconds) from exc
     try:
         if current is not None:
             rt.kube.delete("v1", "Namespace", ns)

@@ -29,9 +29,10 @@ class Settings:
     s3_endpoint: str
     """ORGPIPELINE_S3_ENDPOINT: S3 endpoint URL (http://host:port) handed to the jobs."""
     s3_access_key: str
-    """ORGPIPELINE_S3_ACCESS_KEY: default S3 access key (when spec.source.credentialsSecret is unset)."""
+    """ORGPIPELINE_S3_ACCESS_KEY: the operator's S3 (root) key: makes the org accounts and bucket
+    policies (s3access); never handed to the jobs."""
     s3_secret_key: str
-    """ORGPIPELINE_S3_SECRET_KEY: default S3 secret key."""
+    """ORGPIPELINE_S3_SECRET_KEY: its secret."""
     mongo_db: str = "orgpipeline"
     """ORGPIPELINE_MONGO_DB: the database all orgs shared before each got its own (orgraw_<org>);
     the operator moves an org's raw_<org>_<table> collections out of it."""
@@ -80,6 +81,9 @@ class Settings:
     """ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS: a table's run starts once no file arrived for this long."""
     webhook_max_wait_seconds: float = 30.0
     """ORGPIPELINE_WEBHOOK_MAX_WAIT_SECONDS: ... or this long after the first file of a burst."""
+    s3_accounts: str = "versitygw"
+    """ORGPIPELINE_S3_ACCOUNTS: versitygw (an S3 account per org, made by the operator) or none
+    (each org names a credentialsSecret labelled for it); see s3access.py."""
 
     @property
     def jobs_postgres_hostport(self) -> tuple[str, str]:
@@ -189,6 +193,8 @@ def _check(s: Settings) -> list[str]:
         problems.append(
             "ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS must be >= 0 and <= ORGPIPELINE_WEBHOOK_MAX_WAIT_SECONDS"
         )
+    if s.s3_accounts not in ("versitygw", "none"):
+        problems.append("ORGPIPELINE_S3_ACCOUNTS must be versitygw or none")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("ORGPIPELINE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     return problems
@@ -198,8 +204,8 @@ _WHAT = {
     "postgres_dsn": "the operator's login: CREATEROLE, no superuser (creates the per-org roles and schemas)",
     "mongo_uri": "MongoDB URI for the jobs; collections dropped on deletionPolicy Delete",
     "s3_endpoint": "S3 endpoint URL (http(s)://host:port) for the jobs",
-    "s3_access_key": "default S3 access key of the jobs",
-    "s3_secret_key": "default S3 secret key of the jobs",
+    "s3_access_key": "the operator's S3 key (org accounts and policies; never given to jobs)",
+    "s3_secret_key": "its secret",
     "mongo_db": "shared database of earlier releases; orgs' collections are moved out of it",
     "mongo_users": "ferretdb (org's PostgreSQL role) or mongodb (createUser per org)",
     "ferretdb_database": "FerretDB's PostgreSQL database, where org schemas are granted",
@@ -223,6 +229,7 @@ _WHAT = {
     "webhook_max_bytes": "larger notification bodies are refused (413)",
     "webhook_debounce_seconds": "a table's file-arrival run starts once no file arrived for this long",
     "webhook_max_wait_seconds": "... or this long after the burst's first file",
+    "s3_accounts": "versitygw (an S3 account per org) or none (each org names a labelled credentialsSecret)",
 }
 
 

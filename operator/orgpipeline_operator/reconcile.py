@@ -112,6 +112,9 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     if req.org_owner and req.org_owner != req.name:
         refuse("OrgIdConflict", conflict.format(spec.org_id, req.org_owner))
         return
+    if (s3_refusal := rt.source_refusal(spec)) is not None:
+        refuse(*s3_refusal)  # keys not the org's: no child is made with them
+        return
     inventory = None
     if rt.snapshot is not None and req.trigger == "resume" and cache.CACHE.pipeline_count() >= MIN_ORGS:
         inventory = rt.snapshot.get()
@@ -142,7 +145,7 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
         obs.database = status.Check(False, "DatabaseUnavailable", str(exc))
         retry = str(exc)
     except SourceSecretMissing as exc:
-        obs.resources = status.Check(False, "SourceCredentialsMissing", str(exc))
+        obs.resources = status.Check(False, exc.reason, str(exc))
         retry = str(exc)
     except kube.ApiError as exc:
         if exc.invalid and "being terminated" not in exc.message:
@@ -209,7 +212,8 @@ def _apply_children(
             rt.db.provision(spec.org_id, password)
             rt.db.provision_mongo(spec.org_id, [t.name for t in spec.tables], password)
             provisioned = True
-            child = builders.build_secret(target, rt.credentials(spec, password, rt.source_keys(spec)))
+            creds = rt.credentials(spec, password, rt.source_keys(spec))  # the hash: the keys' source
+            child = builders.stamp(builders.build_secret(target, creds), digest)
         rt.kube.apply(child)
         if child["kind"] in builders.WATCHED_KINDS:  # read-your-writes: the watch event may lag
             cache.CACHE.child("MODIFIED", child)

@@ -16,7 +16,7 @@ from orgpipeline_api import store_names, v1alpha1
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from orgpipeline_api.v1alpha1_status import OrgPipelineStatus
 
-from orgpipeline_operator import builders, database, kube, naming, operator_settings, status
+from orgpipeline_operator import builders, database, kube, naming, operator_settings, s3access, status
 from orgpipeline_operator.snapshot import Snapshot
 
 log = logging.getLogger("orgpipeline.operator")
@@ -91,8 +91,7 @@ class Runtime:
         s = self.settings
         host, port = s.jobs_postgres_hostport
         if s3 is None:
-            ref = spec.source.credentials_secret
-            s3 = (f"secret:{ref}", "") if ref else (s.s3_access_key, s.s3_secret_key)
+            s3 = s3access.placeholder(s, spec)
         return builders.Credentials(
             postgres_user=store_names.pg_role(spec.org_id),
             postgres_password=password,
@@ -109,19 +108,23 @@ class Runtime:
             s3_secret_key=s3[1],
         )
 
+    def source_refusal(self, spec: OrgPipelineSpec) -> tuple[str, str] | None:
+        """(reason, message) when the spec names S3 keys that are not the org's (see s3access)."""
+        return s3access.refusal(self.settings, self.kube, spec)
+
     def source_keys(self, spec: OrgPipelineSpec) -> tuple[str, str]:
-        """S3 keys for the org: from spec.source.credentialsSecret, else the operator's own."""
-        ref = spec.source.credentials_secret
-        if not ref:
-            return self.settings.s3_access_key, self.settings.s3_secret_key
-        secret = self.kube.get("v1", "Secret", ref, self.settings.namespace)
+        """S3 keys for the org that reach only its source: its labelled credentialsSecret, else its
+        own account (never the operator's keys; see s3access)."""
+        own_account = not spec.source.credentials_secret and self.settings.s3_accounts == "versitygw"
+        known = self.current_s3_keys(naming.namespace(spec.org_id)) if own_account else None
+        return s3access.org_keys(self.settings, self.kube, spec, known)
+
+    def current_s3_keys(self, namespace: str) -> tuple[str, str] | None:
+        secret = self.kube.get("v1", "Secret", naming.SECRET, namespace)
         data = (secret or {}).get("data") or {}
-        if "accessKey" not in data or "secretKey" not in data:
-            raise SourceSecretMissing(
-                f"Secret {self.settings.namespace}/{ref} (spec.source.credentialsSecret) is missing "
-                "or lacks accessKey/secretKey"
-            )
-        return _b64(data["accessKey"]), _b64(data["secretKey"])
+        if "ORGPIPELINE_S3_ACCESS_KEY" not in data or "ORGPIPELINE_S3_SECRET_KEY" not in data:
+            return None
+        return _b64(data["ORGPIPELINE_S3_ACCESS_KEY"]), _b64(data["ORGPIPELINE_S3_SECRET_KEY"])
 
     def patch_status(
         self, obj: Mapping[str, Any], compute: ComputeStatus, what: str
@@ -174,8 +177,9 @@ def info(obj: Mapping[str, Any], reason: str, message: str) -> None:
     kopf.info(kopf.Body(cast("kopf.RawBody", dict(obj))), reason=reason, message=message[:1000])
 
 
-class SourceSecretMissing(Exception):
-    """spec.source.credentialsSecret names a Secret that is not there (fix the Secret or the spec)."""
+SourceSecretMissing = s3access.SourceAccessError
+"""The org's S3 keys cannot be made (a credentialsSecret missing or not labelled for the org, the S3
+admin API down); its `reason` is the Ready condition's."""
 
 
 def _b64(value: str) -> str:

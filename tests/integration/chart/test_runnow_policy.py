@@ -66,7 +66,7 @@ def test_a_requester_must_be_the_user_who_sets_it(policy: str, unique_id: str) -
         "metadata": {"name": name},
         "spec": {
             "orgId": f"rnp{unique_id}",
-            "source": {"bucket": "uploads", "prefix": "x/"},
+            "source": {"bucket": "uploads", "prefix": f"org-rnp{unique_id}/"},
             "tables": [
                 {
                     "name": "orders",

@@ -92,6 +92,7 @@ def org(stack: Any, mongo: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     doc = yaml.safe_load((REPO / "examples" / "org-123.yaml").read_text())
     doc["metadata"]["name"] = f"org-{org_id}"
     doc["spec"]["orgId"] = org_id
+    doc["spec"]["source"]["prefix"] = f"org-{org_id}/"
     orders = doc["spec"]["tables"][0]
     orders["mode"] = "snapshot"
     for column in orders["columns"]:

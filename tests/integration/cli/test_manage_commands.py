@@ -79,6 +79,7 @@ def org(stack: Any, mongo: Any, pg: Any, unique_id: str, tmp_path: Path) -> Iter
     doc = yaml.safe_load((REPO / "examples" / "org-123.yaml").read_text())
     doc["metadata"]["name"] = f"org-{org_id}"
     doc["spec"]["orgId"] = org_id
+    doc["spec"]["source"]["prefix"] = f"org-{org_id}/"
     doc["spec"]["retention"] = {"keepVersions": 1, "auditLogDays": 365}
     path = tmp_path / "org.yaml"
     path.write_text(yaml.safe_dump(doc))

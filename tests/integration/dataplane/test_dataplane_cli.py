@@ -71,7 +71,15 @@ def test_user_errors(org: Org, tmp_path: Path) -> None:
         "cannot read /no/such.csv",
     )
     one_line_error(
-        org.cli("ingest", "-f", str(org.path), "--table", "orders", "--file", f"s3://{org.bucket}/nope.csv"),
+        org.cli(
+            "ingest",
+            "-f",
+            str(org.path),
+            "--table",
+            "orders",
+            "--file",
+            f"s3://{org.bucket}/org-{org.org_id}/nope.csv",
+        ),
         "NoSuchKey",
     )
     one_line_error(

@@ -79,26 +79,26 @@ def test_a_burst_of_files_starts_one_job_of_the_owning_org_only(
 ) -> None:
     suffix = str(int(time.time() * 1000) % 10**8)
     outer, inner = f"fea{suffix}", f"feb{suffix}"
-    # The inner org's prefix lies inside the outer org's, whose pattern would match its files too.
+    # Two orgs whose patterns both match the same file names (nested prefixes are refused by admission).
     outer_tables = [
         {"name": "orders", "filePattern": "*orders_*.csv"},
         {"name": "customers", "trigger": "schedule"},
     ]
     outer_manifest = pipeline(
-        outer, ["orders", "customers"], source={"bucket": BUCKET, "prefix": f"{outer}/"}
+        outer, ["orders", "customers"], source={"bucket": BUCKET, "prefix": f"org-{outer}/"}
     )
     for table, extra in zip(outer_manifest["spec"]["tables"], outer_tables, strict=True):
         table.update(extra)
-    inner_manifest = pipeline(inner, ["orders"], source={"bucket": BUCKET, "prefix": f"{outer}/{inner}/"})
+    inner_manifest = pipeline(inner, ["orders"], source={"bucket": BUCKET, "prefix": f"org-{inner}/"})
     apply_ready(kubectl, api, cleanup_pipelines, outer_manifest)
     apply_ready(kubectl, api, cleanup_pipelines, inner_manifest)
     outer_ns, inner_ns = naming.namespace(outer), naming.namespace(inner)
 
-    burst = [f"{outer}/{inner}/orders_{i}.csv" for i in range(3)]
+    burst = [f"org-{inner}/orders_{i}.csv" for i in range(3)]
     for key in burst:
         assert post(operator, created(key)) == 200
-    assert post(operator, created(f"{outer}/{inner}/orders_x.csv", bucket="another-bucket")) == 200
-    assert post(operator, created(f"{outer}/customers_1.csv")) == 200  # a schedule-only table
+    assert post(operator, created(f"org-{inner}/orders_x.csv", bucket="another-bucket")) == 200
+    assert post(operator, created(f"org-{outer}/customers_1.csv")) == 200  # a schedule-only table
 
     (job,) = wait_for(lambda: arrival_jobs(api, inner_ns), what="the inner org's file-arrival Job")
     env = env_of(job)
@@ -110,9 +110,12 @@ def test_a_burst_of_files_starts_one_job_of_the_owning_org_only(
     assert job["metadata"]["labels"][naming.LABEL_TABLE] == "orders"
 
     # A file of the outer org starts its own run; the inner org's Job is still the only one there.
-    assert post(operator, created(f"{outer}/orders_9.csv")) == 200
+    assert post(operator, created(f"org-{outer}/orders_9.csv")) == 200
     (outer_job,) = wait_for(lambda: arrival_jobs(api, outer_ns), what="the outer org's file-arrival Job")
-    assert env_of(outer_job)["ORGPIPELINE_TRIGGER_REASON"] == f"new object s3://{BUCKET}/{outer}/orders_9.csv"
+    assert (
+        env_of(outer_job)["ORGPIPELINE_TRIGGER_REASON"]
+        == f"new object s3://{BUCKET}/org-{outer}/orders_9.csv"
+    )
     assert len(arrival_jobs(api, inner_ns)) == 1
     assert arrival_jobs(api, outer_ns, "customers") == []
 
@@ -125,14 +128,14 @@ def test_files_arriving_during_a_run_wait_for_it_to_end(
         kubectl,
         api,
         cleanup_pipelines,
-        pipeline(org, ["orders"], source={"bucket": BUCKET, "prefix": f"{org}/"}),
+        pipeline(org, ["orders"], source={"bucket": BUCKET, "prefix": f"org-{org}/"}),
     )
     ns = naming.namespace(org)
-    assert post(operator, created(f"{org}/orders_1.csv")) == 200
+    assert post(operator, created(f"org-{org}/orders_1.csv")) == 200
     (first,) = wait_for(lambda: arrival_jobs(api, ns), what="the first file-arrival Job")
 
     # The first Job is still running (no kubelet here): the next file waits, however long.
-    assert post(operator, created(f"{org}/orders_2.csv")) == 200
+    assert post(operator, created(f"org-{org}/orders_2.csv")) == 200
     time.sleep(3)  # several debounce periods
     assert [j["metadata"]["name"] for j in arrival_jobs(api, ns)] == [first["metadata"]["name"]]
 
@@ -142,4 +145,4 @@ def test_files_arriving_during_a_run_wait_for_it_to_end(
         lambda: [j for j in arrival_jobs(api, ns) if j["metadata"]["name"] != first["metadata"]["name"]],
         what="the second file-arrival Job",
     )
-    assert env_of(second)["ORGPIPELINE_TRIGGER_REASON"] == f"new object s3://{BUCKET}/{org}/orders_2.csv"
+    assert env_of(second)["ORGPIPELINE_TRIGGER_REASON"] == f"new object s3://{BUCKET}/org-{org}/orders_2.csv"

@@ -234,11 +234,11 @@ def test_orgpipeline_run_from_the_installed_wheel_against_the_real_servers(
     manifest = yaml.safe_load((REPO / "examples" / "org-123.yaml").read_text())
     manifest["metadata"]["name"] = f"org-{org}"
     manifest["spec"]["orgId"] = org
-    manifest["spec"]["source"] = {"bucket": bucket, "prefix": f"{org}/"}
+    manifest["spec"]["source"] = {"bucket": bucket, "prefix": f"org-{org}/"}
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(manifest))
     sample = REPO / "examples" / "data" / "org-123" / "orders_2026-11-01.csv"
-    s3.fput_object(bucket, f"{org}/{sample.name}", str(sample))
+    s3.fput_object(bucket, f"org-{org}/{sample.name}", str(sample))
     term = tmp_path / "termination-log"
     try:
         out = subprocess.run(
@@ -256,7 +256,7 @@ def test_orgpipeline_run_from_the_installed_wheel_against_the_real_servers(
         compact = json.loads(term.read_text())  # what the operator reads back
         assert (compact["result"], compact["rowsRead"], compact["qualityScore"]) == ("Succeeded", 40, 1.0)
     finally:
-        s3.remove_object(bucket, f"{org}/{sample.name}")
+        s3.remove_object(bucket, f"org-{org}/{sample.name}")
         db = Databases(
             stack.postgres_dsn, stack.mongo_uri, os.environ.get("ORGPIPELINE_MONGO_DB", "orgpipeline")
         )

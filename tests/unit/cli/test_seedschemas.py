@@ -95,10 +95,10 @@ def test_org_wide_file_with_table_column_and_primary_keys(tmp_path: Path) -> Non
         "products,product_id,TEXT NOT NULL\n"
         "products,status,TEXT\n"  # a business column named status: kept
     )
-    manifest, problems = seedschemas.import_schemas(tmp_path, "acme", bucket="b-acme", prefix="in/")
+    manifest, problems = seedschemas.import_schemas(tmp_path, "acme", bucket="b-acme", prefix="org-acme/in/")
     assert problems == []
     _, spec = parse_manifest(manifest)
-    assert spec.source.bucket == "b-acme" and spec.source.prefix == "in/"
+    assert spec.source.bucket == "b-acme" and spec.source.prefix == "org-acme/in/"
     customers, products = spec.tables
     assert customers.business_keys == ["customer_id"]
     assert [c.name for c in customers.columns] == ["customer_id", "score"]
