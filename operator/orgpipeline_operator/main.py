@@ -19,7 +19,9 @@ from orgpipeline_api import memory, v1alpha1
 
 from orgpipeline_operator import (
     cache,
+    claims,
     cleanup,
+    database,
     metrics,
     naming,
     operator_settings,
@@ -74,6 +76,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     if conf.label_selector:
         settings.watching.label_selectors[G, P] = conf.label_selector
     memo.rt = runtime.Runtime.start(conf)
+    try:  # who owns which org id, once (else each org's first reconcile reads its own claim)
+        for org, owner in claims.owners(memo.rt.db).items():
+            cache.CACHE.set_org_owner(org, owner)
+    except database.DatabaseError as exc:
+        runtime.log.warning("%s; reading the org id owners org by org", exc)
     memo.watches = watch.start_all(memo.rt.kube)
     memo.resyncer = resync.Resyncer(memo.rt, RESYNC_SECONDS, DEEP_RESYNC_SECONDS, conf.workers)
 
