@@ -122,6 +122,25 @@ def claim(db: database.Databases, org_id: str, uid: str, name: str) -> Owner:
         raise database.DatabaseError(f"PostgreSQL: cannot claim orgId {org_id}: {exc}") from exc
 
 
+def refuse(db: database.Databases, org_id: str, uid: str, name: str, held_by: str) -> None:
+    """Records that OrgPipeline `name` (uid `uid`) was refused the org id, held by `held_by`: it
+    stays refused (claim() raises Refused) until it is deleted (release())."""
+    try:
+        with db.admin_connection() as conn:
+            _ensure(db, conn)
+            conn.execute(
+                _q(
+                    "INSERT INTO {refusals} (org_id, uid, name, held_by) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING"
+                ),
+                (org_id, uid, name, held_by),
+            )
+    except (psycopg.Error, stores.StoreUnavailable) as exc:
+        raise database.DatabaseError(
+            f"PostgreSQL: cannot record the refusal of orgId {org_id}: {exc}"
+        ) from exc
+
+
 def owner(db: database.Databases, org_id: str) -> Owner | None:
     """The recorded owner of the org id, or None."""
     try:

@@ -19,7 +19,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 from orgpipeline_api import v1alpha1
@@ -116,10 +116,6 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     except ValidationError as exc:
         refuse("InvalidSpec", v1alpha1.errors_one_line(exc))
         return
-    conflict = "orgId {} already belongs to OrgPipeline {}"
-    if req.org_owner is not None and req.org_owner.uid != req.uid:
-        refuse("OrgIdConflict", conflict.format(spec.org_id, req.org_owner.name))
-        return
     inventory = None
     if rt.snapshot is not None and req.trigger == "resume" and cache.CACHE.pipeline_count() >= MIN_ORGS:
         inventory = rt.snapshot.get()
@@ -164,9 +160,9 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
 class NotOwned(Exception):
     """The org id or the org's namespace belongs to someone else: nothing is written."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, holder: str = "") -> None:
         super().__init__(message)
-        self.reason, self.message = reason, message
+        self.reason, self.message, self.holder = reason, message, holder
 
 
 @dataclass(frozen=True)
@@ -189,7 +185,10 @@ def _hold(rt: Runtime, req: Request, target: builders.Target, inventory: Invento
     org, ns_name = target.org, target.namespace
     owner = req.org_owner
     if cache.CACHE.refused(org, req.uid):
-        raise NotOwned("OrgIdConflict", f"orgId {org} was refused to this OrgPipeline (another held it)")
+        held = f"OrgPipeline {owner.name}" if owner is not None else "another OrgPipeline"
+        raise NotOwned("OrgIdConflict", f"orgId {org} already belonged to {held} when this one was made")
+    if owner is not None and owner.uid != req.uid:
+        _refuse(rt, req, org, owner.name)
     verified = cache.CACHE.namespace_verified(req.name)
     if owner is not None and verified is not None and req.trigger not in CHECKED:
         return Held(False, 0)
@@ -201,14 +200,17 @@ def _hold(rt: Runtime, req: Request, target: builders.Target, inventory: Invento
         meta = dict(found["metadata"]) if found is not None else None
     if owner is None:
         if meta is not None and not ownership.namespace_owned(meta, req.name, req.uid, None):
-            raise _not_ours(req, org, ns_name, meta)
+            refusal = _not_ours(req, org, ns_name, meta)
+            if refusal.reason == "OrgIdConflict":  # another OrgPipeline's namespace: refused for good
+                _refuse(rt, req, org, refusal.holder)
+            raise refusal
         try:
             owner = claims.claim(rt.db, org, req.uid, req.name)
         except claims.Refused as exc:
             cache.CACHE.refuse(org, req.uid)
             raise NotOwned("OrgIdConflict", str(exc)) from None
         cache.CACHE.set_org_owner(org, owner)
-        if owner.uid != req.uid:
+        if owner.uid != req.uid:  # claim() recorded the refusal
             cache.CACHE.refuse(org, req.uid)
             raise NotOwned("OrgIdConflict", f"orgId {org} already belongs to OrgPipeline {owner.name}")
     desired = builders.stamp(builders.build_namespace(target))
@@ -243,6 +245,14 @@ def _hold(rt: Runtime, req: Request, target: builders.Target, inventory: Invento
     return Held(False, 1)
 
 
+def _refuse(rt: Runtime, req: Request, org: str, holder: str) -> NoReturn:
+    """Refuses the org id to this OrgPipeline for good: recorded in PostgreSQL (so it stays refused
+    after the holder is deleted, and after a restart), then raises NotOwned."""
+    claims.refuse(rt.db, org, req.uid, req.name, holder)
+    cache.CACHE.refuse(org, req.uid)
+    raise NotOwned("OrgIdConflict", f"orgId {org} already belongs to OrgPipeline {holder}")
+
+
 def _record_namespace(rt: Runtime, req: Request, org: str, owner: ownership.Owner, ns_uid: str) -> None:
     claims.record_namespace(rt.db, org, req.uid, ns_uid)
     cache.CACHE.set_org_owner(org, dataclasses.replace(owner, namespace_uid=ns_uid))
@@ -261,7 +271,7 @@ def _not_ours(req: Request, org: str, ns_name: str, meta: Mapping[str, Any]) -> 
         (recorded is not None and recorded.uid == holder_uid)
         or ownership.namespace_owned(meta, str(holder), holder_uid, None)
     ):
-        return NotOwned("OrgIdConflict", f"orgId {org} already belongs to OrgPipeline {holder}")
+        return NotOwned("OrgIdConflict", f"orgId {org} already belongs to OrgPipeline {holder}", str(holder))
     return NotOwned(
         "NamespaceNotOwned",
         f"namespace {ns_name} exists and was not made by the operator for this OrgPipeline; it is "
