@@ -149,8 +149,12 @@ async def resume_pipeline(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
 def run_now(name: str, body: kopf.Body, new: Any, memo: kopf.Memo, patch: kopf.Patch, **kwargs: Any) -> None:
     if not new:
         return
-    active = [t for t, _job, finished in cache.CACHE.jobs_of(name) if not finished]
-    runs.run_now(memo.rt, name, body.metadata.uid or "", dict(body.spec), str(new), active, body)
+    refused = runs.refused_run(body.metadata.uid or "", str(body.spec.get("orgId") or ""))
+    if refused is None:
+        active = [t for t, _job, finished in cache.CACHE.jobs_of(name) if not finished]
+        runs.run_now(memo.rt, name, body.metadata.uid or "", dict(body.spec), str(new), active, body)
+    else:
+        runtime.warn(body, reason="RunNowRefused", message=f"no run: {refused}"[:1000])
     served = patch.metadata.setdefault("annotations", {})
     for annotation in naming.RUN_NOW_ANNOTATIONS:
         served[annotation] = None

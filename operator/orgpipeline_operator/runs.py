@@ -36,6 +36,20 @@ def requested_tables(value: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def refused_run(uid: str, org_id: str) -> str | None:
+    """Why the OrgPipeline may not start runs (None: it may). It must be the org id's recorded owner
+    with the namespace the operator made for it: a refused OrgPipeline's Job would run in the
+    owner's namespace with the owner's credentials, and one stopped by a namespace someone else
+    made would write into it. A refusal, not a retry: a handler still retrying holds the
+    finalizer of an OrgPipeline being deleted."""
+    owner = cache.CACHE.org_owner_record(org_id)
+    if owner is not None and owner.uid != uid:
+        return f"orgId {org_id} belongs to OrgPipeline {owner.name}"
+    if owner is None or owner.namespace_uid is None:
+        return f"orgId {org_id} is not (yet) reconciled for this OrgPipeline (see its Ready condition)"
+    return None
+
+
 def run_now(
     rt: Runtime,
     name: str,

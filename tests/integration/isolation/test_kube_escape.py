@@ -153,6 +153,8 @@ def test_a_namespace_someone_else_made_is_not_adopted(
         "Ready False NamespaceNotOwned",
     )
     assert ready["status"] == "False" and ns in ready["message"], ready
+    # A run-now makes no Job in it either.
+    kubectl("annotate", "--overwrite", "orgpipeline", name, f"{naming.ANNOTATION_RUN_NOW}=orders")
     # Several resyncs later: nothing of the operator's was written into it, its marks are as made.
     for _ in range(3):
         time.sleep(2)
@@ -217,6 +219,10 @@ def test_a_second_orgpipeline_for_a_held_org_id_is_refused_for_good(
             "the second refused",
         )
         assert first in refused["message"]
+        # Its run-now makes no Job in the owner's namespace (it would run with the owner's Secret).
+        kubectl("annotate", "--overwrite", "orgpipeline", second, f"{naming.ANNOTATION_RUN_NOW}=orders")
+        time.sleep(3)
+        assert api.list("batch/v1", "Job", ns, f"{naming.LABEL_PIPELINE}={second}") == []
 
         # The owner goes; the second stays refused and never takes the org.
         kubectl("delete", "orgpipeline", first, "--timeout=60s")

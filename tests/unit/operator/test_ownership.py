@@ -118,3 +118,26 @@ def test_a_recorded_namespace_uid_decides_alone() -> None:
     copied = ns({naming.LABEL_PIPELINE: "org-a"}, {naming.ANNOTATION_OWNER_UID: UID}, uid="ns-uid-2")
     assert not ownership.namespace_owned(copied, "org-a", UID, "ns-uid-1")
     assert ownership.namespace_owned({**copied, "uid": "ns-uid-1"}, "org-a", UID, "ns-uid-1")
+
+
+def test_the_jobs_the_operator_makes_are_runs_of_their_org() -> None:
+    """Run-now and file-arrival Jobs carry the OrgPipeline as controller, so the check can hold."""
+    from pathlib import Path
+
+    import yaml
+    from orgpipeline_api import triggers
+    from orgpipeline_api.v1alpha1 import OrgPipelineSpec
+    from orgpipeline_operator import builders
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[3] / "examples" / "org-123.yaml").read_text())
+    target = builders.Target("org-123", UID, OrgPipelineSpec.model_validate(doc["spec"]))
+    table = target.spec.tables[0]
+    manual = builders.build_manual_job(
+        target, table, "2026-01-01T00:00:00Z", triggers.RunTrigger.of(triggers.Trigger.run_now, None, "")
+    )
+    arrival = builders.build_file_arrival_job(target, table, "batch-1", "new object")
+    for made in (manual, arrival):
+        assert ownership.is_org_run(made, "123", UID, set())
+        assert not ownership.is_org_run(made, "123", "another-uid", set())
+    namespace = builders.build_namespace(target)
+    assert namespace["metadata"]["annotations"][naming.ANNOTATION_OWNER_UID] == UID
