@@ -383,8 +383,9 @@ def _prunable(rt: Runtime, req: Request, target: builders.Target, seen: Seen) ->
     if seen.inventory is not None:
         return keys | seen.inventory.cronjobs.get(req.name, set())
     selector = f"{naming.LABEL_PIPELINE}={req.name},{naming.MANAGED_SELECTOR}"
-    for item in rt.kube.list("batch/v1", "CronJob", target.namespace, selector):
-        keys.add(("CronJob", target.namespace, item["metadata"]["name"]))
+    for kind in sorted(PRUNABLE):
+        for item in rt.kube.list(kinds.api_version(kind), kind, target.namespace, selector):
+            keys.add((kind, target.namespace, item["metadata"]["name"]))
     return keys
 
 
