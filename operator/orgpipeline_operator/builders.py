@@ -18,7 +18,7 @@ import yaml
 from orgpipeline_api import triggers, v1alpha1
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table, TableTrigger
 
-from orgpipeline_operator import naming, tiers
+from orgpipeline_operator import kinds, naming, tiers
 
 RUN_AS = 10001
 """uid and gid of the jobs' pods: the image's own user (Dockerfile `USER 10001:10001`)."""
@@ -118,6 +118,7 @@ def build_namespace(t: Target) -> dict[str, Any]:
     for mode in ("enforce", "audit", "warn"):
         meta["labels"][f"pod-security.kubernetes.io/{mode}"] = "restricted"
         meta["labels"][f"pod-security.kubernetes.io/{mode}-version"] = "latest"
+    meta["annotations"] = {naming.ANNOTATION_OWNER_UID: t.uid}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
@@ -418,7 +419,7 @@ def desired_children(t: Target, creds: Credentials) -> list[dict[str, Any]]:
     return children
 
 
-WATCHED_KINDS = frozenset({"Secret", "CronJob"})
+WATCHED_KINDS = kinds.watched_names()
 """Children the operator watches (and indexes); the others change only when the operator writes them
 and are tracked by one combined hash in the status (see `fixed_hash`)."""
 

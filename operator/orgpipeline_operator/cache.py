@@ -1,5 +1,6 @@
 """What the operator knows about the cluster without asking: its children (with their applied
-hashes), its Jobs, and the OrgPipelines (org id claims, last status), fed by watch events.
+hashes), its Jobs, and the OrgPipelines (org id claims, last status), fed by watch events; and
+who owns each org id (as recorded in PostgreSQL, see claims.py) as far as this process has read it.
 
 Kopf's own indexes would do the same, but they hold every handler back until each indexed object of
 the initial listing is in, and the wait is quadratic: with a thousand orgs the operator sat for
@@ -17,7 +18,8 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orgpipeline_operator import naming
+from orgpipeline_operator import naming, ownership
+from orgpipeline_operator.ownership import Owner
 
 ChildKey = tuple[str, str, str]  # kind, namespace, name
 
@@ -63,6 +65,15 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What decides whether a Job is a run of its org (ownership.is_org_run), and its state."""
+
+    table: str
+    finished: bool
+    meta: dict[str, Any]  # namespace, the org label, the controller reference
+
+
 def key_of(body: Mapping[str, Any]) -> ChildKey:
     meta = body.get("metadata") or {}
     return str(body.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name"))
@@ -72,10 +83,13 @@ class Cache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._children: dict[str, dict[ChildKey, str | None]] = {}
-        self._jobs: dict[str, dict[str, tuple[str, bool]]] = {}
+        self._jobs: dict[str, dict[str, _Job]] = {}
+        self._crons: dict[ChildKey, tuple[str, str]] = {}  # CronJob -> (its uid, its controller's uid)
         self._pipelines: dict[str, _Pipeline] = {}
-        self._orgs: dict[str, dict[str, str]] = {}  # org id -> {pipeline: creationTimestamp}
-        self._claim: dict[str, str] = {}  # pipeline -> the org id it claims (to drop that claim alone)
+        self._claim: dict[str, str] = {}  # pipeline -> the org id its spec names
+        self._owners: dict[str, Owner] = {}  # org id -> its recorded owner (claims.py)
+        self._refused: set[tuple[str, str]] = set()  # (org id, uid) refused the org id
+        self._namespaces: dict[str, str] = {}  # pipeline -> uid of the namespace verified as its own
         self._quiet: dict[str, Hashable] = {}  # pipeline -> inputs of its last reconcile that wrote nothing
         self._deep: dict[str, float] = {}  # pipeline -> when its next deep resync is due (monotonic)
         self._recording: set[tuple[str, str]] = set()  # (pipeline, job) being recorded or recorded
@@ -93,8 +107,12 @@ class Cache:
             entries = self._children.setdefault(pipeline, {})
             if event == "DELETED":
                 entries.pop(key, None)
+                self._crons.pop(key, None)
             else:
                 entries[key] = (meta.get("annotations") or {}).get(naming.ANNOTATION_HASH)
+                if key[0] == "CronJob" and meta.get("uid"):  # as watched (a desired one has none)
+                    ref = ownership.controller(meta)
+                    self._crons[key] = (str(meta["uid"]), str((ref or {}).get("uid") or ""))
 
     def claim_job(self, pipeline: str, job: str) -> bool:
         """Whether this caller is the one to record the finished Job (False: another event or the
@@ -117,6 +135,7 @@ class Cache:
             for entries in self._children.values():
                 for key in [k for k in entries if k[0] == kind and k not in keys]:
                     del entries[key]
+                    self._crons.pop(key, None)
 
     def job(self, event: str | None, body: Mapping[str, Any], finished: bool) -> None:
         meta = body.get("metadata") or {}
@@ -130,7 +149,13 @@ class Cache:
                 jobs.pop(str(meta.get("name")), None)
                 self._recording.discard((pipeline, str(meta.get("name"))))
             else:
-                jobs[meta["name"]] = (labels.get(naming.LABEL_TABLE, ""), finished)
+                ref = ownership.controller(meta)
+                kept = {
+                    "namespace": str(meta.get("namespace") or ""),
+                    "labels": {naming.LABEL_ORG: labels.get(naming.LABEL_ORG)},
+                    "ownerReferences": [dict(ref)] if ref is not None else [],
+                }
+                jobs[meta["name"]] = _Job(labels.get(naming.LABEL_TABLE, ""), finished, kept)
 
     def pipeline(self, event: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -139,12 +164,7 @@ class Cache:
         with self._lock:
             # Every event of every OrgPipeline passes here: drop this pipeline's claim by its own
             # record, not by a scan of all orgs' claims (which made each event cost O(orgs)).
-            previous = self._claim.pop(name, None)
-            if previous is not None:
-                claims = self._orgs.get(previous, {})
-                claims.pop(name, None)
-                if not claims:
-                    self._orgs.pop(previous, None)
+            self._claim.pop(name, None)
             if event == "DELETED":
                 self._specs_version += 1
                 self._pipelines.pop(name, None)
@@ -153,13 +173,15 @@ class Cache:
                 self._recording = {r for r in self._recording if r[0] != name}
                 self._quiet.pop(name, None)
                 self._deep.pop(name, None)
+                self._namespaces.pop(name, None)
                 return
             known = self._pipelines[name].metadata if name in self._pipelines else {}
             if any(known.get(k) != meta.get(k) for k in ("uid", "generation", "deletionTimestamp")):
                 self._specs_version += 1
+            if known.get("uid") != meta.get("uid"):
+                self._namespaces.pop(name, None)
             self._pipelines[name] = _Pipeline.of(body)
             if org:
-                self._orgs.setdefault(org, {})[name] = str(meta.get("creationTimestamp") or "")
                 self._claim[name] = org
 
     # --- reading ------------------------------------------------------------------------------
@@ -169,9 +191,38 @@ class Cache:
             return dict(self._children.get(pipeline, {}))
 
     def jobs_of(self, pipeline: str) -> list[tuple[str, str, bool]]:
-        """(table, job name, finished) of the pipeline's Jobs."""
+        """(table, job name, finished) of the pipeline's runs: its Jobs that are runs of its org as
+        far as the cache knows now (ownership.is_org_run; a Job elsewhere with its labels, or not
+        made by the operator, is not one). Decided when read, not when the Job's event came: the
+        CronJob that made a Job may be watched after the Job."""
         with self._lock:
-            return [(t, name, done) for name, (t, done) in self._jobs.get(pipeline, {}).items()]
+            org = self._claim.get(pipeline, "")
+            found = self._pipelines.get(pipeline)
+            uid = str(found.metadata.get("uid") or "") if found is not None else ""
+            crons = self._cronjob_uids(pipeline, org, uid)
+            return [
+                (j.table, name, j.finished)
+                for name, j in self._jobs.get(pipeline, {}).items()
+                if ownership.is_org_run(j.meta, org, uid, crons)
+            ]
+
+    def cronjob_uids(self, pipeline: str) -> set[str]:
+        """The uids of the CronJobs the operator made for the pipeline (in its org's namespace,
+        controlled by it), as watched: their Jobs are its scheduled runs."""
+        with self._lock:
+            found = self._pipelines.get(pipeline)
+            uid = str(found.metadata.get("uid") or "") if found is not None else ""
+            return self._cronjob_uids(pipeline, self._claim.get(pipeline, ""), uid)
+
+    def _cronjob_uids(self, pipeline: str, org: str, uid: str) -> set[str]:
+        namespace = naming.namespace(org) if org else ""
+        out = set()
+        for key in self._children.get(pipeline, {}):
+            if key[0] == "CronJob" and key[1] == namespace and key in self._crons:
+                cron_uid, owner_uid = self._crons[key]
+                if uid and owner_uid == uid:
+                    out.add(cron_uid)
+        return out
 
     def pipelines(self) -> list[dict[str, Any]]:
         """Every OrgPipeline as last seen (not being deleted): what file arrivals are routed over."""
@@ -229,12 +280,53 @@ class Cache:
             return True
 
     def org_owner(self, org_id: str | None) -> str | None:
-        """The oldest OrgPipeline claiming the org id (ties by name): it alone may own the org."""
+        """The name of the OrgPipeline recorded as the org id's owner (claims.py), as this process
+        read or made the record; None when it knows of none. It alone may own the org."""
+        found = self.org_owner_record(org_id)
+        return found.name if found is not None else None
+
+    def org_owner_record(self, org_id: str | None) -> Owner | None:
         if not org_id:
             return None
         with self._lock:
-            claims = sorted((ts, name) for name, ts in self._orgs.get(org_id, {}).items())
-        return claims[0][1] if claims else None
+            return self._owners.get(org_id)
+
+    def set_org_owner(self, org_id: str, owner: Owner) -> None:
+        """Records the owner read from (or just written to) PostgreSQL."""
+        with self._lock:
+            if self._owners.get(org_id) != owner:
+                self._owners[org_id] = owner
+                self._specs_version += 1  # file arrivals route to the owner alone
+
+    def release_org(self, org_id: str, uid: str) -> None:
+        """OrgPipeline `uid` is deleted: its ownership of the org id (if it had it) goes."""
+        with self._lock:
+            found = self._owners.get(org_id)
+            if found is not None and found.uid == uid:
+                del self._owners[org_id]
+                self._specs_version += 1
+            self._refused.discard((org_id, uid))
+
+    def refuse(self, org_id: str, uid: str) -> None:
+        with self._lock:
+            self._refused.add((org_id, uid))
+
+    def refused(self, org_id: str, uid: str) -> bool:
+        """Whether OrgPipeline `uid` was refused the org id (it stays refused)."""
+        with self._lock:
+            return (org_id, uid) in self._refused
+
+    def namespace_verified(self, pipeline: str) -> str | None:
+        """The uid of the org namespace this process verified as the pipeline's own (or made)."""
+        with self._lock:
+            return self._namespaces.get(pipeline)
+
+    def set_namespace_verified(self, pipeline: str, namespace_uid: str | None) -> None:
+        with self._lock:
+            if namespace_uid is None:
+                self._namespaces.pop(pipeline, None)
+            elif pipeline in self._pipelines:
+                self._namespaces[pipeline] = namespace_uid
 
 
 CACHE = Cache()

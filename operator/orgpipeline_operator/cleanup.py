@@ -3,7 +3,9 @@
 Retain keeps the MongoDB collections, the PostgreSQL schema and the role (a re-created OrgPipeline
 for the same org finds its data again and gets a fresh password). Delete drops them. The namespace
 (and with it the CronJobs, Jobs and the credentials Secret) goes either way. Nothing is touched
-when this OrgPipeline never owned the org (an orgId conflict).
+unless this OrgPipeline is the org's recorded owner (claims.py): one refused the org id (a second
+OrgPipeline with the same orgId, even after the first is gone), or stopped by a namespace someone
+else made, never drops data or deletes a namespace. The owner's deletion releases the org id.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import kopf
 from orgpipeline_api import store_names, v1alpha1
 
-from orgpipeline_operator import database, kube, metrics, naming, runtime, s3access
+from orgpipeline_operator import cache, claims, database, kube, metrics, naming, ownership, runtime, s3access
 from orgpipeline_operator.runtime import Runtime, log
 
 
@@ -23,16 +25,25 @@ def finalize(rt: Runtime, name: str, spec_raw: Mapping[str, Any], body: Mapping[
     org_id = str(spec_raw.get("orgId") or "")
     if not org_id or not _matches(org_id):
         return  # never reconciled: nothing of ours exists
+    uid = str((body.get("metadata") or {}).get("uid") or "")
     ns = naming.namespace(org_id)
     try:
+        owner = claims.owner(rt.db, org_id)
         current = rt.kube.get("v1", "Namespace", ns)
-    except kube.ApiError as exc:
+    except (kube.ApiError, database.DatabaseError) as exc:
         raise kopf.TemporaryError(
-            f"cannot read namespace {ns}: {exc}", delay=rt.settings.retry_seconds
+            f"cannot read who owns orgId {org_id}: {exc}", delay=rt.settings.retry_seconds
         ) from exc
-    owner = ((current or {}).get("metadata", {}).get("labels") or {}).get(naming.LABEL_PIPELINE)
-    if current is not None and owner != name:
-        log.info("%s: namespace %s belongs to %s; leaving the org alone", name, ns, owner)
+    meta = (current or {}).get("metadata") or {}
+    if owner is None and current is not None and ownership.namespace_owned(meta, name, uid, None):
+        # An org claimed before owners were recorded (never reconciled since): its namespace names
+        # this OrgPipeline's uid, which nobody could write before it existed.
+        owner = ownership.Owner(uid, name)
+    if owner is None or owner.uid != uid:
+        held = f"it belongs to OrgPipeline {owner.name}" if owner else "no owner is recorded for it"
+        log.info("%s: not the owner of orgId %s (%s); leaving the org alone", name, org_id, held)
+        runtime.info(body, reason="DataKept", message=f"orgId {org_id} left as it is: {held}"[:1000])
+        _release(rt, org_id, uid)
         return
     policy = str(spec_raw.get("deletionPolicy") or v1alpha1.DeletionPolicy.Retain.value)
     if policy == v1alpha1.DeletionPolicy.Delete.value:
@@ -53,13 +64,24 @@ def finalize(rt: Runtime, name: str, spec_raw: Mapping[str, Any], body: Mapping[
     except s3access.SourceAccessError as exc:
         raise kopf.TemporaryError(str(exc), delay=rt.settings.retry_seconds) from exc
     try:
-        if current is not None:
+        if current is not None and ownership.namespace_owned(meta, name, uid, owner.namespace_uid):
             rt.kube.delete("v1", "Namespace", ns)
     except kube.ApiError as exc:
         raise kopf.TemporaryError(
             f"cannot delete namespace {ns}: {exc}", delay=rt.settings.retry_seconds
         ) from exc
+    _release(rt, org_id, uid)
     metrics.forget_org(org_id)
+
+
+def _release(rt: Runtime, org_id: str, uid: str) -> None:
+    """The OrgPipeline's claim (or refusal) goes with it: after the owner, the next OrgPipeline
+    created for the org id takes it (one refused before stays refused until it is deleted too)."""
+    try:
+        claims.release(rt.db, org_id, uid)
+    except database.DatabaseError as exc:
+        raise kopf.TemporaryError(str(exc), delay=rt.settings.retry_seconds) from exc
+    cache.CACHE.release_org(org_id, uid)
 
 
 def _matches(org_id: str) -> bool:

@@ -175,6 +175,10 @@ class Databases:
                 if not conn.closed and not conn.broken:
                     self._idle.put(conn)
 
+    def admin_connection(self) -> contextlib.AbstractContextManager[PgConn]:
+        """A pooled connection as the operator's own role, for the operator's own tables (claims.py)."""
+        return self._pg()
+
     def _mongo_client(self) -> pymongo.MongoClient[dict[str, object]]:
         with self._lock:
             if self._mongo is None:

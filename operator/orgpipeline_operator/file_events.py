@@ -141,7 +141,8 @@ def watches(pipelines: Iterable[Mapping[str, Any]], owns: Callable[[str, str], b
     """The tables file arrivals may start, from OrgPipelines as the API server returns them.
 
     Skips suspended orgs and tables, tables with `trigger: schedule`, and OrgPipelines that do not
-    own their org id (`owns(pipeline, org)`: the oldest claimant owns it, see `cache.org_owner`).
+    own their org id (`owns(pipeline, org)`: the owner recorded in PostgreSQL, see claims.py and
+    `cache.org_owner`).
     Reads the raw spec (the CRD schema validated it) rather than building the model: this runs for
     every notification over every org.
     """

@@ -18,23 +18,10 @@ from urllib.parse import quote, urlencode
 import kubernetes
 from orgpipeline_api import v1alpha1
 
-from orgpipeline_operator import metrics, naming
+from orgpipeline_operator import kinds, metrics, naming
 
-# (apiVersion, kind) -> (plural, namespaced)
-RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
-    ("v1", "Namespace"): ("namespaces", False),
-    ("v1", "ServiceAccount"): ("serviceaccounts", True),
-    ("v1", "ResourceQuota"): ("resourcequotas", True),
-    ("v1", "LimitRange"): ("limitranges", True),
-    ("v1", "ConfigMap"): ("configmaps", True),
-    ("v1", "Secret"): ("secrets", True),
-    ("v1", "Pod"): ("pods", True),
-    ("v1", "Event"): ("events", True),
-    ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
-    ("batch/v1", "CronJob"): ("cronjobs", True),
-    ("batch/v1", "Job"): ("jobs", True),
-    (v1alpha1.API_VERSION, v1alpha1.KIND): (v1alpha1.PLURAL, False),
-}
+# (apiVersion, kind) -> (plural, namespaced), from the one table of kinds
+RESOURCES: dict[tuple[str, str], tuple[str, bool]] = kinds.resources()
 
 
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"

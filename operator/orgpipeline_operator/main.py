@@ -19,7 +19,9 @@ from orgpipeline_api import memory, v1alpha1
 
 from orgpipeline_operator import (
     cache,
+    claims,
     cleanup,
+    database,
     metrics,
     naming,
     operator_settings,
@@ -74,6 +76,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     if conf.label_selector:
         settings.watching.label_selectors[G, P] = conf.label_selector
     memo.rt = runtime.Runtime.start(conf)
+    try:  # who owns which org id, once (else each org's first reconcile reads its own claim)
+        for org, owner in claims.owners(memo.rt.db).items():
+            cache.CACHE.set_org_owner(org, owner)
+    except database.DatabaseError as exc:
+        runtime.log.warning("%s; reading the org id owners org by org", exc)
     memo.watches = watch.start_all(memo.rt.kube)
     memo.resyncer = resync.Resyncer(memo.rt, RESYNC_SECONDS, DEEP_RESYNC_SECONDS, conf.workers)
 
@@ -142,8 +149,12 @@ async def resume_pipeline(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
 def run_now(name: str, body: kopf.Body, new: Any, memo: kopf.Memo, patch: kopf.Patch, **kwargs: Any) -> None:
     if not new:
         return
-    active = [t for t, _job, finished in cache.CACHE.jobs_of(name) if not finished]
-    runs.run_now(memo.rt, name, body.metadata.uid or "", dict(body.spec), str(new), active, body)
+    refused = runs.refused_run(body.metadata.uid or "", str(body.spec.get("orgId") or ""))
+    if refused is None:
+        active = [t for t, _job, finished in cache.CACHE.jobs_of(name) if not finished]
+        runs.run_now(memo.rt, name, body.metadata.uid or "", dict(body.spec), str(new), active, body)
+    else:
+        runtime.warn(body, reason="RunNowRefused", message=f"no run: {refused}"[:1000])
     served = patch.metadata.setdefault("annotations", {})
     for annotation in naming.RUN_NOW_ANNOTATIONS:
         served[annotation] = None

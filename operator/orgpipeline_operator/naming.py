@@ -30,6 +30,9 @@ COMPONENT_RETENTION = "retention"
 
 ANNOTATION_HASH = "orgpipeline.io/applied-hash"
 """Hash of the desired object last applied: equal hash, no write (the idle resync writes nothing)."""
+ANNOTATION_OWNER_UID = "orgpipeline.io/owner-uid"
+"""On the org's namespace: the uid of the OrgPipeline it was made for, written when the operator
+creates it (a namespace made by anyone else cannot know that uid in advance; see ownership.py)."""
 ANNOTATION_RUN_NOW = triggers.ANNOTATION_RUN_NOW
 """Set by a user on the OrgPipeline (`kubectl annotate ... orgpipeline.io/run-now=orders`)."""
 RUN_NOW_ANNOTATIONS = (

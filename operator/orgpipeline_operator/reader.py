@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from orgpipeline_api import store_names
 
 from orgpipeline_operator import builders, cache, database, metrics
+from orgpipeline_operator.request import Request
 
 if TYPE_CHECKING:
-    from orgpipeline_operator.reconcile import Request
     from orgpipeline_operator.runtime import Runtime
     from orgpipeline_operator.snapshot import Inventory
 

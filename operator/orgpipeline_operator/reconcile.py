@@ -5,15 +5,21 @@ Failures are sorted: a spec that cannot work (invalid beyond the schema, a child
 refuses, an org id another OrgPipeline owns) becomes a False condition and waits for a spec change;
 trouble that may pass (API or database unavailable, conflicts) becomes a False condition and a
 retry (kopf.TemporaryError).
+
+Ownership first (issue 22, see ownership.py and claims.py): the org id is claimed in PostgreSQL
+before anything is written, and the org's namespace is used only when the operator made it for this
+OrgPipeline (created with a POST, never adopted by a forced apply; its uid recorded with the
+claim). A namespace someone else made stops the org (NamespaceNotOwned) until it goes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 from orgpipeline_api import v1alpha1
@@ -21,28 +27,30 @@ from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from orgpipeline_api.v1alpha1_status import OrgPipelineStatus
 from pydantic import ValidationError
 
-from orgpipeline_operator import builders, cache, database, kube, metrics, naming, reader, runtime, status
+from orgpipeline_operator import (
+    builders,
+    cache,
+    claims,
+    database,
+    kinds,
+    kube,
+    metrics,
+    naming,
+    ownership,
+    reader,
+    runtime,
+    status,
+)
 from orgpipeline_operator.cache import ChildKey
+from orgpipeline_operator.request import Request
 from orgpipeline_operator.runtime import Runtime, SourceSecretMissing, StatusWrite, log
 from orgpipeline_operator.snapshot import MIN_ORGS, Inventory
 
 # Kinds the operator deletes when they are no longer desired (the rest are fixed per org).
-PRUNABLE = {"CronJob"}
-
-
-@dataclass(frozen=True)
-class Request:
-    """One reconcile: the object as Kopf saw it and the indexes it needs."""
-
-    name: str
-    uid: str
-    generation: int | None
-    resource_version: str | None
-    spec: Mapping[str, Any]
-    status: Mapping[str, Any] | None
-    trigger: str  # create | update | resume | resync | deep
-    existing: dict[ChildKey, str | None]
-    org_owner: str | None  # the OrgPipeline that owns this org id (oldest wins), from the index
+PRUNABLE = kinds.prunable()
+CHECKED = ("create", "update", "resume", "deep")
+"""Triggers that read the org's namespace back to check it is still the one the operator made (the
+idle resync trusts what this process verified: it stays request-free)."""
 
 
 def reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
@@ -76,7 +84,7 @@ def request(trigger: str, name: str, obj: Mapping[str, Any]) -> Request:
         status=dict(obj.get("status") or {}),
         trigger=trigger,
         existing=cache.CACHE.children_of(name),
-        org_owner=cache.CACHE.org_owner(spec.get("orgId")),
+        org_owner=cache.CACHE.org_owner_record(spec.get("orgId")),
     )
 
 
@@ -108,37 +116,23 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     except ValidationError as exc:
         refuse("InvalidSpec", v1alpha1.errors_one_line(exc))
         return
-    conflict = "orgId {} already belongs to OrgPipeline {}"
-    if req.org_owner and req.org_owner != req.name:
-        refuse("OrgIdConflict", conflict.format(spec.org_id, req.org_owner))
-        return
-    if (s3_refusal := rt.source_refusal(spec)) is not None:
-        refuse(*s3_refusal)  # keys not the org's: no child is made with them
-        return
     inventory = None
     if rt.snapshot is not None and req.trigger == "resume" and cache.CACHE.pipeline_count() >= MIN_ORGS:
         inventory = rt.snapshot.get()
-    fresh = False  # the org's namespace did not exist: nothing of the org can exist in it yet
-    if req.trigger in ("create", "resume"):
-        # The cache may still be filling after a start: the namespace's label is the word of record
-        # (read at start-up for all orgs at once, else now).
-        ns_name = naming.namespace(spec.org_id)
-        if inventory is not None and ns_name in inventory.namespace_owner:
-            holder = inventory.namespace_owner[ns_name]
-        else:
-            ns = rt.kube.get("v1", "Namespace", ns_name)
-            fresh = ns is None
-            holder = ((ns or {}).get("metadata", {}).get("labels") or {}).get(naming.LABEL_PIPELINE)
-        if holder and holder != req.name:
-            refuse("OrgIdConflict", conflict.format(spec.org_id, holder))
-            return
     target = builders.Target(req.name, req.uid, spec, rt.job_settings)
     old = status.parse(dict(req.status or {}))
     db_ready = (c := old.condition(status.DATABASE_READY)) is not None and c.status == "True"
     retry: str | None = None
     writes = 1  # unless the children were all brought in line, count the reconcile as not quiet
     try:
-        writes = _apply_children(rt, req, target, obs, db_ready, Seen(inventory, fresh))
+        held = _hold(rt, req, target, inventory)
+        if (s3_refusal := rt.source_refusal(spec)) is not None:
+            refuse(*s3_refusal)  # keys not the org's: no child is made with them
+            return
+        writes = held.writes + _apply_children(rt, req, target, obs, db_ready, Seen(inventory, held.fresh))
+    except NotOwned as exc:
+        refuse(exc.reason, exc.message)
+        return
     except database.SchemaChangeRefused as exc:  # issue 13: no retry helps until spec or data changes
         obs.database = status.Check(False, "ColumnTypeChangeRefused", str(exc))
     except database.DatabaseError as exc:
@@ -164,6 +158,128 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
         raise kopf.TemporaryError(retry, delay=rt.settings.retry_seconds)
     if not writes and not wrote_status:
         cache.CACHE.set_quiet(req.name, quiet_fingerprint(req))
+
+
+class NotOwned(Exception):
+    """The org id or the org's namespace belongs to someone else: nothing is written."""
+
+    def __init__(self, reason: str, message: str, holder: str = "") -> None:
+        super().__init__(message)
+        self.reason, self.message, self.holder = reason, message, holder
+
+
+@dataclass(frozen=True)
+class Held:
+    """The org is this OrgPipeline's: its claim is recorded and its namespace is the operator's."""
+
+    fresh: bool  # the namespace did not exist: made by this reconcile, nothing of the org in it yet
+    writes: int  # requests that wrote the namespace (0 or 1)
+
+
+def _hold(rt: Runtime, req: Request, target: builders.Target, inventory: Inventory | None) -> Held:
+    """Makes sure the org id and the org's namespace are this OrgPipeline's, or raises NotOwned.
+
+    The claim is read (or made) in PostgreSQL once per process and org (then the cache has it); the
+    namespace is read back on the CHECKED triggers, and on every resync while this process has not
+    verified it (so an org stopped by someone else's namespace starts once that namespace is gone).
+    A missing namespace is created with a POST: if someone makes it between the read and the
+    create, the create fails instead of taking theirs over.
+    """
+    org, ns_name = target.org, target.namespace
+    owner = req.org_owner
+    if cache.CACHE.refused(org, req.uid):
+        held = f"OrgPipeline {owner.name}" if owner is not None else "another OrgPipeline"
+        raise NotOwned("OrgIdConflict", f"orgId {org} already belonged to {held} when this one was made")
+    if owner is not None and owner.uid != req.uid:
+        _refuse(rt, req, org, owner.name)
+    verified = cache.CACHE.namespace_verified(req.name)
+    if owner is not None and verified is not None and req.trigger not in CHECKED:
+        return Held(False, 0)
+    meta: dict[str, Any] | None
+    if inventory is not None and ns_name in inventory.namespaces:
+        meta = dict(inventory.namespaces[ns_name])
+    else:
+        found = rt.kube.get("v1", "Namespace", ns_name)
+        meta = dict(found["metadata"]) if found is not None else None
+    if owner is None:
+        if meta is not None and not ownership.namespace_owned(meta, req.name, req.uid, None):
+            refusal = _not_ours(req, org, ns_name, meta)
+            if refusal.reason == "OrgIdConflict":  # another OrgPipeline's namespace: refused for good
+                _refuse(rt, req, org, refusal.holder)
+            raise refusal
+        try:
+            owner = claims.claim(rt.db, org, req.uid, req.name)
+        except claims.Refused as exc:
+            cache.CACHE.refuse(org, req.uid)
+            raise NotOwned("OrgIdConflict", str(exc)) from None
+        cache.CACHE.set_org_owner(org, owner)
+        if owner.uid != req.uid:  # claim() recorded the refusal
+            cache.CACHE.refuse(org, req.uid)
+            raise NotOwned("OrgIdConflict", f"orgId {org} already belongs to OrgPipeline {owner.name}")
+    desired = builders.stamp(builders.build_namespace(target))
+    if meta is None:
+        try:
+            made = rt.kube.create(desired)
+        except kube.ApiError as exc:
+            if exc.status == 409:
+                raise NotOwned(
+                    "NamespaceNotOwned",
+                    f"namespace {ns_name} was just created by someone else; the operator does not "
+                    "adopt it (delete it, and the org starts in a namespace of its own)",
+                ) from None
+            raise
+        _record_namespace(rt, req, org, owner, str(made["metadata"]["uid"]))
+        metrics.CHILD_WRITES.labels(kind="Namespace", op="apply").inc()
+        if rt.snapshot is not None:
+            rt.snapshot.applied(made)
+        return Held(True, 1)
+    if not ownership.namespace_owned(meta, req.name, req.uid, owner.namespace_uid):
+        raise _not_ours(req, org, ns_name, meta)
+    if owner.namespace_uid is None:  # claimed before the uid was kept: this one passed the uid check
+        _record_namespace(rt, req, org, owner, str(meta.get("uid") or ""))
+    else:
+        cache.CACHE.set_namespace_verified(req.name, owner.namespace_uid)
+    if builders.applied_hash({"metadata": meta}) == builders.applied_hash(desired):
+        return Held(False, 0)
+    rt.kube.apply(desired)
+    if rt.snapshot is not None:
+        rt.snapshot.applied(desired)
+    metrics.CHILD_WRITES.labels(kind="Namespace", op="apply").inc()
+    return Held(False, 1)
+
+
+def _refuse(rt: Runtime, req: Request, org: str, holder: str) -> NoReturn:
+    """Refuses the org id to this OrgPipeline for good: recorded in PostgreSQL (so it stays refused
+    after the holder is deleted, and after a restart), then raises NotOwned."""
+    claims.refuse(rt.db, org, req.uid, req.name, holder)
+    cache.CACHE.refuse(org, req.uid)
+    raise NotOwned("OrgIdConflict", f"orgId {org} already belongs to OrgPipeline {holder}")
+
+
+def _record_namespace(rt: Runtime, req: Request, org: str, owner: ownership.Owner, ns_uid: str) -> None:
+    claims.record_namespace(rt.db, org, req.uid, ns_uid)
+    cache.CACHE.set_org_owner(org, dataclasses.replace(owner, namespace_uid=ns_uid))
+    cache.CACHE.set_namespace_verified(req.name, ns_uid)
+
+
+def _not_ours(req: Request, org: str, ns_name: str, meta: Mapping[str, Any]) -> NotOwned:
+    """Why the existing namespace is not this OrgPipeline's: another OrgPipeline's (an org id
+    conflict) or nobody's the operator knows (someone made it by hand, labels or not)."""
+    cache.CACHE.set_namespace_verified(req.name, None)
+    holder = (meta.get("labels") or {}).get(naming.LABEL_PIPELINE)
+    known = cache.CACHE.pipeline_snapshot(holder) if holder and holder != req.name else None
+    holder_uid = str(((known or {}).get("metadata") or {}).get("uid") or "")
+    recorded = cache.CACHE.org_owner_record(org)
+    if known is not None and (
+        (recorded is not None and recorded.uid == holder_uid)
+        or ownership.namespace_owned(meta, str(holder), holder_uid, None)
+    ):
+        return NotOwned("OrgIdConflict", f"orgId {org} already belongs to OrgPipeline {holder}", str(holder))
+    return NotOwned(
+        "NamespaceNotOwned",
+        f"namespace {ns_name} exists and was not made by the operator for this OrgPipeline; it is "
+        "not adopted and nothing is written in it (delete it, or choose another orgId)",
+    )
 
 
 @dataclass(frozen=True)
@@ -222,10 +338,11 @@ def _apply_children(
         metrics.CHILD_WRITES.labels(kind=child["kind"], op="apply").inc()
         return 1
 
-    # The namespace first; then everything in it at once (the reconcile waits on the API server,
-    # not on the CPU, so a few requests in flight per org is what makes a thousand orgs quick).
-    writes = sync(desired[0])
-    writes += sum(rt.parallel(sync, desired[1:]))
+    # The namespace is _hold's (made or checked first); everything in it at once (the reconcile
+    # waits on the API server, not on the CPU, so a few requests in flight per org is what makes a
+    # thousand orgs quick).
+    assert desired[0]["kind"] == "Namespace"
+    writes = sum(rt.parallel(sync, desired[1:]))
     if not provisioned and (req.trigger != "resync" or not db_ready):
         # Cheap and idempotent: repairs a dropped schema or role (with the Secret's password). On
         # resume, the start-up listing of the org schemas and their owners stands for it.
@@ -241,7 +358,7 @@ def _apply_children(
         status.Check(True, "Provisioned", "role and schema in place") if provisioned or db_ready else None
     )
     for key in _prunable(rt, req, target, seen) - desired_keys:
-        rt.kube.delete("batch/v1", key[0], key[2], key[1])
+        rt.kube.delete(kinds.api_version(key[0]), key[0], key[2], key[1])
         cache.CACHE.child("DELETED", {"kind": key[0], "metadata": _cache_meta(req.name, key)})
         if rt.snapshot is not None:
             rt.snapshot.deleted(req.name, key)
@@ -266,14 +383,16 @@ def _prunable(rt: Runtime, req: Request, target: builders.Target, seen: Seen) ->
     No LIST either when the namespace was new to this reconcile (nothing old in it), nor on resume
     when the start-up listing holds every CronJob of the pipeline (later ones are this process's
     own writes, recorded in the cache)."""
-    keys = {key for key in req.existing if key[0] in PRUNABLE}
+    # Only in the org's namespace: a CronJob elsewhere that carries the pipeline's label is not ours.
+    keys = {key for key in req.existing if key[0] in PRUNABLE and key[1] == target.namespace}
     if req.trigger == "resync" or (req.trigger == "create" and seen.fresh):
         return keys
     if seen.inventory is not None:
         return keys | seen.inventory.cronjobs.get(req.name, set())
     selector = f"{naming.LABEL_PIPELINE}={req.name},{naming.MANAGED_SELECTOR}"
-    for item in rt.kube.list("batch/v1", "CronJob", target.namespace, selector):
-        keys.add(("CronJob", target.namespace, item["metadata"]["name"]))
+    for kind in sorted(PRUNABLE):
+        for item in rt.kube.list(kinds.api_version(kind), kind, target.namespace, selector):
+            keys.add((kind, target.namespace, item["metadata"]["name"]))
     return keys
 
 

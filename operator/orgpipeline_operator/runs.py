@@ -16,7 +16,17 @@ from orgpipeline_api.run_report import AlertType, RunResult
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from orgpipeline_api.v1alpha1_status import LastRun, OrgPipelineStatus
 
-from orgpipeline_operator import builders, cache, kube, metrics, naming, retention_runs, runtime, status
+from orgpipeline_operator import (
+    builders,
+    cache,
+    kube,
+    metrics,
+    naming,
+    ownership,
+    retention_runs,
+    runtime,
+    status,
+)
 from orgpipeline_operator.runtime import Runtime, StatusWrite, log
 
 
@@ -24,6 +34,20 @@ def requested_tables(value: str | None) -> list[str]:
     """`orders` or `orders,customers` or `*` (every table) -> table names, in order, without repeats."""
     names = [n.strip() for n in (value or "").split(",") if n.strip()]
     return list(dict.fromkeys(names))
+
+
+def refused_run(uid: str, org_id: str) -> str | None:
+    """Why the OrgPipeline may not start runs (None: it may). It must be the org id's recorded owner
+    with the namespace the operator made for it: a refused OrgPipeline's Job would run in the
+    owner's namespace with the owner's credentials, and one stopped by a namespace someone else
+    made would write into it. A refusal, not a retry: a handler still retrying holds the
+    finalizer of an OrgPipeline being deleted."""
+    owner = cache.CACHE.org_owner_record(org_id)
+    if owner is not None and owner.uid != uid:
+        return f"orgId {org_id} belongs to OrgPipeline {owner.name}"
+    if owner is None or owner.namespace_uid is None:
+        return f"orgId {org_id} is not (yet) reconciled for this OrgPipeline (see its Ready condition)"
+    return None
 
 
 def run_now(
@@ -86,8 +110,12 @@ def run_now(
 def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str, Any] | None) -> bool:
     """Reads a finished Job's result into its OrgPipeline's status; False when nothing was to do.
 
-    `parent` is the OrgPipeline as the index last saw it; the write re-reads on a conflict.
+    `parent` is the OrgPipeline as the index last saw it; the write re-reads on a conflict. Only a
+    run of the parent's org counts (`is_run_of`): a Job elsewhere with its labels, or one the
+    operator did not make, leaves the status alone.
     """
+    if parent is None or not is_run_of(job, parent):
+        return False
     if retention_runs.is_retention_job(job):
         return retention_runs.record_finished_job(rt, job, parent)
     labels = job["metadata"].get("labels") or {}
@@ -111,6 +139,15 @@ def record_finished_job(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str
     except BaseException:
         cache.CACHE.release_job(pipeline, name)
         raise
+
+
+def is_run_of(job: Mapping[str, Any], parent: Mapping[str, Any]) -> bool:
+    """Whether the Job is a run of the OrgPipeline `parent` (ownership.is_org_run, with the uids of
+    the CronJobs the operator made for it, as watched)."""
+    meta = parent.get("metadata") or {}
+    org = str((parent.get("spec") or {}).get("orgId") or "")
+    pipeline = str(meta.get("name") or "")
+    return ownership.is_org_run(job, org, str(meta.get("uid") or ""), cache.CACHE.cronjob_uids(pipeline))
 
 
 def _record(rt: Runtime, job: Mapping[str, Any], parent: Mapping[str, Any], table: str) -> bool:

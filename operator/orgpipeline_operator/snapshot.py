@@ -5,7 +5,8 @@ On resume (an operator start) every org's children are verified: read back, comp
 desired hash, repaired if they differ. Read one by one that is ~10 GETs per org: 30,000 requests at
 3,000 orgs, and the restart took minutes. The snapshot reads the same objects in a few dozen pages
 (500 objects each) and keeps only what the verification needs: each child's applied hash, the
-pipeline label of each Namespace (who owns the org id) and each pipeline's CronJobs (what to prune).
+owner marks of each Namespace (uid, labels, owner annotation) and each pipeline's CronJobs (what to
+prune).
 
 Used by the resume only, and only while young (`MAX_AGE`): the operator is the only writer of these
 objects (one replica), its own writes are recorded here too, and whatever the snapshot does not hold
@@ -24,7 +25,7 @@ from typing import Any
 from orgpipeline_api import store_names
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
-from orgpipeline_operator import builders, database, kube, naming
+from orgpipeline_operator import builders, database, kinds, kube, naming
 from orgpipeline_operator.cache import ChildKey
 
 log = logging.getLogger("orgpipeline.operator")
@@ -33,24 +34,16 @@ MAX_AGE = 300.0
 MIN_ORGS = 100
 """Below this many OrgPipelines a resume reads its few children with GETs: the listing covers every
 managed child on the cluster, which a small operator (or one shard of many) need not pay for."""
-KINDS = (
-    ("v1", "Namespace"),
-    ("v1", "ServiceAccount"),
-    ("v1", "ResourceQuota"),
-    ("v1", "LimitRange"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("v1", "ConfigMap"),
-    ("v1", "Secret"),
-    ("batch/v1", "CronJob"),
-)
+KINDS = kinds.listed()
 
 
 @dataclass
 class Inventory:
-    """The children as listed: applied hash by key, owner label of namespaces, CronJobs by pipeline."""
+    """The children as listed: applied hash by key, the metadata that says who owns each namespace
+    (ownership.namespace_owned), CronJobs by pipeline."""
 
     hashes: dict[ChildKey, str | None] = field(default_factory=dict)
-    namespace_owner: dict[str, str | None] = field(default_factory=dict)
+    namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     cronjobs: dict[str, set[ChildKey]] = field(default_factory=dict)
     schemas: set[tuple[str, str]] | None = None  # (schema, owner role) in PostgreSQL; None: not read
     readers: dict[str, database.ReaderState] | None = None  # by org id; None: not read
@@ -62,7 +55,9 @@ class Inventory:
             labels = meta.get("labels") or {}
             self.hashes[key] = (meta.get("annotations") or {}).get(naming.ANNOTATION_HASH)
             if kind == "Namespace":
-                self.namespace_owner[key[2]] = labels.get(naming.LABEL_PIPELINE)
+                self.namespaces[key[2]] = {
+                    k: meta.get(k) for k in ("name", "uid", "labels", "annotations", "ownerReferences")
+                }
             elif kind == "CronJob" and labels.get(naming.LABEL_PIPELINE):
                 self.cronjobs.setdefault(labels[naming.LABEL_PIPELINE], set()).add(key)
 
@@ -143,7 +138,7 @@ class Snapshot:
         log.info(
             "listed %d children of %d namespaces in %.1fs",
             len(inventory.hashes),
-            len(inventory.namespace_owner),
+            len(inventory.namespaces),
             time.monotonic() - started,
         )
         return inventory

@@ -18,11 +18,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from orgpipeline_operator import cache, kube, naming
+from orgpipeline_operator import cache, kinds, kube, naming
 
 log = logging.getLogger("orgpipeline.operator")
 
-KINDS = (("v1", "Secret"), ("batch/v1", "CronJob"))
+KINDS = kinds.watched()
 WATCH_SECONDS = 300
 """The server ends each watch after this long (a little randomness is the server's); then it is
 renewed from the last resourceVersion, as Kopf's `settings.watching.server_timeout` did."""

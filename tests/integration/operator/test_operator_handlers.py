@@ -126,9 +126,13 @@ def _finished_job(rt: runtime.Runtime, pipeline_obj: dict[str, Any], message: st
         }
     )
     write_terminated(rt.kube, ns, pod, 0, message)
-    labels = {naming.LABEL_PIPELINE: pipeline_obj["metadata"]["name"], naming.LABEL_TABLE: "orders"}
+    # As the operator makes a run-now Job: in the org's namespace, labelled for the org, controlled
+    # by the OrgPipeline (only such a Job counts as the org's run).
+    meta = pipeline_obj["metadata"]
+    labels = naming.labels(meta["name"], pipeline_obj["spec"]["orgId"], "orders")
+    owners = [naming.owner_reference(meta["name"], meta["uid"])]
     return {
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": owners},
         "status": {
             "startTime": now,
             "completionTime": now,

@@ -104,7 +104,20 @@ def test_retention_cronjob_runs_with_the_org_credentials_and_reports_in_status(
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": "retention-now", "namespace": ns, "labels": template["metadata"]["labels"]},
+        "metadata": {
+            "name": "retention-now",
+            "namespace": ns,
+            "labels": template["metadata"]["labels"],
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "name": cron["metadata"]["name"],
+                    "uid": cron["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
         "spec": template["spec"],
     }
     kubectl.apply(job)

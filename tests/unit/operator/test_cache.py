@@ -6,6 +6,7 @@ from typing import Any
 
 from orgpipeline_operator import naming
 from orgpipeline_operator.cache import Cache
+from orgpipeline_operator.ownership import Owner
 
 
 def pipeline(name: str, org: str, created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
@@ -15,25 +16,33 @@ def pipeline(name: str, org: str, created: str = "2026-01-01T00:00:00Z") -> dict
     }
 
 
-def test_oldest_claim_owns_the_org_and_a_deleted_owner_hands_it_on() -> None:
+def test_the_recorded_owner_owns_the_org_and_its_deletion_hands_it_to_nobody() -> None:
+    """The owner is what PostgreSQL recorded (claims.py), not the oldest claimant: once the owner
+    goes, a second OrgPipeline with the same orgId does not inherit the org (it was refused)."""
     c = Cache()
     c.pipeline("ADDED", pipeline("b", "42", "2026-01-02T00:00:00Z"))
     c.pipeline("ADDED", pipeline("a", "42", "2026-01-01T00:00:00Z"))
-    assert c.org_owner("42") == "a"
+    assert c.org_owner("42") is None  # nothing recorded yet: nobody routes file arrivals to either
+    c.set_org_owner("42", Owner("u-a", "a"))
+    c.refuse("42", "u-b")
+    assert c.org_owner("42") == "a" and c.refused("42", "u-b")
     c.pipeline("DELETED", pipeline("a", "42", "2026-01-01T00:00:00Z"))
-    assert c.org_owner("42") == "b"
-    c.pipeline("DELETED", pipeline("b", "42", "2026-01-02T00:00:00Z"))
+    c.release_org("42", "u-b")  # a refused one's deletion releases nothing of the owner's
+    assert c.org_owner("42") == "a"
+    c.release_org("42", "u-a")
     assert c.org_owner("42") is None
+    assert c.org_owner_record("42") is None
 
 
-def test_a_changed_org_id_moves_the_claim() -> None:
+def test_a_recorded_owner_moves_the_specs_version() -> None:
+    """File arrivals are routed over the recorded owners: a new owner rebuilds the routing index."""
     c = Cache()
-    c.pipeline("ADDED", pipeline("a", "1"))
-    c.pipeline("MODIFIED", pipeline("a", "2"))
-    assert c.org_owner("1") is None
-    assert c.org_owner("2") == "a"
-    c.pipeline("MODIFIED", {"metadata": {"name": "a"}, "spec": {}})  # no org id: no claim at all
-    assert c.org_owner("2") is None
+    before = c.specs_version()
+    c.set_org_owner("1", Owner("u", "a"))
+    assert c.specs_version() != before
+    same = c.specs_version()
+    c.set_org_owner("1", Owner("u", "a"))
+    assert c.specs_version() == same
 
 
 def test_repeated_events_keep_one_claim_per_pipeline() -> None:
@@ -43,8 +52,21 @@ def test_repeated_events_keep_one_claim_per_pipeline() -> None:
     for _ in range(3):
         for i in range(100):
             c.pipeline("MODIFIED", pipeline(f"p{i}", str(i)))
-    assert all(c.org_owner(str(i)) == f"p{i}" for i in range(100))
-    assert len(c._orgs) == 100 and all(len(claims) == 1 for claims in c._orgs.values())
+    assert len(c._claim) == 100 and c._claim["p7"] == "7"
+    c.pipeline("MODIFIED", {"metadata": {"name": "p7", "uid": "u-p7"}, "spec": {}})  # no org id
+    assert "p7" not in c._claim
+
+
+def run_now_job(name: str, pipeline_name: str, org: str, **meta: Any) -> dict[str, Any]:
+    """A Job as the operator makes it for a run-now request (its OrgPipeline is its controller)."""
+    labels = {naming.LABEL_PIPELINE: pipeline_name, naming.LABEL_ORG: org, naming.LABEL_TABLE: "orders"}
+    base = {
+        "name": name,
+        "namespace": f"org-{org}",
+        "labels": labels,
+        "ownerReferences": [naming.owner_reference(pipeline_name, f"u-{pipeline_name}")],
+    }
+    return {"metadata": {**base, **meta}}
 
 
 def test_children_and_jobs_go_with_their_pipeline() -> None:
@@ -61,7 +83,7 @@ def test_children_and_jobs_go_with_their_pipeline() -> None:
         },
     }
     c.child("ADDED", cron)
-    c.job("ADDED", {"metadata": {"name": "j1", "labels": labels}}, finished=False)
+    c.job("ADDED", run_now_job("j1", "a", "1"), finished=False)
     assert c.children_of("a") == {("CronJob", "org-1", "ingest-orders"): "h1"}
     assert c.jobs_of("a") == [("orders", "j1", False)]
     c.child("DELETED", cron)
@@ -136,3 +158,45 @@ def test_the_pipeline_kept_is_a_copy_with_what_a_reconcile_reads() -> None:
     kept["spec"]["tables"].append({"name": "u"})  # the caller's own copy
     assert c.pipeline_snapshot("a") == {**kept, "spec": body["spec"]}
     assert c.resyncable() == ["a"] and [p["metadata"]["name"] for p in c.pipelines()] == ["a"]
+
+
+def test_only_the_orgs_own_runs_are_its_jobs() -> None:
+    """Forged Jobs (the org's labels elsewhere, or no operator owner) are not runs: they block no
+    run-now or file arrival. A scheduled run counts once its CronJob is watched, whatever came first."""
+    c = Cache()
+    c.pipeline("ADDED", pipeline("a", "1"))
+    c.pipeline("ADDED", pipeline("b", "2"))
+    labels_a = {naming.LABEL_PIPELINE: "a", naming.LABEL_ORG: "1", naming.LABEL_TABLE: "orders"}
+    cron_ref = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "name": "ingest-orders",
+        "uid": "c-1",
+        "controller": True,
+    }
+    c.job("ADDED", run_now_job("elsewhere", "a", "1", namespace="org-2"), finished=False)
+    c.job("ADDED", run_now_job("no-owner", "a", "1", ownerReferences=[]), finished=False)
+    c.job(
+        "ADDED",
+        run_now_job("other-uid", "a", "1", ownerReferences=[naming.owner_reference("a", "u-x")]),
+        False,
+    )
+    scheduled = {"name": "sched", "namespace": "org-1", "labels": labels_a, "ownerReferences": [cron_ref]}
+    c.job("ADDED", {"metadata": scheduled}, finished=False)
+    assert c.jobs_of("a") == []  # the CronJob is not watched yet
+    cron_meta = {
+        "name": "ingest-orders",
+        "namespace": "org-1",
+        "uid": "c-1",
+        "labels": labels_a,
+        "ownerReferences": [naming.owner_reference("a", "u-a")],
+    }
+    c.child("ADDED", {"kind": "CronJob", "metadata": cron_meta})
+    assert c.jobs_of("a") == [("orders", "sched", False)]
+    assert c.cronjob_uids("a") == {"c-1"}
+    # A CronJob with the pipeline's labels that the OrgPipeline does not control is not the operator's.
+    forged_cron = {**cron_meta, "name": "ingest-x", "uid": "c-2", "ownerReferences": []}
+    c.child("ADDED", {"kind": "CronJob", "metadata": forged_cron})
+    assert c.cronjob_uids("a") == {"c-1"}
+    c.child("DELETED", {"kind": "CronJob", "metadata": cron_meta})
+    assert c.jobs_of("a") == []

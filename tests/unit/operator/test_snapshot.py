@@ -37,7 +37,12 @@ def test_listed_children_give_hashes_owners_and_cronjobs() -> None:
     inv.add("CronJob", [obj("CronJob", "ingest-a", "org-1"), obj("CronJob", "ingest-b", "org-1")])
     assert inv.hashes[("Namespace", "", "org-1")] == "n1"
     assert inv.hashes[("ConfigMap", "org-1", "orgpipeline-manifest")] == "c1"
-    assert inv.namespace_owner == {"org-1": "org-1", "org-2": "org-2"}
+    # What ownership.namespace_owned reads of each namespace (its uid, labels and owner marks).
+    assert {n: m["labels"][naming.LABEL_PIPELINE] for n, m in inv.namespaces.items()} == {
+        "org-1": "org-1",
+        "org-2": "org-2",
+    }
+    assert set(inv.namespaces["org-1"]) == {"name", "uid", "labels", "annotations", "ownerReferences"}
     assert inv.cronjobs["org-1"] == {("CronJob", "org-1", "ingest-a"), ("CronJob", "org-1", "ingest-b")}
 
 

@@ -184,14 +184,3 @@ def test_run_now_annotation_values() -> None:
 
     assert runs.requested_tables(" orders, customers ,orders,") == ["orders", "customers"]
     assert runs.requested_tables("") == [] and runs.requested_tables("*") == ["*"]
-
-
-def test_oldest_pipeline_owns_an_org_id() -> None:
-    from orgpipeline_operator import cache
-
-    c = cache.Cache()
-    for name, ts in (("late", "2026-01-02T00:00:00Z"), ("early", "2026-01-01T00:00:00Z")):
-        c.pipeline(None, {"metadata": {"name": name, "creationTimestamp": ts}, "spec": {"orgId": "acme"}})
-    assert c.org_owner("acme") == "early" and c.org_owner("other") is None
-    c.pipeline("DELETED", {"metadata": {"name": "early"}, "spec": {"orgId": "acme"}})
-    assert c.org_owner("acme") == "late"

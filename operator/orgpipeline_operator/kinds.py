@@ -1,0 +1,123 @@
+"""Every kind the operator talks to, once: how to reach it, what the operator does with it, and the
+RBAC verbs that takes. kube.py (paths), builders.py (watched kinds), watch.py, snapshot.py,
+reconcile.py (what it prunes) read this table, and a unit test holds the chart's rbac.yaml to it:
+a new child or a narrower rule is one edit here (and the matching line of rbac.yaml).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orgpipeline_api import v1alpha1
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    verbs: tuple[str, ...]
+    """What the operator's ClusterRole grants on it (exactly what the operator and Kopf send)."""
+    child: bool = False  # made per org (builders.desired_children)
+    watched: bool = False  # followed by watch.py into the cache (the rest are tracked by hash)
+    prunable: bool = False  # deleted by the reconcile when no longer desired
+    listed: bool = False  # listed once at start-up (snapshot.py) to verify every org at once
+    subresources: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (subresource, verbs)
+
+    @property
+    def group(self) -> str:
+        """The API group ("" for the core group)."""
+        return self.api_version.rpartition("/")[0]
+
+
+_APPLIED = ("get", "list", "create", "patch")  # server-side applied, read back, listed at start-up
+
+KINDS: tuple[Kind, ...] = (
+    # The org's children, in the order they are made.
+    Kind("v1", "Namespace", "namespaces", False, (*_APPLIED, "delete"), child=True, listed=True),
+    Kind("v1", "ServiceAccount", "serviceaccounts", True, _APPLIED, child=True, listed=True),
+    Kind("v1", "ResourceQuota", "resourcequotas", True, _APPLIED, child=True, listed=True),
+    Kind("v1", "LimitRange", "limitranges", True, _APPLIED, child=True, listed=True),
+    Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True, _APPLIED, child=True, listed=True),
+    Kind("v1", "ConfigMap", "configmaps", True, _APPLIED, child=True, listed=True),
+    Kind("v1", "Secret", "secrets", True, (*_APPLIED, "watch"), child=True, watched=True, listed=True),
+    Kind(
+        "batch/v1",
+        "CronJob",
+        "cronjobs",
+        True,
+        (*_APPLIED, "watch", "delete"),
+        child=True,
+        watched=True,
+        prunable=True,
+        listed=True,
+    ),
+    # Runs: run-now and file-arrival Jobs made, finished Jobs read back (Kopf watches them).
+    Kind("batch/v1", "Job", "jobs", True, ("get", "list", "watch", "create")),
+    # The termination message of a finished Job's pods (listed by the job-name label).
+    Kind("v1", "Pod", "pods", True, ("list",)),
+    # Events about OrgPipelines: Kopf posts core Events; nothing reads them.
+    Kind("v1", "Event", "events", True, ("create",)),
+    Kind("events.k8s.io/v1", "Event", "events", True, ("create",)),
+    # The custom resource: watched, annotated and finalized by Kopf, status written back; children
+    # carry ownerReferences with blockOwnerDeletion (the finalizers subresource).
+    Kind(
+        v1alpha1.API_VERSION,
+        v1alpha1.KIND,
+        v1alpha1.PLURAL,
+        False,
+        ("get", "list", "watch", "patch"),
+        subresources=(("status", ("get", "patch")), ("finalizers", ("update",))),
+    ),
+    # Kopf discovers and follows the CRD.
+    Kind(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        False,
+        ("get", "list", "watch"),
+    ),
+)
+
+
+def resources() -> dict[tuple[str, str], tuple[str, bool]]:
+    """(apiVersion, kind) -> (plural, namespaced): how kube.py builds paths."""
+    return {(k.api_version, k.kind): (k.plural, k.namespaced) for k in KINDS}
+
+
+def children() -> tuple[Kind, ...]:
+    return tuple(k for k in KINDS if k.child)
+
+
+def watched() -> tuple[tuple[str, str], ...]:
+    """(apiVersion, kind) of the children watch.py follows."""
+    return tuple((k.api_version, k.kind) for k in KINDS if k.watched)
+
+
+def watched_names() -> frozenset[str]:
+    return frozenset(k.kind for k in KINDS if k.watched)
+
+
+def listed() -> tuple[tuple[str, str], ...]:
+    """(apiVersion, kind) of the children listed at start-up."""
+    return tuple((k.api_version, k.kind) for k in KINDS if k.listed)
+
+
+def prunable() -> frozenset[str]:
+    return frozenset(k.kind for k in KINDS if k.prunable)
+
+
+def api_version(kind: str) -> str:
+    """The apiVersion of a child kind (children's kinds are unique by name)."""
+    return next(k.api_version for k in KINDS if k.kind == kind and k.child)
+
+
+def rbac_rules() -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) of every permission the table needs: what the ClusterRole grants."""
+    out = set()
+    for k in KINDS:
+        out |= {(k.group, k.plural, verb) for verb in k.verbs}
+        for sub, verbs in k.subresources:
+            out |= {(k.group, f"{k.plural}/{sub}", verb) for verb in verbs}
+    return out
