@@ -317,7 +317,9 @@ class Operator:
         # Its own PostgreSQL role, not the superuser (`hack/stack env` exports it).
         own = env.get("ORGPIPELINE_OPERATOR_POSTGRES_DSN")
         env["ORGPIPELINE_POSTGRES_DSN"] = own or env["ORGPIPELINE_POSTGRES_DSN"]
-        env["ORGPIPELINE_MONGO_URI"] = env.get("ORGPIPELINE_OPERATOR_MONGO_URI") or env["ORGPIPELINE_MONGO_URI"]
+        env["ORGPIPELINE_MONGO_URI"] = (
+            env.get("ORGPIPELINE_OPERATOR_MONGO_URI") or env["ORGPIPELINE_MONGO_URI"]
+        )
         self.log = open(f"/tmp/operator-scale-{run}-{phase}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(

@@ -470,8 +470,7 @@ def mongo_operator_uri(state: dict[str, object]) -> str:
     collection tables it makes through FerretDB)."""
     password = urllib.parse.quote(str(state["operator_pg_password"]), safe="")
     return (
-        f"mongodb://{OPERATOR_PG_ROLE}:{password}@127.0.0.1:{ports(state)['ferretdb']}/"
-        "?authMechanism=PLAIN"
+        f"mongodb://{OPERATOR_PG_ROLE}:{password}@127.0.0.1:{ports(state)['ferretdb']}/?authMechanism=PLAIN"
     )
 
 

@@ -151,7 +151,8 @@ class Operator(Process):
             # Its own login, not the superuser's (hack/stack makes it; operator/README.md, "Isolation").
             "ORGPIPELINE_POSTGRES_DSN": env.get("ORGPIPELINE_OPERATOR_POSTGRES_DSN")
             or env["ORGPIPELINE_POSTGRES_DSN"],
-            "ORGPIPELINE_MONGO_URI": env.get("ORGPIPELINE_OPERATOR_MONGO_URI") or env["ORGPIPELINE_MONGO_URI"],
+            "ORGPIPELINE_MONGO_URI": env.get("ORGPIPELINE_OPERATOR_MONGO_URI")
+            or env["ORGPIPELINE_MONGO_URI"],
             "KUBECONFIG": kubeconfig,
             "ORGPIPELINE_NAMESPACE": namespace,
             "ORGPIPELINE_METRICS_PORT": str(self.metrics_port),
