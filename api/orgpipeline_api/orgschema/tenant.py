@@ -13,7 +13,8 @@ reports, a run started by hand with an administrator's DSN) runs in a session fr
   member of the org's role only, that `SET ROLE`s to the org's role (so what it makes is the
   org's). A `RESET ROLE` in the tenant's code gets back to the delegate, which can do nothing the
   org's role cannot. The delegate is dropped when the session ends; leftovers of a crash are swept
-  (expired, no session) the next time one is made;
+  (expired, no session) when one is made, at most once a minute. A `deadline` ends the session's
+  backend when the tenant's code would hold the caller longer;
 - otherwise (no org role: a run by hand on a database no operator provisions) the connection as is,
   when the schema is missing or owned by this login or a superuser, who alone could have put code
   there; a schema owned by anyone else is refused.

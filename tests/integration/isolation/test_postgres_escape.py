@@ -247,6 +247,15 @@ BEGIN
 END $f$;
 -- Checked again on every row when a column changes type.
 ALTER TABLE {a}.raw_orders ADD CONSTRAINT planted CHECK ({a}.checked());
+CREATE FUNCTION {a}.visible() RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+  PERFORM {a}.escape('policy');
+  RETURN true;
+END $f$;
+-- A row security policy runs on reads too (`status` reads the runs), for the owner as well (FORCE).
+ALTER TABLE {a}.pipeline_runs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {a}.pipeline_runs FORCE ROW LEVEL SECURITY;
+CREATE POLICY planted ON {a}.pipeline_runs USING ({a}.visible());
 """
 TRIGGERED = (
     "pipeline_classification",
@@ -519,10 +528,12 @@ def test_code_a_tenant_plants_in_its_schema_runs_as_the_tenant_only(
     assert done.returncode == 0, done.stderr
     done = _cli("validate", "--org-id", a.id, "-o", "json")
     assert done.returncode in (0, 1), done.stderr
+    policy_runs = sum(at == "policy" for at, _, _ in _loot(a))
     for command in ("status", "quality", "audit", "rejected"):  # reads, as A's delegate too
         extra = ("--table", "orders") if command == "rejected" else ()
         done = _cli(command, "--org-id", a.id, *extra, "-o", "json")
         assert done.returncode == 0, (command, done.stderr)
+    assert sum(at == "policy" for at, _, _ in _loot(a)) > policy_runs  # `status` read the runs
 
     loot = _loot(a)[planted:]
     for at, who, gained in loot:
@@ -530,7 +541,7 @@ def test_code_a_tenant_plants_in_its_schema_runs_as_the_tenant_only(
         assert gained == [], (at, who, gained)  # ... which could do nothing A cannot.
         assert who.startswith(tenant.DELEGATE_PREFIX + a.id), (at, who)
     places = {at for at, _, _ in loot}
-    assert {"pipeline_classification", "default", "check", "pipeline_runs"} <= places
+    assert {"pipeline_classification", "default", "check", "policy", "pipeline_runs"} <= places
     assert {"raw_orders", "pipeline_exports"} <= places
     assert _privileges(pg, a.role) == before_a
     assert pg.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (a.role + "_twin",)).fetchone() is None
