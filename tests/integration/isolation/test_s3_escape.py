@@ -492,3 +492,33 @@ def test_naming_another_accounts_bucket_gets_an_org_nothing_there(
             s3.remove_object(bucket, name)
         s3.remove_bucket(bucket)
         s3access._admin(settings, "delete-user", {"access": owner})
+
+
+def test_without_accounts_an_org_needs_its_own_labelled_secret(
+    stack: Any, kubectl: Kubectl, api: kube.Kube, orgs: SimpleNamespace
+) -> None:
+    """ORGPIPELINE_S3_ACCOUNTS=none (MinIO, AWS): no org gets the platform's keys in any case."""
+    settings = operator_settings.from_env(
+        {**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default", "ORGPIPELINE_S3_ACCOUNTS": "none"}
+    )
+    org = f"s3n{orgs.suffix}"
+    spec = v1alpha1.parse_manifest(_manifest(org))[1]
+    refused = s3access.refusal(settings, api, spec)
+    assert refused is not None and refused[0] == "SourceCredentialsRequired"
+    name = f"s3-keys-{org}"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "default", "labels": {s3access.LABEL_ORG_ID: org}},
+        "stringData": {"accessKey": f"iam-{org}", "secretKey": "iam-secret"},
+    }
+    kubectl.apply(secret)
+    try:
+        labelled = v1alpha1.parse_manifest(_manifest(org, credentialsSecret=name))[1]
+        assert s3access.refusal(settings, api, labelled) is None
+        assert s3access.org_keys(settings, api, labelled) == (f"iam-{org}", "iam-secret")
+        other = v1alpha1.parse_manifest(_manifest(orgs.b, credentialsSecret=name))[1]
+        refused = s3access.refusal(settings, api, other)
+        assert refused is not None and refused[0] == "SourceCredentialsNotForOrg"
+    finally:
+        kubectl("delete", "secret", name, "-n", "default", "--ignore-not-found", check=False)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from operator_helpers import TEST_LABEL, Kubectl, Operator, free_port, pipeline, wait_for, wait_ready
-from orgpipeline_operator import cache, kube, naming, reconcile, runtime
+from orgpipeline_operator import cache, kube, naming, reconcile, runtime, s3access
 
 RACE_LABEL = "race"
 TABLES = [f"t{i:02d}" for i in range(40)]
@@ -149,3 +149,4 @@ def test_update_deletes_cronjobs_its_cache_has_not_seen(
         kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
         direct_rt.db.drop_collections(org)  # first: it takes the role's grants in FerretDB's database
         direct_rt.db.drop_postgres(org)
+        s3access.remove_account(direct_rt.settings, org)  # no finalizer ran: its S3 account too
