@@ -280,10 +280,11 @@ class Cache:
             return True
 
     def org_owner(self, org_id: str | None) -> str | None:
-        """The name of the OrgPipeline recorded as the org id's owner (claims.py), as this process
-        read or made the record; None when it knows of none. It alone may own the org."""
+        """The name of the OrgPipeline recorded as the org id's owner (claims.py) with the namespace
+        the operator made for it, as this process read or made the record; None when it knows of
+        none. It alone may start the org's runs (file arrivals are routed to it)."""
         found = self.org_owner_record(org_id)
-        return found.name if found is not None else None
+        return found.name if found is not None and found.namespace_uid else None
 
     def org_owner_record(self, org_id: str | None) -> Owner | None:
         if not org_id:
