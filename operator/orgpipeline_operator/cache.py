@@ -84,7 +84,7 @@ class Cache:
         self._lock = threading.Lock()
         self._children: dict[str, dict[ChildKey, str | None]] = {}
         self._jobs: dict[str, dict[str, _Job]] = {}
-        self._crons: dict[ChildKey, tuple[str, str]] = {}  # CronJob -> (its uid, its controller's uid)
+        self._crons: dict[ChildKey, tuple[str, dict[str, Any]]] = {}  # CronJob -> its uid, what owns it
         self._pipelines: dict[str, _Pipeline] = {}
         self._claim: dict[str, str] = {}  # pipeline -> the org id its spec names
         self._owners: dict[str, Owner] = {}  # org id -> its recorded owner (claims.py)
@@ -112,7 +112,8 @@ class Cache:
                 entries[key] = (meta.get("annotations") or {}).get(naming.ANNOTATION_HASH)
                 if key[0] == "CronJob" and meta.get("uid"):  # as watched (a desired one has none)
                     ref = ownership.controller(meta)
-                    self._crons[key] = (str(meta["uid"]), str((ref or {}).get("uid") or ""))
+                    owned = {"namespace": key[1], "ownerReferences": [dict(ref)] if ref else []}
+                    self._crons[key] = (str(meta["uid"]), owned)
 
     def claim_job(self, pipeline: str, job: str) -> bool:
         """Whether this caller is the one to record the finished Job (False: another event or the
@@ -215,12 +216,11 @@ class Cache:
             return self._cronjob_uids(pipeline, self._claim.get(pipeline, ""), uid)
 
     def _cronjob_uids(self, pipeline: str, org: str, uid: str) -> set[str]:
-        namespace = naming.namespace(org) if org else ""
         out = set()
         for key in self._children.get(pipeline, {}):
-            if key[0] == "CronJob" and key[1] == namespace and key in self._crons:
-                cron_uid, owner_uid = self._crons[key]
-                if uid and owner_uid == uid:
+            if key[0] == "CronJob" and key in self._crons:
+                cron_uid, owned = self._crons[key]
+                if ownership.is_org_cronjob(owned, org, uid):
                     out.add(cron_uid)
         return out
 
@@ -280,10 +280,11 @@ class Cache:
             return True
 
     def org_owner(self, org_id: str | None) -> str | None:
-        """The name of the OrgPipeline recorded as the org id's owner (claims.py), as this process
-        read or made the record; None when it knows of none. It alone may own the org."""
+        """The name of the OrgPipeline recorded as the org id's owner (claims.py) with the namespace
+        the operator made for it, as this process read or made the record; None when it knows of
+        none. It alone may start the org's runs (file arrivals are routed to it)."""
         found = self.org_owner_record(org_id)
-        return found.name if found is not None else None
+        return found.name if found is not None and found.namespace_uid else None
 
     def org_owner_record(self, org_id: str | None) -> Owner | None:
         if not org_id:

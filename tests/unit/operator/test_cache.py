@@ -24,6 +24,8 @@ def test_the_recorded_owner_owns_the_org_and_its_deletion_hands_it_to_nobody() -
     c.pipeline("ADDED", pipeline("a", "42", "2026-01-01T00:00:00Z"))
     assert c.org_owner("42") is None  # nothing recorded yet: nobody routes file arrivals to either
     c.set_org_owner("42", Owner("u-a", "a"))
+    assert c.org_owner("42") is None  # claimed, its namespace not made yet: no runs
+    c.set_org_owner("42", Owner("u-a", "a", "ns-uid"))
     c.refuse("42", "u-b")
     assert c.org_owner("42") == "a" and c.refused("42", "u-b")
     c.pipeline("DELETED", pipeline("a", "42", "2026-01-01T00:00:00Z"))
