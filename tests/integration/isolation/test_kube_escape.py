@@ -26,6 +26,7 @@ from operator_helpers import (  # the operator tests' helpers (on the path just 
     condition,
     free_port,
     get_pipeline,
+    operator_postgres,
     pipeline,
     report_message,
     wait_for,
@@ -33,7 +34,7 @@ from operator_helpers import (  # the operator tests' helpers (on the path just 
     write_terminated,
 )
 from orgpipeline_api import store_names
-from orgpipeline_operator import kube, naming, operator_settings
+from orgpipeline_operator import kube, naming
 
 ESCAPE_LABEL = "kube-escape"
 """The OrgPipelines of this file are reconciled by this file's operator alone."""
@@ -56,6 +57,7 @@ def escape_operator(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     env = {
         **os.environ,
         **stack.as_environ(),
+        **operator_postgres(stack),  # its own logins, not the superuser's
         "ORGPIPELINE_RESYNC_SECONDS": "2",
         "ORGPIPELINE_RETRY_SECONDS": "1",
         "ORGPIPELINE_METRICS_PORT": str(free_port()),
@@ -198,8 +200,7 @@ def test_a_second_orgpipeline_for_a_held_org_id_is_refused_for_good(
 ) -> None:
     org = f"dup{unique_id}"
     ns, first, second = naming.namespace(org), f"org-{org}", f"org-{org}-second"
-    settings = operator_settings.from_env({**stack.as_environ(), "ORGPIPELINE_NAMESPACE": "default"})
-    collection = mongo[settings.mongo_db][store_names.mongo_collection(org, "orders")]
+    collection = mongo[store_names.mongo_database(org)][store_names.mongo_collection(org, "orders")]
     cleanup.append(("orgpipeline", second))
     cleanup.append(("orgpipeline", first))
     # The first owner keeps its data when deleted (Retain): the org's data outlives it.

@@ -10,11 +10,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pymongo
 import pytest
 from operator_helpers import Kubectl, Operator, pipeline, wait_for, wait_ready
 from orgpipeline_api import store_names
 from orgpipeline_operator import database, kube
+from psycopg import sql
 
 Doc = dict[str, Any]
 
@@ -79,8 +81,26 @@ def test_old_collections_move_whole_once_and_a_cut_short_move_carries_on(
         assert theirs[items].count_documents({}) == 10
 
 
+def hand_shared_database_to_operator(stack: Any, shared: str) -> None:
+    """The upgrade step operator/README.md gives the DBA: the operator's role (not a superuser)
+    takes over the shared database of earlier releases in FerretDB's PostgreSQL database, whose
+    tables the login FerretDB used then (here the superuser) made."""
+    role = psycopg.conninfo.conninfo_to_dict(stack.operator_postgres_dsn)["user"]
+    dsn = psycopg.conninfo.make_conninfo(stack.postgres_dsn, dbname="ferretdb")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        owner = sql.Identifier(role)
+        conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(shared), owner))
+        tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (shared,)).fetchall()
+        for (table,) in tables:
+            conn.execute(
+                sql.SQL("ALTER TABLE {}.{} OWNER TO {}").format(
+                    sql.Identifier(shared), sql.Identifier(table), owner
+                )
+            )
+
+
 def test_the_operator_moves_an_orgs_old_collections_when_it_reconciles(
-    operator: Operator, kubectl: Kubectl, api: kube.Kube, mongo: Any, unique_id: str
+    operator: Operator, kubectl: Kubectl, api: kube.Kube, mongo: Any, stack: Any, unique_id: str
 ) -> None:
     """An org whose jobs landed in the shared database (an earlier release) finds its versions in
     its own database once the operator has reconciled it, and its Secret reads them."""
@@ -89,6 +109,7 @@ def test_the_operator_moves_an_orgs_old_collections_when_it_reconciles(
     name = store_names.mongo_collection(org_id, "orders")
     landed = _versions(1500, "orders")
     shared[name].insert_many([dict(d) for d in landed])
+    hand_shared_database_to_operator(stack, shared.name)
     kubectl.apply(pipeline(org_id, ["orders"]))
     try:
         wait_ready(api, f"org-{org_id}")
