@@ -19,16 +19,16 @@ import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-from operator_helpers import (  # the operator tests' helpers (on the path just above)
+from operator_helpers import (
     TEST_LABEL,
     Kubectl,
     Operator,
     condition,
-    free_port,
     get_pipeline,
-    operator_postgres,
+    operator_env,
     pipeline,
     report_message,
+    running_operator,  # the operator tests' helpers (on the path just above)
     wait_for,
     wait_ready,
     write_terminated,
@@ -54,23 +54,9 @@ def api(kube_api: Any) -> kube.Kube:
 @pytest.fixture(scope="module")
 def escape_operator(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """`orgpipeline-operator` as a subprocess, as the operator tests run it (short resyncs)."""
-    env = {
-        **os.environ,
-        **stack.as_environ(),
-        **operator_postgres(stack),  # its own logins, not the superuser's
-        "ORGPIPELINE_RESYNC_SECONDS": "2",
-        "ORGPIPELINE_RETRY_SECONDS": "1",
-        "ORGPIPELINE_METRICS_PORT": str(free_port()),
-        "ORGPIPELINE_HEALTH_PORT": str(free_port()),
-        "ORGPIPELINE_NAMESPACE": "default",
-        "ORGPIPELINE_WORKERS": "4",
-        "ORGPIPELINE_LABEL_SELECTOR": f"{TEST_LABEL}={ESCAPE_LABEL}",
-        "ORGPIPELINE_JOB_NODE_SELECTOR": "orgpipeline.io/no-such-node=true",
-    }
-    op = Operator(env, tmp_path_factory.mktemp("kube-escape") / "operator.log")
-    op.start()
-    yield op
-    op.stop()
+    env = operator_env(stack, f"{TEST_LABEL}={ESCAPE_LABEL}", resync=2)
+    with running_operator(env, tmp_path_factory.mktemp("kube-escape") / "operator.log") as op:
+        yield op
 
 
 @pytest.fixture()

@@ -29,12 +29,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from operator_helpers import (
-    RESYNC_SECONDS,
     Kubectl,
     Operator,
-    free_port,
-    operator_postgres,
+    operator_env,
     pipeline,
+    running_operator,
     wait_for,
     wait_ready,
 )
@@ -72,23 +71,9 @@ def api(kube_api: Any) -> kube.Kube:
 @pytest.fixture(scope="module")
 def operator(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """The operator with its own PostgreSQL role (no superuser), for this file's OrgPipelines only."""
-    env = {
-        **os.environ,
-        **stack.as_environ(),
-        **operator_postgres(stack),
-        "ORGPIPELINE_RESYNC_SECONDS": str(RESYNC_SECONDS),
-        "ORGPIPELINE_RETRY_SECONDS": "1",
-        "ORGPIPELINE_METRICS_PORT": str(free_port()),
-        "ORGPIPELINE_HEALTH_PORT": str(free_port()),
-        "ORGPIPELINE_NAMESPACE": "default",
-        "ORGPIPELINE_WORKERS": "4",
-        "ORGPIPELINE_LABEL_SELECTOR": f"{LABEL}=true",
-        "ORGPIPELINE_JOB_NODE_SELECTOR": "orgpipeline.io/no-such-node=true",
-    }
-    op = Operator(env, tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    yield op
-    op.stop()
+    env = operator_env(stack, f"{LABEL}=true")
+    with running_operator(env, tmp_path_factory.mktemp("operator") / "operator.log") as op:
+        yield op
 
 
 def _manifest(org: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from orgpipeline_api import v1alpha1
 from orgpipeline_operator import kube, naming, operator_settings, s3access
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-from operator_helpers import REPO, Kubectl, Operator, free_port, pipeline, wait_for
+from operator_helpers import REPO, Kubectl, Operator, operator_env, pipeline, running_operator, wait_for
 
 LABEL = "orgpipeline.io/s3-escape-test"
 BUCKET = "uploads"
@@ -52,23 +52,10 @@ def api(kube_api: Any) -> kube.Kube:
 @pytest.fixture(scope="module")
 def op(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """The operator, reconciling only this module's orgs, with versitygw accounts (the default)."""
-    env = {
-        **os.environ,
-        **stack.as_environ(),
-        "ORGPIPELINE_RESYNC_SECONDS": "3",
-        "ORGPIPELINE_RETRY_SECONDS": "1",
-        "ORGPIPELINE_METRICS_PORT": str(free_port()),
-        "ORGPIPELINE_HEALTH_PORT": str(free_port()),
-        "ORGPIPELINE_NAMESPACE": "default",
-        "ORGPIPELINE_WORKERS": "4",
-        "ORGPIPELINE_LABEL_SELECTOR": f"{LABEL}=true",
-        "ORGPIPELINE_JOB_NODE_SELECTOR": "orgpipeline.io/no-such-node=true",
-    }
+    env = operator_env(stack, f"{LABEL}=true")
     env.pop("ORGPIPELINE_S3_ACCOUNTS", None)
-    proc = Operator(env, tmp_path_factory.mktemp("s3-escape") / "operator.log")
-    proc.start()
-    yield proc
-    proc.stop()
+    with running_operator(env, tmp_path_factory.mktemp("s3-escape") / "operator.log") as proc:
+        yield proc
 
 
 def _manifest(org: str, **source: Any) -> dict[str, Any]:

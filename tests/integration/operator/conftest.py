@@ -14,13 +14,14 @@ import pytest
 from kopf._core.engines import posting
 from operator_helpers import (
     REPO,
-    RESYNC_SECONDS,
     TEST_LABEL,
     WEBHOOK_TOKEN,
     Kubectl,
     Operator,
     free_port,
+    operator_env,
     operator_postgres,
+    running_operator,
 )
 from orgpipeline_operator import database, kube, operator_settings, runtime
 
@@ -65,29 +66,18 @@ def direct_rt(stack: Any, api: kube.Kube) -> Iterator[runtime.Runtime]:
 
 @pytest.fixture(scope="session")
 def operator(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    env = {
-        **os.environ,
-        **stack.as_environ(),
-        **operator_postgres(stack),
-        "ORGPIPELINE_RESYNC_SECONDS": str(RESYNC_SECONDS),
-        "ORGPIPELINE_RETRY_SECONDS": "1",
-        "ORGPIPELINE_METRICS_PORT": str(free_port()),
-        "ORGPIPELINE_HEALTH_PORT": str(free_port()),
-        "ORGPIPELINE_NAMESPACE": "default",
-        "ORGPIPELINE_WORKERS": "8",
-        "ORGPIPELINE_LABEL_SELECTOR": f"{TEST_LABEL}=true",
+    env = operator_env(
+        stack,
+        f"{TEST_LABEL}=true",
+        ORGPIPELINE_WORKERS="8",
         # S3 notifications, posted by the tests as a sender would (not the stack's versitygw port:
         # that one is the end-to-end test's).
-        "ORGPIPELINE_WEBHOOK_PORT": str(free_port()),
-        "ORGPIPELINE_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
-        "ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS": "0.5",
-        # The tests play the kubelet for the jobs' pods: on a real cluster (kind) no node may take them.
-        "ORGPIPELINE_JOB_NODE_SELECTOR": "orgpipeline.io/no-such-node=true",
-    }
-    op = Operator(env, tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    yield op
-    op.stop()
+        ORGPIPELINE_WEBHOOK_PORT=str(free_port()),
+        ORGPIPELINE_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
+        ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS="0.5",
+    )
+    with running_operator(env, tmp_path_factory.mktemp("operator") / "operator.log") as op:
+        yield op
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +37,37 @@ def operator_postgres(stack: Any) -> dict[str, str]:
         "ORGPIPELINE_POSTGRES_DSN": stack.operator_postgres_dsn,
         "ORGPIPELINE_MONGO_URI": stack.operator_mongo_uri,
     }
+
+
+def operator_env(stack: Any, selector: str, resync: float = RESYNC_SECONDS, **extra: str) -> dict[str, str]:
+    """The environment of a test operator: the stack's servers with the operator's own logins, short
+    resyncs and retries, its own ports, and only the OrgPipelines matching `selector` (k=v) as its
+    own; the tests play the kubelet, so on a real cluster (kind) no node may take the jobs' pods."""
+    return {
+        **os.environ,
+        **stack.as_environ(),
+        **operator_postgres(stack),
+        "ORGPIPELINE_RESYNC_SECONDS": str(resync),
+        "ORGPIPELINE_RETRY_SECONDS": "1",
+        "ORGPIPELINE_METRICS_PORT": str(free_port()),
+        "ORGPIPELINE_HEALTH_PORT": str(free_port()),
+        "ORGPIPELINE_NAMESPACE": "default",
+        "ORGPIPELINE_WORKERS": "4",
+        "ORGPIPELINE_LABEL_SELECTOR": selector,
+        "ORGPIPELINE_JOB_NODE_SELECTOR": "orgpipeline.io/no-such-node=true",
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def running_operator(env: dict[str, str], log: Path) -> Iterator[Operator]:
+    """An operator subprocess for the block (a module's or the session's fixture)."""
+    op = Operator(env, log)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
 
 
 def free_port() -> int:
