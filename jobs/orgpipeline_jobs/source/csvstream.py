@@ -120,7 +120,7 @@ class CsvStream:
         head = _peek(self._stream, self.config.sniff_bytes)
         if not head:
             raise FileRejected("empty file (no header)")
-        if b"\x00" in head:
+        if b"\x00" in head.split(b"\n", 1)[0]:
             raise FileRejected("binary file (contains NUL bytes), not a CSV")
         columns = {f"f{i}": pa.binary() for i in range(self.config.max_columns)}
         try:
@@ -254,6 +254,19 @@ class CsvStream:
                         names[j],
                     ),
                 )
+        total = _total_length(columns, n)
+        limit = self.config.max_record_bytes
+        for i in _true_indices(pc.greater(total, limit)):
+            reasons.setdefault(
+                i, RejectedRow(0, "record_too_large", f"row larger than {_size(limit)} (all values together)")
+            )
+        for j, col in enumerate(columns):  # PostgreSQL text cannot hold a NUL: the row, not the file
+            if arrowtext.holds_any(col, b"\x00"):
+                for i in _true_indices(pc.match_substring(col, b"\x00")):
+                    reasons.setdefault(
+                        i,
+                        RejectedRow(0, "nul_byte", f"{names[j]}: contains a NUL byte (0x00)", names[j]),
+                    )
         text_columns = []
         for j, col in enumerate(columns):
             text, bad_rows = _decode(col)
@@ -261,7 +274,7 @@ class CsvStream:
             for i in bad_rows:
                 if i not in reasons:
                     reasons[i] = RejectedRow(0, "invalid_utf8", f"{names[j]}: not UTF-8 text", names[j])
-        blank = pc.equal(_total_length(columns, n), 0)
+        blank = pc.equal(total, 0)
         keep = pc.invert(blank)
         if skip_header and n:
             keep = pc.and_(keep, pa.array([False] + [True] * (n - 1)))
@@ -354,6 +367,10 @@ def _total_length(columns: list[pa.Array], n: int) -> pa.Array:
     for col in columns:
         total = pc.add(total, pc.cast(pc.binary_length(col), pa.int64()))
     return total
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
 
 
 def _true_indices(mask: pa.Array) -> list[int]:

@@ -1,0 +1,123 @@
+"""Hostile values cost one rejected row or one warning, never the file and never unbounded time."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from orgpipeline_api.v1alpha1 import Column, Table
+from orgpipeline_jobs import quality, records
+from orgpipeline_jobs.landing import documents
+from orgpipeline_jobs.landing.exceptions import LandingError
+from orgpipeline_jobs.source.configuration import SourceConfig
+from orgpipeline_jobs.source.csvstream import Batch, CsvStream
+from orgpipeline_jobs.source.exceptions import FileRejected
+from pydantic import ValidationError
+
+pytestmark = pytest.mark.unit
+
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+"""The example manifest's pattern: quadratic in a backtracking engine on `a@....@`."""
+
+KILLER = "a@" + "." * 20_000 + "@"
+
+TABLE = Table.model_validate(
+    {
+        "name": "orders",
+        "businessKeys": ["id"],
+        "columns": [
+            {"name": "id", "type": "text", "required": True},
+            {"name": "n", "type": "integer"},
+            {"name": "email", "type": "text", "pattern": EMAIL},
+            {"name": "code", "type": "integer", "pattern": "^[0-9]{3}$"},
+        ],
+    }
+)
+
+
+def read(data: bytes, tmp_path: Path, config: SourceConfig | None = None) -> tuple[list[list[str]], list]:
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    rows: list[list[str]] = []
+    rejected = []
+    with path.open("rb") as handle:
+        stream = CsvStream(handle, config or SourceConfig())
+        stream.open()
+        for batch in stream.batches():
+            rows += batch.rows()
+            rejected += batch.rejected
+    return rows, rejected
+
+
+def test_a_nul_past_the_first_8_kib_rejects_only_its_row(tmp_path: Path) -> None:
+    lines = [f"O{i},{i},a note of row {i}" for i in range(800)]
+    lines[600] = "O600,600,before\x00after"
+    data = ("id,n,note\n" + "\n".join(lines) + "\n").encode()
+    assert data.index(b"\x00") > 8192
+    rows, rejected = read(data, tmp_path)
+    assert len(rows) == 799 and all("\x00" not in v for row in rows for v in row)
+    assert [(r.line, r.issue_type, r.field) for r in rejected] == [(602, "nul_byte", "note")]
+    assert "NUL" in rejected[0].reason and "\x00" not in rejected[0].text
+
+
+def test_a_nul_in_the_first_rows_rejects_only_its_row(tmp_path: Path) -> None:
+    rows, rejected = read(b"id,n,note\nO1,1,a\x00b\nO2,2,fine\n", tmp_path)
+    assert rows == [["O2", "2", "fine"]]
+    assert [(r.line, r.issue_type) for r in rejected] == [(2, "nul_byte")]
+    with pytest.raises(FileRejected, match="binary"):  # a NUL in the header: not a text file
+        read(b"id,\x00n\nO1,1\n", tmp_path)
+
+
+def test_a_record_over_its_limit_is_one_rejected_row(tmp_path: Path) -> None:
+    data = b"id,a,b\nO1,1,1\nO2," + b"x" * 600 + b"," + b"y" * 600 + b"\nO3,3,3\n"
+    rows, rejected = read(data, tmp_path, SourceConfig(max_field_bytes=1000, max_record_bytes=1000))
+    assert [r[0] for r in rows] == ["O1", "O3"]
+    assert [(r.line, r.issue_type) for r in rejected] == [(3, "record_too_large")]
+    assert "1000 bytes" in rejected[0].reason
+
+
+def timed_check(values: dict[str, str]) -> tuple[float, quality.RecordCheck, records.CheckedBatch]:
+    header = ["id", "n", "email", "code"]
+    row = [values.get(h, "") for h in header]
+    batch = Batch([pa.array([v], pa.string()) for v in row], pa.array([2], pa.int64()))
+    started = time.perf_counter()
+    scalar = quality.RecordChecker(TABLE, ["id"]).check(dict(zip(header, row, strict=True)))
+    checker = records.BatchChecker(TABLE, ["id"])
+    acc = quality.QualityAccumulator(len(checker.scalar.completeness_columns))
+    checked = checker.check(header, batch, "o_1", acc)
+    return time.perf_counter() - started, scalar, checked
+
+
+@pytest.mark.parametrize("size", [20_000, 1_000_000])
+def test_the_example_email_pattern_runs_in_linear_time(size: int) -> None:
+    killer = "a@" + "." * size + "@"
+    elapsed, scalar, checked = timed_check({"id": "O1", "n": "1", "email": killer})
+    assert elapsed < 0.5, f"{elapsed:.2f} s for a {size}-character value"
+    assert [w.issue_type for w in scalar.warnings] == ["pattern_mismatch"]
+    assert len(checked) == 1 and [w.issue_type for w in checked.checks[0].warnings] == ["pattern_mismatch"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"^(a+)\1$", "backreference"),
+        (r"^(?=a)a$", "lookaround"),
+        (r"^(?<!a)b$", "lookaround"),
+        (r"^a{2000}$", "repetition"),
+        (r"^(a", "missing )"),
+    ],
+)
+def test_a_pattern_the_linear_engine_cannot_run_is_refused_with_its_reason(pattern: str, reason: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Column.model_validate({"name": "email", "type": "text", "pattern": pattern})
+    message = str(info.value)
+    assert "column email: invalid pattern" in message and "RE2" in message and reason in message
+
+
+def test_no_document_over_the_store_limit_is_ever_encoded_for_the_outbox() -> None:
+    doc = {"_id": "k:1", "note": "x" * (17 << 20), "audit_trail": {"source_file": {"line": 7}}}
+    with pytest.raises(LandingError, match=r"line 7: .* over MongoDB's 16 MiB limit"):
+        documents.encode([doc])
+    assert len(documents.encode([{"_id": "k:2", "note": "x" * (15 << 20)}])) == 1
