@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
 import pyarrow as pa
+import pyarrow._csv as pacsv_impl
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
@@ -32,6 +33,17 @@ from orgpipeline_jobs.source.configuration import SourceConfig
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
 
 T = TypeVar("T")
+
+
+def _row_text(data: bytes, *, safe: bool = False) -> str:
+    return bytes(data).decode("utf-8", "replace")
+
+
+# pyarrow decodes a malformed row's text strictly before the invalid-row handler sees it: a row with
+# a wrong field count that also holds bytes that are not UTF-8 raised inside the reader and rejected
+# the whole file. That text only becomes the rejected row's text: decode it with U+FFFD instead.
+if callable(getattr(pacsv_impl, "frombytes", None)):
+    pacsv_impl.frombytes = _row_text
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,10 @@ def test_no_document_over_the_store_limit_is_ever_encoded_for_the_outbox() -> No
     with pytest.raises(LandingError, match=r"line 7: .* over MongoDB's 16 MiB limit"):
         documents.encode([doc])
     assert len(documents.encode([{"_id": "k:2", "note": "x" * (15 << 20)}])) == 1
+
+
+def test_a_malformed_row_with_bytes_that_are_not_utf8_is_one_rejected_row(tmp_path: Path) -> None:
+    """Found by the hostile-input suite: pyarrow decoded such a row strictly and failed the file."""
+    rows, rejected = read(b"id,n,note\ncaf\xe9,1\nO2,2,fine\n", tmp_path)
+    assert rows == [["O2", "2", "fine"]]
+    assert [(r.line, r.issue_type, r.text) for r in rejected] == [(2, "malformed_row", "caf\ufffd,1")]
