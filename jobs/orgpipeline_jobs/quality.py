@@ -42,6 +42,8 @@ RECOMMENDATIONS = {
     "duplicate_key": "Remove repeated business keys within one file (the last row wins)",
     "field_too_large": "Split or trim oversized values in {field}",
     "invalid_utf8": "Export the file as UTF-8",
+    "nul_byte": "Remove NUL bytes (0x00) from {field} at the source: text cannot hold them",
+    "record_too_large": "Split or trim rows whose values together pass 15 MiB",
 }
 
 

@@ -74,8 +74,17 @@ def _timestamp(text: str) -> Value:
     except ValueError:
         raise ParseError("not a timestamp (ISO 8601)") from None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        moment = _in_utc(moment).replace(tzinfo=None)
     return moment.isoformat()
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """The moment in UTC; one that leaves years 1-9999 there (9999-12-31T23:00-14:00) is refused
+    as a value, not left to fail the file (Python raises OverflowError)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ParseError("out of range (years 1-9999 in UTC)") from None
 
 
 def _timestamptz(text: str) -> Value:
@@ -84,7 +93,7 @@ def _timestamptz(text: str) -> Value:
     except ValueError:
         raise ParseError("not a timestamp (ISO 8601)") from None
     # A time without zone is taken as UTC: the only choice that does not depend on the server.
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else _in_utc(moment)
     return moment.isoformat()
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import queue
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -160,6 +161,8 @@ class CsvStream:
             self.raw_header = [v.decode("utf-8") for v in header_values]
         except UnicodeDecodeError:
             raise FileRejected("header is not UTF-8 text") from None
+        if any("\x00" in name for name in self.raw_header):  # a header past the sniffed bytes
+            raise FileRejected("binary file (contains NUL bytes), not a CSV")
         self.header = [v.strip().lower() for v in self.raw_header]
         seen: set[str] = set()
         for name in self.header:
@@ -362,7 +365,14 @@ def _file_error(exc: pa.ArrowInvalid) -> Exception:
         return BlockTooSmall("a row is larger than the parser block")
     if "Empty CSV" in text:
         return FileRejected("empty file (no header)")
-    return FileRejected(f"not a readable CSV: {text.splitlines()[0]}")
+    # pyarrow ends a parse error with the row's text: the reason is kept, the values are not (the
+    # error reaches the run's result and the resource's status).
+    first = text.splitlines()[0] if text.strip() else type(exc).__name__
+    reason = _PARSE_REASON.match(first)
+    return FileRejected(f"not a readable CSV: {reason.group(1) if reason else first[:200]}")
+
+
+_PARSE_REASON = re.compile(r"(CSV parse error: (?:Row #\d+: )?Expected \d+ columns, got \d+)")
 
 
 def _newline_counts(columns: list[pa.Array], n: int) -> pa.Array:

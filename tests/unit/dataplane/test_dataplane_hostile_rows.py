@@ -128,3 +128,34 @@ def test_a_malformed_row_with_bytes_that_are_not_utf8_is_one_rejected_row(tmp_pa
     rows, rejected = read(b"id,n,note\ncaf\xe9,1\nO2,2,fine\n", tmp_path)
     assert rows == [["O2", "2", "fine"]]
     assert [(r.line, r.issue_type, r.text) for r in rejected] == [(2, "malformed_row", "caf\ufffd,1")]
+
+
+def test_a_nul_in_a_header_longer_than_the_sniffed_bytes_is_a_binary_file(tmp_path: Path) -> None:
+    header = ",".join(f"column_{i}" for i in range(1000)) + ",x\x00y"
+    assert header.index("\x00") > 8192
+    with pytest.raises(FileRejected, match="binary"):
+        read((header + "\n" + ",".join("v" * 1001) + "\n").encode(), tmp_path)
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
+def test_a_moment_that_leaves_the_calendar_in_utc_is_one_rejected_row(moment: str) -> None:
+    table = Table.model_validate(
+        {
+            "name": "events",
+            "businessKeys": ["id"],
+            "columns": [
+                {"name": "id", "type": "text", "required": True},
+                {"name": "at", "type": "timestamptz"},
+                {"name": "local", "type": "timestamp"},
+            ],
+        }
+    )
+    header = ["id", "at", "local"]
+    rows = [["E1", moment, ""], ["E2", "", moment], ["E3", "2024-01-01T00:00:00Z", ""]]
+    batch = Batch([pa.array([r[j] for r in rows]) for j in range(3)], pa.array([2, 3, 4], pa.int64()))
+    checker = records.BatchChecker(table, ["id"])
+    acc = quality.QualityAccumulator(len(checker.scalar.completeness_columns))
+    checked = checker.check(header, batch, "o_1", acc)
+    assert [(r.line, r.issue_type) for r in checked.rejected] == [(2, "invalid_type"), (3, "invalid_type")]
+    assert "out of range" in checked.rejected[0].reason
+    assert checked.line_array.to_pylist() == [4]
