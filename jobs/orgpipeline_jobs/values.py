@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 Value = str | int | float | bool | None
 Parser = Callable[[str], Value]
@@ -100,6 +100,9 @@ def _timestamptz(text: str) -> Value:
 def _decimal(precision: int, scale: int) -> Parser:
     quantum = Decimal(1).scaleb(-scale)
     limit = Decimal(10) ** (precision - scale)
+    # Rounding to the scale needs up to precision + 1 digits; the default context's 28 made
+    # quantize raise InvalidOperation (and fail the file) for a long value of decimal(38,10).
+    context = Context(prec=precision + 1)
 
     def parse(text: str) -> Value:
         try:
@@ -110,7 +113,7 @@ def _decimal(precision: int, scale: int) -> Parser:
             raise ParseError("not a finite number")
         if number.adjusted() >= precision - scale:  # also keeps quantize from failing on 1E100
             raise ParseError(f"out of range for decimal({precision},{scale})")
-        number = number.quantize(quantum, rounding=ROUND_HALF_UP)
+        number = number.quantize(quantum, rounding=ROUND_HALF_UP, context=context)
         if abs(number) >= limit:
             raise ParseError(f"out of range for decimal({precision},{scale})")
         return float(number) if precision <= 15 else str(number)

@@ -159,3 +159,24 @@ def test_a_moment_that_leaves_the_calendar_in_utc_is_one_rejected_row(moment: st
     assert [(r.line, r.issue_type) for r in checked.rejected] == [(2, "invalid_type"), (3, "invalid_type")]
     assert "out of range" in checked.rejected[0].reason
     assert checked.line_array.to_pylist() == [4]
+
+
+def test_a_long_value_of_a_wide_decimal_is_checked_not_crashed() -> None:
+    """decimal(38,10) rounds in more digits than Python's default 28: it raised InvalidOperation."""
+    table = Table.model_validate(
+        {
+            "name": "ledger",
+            "businessKeys": ["id"],
+            "columns": [
+                {"name": "id", "type": "text", "required": True},
+                {"name": "amount", "type": "decimal(38,10)"},
+            ],
+        }
+    )
+    wide = "9" * 20 + "." + "9" * 20
+    batch = Batch([pa.array(["L1", "L2"]), pa.array([wide, "9" * 29])], pa.array([2, 3], pa.int64()))
+    checker = records.BatchChecker(table, ["id"])
+    acc = quality.QualityAccumulator(len(checker.scalar.completeness_columns))
+    checked = checker.check(["id", "amount"], batch, "o_1", acc)
+    assert checked.python_values([0]) == [{"id": "L1", "amount": "100000000000000000000.0000000000"}]
+    assert [(r.line, r.issue_type) for r in checked.rejected] == [(3, "invalid_type")]
