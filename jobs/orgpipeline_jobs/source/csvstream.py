@@ -133,7 +133,7 @@ class CsvStream:
         head = _peek(self._stream, self.config.sniff_bytes)
         if not head:
             raise FileRejected("empty file (no header)")
-        if b"\x00" in head.split(b"\n", 1)[0]:
+        if b"\x00" in head.split(b"\n", 1)[0].split(b"\r", 1)[0]:  # the first line, whatever its end
             raise FileRejected("binary file (contains NUL bytes), not a CSV")
         columns = {f"f{i}": pa.binary() for i in range(self.config.max_columns)}
         try:

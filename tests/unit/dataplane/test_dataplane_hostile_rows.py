@@ -180,3 +180,9 @@ def test_a_long_value_of_a_wide_decimal_is_checked_not_crashed() -> None:
     checked = checker.check(["id", "amount"], batch, "o_1", acc)
     assert checked.python_values([0]) == [{"id": "L1", "amount": "100000000000000000000.0000000000"}]
     assert [(r.line, r.issue_type) for r in checked.rejected] == [(3, "invalid_type")]
+
+
+def test_a_nul_after_a_header_ended_by_cr_alone_rejects_only_its_row(tmp_path: Path) -> None:
+    rows, rejected = read(b"id,n,note\rO1,1,a\x00b\rO2,2,fine\r", tmp_path)
+    assert rows == [["O2", "2", "fine"]]
+    assert [(r.line, r.issue_type) for r in rejected] == [(2, "nul_byte")]
