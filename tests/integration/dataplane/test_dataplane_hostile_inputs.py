@@ -1,6 +1,7 @@
 """Generated hostile CSV bytes through real runs (S3, PostgreSQL, FerretDB): whatever a file holds,
 the run ends within a bound, every row it read is accounted for, nothing is left in the outbox,
-and the next good file of the table loads."""
+and the next good file of the table loads. 40 files by default (~15 s); HOSTILE_EXAMPLES=500 for a
+longer search (200 took 45 s on the development stack and found nothing more)."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def test_hostile_files_cost_rows_never_the_table(org: Org) -> None:
     numbers = itertools.count()
 
     @settings(
-        max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "20")),
+        max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "40")),
         deadline=None,
         database=None,
         suppress_health_check=[
