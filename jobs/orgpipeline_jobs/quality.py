@@ -17,7 +17,6 @@ Run scores (0..1), all over the run's data rows:
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,9 @@ from typing import Any, Literal
 from orgpipeline_api.v1alpha1 import Table
 
 from orgpipeline_jobs import values as values_mod
+from orgpipeline_jobs.rules import ColumnRules, Issue
+
+__all__ = ["Issue", "QualityAccumulator", "RecordCheck", "RecordChecker"]
 
 Status = Literal["PASSED", "WARNING", "FAILED"]
 
@@ -40,14 +42,9 @@ RECOMMENDATIONS = {
     "duplicate_key": "Remove repeated business keys within one file (the last row wins)",
     "field_too_large": "Split or trim oversized values in {field}",
     "invalid_utf8": "Export the file as UTF-8",
+    "nul_byte": "Remove NUL bytes (0x00) from {field} at the source: text cannot hold them",
+    "record_too_large": "Split or trim rows whose values together pass 15 MiB",
 }
-
-
-@dataclass(frozen=True)
-class Issue:
-    issue_type: str
-    field: str | None
-    message: str
 
 
 @dataclass
@@ -85,10 +82,7 @@ class RecordChecker:
 
     def __init__(self, table: Table, extra_required: list[str] | None = None) -> None:
         """`extra_required`: business-key columns, required whatever the manifest says."""
-        self.columns = [
-            (c, values_mod.parser_for(c.type), re.compile(c.pattern) if c.pattern else None)
-            for c in table.columns
-        ]
+        self.columns = [(c, values_mod.parser_for(c.type), ColumnRules(c)) for c in table.columns]
         extra = set(extra_required or [])
         required = [c.name for c in table.columns if c.required or c.name in extra]
         self.completeness_columns = required or [c.name for c in table.columns]
@@ -96,7 +90,7 @@ class RecordChecker:
 
     def check(self, raw: Mapping[str, str | None]) -> RecordCheck:
         result = RecordCheck(values={})
-        for column, parse, pattern in self.columns:
+        for column, parse, rules in self.columns:
             name = column.name
             text = raw.get(name)
             if text is None or text == "":
@@ -113,23 +107,8 @@ class RecordChecker:
                 result.errors.append(Issue("invalid_type", name, f"{name}: {exc}: {text[:40]!r}"))
                 continue
             result.values[name] = value
-            self._rules(result, column, value, text, pattern)
+            result.warnings += rules.issues(value, text)
         return result
-
-    @staticmethod
-    def _rules(
-        result: RecordCheck, column: Any, value: Any, text: str, pattern: re.Pattern[str] | None
-    ) -> None:
-        name = column.name
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if column.min is not None and value < column.min:
-                result.warnings.append(Issue("below_min", name, f"{name}: {value} below min {column.min}"))
-            if column.max is not None and value > column.max:
-                result.warnings.append(Issue("above_max", name, f"{name}: {value} above max {column.max}"))
-        if column.allowed is not None and text not in column.allowed:
-            result.warnings.append(Issue("not_allowed", name, f"{name}: {text[:40]!r} not allowed"))
-        if pattern is not None and not pattern.search(text):
-            result.warnings.append(Issue("pattern_mismatch", name, f"{name}: {text[:40]!r} does not match"))
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Checking, typing, keying and hashing a whole batch of rows, column by column.
 
 The scalar functions stay the definition: `values.parser_for` (canonical values),
-`quality.RecordChecker` (issues and their messages), `keys.composite_key` and `hashing.data_hash`.
+`quality.RecordChecker` (issues and their messages; the business rules are `rules.RULES`, each
+with its scalar and its columnar form), `keys.composite_key` and `hashing.data_hash`.
 This module computes the same results on whole pyarrow columns, so that the bulk of a file never
 meets per-row Python:
 
@@ -9,8 +10,8 @@ meets per-row Python:
   statuses repeat), or, for integers and decimals of the plain shape (`-12`, `12.50`), by a pyarrow
   cast;
 - every column-wise check marks the rows it cannot pass (a missing required value, a value that does
-  not parse, a min/max/allowed/pattern rule broken); only those rows are checked again by
-  `RecordChecker`, so their messages and scores are exactly the scalar ones;
+  not parse, a min/max/allowed/pattern rule broken, by the rule's columnar form); only those rows
+  are checked again by `RecordChecker`, so their messages and scores are exactly the scalar ones;
 - composite keys are escaped and joined with pyarrow string kernels, data hashes are SHA-256 over
   the same JSON text `hashing.data_hash` builds (the JSON is joined column-wise, then hashed).
 
@@ -33,6 +34,7 @@ import pyarrow.compute as pc
 from orgpipeline_api.v1alpha1 import Column, Table
 
 from orgpipeline_jobs import arrowtext, keys, quality, values
+from orgpipeline_jobs.rules import ColumnRules
 from orgpipeline_jobs.source.csvstream import Batch, RejectedRow, rejected_row
 
 _JSON_ESCAPE = r'["\\\x00-\x1f]'
@@ -172,7 +174,7 @@ class BatchChecker:
         self.business_keys = list(business_keys)
         self.scalar = quality.RecordChecker(table, extra_required=business_keys)
         self.parsers = {c.name: values.parser_for(c.type) for c in table.columns}
-        self.patterns = {c.name: re.compile(c.pattern) for c in table.columns if c.pattern}
+        self.rules = {c.name: ColumnRules(c) for c in table.columns}
         self.sorted_names = sorted(c.name for c in table.columns)
         self._distinct: dict[str, dict[str, tuple[values.Value, str, str | None, bool]]] = {}
         """What each distinct text of a typed column gave (`_per_distinct`), by column."""
@@ -188,12 +190,7 @@ class BatchChecker:
         except values.ParseError:
             return None, "null", None, True
         json_ = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        return value, json_, values.key_text(value), self._rules_broken(column, value, text)
-
-    def _rules_broken(self, column: Column, value: Any, text: str) -> bool:
-        check = quality.RecordCheck(values={})
-        self.scalar._rules(check, column, value, text, self.patterns.get(column.name))
-        return bool(check.warnings)
+        return value, json_, values.key_text(value), bool(self.rules[column.name].issues(value, text))
 
     def _per_distinct(self, column: Column, raw: pa.Array) -> TypedColumn:
         """Parses each distinct text once with the scalar parser; exact by construction. What a text
@@ -235,15 +232,9 @@ class BatchChecker:
             values_ = pc.if_else(empty, pa.scalar(None, pa.string()), raw)
             json_ = pc.if_else(empty, "null", _json_text(raw, may_escape))
         flagged = empty if column.name in self.scalar.required else _all(False, len(raw))
-        present = pc.invert(empty)
-        if column.allowed is not None:
-            outside = pc.invert(pc.is_in(raw, pa.array(column.allowed, pa.string())))
-            flagged = pc.or_(flagged, pc.and_(present, outside))
-        pattern = self.patterns.get(column.name)
-        if pattern is not None:
-            encoded = pc.dictionary_encode(raw)
-            misses = [t != "" and not pattern.search(t) for t in encoded.dictionary.to_pylist()]
-            flagged = pc.or_(flagged, pa.array(misses, pa.bool_()).take(encoded.indices))
+        broken = self.rules[column.name].broken(raw)
+        if broken is not None:
+            flagged = pc.or_(flagged, pc.and_(pc.invert(empty), broken))
         return TypedColumn(values_, json_, values_, flagged, bare)
 
     def _fast_numbers(self, column: Column, raw: pa.Array) -> TypedColumn | None:
@@ -275,17 +266,9 @@ class BatchChecker:
             broken = _all(False, len(raw))
             json_ = _float_repr(safe, numbers)
             text = json_
-        if column.min is not None:
-            broken = pc.or_(broken, pc.less(numbers, column.min))
-        if column.max is not None:
-            broken = pc.or_(broken, pc.greater(numbers, column.max))
-        if column.allowed is not None:
-            broken = pc.or_(broken, pc.invert(pc.is_in(raw, pa.array(column.allowed, pa.string()))))
-        pattern = self.patterns.get(column.name)
-        if pattern is not None:
-            encoded = pc.dictionary_encode(raw)
-            misses = [not pattern.search(t) for t in encoded.dictionary.to_pylist()]
-            broken = pc.or_(broken, pa.array(misses, pa.bool_()).take(encoded.indices))
+        rules_broken = self.rules[column.name].broken(safe, numbers)
+        if rules_broken is not None:
+            broken = pc.or_(broken, rules_broken)
         if rest is None:
             return TypedColumn(numbers, json_, text, broken)
         return TypedColumn(

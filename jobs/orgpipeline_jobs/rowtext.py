@@ -13,7 +13,9 @@ rejected for its size: its text is cut here, and marked so)."""
 
 
 def raw_text(text: str) -> tuple[str, bool]:
-    """The text as stored with a rejected row: at most MAX_RAW_TEXT characters, and whether it was cut."""
+    """The text as stored with a rejected row: at most MAX_RAW_TEXT characters, and whether it was cut.
+    A NUL becomes U+FFFD (PostgreSQL text cannot hold one; the user still sees where it was)."""
+    text = text.replace("\x00", "\ufffd")
     if len(text) <= MAX_RAW_TEXT:
         return text, False
     return text[:MAX_RAW_TEXT], True

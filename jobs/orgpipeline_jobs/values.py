@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 Value = str | int | float | bool | None
 Parser = Callable[[str], Value]
@@ -74,8 +74,17 @@ def _timestamp(text: str) -> Value:
     except ValueError:
         raise ParseError("not a timestamp (ISO 8601)") from None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        moment = _in_utc(moment).replace(tzinfo=None)
     return moment.isoformat()
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """The moment in UTC; one that leaves years 1-9999 there (9999-12-31T23:00-14:00) is refused
+    as a value, not left to fail the file (Python raises OverflowError)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ParseError("out of range (years 1-9999 in UTC)") from None
 
 
 def _timestamptz(text: str) -> Value:
@@ -84,13 +93,16 @@ def _timestamptz(text: str) -> Value:
     except ValueError:
         raise ParseError("not a timestamp (ISO 8601)") from None
     # A time without zone is taken as UTC: the only choice that does not depend on the server.
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else _in_utc(moment)
     return moment.isoformat()
 
 
 def _decimal(precision: int, scale: int) -> Parser:
     quantum = Decimal(1).scaleb(-scale)
     limit = Decimal(10) ** (precision - scale)
+    # Rounding to the scale needs up to precision + 1 digits; the default context's 28 made
+    # quantize raise InvalidOperation (and fail the file) for a long value of decimal(38,10).
+    context = Context(prec=precision + 1)
 
     def parse(text: str) -> Value:
         try:
@@ -101,7 +113,7 @@ def _decimal(precision: int, scale: int) -> Parser:
             raise ParseError("not a finite number")
         if number.adjusted() >= precision - scale:  # also keeps quantize from failing on 1E100
             raise ParseError(f"out of range for decimal({precision},{scale})")
-        number = number.quantize(quantum, rounding=ROUND_HALF_UP)
+        number = number.quantize(quantum, rounding=ROUND_HALF_UP, context=context)
         if abs(number) >= limit:
             raise ParseError(f"out of range for decimal({precision},{scale})")
         return float(number) if precision <= 15 else str(number)

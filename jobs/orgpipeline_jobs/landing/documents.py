@@ -15,6 +15,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 from orgpipeline_api import triggers
 
+from orgpipeline_jobs.landing.exceptions import LandingError
 from orgpipeline_jobs.quality import RecordCheck
 
 PIPELINE_VERSION = "2.0"
@@ -146,6 +147,20 @@ PASSED = {"status": "PASSED", "errors": [], "warnings": [], "quality_score": 1.0
 PASSED_BSON = RawBSONDocument(bson.encode(PASSED))
 
 
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+"""MongoDB's document limit: a larger document committed to the outbox would be refused at every
+replay, so none is ever encoded (the source rejects such rows first, see `max_record_bytes`)."""
+
+
 def encode(docs: list[dict[str, Any]]) -> list[RawBSONDocument]:
-    """Each document as BSON once: the same bytes go to the outbox and to MongoDB."""
-    return [RawBSONDocument(bson.encode(d)) for d in docs]
+    """Each document as BSON once: the same bytes go to the outbox and to MongoDB. Raises
+    LandingError, before anything of the part is written, for a document over the limit."""
+    encoded = [RawBSONDocument(bson.encode(d)) for d in docs]
+    for doc, raw in zip(docs, encoded, strict=True):
+        if len(raw.raw) > MAX_DOCUMENT_BYTES:
+            line = doc.get("audit_trail", {}).get("source_file", {}).get("line")
+            raise LandingError(
+                f"line {line}: its document is {len(raw.raw)} bytes, over MongoDB's"
+                f" {MAX_DOCUMENT_BYTES >> 20} MiB limit"
+            )
+    return encoded

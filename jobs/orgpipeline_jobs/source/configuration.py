@@ -17,7 +17,12 @@ class SourceConfig:
     """The largest block tried; a row larger than this rejects the file."""
     max_field_bytes: int = 1 * MiB
     """A value larger than this rejects its row (field_too_large)."""
+    max_record_bytes: int = 15 * MiB
+    """A row whose values together are larger than this is rejected (record_too_large): its
+    document must stay under MongoDB's 16 MiB, and a document holds the values once plus well under
+    1 MiB of metadata, keys and quality texts. Rows past `max_block_size` still reject the file."""
     max_columns: int = 1024
     """A header wider than this rejects the file."""
     sniff_bytes: int = 8192
-    """Bytes inspected at the start of a file to tell a binary file from text."""
+    """Bytes inspected at the start of a file to tell a binary file from text (a NUL in its first
+    line, the header, makes it binary; a NUL in a data row rejects that row only)."""

@@ -17,12 +17,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import queue
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
 import pyarrow as pa
+import pyarrow._csv as pacsv_impl
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
@@ -32,6 +34,17 @@ from orgpipeline_jobs.source.configuration import SourceConfig
 from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
 
 T = TypeVar("T")
+
+
+def _row_text(data: bytes, *, safe: bool = False) -> str:
+    return bytes(data).decode("utf-8", "replace")
+
+
+# pyarrow decodes a malformed row's text strictly before the invalid-row handler sees it: a row with
+# a wrong field count that also holds bytes that are not UTF-8 raised inside the reader and rejected
+# the whole file. That text only becomes the rejected row's text: decode it with U+FFFD instead.
+if callable(getattr(pacsv_impl, "frombytes", None)):
+    pacsv_impl.frombytes = _row_text
 
 
 @dataclass(frozen=True)
@@ -120,7 +133,7 @@ class CsvStream:
         head = _peek(self._stream, self.config.sniff_bytes)
         if not head:
             raise FileRejected("empty file (no header)")
-        if b"\x00" in head:
+        if b"\x00" in head.split(b"\n", 1)[0].split(b"\r", 1)[0]:  # the first line, whatever its end
             raise FileRejected("binary file (contains NUL bytes), not a CSV")
         columns = {f"f{i}": pa.binary() for i in range(self.config.max_columns)}
         try:
@@ -148,6 +161,8 @@ class CsvStream:
             self.raw_header = [v.decode("utf-8") for v in header_values]
         except UnicodeDecodeError:
             raise FileRejected("header is not UTF-8 text") from None
+        if any("\x00" in name for name in self.raw_header):  # a header past the sniffed bytes
+            raise FileRejected("binary file (contains NUL bytes), not a CSV")
         self.header = [v.strip().lower() for v in self.raw_header]
         seen: set[str] = set()
         for name in self.header:
@@ -254,6 +269,19 @@ class CsvStream:
                         names[j],
                     ),
                 )
+        total = _total_length(columns, n)
+        limit = self.config.max_record_bytes
+        for i in _true_indices(pc.greater(total, limit)):
+            reasons.setdefault(
+                i, RejectedRow(0, "record_too_large", f"row larger than {_size(limit)} (all values together)")
+            )
+        for j, col in enumerate(columns):  # PostgreSQL text cannot hold a NUL: the row, not the file
+            if arrowtext.holds_any(col, b"\x00"):
+                for i in _true_indices(pc.match_substring(col, b"\x00")):
+                    reasons.setdefault(
+                        i,
+                        RejectedRow(0, "nul_byte", f"{names[j]}: contains a NUL byte (0x00)", names[j]),
+                    )
         text_columns = []
         for j, col in enumerate(columns):
             text, bad_rows = _decode(col)
@@ -261,7 +289,7 @@ class CsvStream:
             for i in bad_rows:
                 if i not in reasons:
                     reasons[i] = RejectedRow(0, "invalid_utf8", f"{names[j]}: not UTF-8 text", names[j])
-        blank = pc.equal(_total_length(columns, n), 0)
+        blank = pc.equal(total, 0)
         keep = pc.invert(blank)
         if skip_header and n:
             keep = pc.and_(keep, pa.array([False] + [True] * (n - 1)))
@@ -337,7 +365,14 @@ def _file_error(exc: pa.ArrowInvalid) -> Exception:
         return BlockTooSmall("a row is larger than the parser block")
     if "Empty CSV" in text:
         return FileRejected("empty file (no header)")
-    return FileRejected(f"not a readable CSV: {text.splitlines()[0]}")
+    # pyarrow ends a parse error with the row's text: the reason is kept, the values are not (the
+    # error reaches the run's result and the resource's status).
+    first = text.splitlines()[0] if text.strip() else type(exc).__name__
+    reason = _PARSE_REASON.match(first)
+    return FileRejected(f"not a readable CSV: {reason.group(1) if reason else first[:200]}")
+
+
+_PARSE_REASON = re.compile(r"(CSV parse error: (?:Row #\d+: )?Expected \d+ columns, got \d+)")
 
 
 def _newline_counts(columns: list[pa.Array], n: int) -> pa.Array:
@@ -354,6 +389,10 @@ def _total_length(columns: list[pa.Array], n: int) -> pa.Array:
     for col in columns:
         total = pc.add(total, pc.cast(pc.binary_length(col), pa.int64()))
     return total
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
 
 
 def _true_indices(mask: pa.Array) -> list[int]:
