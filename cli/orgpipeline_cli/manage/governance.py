@@ -15,7 +15,6 @@ from orgpipeline_api import store_names
 from orgpipeline_api.errors import ServerUnavailable
 from orgpipeline_api.orgschema import privacy
 from orgpipeline_jobs import export as exporting
-from rich.table import Table
 
 from orgpipeline_cli.main import CommandFailed
 from orgpipeline_cli.manage.common import (
@@ -30,7 +29,7 @@ from orgpipeline_cli.manage.common import (
     resolve_orgs,
     stores,
 )
-from orgpipeline_cli.output import Format
+from orgpipeline_cli.output import Format, Table
 
 EXPORT_EXIT_HELP = (
     "Exit codes: 0 exported (and recorded); 2 usage or user error (bad time, unknown org or table, "
@@ -199,7 +198,8 @@ def compliance(org_id: str = OrgRequiredOpt, output: Format = OutputOpt) -> None
     views = ", ".join(reader["views"]) or "none"
     out.print(
         f"Read-only role {reader['role']}: {'present' if reader['exists'] else 'absent'};"
-        f" masked views in {reader['schema']}: {views}"
+        f" masked views in {reader['schema']}: {views}",
+        markup=False,
     )
     log = Table(title="Exports (all fields with -o json)")
     for head in ("started", "by", "table", "as of", "rows", "status", "target", "unmasked pii/sensitive"):

@@ -21,11 +21,11 @@ from orgpipeline_api.orgschema.ddl import FILES_TABLE, qualified
 from orgpipeline_jobs.rowtext import MAX_RAW_TEXT, csv_record
 from psycopg import sql
 from psycopg.rows import dict_row
-from rich.table import Table
 from rich.text import Text
 
 from orgpipeline_cli.manage import common
 from orgpipeline_cli.manage.common import UserError, console, fmt_time, print_json, stores
+from orgpipeline_cli.output import Table
 
 DEFAULT_LIMIT = 100
 STREAM_BATCH = 2000
@@ -318,7 +318,7 @@ def _scope(f: Filters) -> str:
 def _render(f: Filters, found: list[RejectedRow], total: int) -> None:
     out = console()
     if not found:
-        out.print(f"No rejected rows {_scope(f)}.")
+        out.print(f"No rejected rows {_scope(f)}.", markup=False)
         return
     listing = Table(title=f"Rejected rows {_scope(f)}: {len(found)} of {total}")
     for name in ("file", "line", "reason", "raw", "run", "rejected at"):
