@@ -20,7 +20,6 @@ import base64
 import binascii
 import hmac
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,9 +34,6 @@ MAX_KEY_BYTES = 1024
 """S3's own limit on an object key (UTF-8): a longer key names no object, and is refused."""
 MAX_JSON_DEPTH = 32
 """Nesting a notification may have; S3, SNS and EventBridge bodies use fewer than ten levels."""
-
-# A JSON string (skipped whole, so that brackets inside it do not count) or a bracket.
-_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 class BadNotification(ValueError):
@@ -89,32 +85,38 @@ def authorized(header: str | None, token: str) -> bool:
 # --- parsing ---------------------------------------------------------------------------------
 
 
-def json_depth_ok(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether the JSON text nests at most `limit` arrays and objects deep: one pass over the
-    brackets outside strings, stopped at the first level too deep (the parser itself would recurse
-    once per level, to a RecursionError)."""
-    depth = 0
-    for token in _JSON_TOKENS.finditer(body):
-        char = token.group()[0]
-        if char in b"[{":
-            depth += 1
-            if depth > limit:
-                return False
-        elif char in b"]}":
-            depth -= 1
-    return True
+def json_depth(doc: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep arrays and objects nest in a parsed document, counted without recursion and
+    stopped once past `limit` (linear in the document's size)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[Any] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def parse_notification(body: bytes, *, enveloped: bool = False) -> list[ObjectCreated]:
     """The created objects a notification reports (keys URL-decoded, as S3 encodes them).
     BadNotification for a body that is not JSON, nests deeper than MAX_JSON_DEPTH, or wraps an
     SNS envelope in another."""
-    if not json_depth_ok(body):
-        raise BadNotification(f"body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+    except RecursionError:  # the parser's own guard (C, at about a thousand levels): no crash
+        raise BadNotification(f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
         raise BadNotification(f"body is not JSON: {str(exc)[:200]}") from None
+    if json_depth(doc) > MAX_JSON_DEPTH:
+        raise BadNotification(f"body nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(doc, dict):
         raise BadNotification("body is not a JSON object")
     if doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):  # SNS envelope

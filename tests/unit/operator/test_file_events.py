@@ -393,3 +393,14 @@ def test_files_joining_a_waiting_batch_are_counted_as_coalesced() -> None:
     assert batches.pending() == 1
     (batch,) = batches.due(10.0, never_active)
     assert batch.count == 3
+
+
+def test_parsing_a_hostile_body_is_linear() -> None:
+    """Backslashes and quotes that a string-skipping scan would rescan from every quote."""
+    import time
+
+    started = time.perf_counter()
+    for raw in (b'"' + b'\\"' * 120_000, b'{"Records": "' + b'\\"' * 120_000, b'["' * 120_000):
+        with pytest.raises(file_events.BadNotification):
+            file_events.parse_notification(raw)
+    assert time.perf_counter() - started < 1.0
