@@ -125,6 +125,7 @@ def org(stack: Any, mongo: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield Org(org_id, manifest, tmp, conn, between, after)
     finally:
         conn.execute(f'DROP SCHEMA IF EXISTS "{store_names.pg_schema(org_id)}" CASCADE')
+        conn.execute(f'DROP SCHEMA IF EXISTS "orgaudit_{org_id}" CASCADE')
         conn.close()
         mongo[store_names.mongo_database(org_id)][store_names.mongo_collection(org_id, "orders")].drop()  # type: ignore[index]
 

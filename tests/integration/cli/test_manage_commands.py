@@ -88,6 +88,7 @@ def org(stack: Any, mongo: Any, pg: Any, unique_id: str, tmp_path: Path) -> Iter
     made = Org(org_id, path, source, mongo, pg)
     yield made
     pg.execute(f'DROP SCHEMA IF EXISTS "{store_names.pg_schema(org_id)}" CASCADE')
+    pg.execute(f'DROP SCHEMA IF EXISTS "orgaudit_{org_id}" CASCADE')
     made.collection.drop()
 
 
