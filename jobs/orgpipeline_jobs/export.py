@@ -9,13 +9,18 @@ moment it starts, and that moment is recorded, so it can be repeated exactly.
 
 Rows stream from a server-side cursor in batches into the writer (CSV, JSON lines or Parquet with
 the columns' own types), through a temporary file beside the target (or in the temp dir for S3),
-which becomes the target only when complete: a failed export leaves no half file.
+private to its owner (0600), which becomes the target only when complete (renamed over it): a
+failed export leaves no half file, and nobody else reads the data on the way. CSV text cells that a
+spreadsheet would run as a formula (leading `=`, `+`, `-`, `@`, tab or CR) get a leading `'`
+unless `formulas_raw`.
 
-Every export, failed ones included, is a row of `orgdata_<org>.pipeline_exports`: who (the person
-given, the OS user and the database role), when, which table, as of when, with or without history,
-format, masked or not, the columns with their classification, the target, rows, bytes and the
-SHA-256 of what was written. The row is written before any data is read: an export that cannot be
-recorded does not happen.
+Every export, failed ones included, is a row of `orgaudit_<org>.pipeline_exports`, which the org's
+role may add to but never change or delete (`orgpipeline_api.orgschema.exportaudit`): who (the
+cluster identity of the caller, a note they gave, the OS user and, from PostgreSQL itself, the
+database role), when, which table, as of when, with or without history, format, masked or not,
+the columns with their recorded classification, the target, rows, bytes and the SHA-256 of what
+was written. The row is written before any data is read: an export that cannot be recorded does
+not happen. Masking takes the classification the operator recorded, never one the exporter brings.
 """
 
 from __future__ import annotations
@@ -44,13 +49,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from orgpipeline_api import store_names
 from orgpipeline_api.errors import PipelineError, ServerUnavailable
-from orgpipeline_api.orgschema import lock, privacy
+from orgpipeline_api.orgschema import exportaudit, privacy
 from orgpipeline_api.orgschema.ddl import AUDIT_COLUMN_NAMES, qualified
 from psycopg import sql
 
 from orgpipeline_jobs.settings import Settings
 
-EXPORTS_TABLE = "pipeline_exports"
+EXPORTS_TABLE = exportaudit.TABLE
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list)."""
 BATCH_ROWS = 10_000
 META = ("composite_key", "version", "change_type", "valid_from", "valid_to", "source_file")
 NOT_DATA = frozenset({"org_id", "composite_key", *AUDIT_COLUMN_NAMES})
@@ -81,6 +88,10 @@ class Request:
     """The table's column classification (None: not known); needed with `mask`."""
     business_keys: list[str] | None = None
     requested_by: str | None = None
+    """The caller as the cluster authenticated it (None: unknown)."""
+    user_note: str | None = None
+    """Free text the caller gave (--user): recorded beside the identity, never as it."""
+    formulas_raw: bool = False
 
 
 @dataclass
@@ -285,6 +296,18 @@ def query(req: Request, cols: list[Col], as_of: datetime) -> tuple[sql.Composed,
 # --- writers -------------------------------------------------------------------------------------
 
 
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def neutralise_formula(text: str) -> str:
+    """`text` as a spreadsheet shows it rather than runs it: a leading `'` when it starts like a
+    formula (`=1+1`, `+cmd`, `-2+3`, `@SUM`, a tab or CR); a plain signed number (`-5`, `+1.5`)
+    runs nothing and stays as it is."""
+    if not text.startswith(FORMULA_LEADS) or _PLAIN_NUMBER.fullmatch(text):
+        return text
+    return "'" + text
+
+
 def _text(value: Any) -> Any:
     if value is None:
         return ""
@@ -304,8 +327,16 @@ def _json(value: Any) -> Any:
 
 
 class Writer:
-    def __init__(self, out: IO[bytes], names: list[str], types: list[pa.DataType], fmt: Format) -> None:
+    def __init__(
+        self,
+        out: IO[bytes],
+        names: list[str],
+        types: list[pa.DataType],
+        fmt: Format,
+        formulas_raw: bool = False,
+    ) -> None:
         self.fmt = fmt
+        self.formulas_raw = formulas_raw
         self.names = names
         self.out = out
         self.schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
@@ -317,7 +348,7 @@ class Writer:
             self._text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=False)
             if fmt == Format.csv:
                 self._csv = csv.writer(self._text)
-                self._csv.writerow(names)
+                self._csv.writerow(names if formulas_raw else [neutralise_formula(n) for n in names])
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         if self._parquet is not None:
@@ -329,7 +360,12 @@ class Writer:
                 columns.append(pa.array(values, type=f.type))
             self._parquet.write_table(pa.Table.from_arrays(columns, schema=self.schema))
         elif self.fmt == Format.csv:
-            self._csv.writerows([_text(x) for x in r] for r in rows)
+            if self.formulas_raw:
+                self._csv.writerows([_text(x) for x in r] for r in rows)
+            else:  # only text: a number's minus sign is not a formula
+                self._csv.writerows(
+                    [neutralise_formula(x) if isinstance(x, str) else _text(x) for x in r] for r in rows
+                )
         else:
             assert self._text is not None
             for r in rows:
@@ -349,70 +385,42 @@ class Writer:
 # --- the audit trail -----------------------------------------------------------------------------
 
 
-def ensure_exports_table(conn: psycopg.Connection[Any], org_id: str) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (export_id TEXT PRIMARY KEY, org_id TEXT NOT NULL,"
-                " table_name TEXT NOT NULL, requested_by TEXT, os_user TEXT, db_role TEXT NOT NULL,"
-                " client_host TEXT, started_at TIMESTAMPTZ NOT NULL DEFAULT NOW(), finished_at TIMESTAMPTZ,"
-                " as_of TIMESTAMPTZ NOT NULL, with_history BOOLEAN NOT NULL, format TEXT NOT NULL,"
-                " masked BOOLEAN NOT NULL, columns JSONB NOT NULL, target TEXT NOT NULL,"
-                " status TEXT NOT NULL, rows BIGINT, bytes BIGINT, sha256 TEXT, error TEXT)"
-            ).format(qualified(org_id, EXPORTS_TABLE))
-        )
-        conn.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (started_at DESC)").format(
-                sql.Identifier("idx_pipeline_exports_started"), qualified(org_id, EXPORTS_TABLE)
-            )
-        )
-
-
 def _begin(conn: psycopg.Connection[Any], req: Request, result: Result) -> None:
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = None
-    conn.execute(
-        sql.SQL(
-            "INSERT INTO {} (export_id, org_id, table_name, requested_by, os_user, db_role, client_host,"
-            " as_of, with_history, format, masked, columns, target, status)"
-            # An administrator's export runs as the org's role (`tenant.session`): name both.
-            " VALUES (%s, %s, %s, %s, %s, coalesce(nullif(current_setting('orgpipeline.login', true), '')"
-            " || ' as ' || current_user, current_user), %s, %s, %s, %s, %s, %s, %s, 'running')"
-        ).format(qualified(req.org_id, EXPORTS_TABLE)),
-        (
-            result.export_id,
-            req.org_id,
-            req.table,
-            req.requested_by or user,
-            user,
-            socket.gethostname(),
-            result.as_of,
-            req.with_history,
-            str(req.format),
-            req.mask,
-            json.dumps(result.columns),
-            result.target,
-        ),
+    # Who inserted (db_role), when, the org and the state are the table's defaults: not ours to say.
+    exportaudit.start(
+        conn,
+        req.org_id,
+        {
+            "export_id": result.export_id,
+            "table_name": req.table,
+            "requested_by": req.requested_by,
+            "user_note": req.user_note,
+            "os_user": user,
+            "client_host": socket.gethostname(),
+            "as_of": result.as_of,
+            "with_history": req.with_history,
+            "format": str(req.format),
+            "masked": req.mask,
+            "columns": json.dumps(result.columns),
+            "target": result.target,
+            "formulas_raw": req.formulas_raw and req.format == Format.csv,
+        },
     )
 
 
 def _finish(conn: psycopg.Connection[Any], org_id: str, result: Result, error: str | None) -> None:
-    conn.execute(
-        sql.SQL(
-            "UPDATE {} SET finished_at = now(), status = %s, rows = %s, bytes = %s, sha256 = %s, error = %s"
-            " WHERE export_id = %s"
-        ).format(qualified(org_id, EXPORTS_TABLE)),
-        (
-            "failed" if error else "succeeded",
-            result.rows,
-            result.bytes if not error else None,
-            result.sha256 or None,
-            error,
-            result.export_id,
-        ),
+    exportaudit.finish(
+        conn,
+        org_id,
+        result.export_id,
+        error,
+        result.rows,
+        result.bytes if not error else None,
+        result.sha256 or None,
     )
 
 
@@ -426,8 +434,8 @@ def run(conn: psycopg.Connection[Any], settings: Settings, req: Request) -> Resu
     columns = table_columns(conn, req.org_id, req.table)
     if req.mask and req.classes is None:
         raise ExportError(
-            f"--mask: no classification is recorded for org {req.org_id} (the operator records it);"
-            " give the manifest with -f"
+            f"--mask: no classification is recorded for org {req.org_id}: the operator records it"
+            " from the manifest when it reconciles the org"
         )
     cols = plan_columns(columns, req.classes, req.mask)
     client = check_target(target, settings)
@@ -448,10 +456,17 @@ def run(conn: psycopg.Connection[Any], settings: Settings, req: Request) -> Resu
     try:
         if req.mask:
             privacy.ensure_tables(conn, req.org_id)  # the org's masking key
-        ensure_exports_table(conn, req.org_id)
+        if not exportaudit.ensure(conn, req.org_id):
+            raise ExportError(
+                f"the export audit of org {req.org_id} ({exportaudit.schema(req.org_id)}) is not there yet:"
+                " the operator makes it when it provisions the org; no export before it"
+            )
         _begin(conn, req, result)
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise ExportError(f"cannot record the export in the audit trail, so it is not made: {exc}") from None
+        message = str(exc).strip().splitlines()[0]
+        raise ExportError(
+            f"cannot record the export in the audit trail, so it is not made: {message}"
+        ) from None
     try:
         _write(conn, req, cols, as_of, target, client, result)
     except BaseException as exc:
@@ -493,14 +508,12 @@ def _write(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            writer = Writer(out, names, types, req.format)
+            writer = Writer(out, names, types, req.format, req.formulas_raw)
             for batch in _stream(conn, statement, params):
                 writer.write(batch)
                 result.rows += len(batch)
             writer.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # as any file the user writes (mkstemp makes it 0600)
+        # mkstemp made it 0600, whatever the umask; os.replace keeps that for the target.
         result.bytes = tmp.stat().st_size
         result.sha256 = _sha256(tmp)
         if target.path is not None:

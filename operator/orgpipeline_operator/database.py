@@ -36,7 +36,7 @@ import pymongo
 import pymongo.errors
 from orgpipeline_api import store_names, stores
 from orgpipeline_api.errors import LockTimeout
-from orgpipeline_api.orgschema import ddl, lock, retype, tenant
+from orgpipeline_api.orgschema import ddl, exportaudit, lock, retype, tenant
 from orgpipeline_api.orgschema import privacy as orgprivacy
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from psycopg import sql
@@ -76,6 +76,19 @@ def _ensure_member(conn: PgConn, *roles: str) -> None:
     ).fetchall()
     for (name,) in rows:
         conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(str(name))))
+
+
+def _provision_export_audit(conn: PgConn, org_id: str) -> None:
+    """The org's export audit, owned by the operator's role (`exportaudit`: append-only for the
+    org). In a savepoint: a failure leaves the org's exports refused (they need the audit), never
+    its runs, and is retried at the next provisioning."""
+    if exportaudit.exists(conn, org_id):
+        return  # one query: provision() runs at every reconcile that is not a resync
+    try:
+        with conn.transaction():
+            exportaudit.provision(conn, org_id)
+    except psycopg.Error as exc:
+        log.warning("org %s: export audit not provisioned (exports wait for it): %s", org_id, exc)
 
 
 def _revoke_database(conn: PgConn, role_name: str) -> None:
@@ -238,6 +251,7 @@ class Databases:
                             sql.Identifier(conn.info.dbname), role
                         )
                     )
+                _provision_export_audit(conn, org_id)
         except (psycopg.Error, stores.StoreUnavailable) as exc:
             raise DatabaseError(f"PostgreSQL: cannot provision {store_names.pg_role(org_id)}: {exc}") from exc
         return not exists
@@ -249,12 +263,19 @@ class Databases:
             with self._pg() as conn:
                 # Only where provision() would do nothing: the operator is a member of the role, and
                 # the role may connect and make temporary tables.
+                # ... and the org's export audit is there (an org made before it gets it at start).
                 rows = conn.execute(
                     "SELECT n.nspname, r.rolname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner"
                     " WHERE r.rolname LIKE %s AND pg_has_role(r.oid, 'USAGE')"
+                    " AND to_regclass(quote_ident('orgaudit_' || substr(r.rolname, %s))"
+                    "  || '.' || quote_ident(%s)) IS NOT NULL"
                     " AND has_database_privilege(r.oid, current_database(), 'CONNECT')"
                     " AND has_database_privilege(r.oid, current_database(), 'TEMPORARY')",
-                    (store_names.pg_role("") + "%",),
+                    (
+                        store_names.pg_role("") + "%",
+                        len(store_names.pg_role("")) + 1,
+                        exportaudit.TABLE,
+                    ),
                 ).fetchall()
         except psycopg.Error as exc:
             raise DatabaseError(f"PostgreSQL: cannot list the org schemas: {exc}") from exc
@@ -270,6 +291,7 @@ class Databases:
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (role_name,))
                 _ensure_member(conn, role_name)
                 # DROP runs none of the tenant's code (event triggers are a superuser's).
+                exportaudit.drop(conn, org_id)
                 conn.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                         sql.Identifier(store_names.pg_schema(org_id))

@@ -30,6 +30,10 @@ from orgpipeline_api.v1alpha1 import TableTrigger
 
 MAX_KEYS_PER_BATCH = 100
 """Keys a batch remembers by name (for the Job's reason); beyond that it only counts them."""
+MAX_KEY_BYTES = 1024
+"""S3's own limit on an object key (UTF-8): a longer key names no object, and is refused."""
+MAX_JSON_DEPTH = 32
+"""Nesting a notification may have; S3, SNS and EventBridge bodies use fewer than ten levels."""
 
 
 class BadNotification(ValueError):
@@ -81,16 +85,44 @@ def authorized(header: str | None, token: str) -> bool:
 # --- parsing ---------------------------------------------------------------------------------
 
 
-def parse_notification(body: bytes) -> list[ObjectCreated]:
-    """The created objects a notification reports (keys URL-decoded, as S3 encodes them)."""
+def json_depth(doc: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep arrays and objects nest in a parsed document, counted without recursion and
+    stopped once past `limit` (linear in the document's size)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[Any] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_notification(body: bytes, *, enveloped: bool = False) -> list[ObjectCreated]:
+    """The created objects a notification reports (keys URL-decoded, as S3 encodes them).
+    BadNotification for a body that is not JSON, nests deeper than MAX_JSON_DEPTH, or wraps an
+    SNS envelope in another."""
     try:
         doc = json.loads(body)
+    except RecursionError:  # the parser's own guard (C, at about a thousand levels): no crash
+        raise BadNotification(f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadNotification(f"body is not JSON: {exc}") from None
+        raise BadNotification(f"body is not JSON: {str(exc)[:200]}") from None
+    if json_depth(doc) > MAX_JSON_DEPTH:
+        raise BadNotification(f"body nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(doc, dict):
         raise BadNotification("body is not a JSON object")
     if doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):  # SNS envelope
-        return parse_notification(doc["Message"].encode())
+        if enveloped:
+            raise BadNotification("an SNS notification inside an SNS notification")
+        return parse_notification(doc["Message"].encode(), enveloped=True)
     if doc.get("detail-type") == "Object Created":  # EventBridge
         detail = doc.get("detail")
         bucket, key = _path(detail, "bucket", "name"), _path(detail, "object", "key")
@@ -166,31 +198,59 @@ def watches(pipelines: Iterable[Mapping[str, Any]], owns: Callable[[str, str], b
 
 @dataclass
 class Routed:
-    """What a notification asks for: object keys per table, and how many objects started nothing."""
+    """What a notification asks for: object keys per table, and how many objects started nothing
+    (ignored: no table's; ambiguous: several orgs'; refused: a key longer than S3 allows)."""
 
     runs: dict[TableKey, list[str]] = field(default_factory=dict)
     ignored: int = 0
     ambiguous: int = 0
+    refused: int = 0
+
+
+@dataclass
+class _Folder:
+    """A node of a bucket's folder tree: the watches whose prefix is this folder, and its subfolders."""
+
+    watches: list[Watch] = field(default_factory=list)
+    children: dict[str, _Folder] = field(default_factory=dict)
 
 
 class Index:
-    """The watched tables by bucket and prefix: routing an object costs a lookup per character of
-    its key, not a scan of every org (a notification at 3,000 orgs must not hold the event loop)."""
+    """The watched tables by bucket and folder: routing an object walks the key's folders once
+    (linear in the key's length, whatever the number of orgs), not a scan of every org nor a
+    lookup per prefix length (a notification at 3,000 orgs must not hold the event loop)."""
 
     def __init__(self, watched: Iterable[Watch]) -> None:
-        self._buckets: dict[str, dict[str, list[Watch]]] = {}
+        self._buckets: dict[str, _Folder] = {}
         for w in watched:
-            self._buckets.setdefault(w.bucket, {}).setdefault(w.prefix, []).append(w)
+            node = self._buckets.setdefault(w.bucket, _Folder())
+            # A prefix is a folder (`source_paths.folder`): "" or "a/b/", whose segments are a, b.
+            for segment in w.prefix.split("/")[:-1]:
+                node = node.children.setdefault(segment, _Folder())
+            node.watches.append(w)
+
+    def _owners(self, bucket: str, key: str) -> list[Watch] | None:
+        """The watches of the longest watched folder the key is in (the whole bucket last)."""
+        node = self._buckets.get(bucket)
+        if node is None:
+            return None
+        owners = node.watches or None
+        for segment in key.split("/")[:-1]:  # the key's folders; the last part is its name
+            found = node.children.get(segment)
+            if found is None:
+                break
+            node = found
+            owners = node.watches or owners
+        return owners
 
     def route(self, objects: Iterable[ObjectCreated]) -> Routed:
         """Maps created objects to the tables they start (see the module's docstring for the rules)."""
         routed = Routed()
         for obj in objects:
-            prefixes = self._buckets.get(obj.bucket, {})
-            # The longest prefix the key starts with, the empty prefix (the whole bucket) last.
-            owners = next(
-                (prefixes[obj.key[:n]] for n in range(len(obj.key), -1, -1) if obj.key[:n] in prefixes), None
-            )
+            if len(obj.key) > MAX_KEY_BYTES or len(obj.key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+                routed.refused += 1
+                continue
+            owners = self._owners(obj.bucket, obj.key)
             if owners is None:
                 routed.ignored += 1
                 continue
@@ -260,11 +320,17 @@ class Batches:
         self.quiet, self.max_wait = quiet, max_wait
         self._pending: dict[TableKey, Batch] = {}
 
-    def add(self, table: TableKey, keys: Iterable[str], now: float, wall: str) -> None:
+    def add(self, table: TableKey, keys: Iterable[str], now: float, wall: str) -> int:
+        """Adds the keys to the table's pending batch; returns how many were coalesced (joined a
+        batch that was already waiting, rather than opening one)."""
         batch = self._pending.get(table)
+        fresh = batch is None
         if batch is None:
             batch = self._pending[table] = Batch(table, now, now, wall)
+        before = batch.count
         batch.add(keys, now)
+        added = batch.count - before
+        return added - 1 if fresh and added else added
 
     def restore(self, batch: Batch) -> None:
         """Puts back a batch whose Job could not be created (retried when due again)."""

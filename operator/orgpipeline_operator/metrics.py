@@ -50,7 +50,8 @@ WEBHOOK_REQUESTS = Counter(
 )
 WEBHOOK_OBJECTS = Counter(
     "orgpipeline_webhook_objects_total",
-    "Created objects reported by notifications: matched a table, ignored, or ambiguous (several orgs).",
+    "Created objects reported by notifications: matched a table, ignored, ambiguous (several orgs),"
+    " refused (key over 1,024 bytes); coalesced: matched ones that joined a table's pending run.",
     ["result"],
 )
 FILE_ARRIVAL_RUNS = Counter(

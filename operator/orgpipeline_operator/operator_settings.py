@@ -81,6 +81,8 @@ class Settings:
     """ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS: a table's run starts once no file arrived for this long."""
     webhook_max_wait_seconds: float = 30.0
     """ORGPIPELINE_WEBHOOK_MAX_WAIT_SECONDS: ... or this long after the first file of a burst."""
+    webhook_job_ttl_seconds: int = 3600
+    """ORGPIPELINE_WEBHOOK_JOB_TTL_SECONDS: a finished file-arrival Job is deleted after this long."""
     s3_accounts: str = "versitygw"
     """ORGPIPELINE_S3_ACCOUNTS: versitygw (an S3 account per org, made by the operator) or none
     (each org names a credentialsSecret labelled for it); see s3access.py."""
@@ -193,6 +195,8 @@ def _check(s: Settings) -> list[str]:
         problems.append(
             "ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS must be >= 0 and <= ORGPIPELINE_WEBHOOK_MAX_WAIT_SECONDS"
         )
+    if not 60 <= s.webhook_job_ttl_seconds <= 30 * 86400:
+        problems.append("ORGPIPELINE_WEBHOOK_JOB_TTL_SECONDS must be between 60 and 2592000")
     if s.s3_accounts not in ("versitygw", "none"):
         problems.append("ORGPIPELINE_S3_ACCOUNTS must be versitygw or none")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -229,6 +233,7 @@ _WHAT = {
     "webhook_max_bytes": "larger notification bodies are refused (413)",
     "webhook_debounce_seconds": "a table's file-arrival run starts once no file arrived for this long",
     "webhook_max_wait_seconds": "... or this long after the burst's first file",
+    "webhook_job_ttl_seconds": "finished file-arrival Jobs are deleted after this long",
     "s3_accounts": "versitygw (an S3 account per org) or none (each org names a labelled credentialsSecret)",
 }
 

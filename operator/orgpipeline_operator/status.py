@@ -6,6 +6,7 @@ they observed and write back whatever differs from the current status (nothing, 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,27 @@ RESOURCES_READY = "ResourcesReady"
 SUSPENDED = "Suspended"
 HEALTHY = "Healthy"
 CONDITION_ORDER = (READY, DATABASE_READY, RESOURCES_READY, SUSPENDED, HEALTHY)
+
+# Where the stores' own error texts quote a stored value: PostgreSQL's data exceptions end in
+# `: "<value>"` (`invalid input syntax for type integer: "..."`), its DETAIL lines show keys and
+# rows (`Key (email)=(...) already exists`, `Failing row contains (...)`), MongoDB shows the key of
+# a duplicate (`dup key: { ... }`) and whole documents (`full error: {...}`).
+_VALUES = (
+    (re.compile(r'(: )".*"(?=\s*(?:$|;))', re.MULTILINE), r'\1"…"'),
+    (re.compile(r"DETAIL:.*$", re.MULTILINE), "DETAIL: …"),
+    (re.compile(r"(dup key: )\{.*?\}(?=[^}]*$)", re.MULTILINE), r"\1{…}"),
+    (re.compile(r"(full error: ).*$", re.MULTILINE), r"\1…"),
+)
+
+
+def without_values(text: str) -> str:
+    """`text` with the stored values the stores' messages quote replaced by `…`: a condition,
+    lastRun.error and the Events made of them are cluster-wide, whatever the column's
+    classification; they name tables, columns, lines and reasons. The org's own run rows and
+    rejected rows (in its schema) keep the detail."""
+    for pattern, replacement in _VALUES:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -98,7 +120,7 @@ def last_run_from_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> LastRu
     if outcome == "Complete" and unreadable is None:
         return LastRun(job=name, result=RunResult.Succeeded, started_at=started, finished_at=finished)
     reasons = [unreadable, _failure_reason(job, term) if outcome == "Failed" or not unreadable else None]
-    error = "; ".join(r for r in reasons if r)[:4096]
+    error = without_values("; ".join(r for r in reasons if r))[:4096]
     return LastRun(job=name, result=RunResult.Failed, started_at=started, finished_at=finished, error=error)
 
 
@@ -125,7 +147,7 @@ def _reported_run(
         breaches=report.breaches[:20],
         started_at=report.started_at or started,
         finished_at=report.finished_at or finished,
-        error=report.error or (why if result == RunResult.Failed else None),
+        error=without_values(report.error) if report.error else (why if result == RunResult.Failed else None),
         trigger=report.trigger,
         triggered_by=report.triggered_by,
         trigger_reason=report.trigger_reason,
@@ -142,7 +164,7 @@ def _failure_reason(job: dict[str, Any], term: dict[str, Any]) -> str:
             f"container exit code {term.get('exitCode')}"
             + (f" ({term['reason']})" if term.get("reason") else "")
         )
-        msg = (term.get("message") or "").strip()
+        msg = without_values((term.get("message") or "").strip())
         if msg:
             parts.append(msg[-500:])
     return "; ".join(parts) or "the job failed"
@@ -224,7 +246,7 @@ def set_condition(
         observed_generation=generation,
         last_transition_time=ltt,
         reason=reason,
-        message=message[:32768],
+        message=without_values(message)[:32768],
     )
     rest = [c for c in conds if c.type != type_] + [new]
     return sorted(rest, key=lambda c: CONDITION_ORDER.index(c.type) if c.type in CONDITION_ORDER else 99)

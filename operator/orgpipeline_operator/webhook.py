@@ -8,6 +8,13 @@ while a run of the table is active, like the CronJob's concurrencyPolicy Forbid)
 Job's spec and env `ORGPIPELINE_TRIGGER=file-arrival`. Batches live in memory: files of a batch
 pending when the operator stops are picked up by the table's next run (schedule, run-now, or the
 next file).
+
+Bounded whatever the senders do: a body nesting deeper than `file_events.MAX_JSON_DEPTH` is a 400,
+a key over S3's 1,024 bytes is refused (counted, no run), routing is linear in the key's length
+(`file_events.Index`), a table has at most one pending batch and one running Job (files arriving
+meanwhile are coalesced into the pending batch), and a finished file-arrival Job is deleted by
+Kubernetes after ORGPIPELINE_WEBHOOK_JOB_TTL_SECONDS (its result is in the status and in
+pipeline_runs by then). `orgpipeline_webhook_objects_total{result=refused|coalesced}` counts both.
 """
 
 from __future__ import annotations
@@ -105,13 +112,16 @@ class Receiver:
                 log.warning("SNS subscription to confirm: open %s", url)
         routed = (await self._index()).route(objects)
         now, wall = time.monotonic(), datetime.now(UTC).isoformat()
+        coalesced = 0
         for table, keys in routed.runs.items():
-            self.batches.add(table, keys, now, wall)
-        matched = len(objects) - routed.ignored - routed.ambiguous
+            coalesced += self.batches.add(table, keys, now, wall)
+        matched = len(objects) - routed.ignored - routed.ambiguous - routed.refused
         for result, count in (
             ("matched", matched),
             ("ignored", routed.ignored),
             ("ambiguous", routed.ambiguous),
+            ("refused", routed.refused),
+            ("coalesced", coalesced),
         ):
             if count:
                 metrics.WEBHOOK_OBJECTS.labels(result=result).inc(count)
@@ -119,12 +129,19 @@ class Receiver:
             log.warning(
                 "%d object(s) under a bucket/prefix that several orgs claim: no run", routed.ambiguous
             )
+        if routed.refused:
+            log.warning(
+                "%d object(s) with a key over %d bytes refused: no run",
+                routed.refused,
+                file_events.MAX_KEY_BYTES,
+            )
         metrics.WEBHOOK_REQUESTS.labels(result="accepted").inc()
         return web.json_response(
             {
                 "objects": len(objects),
                 "tables": len(routed.runs),
                 "ignored": routed.ignored + routed.ambiguous,
+                "refused": routed.refused,
             }
         )
 
@@ -210,6 +227,8 @@ def start_run(rt: Runtime, batch: Batch) -> str | None:
     target = builders.Target(pipeline, str(meta.get("uid") or ""), spec, rt.job_settings)
     reason = batch.reason(spec.source.bucket)
     manifest = builders.build_file_arrival_job(target, table, batch.batch_id, reason)
+    # Files keep arriving: finished Jobs go after the chart's TTL, not the 3 days of the others.
+    manifest["spec"]["ttlSecondsAfterFinished"] = rt.settings.webhook_job_ttl_seconds
     name = str(manifest["metadata"]["name"])
     ref = {"apiVersion": v1alpha1.API_VERSION, "kind": v1alpha1.KIND, "metadata": meta}
     try:

@@ -1,5 +1,8 @@
 """A column type changed in the manifest: applied to raw_T when every stored value converts, else
-refused, naming the column and a value that does not convert.
+refused, naming the column, how many stored values do not convert and why, never a value: the
+message reaches cluster-wide objects (the OrgPipeline's conditions and lastRun, Events, the Job's
+termination message and logs) whatever the column's classification. The org's role finds the
+values in its own schema.
 
 Runs inside `ddl.ensure_schema`'s transaction (the org's DDL lock), and takes the table's run lock
 for the transaction before it alters anything, so no run of the table is half way when the type
@@ -42,17 +45,35 @@ _PG_NAMES = {
 
 
 class TypeChangeRefused(ConfigurationError):
-    """A stored value does not convert to the column's new type; nothing was changed."""
+    """Stored values do not convert to the column's new type; nothing was changed. The message
+    names the table, the column, the types, the count and the reason: no stored value."""
 
     stage = "schema"
 
-    def __init__(self, table: str, column: str, old: str, new: str, value: str | None, reason: str) -> None:
-        shown = "NULL" if value is None else repr(value if len(value) <= 80 else value[:77] + "...")
-        super().__init__(
-            f"table {table}: column {column} cannot change type from {old} to {new}: stored value {shown}"
-            f" does not convert ({reason}); nothing was changed — fix or remove the value, or keep the type"
+    def __init__(self, table: str, column: str, old: str, new: str, count: int | None, reason: str) -> None:
+        found = (
+            "stored values do not convert"
+            if count is None
+            else f"{count} stored value{'s do' if count != 1 else ' does'} not convert"
         )
-        self.table, self.column, self.value = table, column, value
+        super().__init__(
+            f"table {table}: column {column} cannot change type from {old} to {new}: {found}"
+            f" ({reason}); nothing was changed — fix or remove the values in"
+            f" {store_names.pg_table(table)}.{column}, or keep the type"
+        )
+        self.table, self.column, self.count = table, column, count
+
+
+def refusal_reason(exc: psycopg.Error, new: str) -> str:
+    """Why PostgreSQL refused the conversion, without the value: its messages for data exceptions
+    (SQLSTATE class 22) quote the value (`invalid input syntax for type integer: "..."`), so
+    those are named by their kind; other messages name types and columns only."""
+    state = exc.sqlstate or ""
+    if state == "22003":
+        return f"out of range for {new}"
+    if state.startswith("22"):
+        return f"not valid as {new} (SQLSTATE {state})"
+    return (exc.diag.message_primary or type(exc).__name__).strip()
 
 
 def pg_type_name(manifest_type: str) -> str:
@@ -103,9 +124,9 @@ def apply(conn: psycopg.Connection[Any], org_id: str, table: Table) -> list[tupl
     for column, old, new in changes:
         # Numbers must keep their value: PostgreSQL would round 10.55 to 10.6 or 10.5 to 11 silently.
         if _numeric(old) and _numeric(new):
-            value = _failing_value(conn, target, column, old, new)
-            if value is not None:
-                raise TypeChangeRefused(table.name, column, old, new, value, "it would be rounded")
+            count = _failing_count(conn, target, column, old, new)
+            if count:
+                raise TypeChangeRefused(table.name, column, old, new, count, "they would be rounded")
         try:
             with conn.transaction():
                 conn.execute(
@@ -116,9 +137,9 @@ def apply(conn: psycopg.Connection[Any], org_id: str, table: Table) -> list[tupl
         except psycopg.errors.InsufficientPrivilege:
             raise
         except psycopg.Error as exc:
-            reason = (exc.diag.message_primary or str(exc)).strip()
-            value = _failing_value(conn, target, column, old, new)
-            raise TypeChangeRefused(table.name, column, old, new, value, reason) from None
+            reason = refusal_reason(exc, new)
+            count = _failing_count(conn, target, column, old, new)
+            raise TypeChangeRefused(table.name, column, old, new, count or None, reason) from None
     return changes
 
 
@@ -128,10 +149,11 @@ def _numeric(pg_type: str) -> bool:
     )
 
 
-def _failing_value(
+def _failing_count(
     conn: psycopg.Connection[Any], target: sql.Composable, column: str, old: str, new: str
-) -> str | None:
-    """One stored value of `column` that `::new` refuses (as text), or None if none is found."""
+) -> int | None:
+    """How many stored values of `column` `::new` refuses (or changes); None when they cannot be
+    counted."""
     try:
         with conn.transaction():
             conn.execute(
@@ -148,11 +170,10 @@ def _failing_value(
             )
             row = conn.execute(
                 sql.SQL(
-                    "SELECT {c}::text FROM {t}"
-                    " WHERE {c} IS NOT NULL AND NOT pg_temp.orgpipeline_converts({c}) LIMIT 1"
+                    "SELECT count(*) FROM {t} WHERE {c} IS NOT NULL AND NOT pg_temp.orgpipeline_converts({c})"
                 ).format(c=sql.Identifier(column), t=target)
             ).fetchone()
             conn.execute("DROP FUNCTION pg_temp.orgpipeline_converts")
     except psycopg.Error:
         return None
-    return None if row is None else str(row[0])
+    return None if row is None else int(row[0])

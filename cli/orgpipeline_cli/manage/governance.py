@@ -7,6 +7,7 @@ and their classification, and who exported what (with which pii or sensitive col
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ from orgpipeline_api import store_names
 from orgpipeline_api.errors import ServerUnavailable
 from orgpipeline_api.orgschema import privacy
 from orgpipeline_jobs import export as exporting
-from rich.table import Table
 
 from orgpipeline_cli.main import CommandFailed
 from orgpipeline_cli.manage.common import (
@@ -30,7 +30,7 @@ from orgpipeline_cli.manage.common import (
     resolve_orgs,
     stores,
 )
-from orgpipeline_cli.output import Format
+from orgpipeline_cli.output import Format, Table
 
 EXPORT_EXIT_HELP = (
     "Exit codes: 0 exported (and recorded); 2 usage or user error (bad time, unknown org or table, "
@@ -57,13 +57,20 @@ def export(
         None,
         "-f",
         "--manifest",
-        help="Take the classification from this manifest instead of the recorded one.",
+        hidden=True,
+        help="Refused: masking takes the classification the operator recorded, never a manifest's.",
     ),
     user: str | None = typer.Option(
         None,
         "--user",
         envvar="ORGPIPELINE_USER",
-        help="Who asks for the export (recorded); default: OS user.",
+        help="A note on who asks (recorded beside the identity the cluster gives, not as it).",
+    ),
+    raw_formulas: bool = typer.Option(
+        False,
+        "--raw-formulas",
+        help="CSV: write cells starting with = + - @ tab or CR as they are (by default they get a"
+        " leading ' so that a spreadsheet shows them rather than runs them).",
     ),
 ) -> None:
     """Exports a table as the pipeline knew it at a time, and records the export.
@@ -71,23 +78,28 @@ def export(
     One row per key whose version was live at --as-of (deleted keys left out), or with --with-history
     every version ingested by then; each row with composite_key, version, change_type, valid_from,
     valid_to (only when the next version was known by then), source_file and the data columns.
-    Parquet keeps the columns' types. Streams in batches; the target appears only when complete.
-    Every export is recorded in orgdata_<org>.pipeline_exports (who, when, what, as of when); see
-    `orgpipeline compliance`.
+    Parquet keeps the columns' types. Streams in batches; the target appears only when complete,
+    readable by its owner only (0600). --mask takes the classification the operator recorded.
+    Every export is recorded in orgaudit_<org>.pipeline_exports (who, when, what, as of when),
+    which the org's role can add to but not change or delete; who is the user the cluster
+    authenticates with the kubeconfig (as `run-now`), when there is one. See `orgpipeline compliance`.
 
     Examples: `orgpipeline export --org-id 123 --table orders --as-of 2026-11-01T00:00:00Z --format
     parquet --output orders.parquet`, `orgpipeline export --org-id 123 --table orders --mask
     --output s3://exports/123/orders.csv`.
     """
     moment = _as_of(as_of)
-    classes_from_manifest, keys_from_manifest = _from_manifest(manifest, org_id, table)
+    if manifest is not None:
+        raise UserError(
+            "export takes no -f: masking and the audit use the classification the operator recorded"
+            " (`orgpipeline compliance` shows it)"
+        )
+    identity = caller_identity()
     with stores(need_mongo=False) as s:
         resolve_orgs(s.conn, org_id)
-        classes = classes_from_manifest
-        if classes is None:
-            classes = (privacy.recorded(s.org(org_id), org_id) or {}).get(table)
-        # The manifest's keys, or those the pipeline detected (recorded) when the manifest names none.
-        keys = keys_from_manifest or privacy.business_keys(s.org(org_id), org_id, table)
+        classes = (privacy.recorded(s.org(org_id), org_id) or {}).get(table)
+        # The keys the pipeline uses (the manifest's, or those it detected), as recorded.
+        keys = privacy.business_keys(s.org(org_id), org_id, table)
         request = exporting.Request(
             org_id=org_id,
             table=table,
@@ -98,7 +110,9 @@ def export(
             mask=mask,
             classes=classes,
             business_keys=keys,
-            requested_by=user,
+            requested_by=identity,
+            user_note=user,
+            formulas_raw=raw_formulas,
         )
         from orgpipeline_jobs.settings import Settings
 
@@ -126,20 +140,29 @@ def _as_of(text: str | None) -> Any:
         raise UserError(str(exc)) from None
 
 
-def _from_manifest(
-    path: Path | None, org_id: str, table: str
-) -> tuple[dict[str, str] | None, list[str] | None]:
-    if path is None:
-        return None, None
-    from orgpipeline_api.v1alpha1 import load_manifest
+def caller_identity() -> str | None:
+    """The user the API server authenticates for the kubeconfig (a SelfSubjectReview, as `run-now`
+    asks it), or None without a kubeconfig; a kubeconfig that does not answer is a warning, and the
+    export goes on recorded with its database role and OS user."""
+    import os
 
-    _, spec = load_manifest(path)
-    if spec.org_id != org_id:
-        raise UserError(f"{path} is the manifest of org {spec.org_id}, not {org_id}")
-    found = spec.table(table)
-    if found is None:
-        raise UserError(f"{path} has no table {table!r}")
-    return privacy.from_spec(spec)[table], list(found.business_keys) or None
+    from orgpipeline_cli.manage import runnow
+
+    path = os.environ.get("KUBECONFIG", "").strip().split(os.pathsep)[0]
+    if not path and not (Path.home() / ".kube" / "config").is_file():
+        return None
+    try:
+        api = runnow._client()
+    except UserError as exc:
+        print(f"orgpipeline: warning: identity unknown ({exc})", file=sys.stderr)
+        return None
+    try:
+        return runnow.whoami(api)
+    except CommandFailed as exc:
+        print(f"orgpipeline: warning: identity unknown ({exc})", file=sys.stderr)
+        return None
+    finally:
+        api.close()
 
 
 def compliance(org_id: str = OrgRequiredOpt, output: Format = OutputOpt) -> None:
@@ -199,7 +222,8 @@ def compliance(org_id: str = OrgRequiredOpt, output: Format = OutputOpt) -> None
     views = ", ".join(reader["views"]) or "none"
     out.print(
         f"Read-only role {reader['role']}: {'present' if reader['exists'] else 'absent'};"
-        f" masked views in {reader['schema']}: {views}"
+        f" masked views in {reader['schema']}: {views}",
+        markup=False,
     )
     log = Table(title="Exports (all fields with -o json)")
     for head in ("started", "by", "table", "as of", "rows", "status", "target", "unmasked pii/sensitive"):
@@ -209,7 +233,9 @@ def compliance(org_id: str = OrgRequiredOpt, output: Format = OutputOpt) -> None
         what += ", masked)" if e["masked"] else ")"
         log.add_row(
             fmt_time(e["started_at"]),
-            f"{e['requested_by'] or '-'} ({e['db_role']})",
+            f"{e['requested_by'] or '-'}"
+            + (f" [note: {e['user_note']}]" if e.get("user_note") else "")
+            + f" ({e['db_role']})",
             what,
             fmt_time(e["as_of"]),
             "-" if e["rows"] is None else str(e["rows"]),
@@ -235,23 +261,39 @@ def _reader_sees(classification: str) -> str:
 
 
 def _exports(conn: Any, org_id: str) -> list[dict[str, Any]]:
+    from orgpipeline_api.orgschema import exportaudit
     from orgpipeline_api.orgschema.ddl import qualified
     from psycopg import sql
     from psycopg.rows import dict_row
 
-    exists = conn.execute(
+    fields = (
+        "export_id, started_at, finished_at, requested_by, {note} AS user_note, os_user, db_role,"
+        " client_host, table_name AS table, as_of, with_history, format, masked, {raw} AS formulas_raw,"
+        " columns, target, status, rows, bytes, sha256, error, {trusted} AS append_only"
+    )
+    parts = []
+    if exportaudit.exists(conn, org_id):
+        parts.append(
+            sql.SQL(
+                "SELECT " + fields.format(note="user_note", raw="formulas_raw", trusted="true") + " FROM {}"
+            ).format(exportaudit.table(org_id))
+        )
+    # Exports recorded before the audit had a schema of its own, in a table the org could change.
+    legacy = conn.execute(
         "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s",
         (store_names.pg_schema(org_id), exporting.EXPORTS_TABLE),
     ).fetchone()
-    if not exists:
+    if legacy:
+        parts.append(
+            sql.SQL(
+                "SELECT " + fields.format(note="NULL::text", raw="false", trusted="false") + " FROM {}"
+            ).format(qualified(org_id, exporting.EXPORTS_TABLE))
+        )
+    if not parts:
         return []
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            sql.SQL(
-                "SELECT export_id, started_at, finished_at, requested_by, os_user, db_role, client_host,"
-                " table_name AS table, as_of, with_history, format, masked, columns, target, status, rows,"
-                " bytes, sha256, error FROM {} ORDER BY started_at DESC"
-            ).format(qualified(org_id, exporting.EXPORTS_TABLE))
+            sql.SQL("{} ORDER BY started_at DESC").format(sql.SQL(" UNION ALL ").join(parts))
         ).fetchall()
     for row in rows:
         row["unmasked_protected_columns"] = [

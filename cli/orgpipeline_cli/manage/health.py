@@ -389,7 +389,7 @@ def health(
 
 
 def _render(checks: list[Check], code: int) -> None:
-    from rich.table import Table
+    from orgpipeline_cli.output import Table
 
     styles = {OK: "green", SKIPPED: "yellow", FAILED: "red", UNREACHABLE: "red", MISCONFIGURED: "red"}
     table = Table(title="Health: " + ("ok" if code == 0 else "problems found"))

@@ -12,7 +12,6 @@ from typing import Any
 
 import typer
 from orgpipeline_api import store_names
-from rich.table import Table
 from rich.text import Text
 
 from orgpipeline_cli.manage import aggregate, charts, common, queries
@@ -30,7 +29,7 @@ from orgpipeline_cli.manage.common import (
     resolve_tables,
     stores,
 )
-from orgpipeline_cli.output import Format
+from orgpipeline_cli.output import Format, Table
 
 SCORE_LABELS = [
     ("overall_quality_score", "overall quality"),
@@ -120,7 +119,7 @@ def _render_quality(out: Any, org: dict[str, Any], days: int) -> None:
             issues.add_row(i["issue_type"], i["field"] or "-", str(i["count"]), f"{i['percentage']:.2f}")
         out.print(issues)
     for line in report["recommendations"]:
-        out.print(f"  • {line}")
+        out.print(f"  • {line}", markup=False)
     if len(org["tables"]) > 1:
         per = Table(title="Per table")
         for name in ("table", "records", "errors", "overall", "completeness", "error %"):

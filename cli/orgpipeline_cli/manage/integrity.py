@@ -17,7 +17,6 @@ import typer
 from orgpipeline_api import store_names
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from orgpipeline_cli.main import CommandFailed
 from orgpipeline_cli.manage import cluster, common, compare, queries
@@ -34,7 +33,7 @@ from orgpipeline_cli.manage.common import (
     resolve_tables,
     stores,
 )
-from orgpipeline_cli.output import Format
+from orgpipeline_cli.output import Format, Table
 
 KINDS = ("missing", "extra", "hash_mismatch")
 

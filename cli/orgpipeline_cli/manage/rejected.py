@@ -8,6 +8,8 @@ as they were, which a user corrects and uploads as a new file.
 
 from __future__ import annotations
 
+import csv
+import io
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,11 +23,11 @@ from orgpipeline_api.orgschema.ddl import FILES_TABLE, qualified
 from orgpipeline_jobs.rowtext import MAX_RAW_TEXT, csv_record
 from psycopg import sql
 from psycopg.rows import dict_row
-from rich.table import Table
 from rich.text import Text
 
 from orgpipeline_cli.manage import common
 from orgpipeline_cli.manage.common import UserError, console, fmt_time, print_json, stores
+from orgpipeline_cli.output import Table
 
 DEFAULT_LIMIT = 100
 STREAM_BATCH = 2000
@@ -85,12 +87,27 @@ def file_name(uri: str) -> str:
     return uri.rsplit("/", 1)[-1]
 
 
-def csv_lines(rows: Iterable[RejectedRow]) -> Iterator[str]:
-    """The original header, then each row's text: a CSV file to correct and upload again.
+def safe_csv_text(text: str) -> str:
+    """One record's CSV text with each field a spreadsheet would run as a formula (see
+    `export.neutralise_formula`) behind a leading `'`; the text as it is when no field is."""
+    from orgpipeline_jobs.export import FORMULA_LEADS, neutralise_formula
+
+    if not any(lead in text for lead in FORMULA_LEADS):
+        return text
+    fields = next(csv.reader(io.StringIO(text)), [])
+    if all(neutralise_formula(f) == f for f in fields):
+        return text
+    return csv_record([neutralise_formula(f) for f in fields])
+
+
+def csv_lines(rows: Iterable[RejectedRow], formulas_raw: bool = False) -> Iterator[str]:
+    """The original header, then each row's text: a CSV file to correct and upload again; fields
+    that start like a formula get a leading `'` unless `formulas_raw`.
 
     Every row must come from files that share one recorded header (UserError otherwise: the rows
     of files with different columns do not make one file).
     """
+    safe = (lambda text: text) if formulas_raw else safe_csv_text
     header: tuple[str, ...] | None = None
     header_file = ""
     for row in rows:
@@ -101,12 +118,12 @@ def csv_lines(rows: Iterable[RejectedRow]) -> Iterator[str]:
             )
         if header is None:
             header, header_file = row.header, row.file
-            yield csv_record(header) + "\n"
+            yield safe(csv_record(header)) + "\n"
         elif row.header != header:
             raise UserError(
                 f"{header_file} and {row.file} have different headers: choose one file with --file"
             )
-        yield row.raw + "\n"
+        yield safe(row.raw) + "\n"
 
 
 # --- queries -----------------------------------------------------------------------------------
@@ -240,6 +257,12 @@ def rejected(
         help="table (default); json: one object, the rows under `rows`, and `total`; "
         "csv: the file's header and the rejected rows as they were, to fix and upload again.",
     ),
+    raw_formulas: bool = typer.Option(
+        False,
+        "--raw-formulas",
+        help="-o csv: write fields starting with = + - @ tab or CR as they are (by default they get"
+        " a leading ' so that a spreadsheet shows them rather than runs them).",
+    ),
 ) -> None:
     """Rejected rows of a table: file, line, reason and the row's text.
 
@@ -265,7 +288,7 @@ def rejected(
         total = count(own, f)
         if output == RejectedFormat.csv:
             _check_one_header(own, f)
-            _write_csv(rows(own, f, limit), total, f)
+            _write_csv(rows(own, f, limit), total, f, raw_formulas)
             return
         found = list(rows(own, f, limit))
     if output == RejectedFormat.json:
@@ -284,7 +307,7 @@ def rejected(
     _render(f, found, total)
 
 
-def _write_csv(found: Iterable[RejectedRow], total: int, f: Filters) -> None:
+def _write_csv(found: Iterable[RejectedRow], total: int, f: Filters, formulas_raw: bool) -> None:
     truncated = 0
 
     def counted() -> Iterator[RejectedRow]:
@@ -293,7 +316,7 @@ def _write_csv(found: Iterable[RejectedRow], total: int, f: Filters) -> None:
             truncated += row.raw_truncated
             yield row
 
-    for text in csv_lines(counted()):
+    for text in csv_lines(counted(), formulas_raw):
         sys.stdout.write(text)
     sys.stdout.flush()
     if total == 0:
@@ -318,7 +341,7 @@ def _scope(f: Filters) -> str:
 def _render(f: Filters, found: list[RejectedRow], total: int) -> None:
     out = console()
     if not found:
-        out.print(f"No rejected rows {_scope(f)}.")
+        out.print(f"No rejected rows {_scope(f)}.", markup=False)
         return
     listing = Table(title=f"Rejected rows {_scope(f)}: {len(found)} of {total}")
     for name in ("file", "line", "reason", "raw", "run", "rejected at"):

@@ -13,7 +13,6 @@ from typing import Any
 import typer
 from orgpipeline_api import store_names
 from orgpipeline_api.run_report import FAILED_RESULTS
-from rich.table import Table
 from rich.text import Text
 
 from orgpipeline_cli.main import CommandFailed
@@ -32,7 +31,7 @@ from orgpipeline_cli.manage.common import (
     resolve_orgs,
     stores,
 )
-from orgpipeline_cli.output import Format
+from orgpipeline_cli.output import Format, Table
 
 RECENT_RUNS = 20
 ALERT_HISTORY_RUNS = 500

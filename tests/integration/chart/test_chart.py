@@ -184,6 +184,11 @@ def test_file_events_service_token_and_settings(stack: Any) -> None:
         262144,
         1,
     )
+    # Finished file-arrival Jobs go after the chart's TTL (an hour), not after the 3 days of the others.
+    assert settings.webhook_job_ttl_seconds == 3600
+    ttl = render("fileEvents.jobTtlSeconds=600")
+    c = one(ttl, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in c["env"]}["ORGPIPELINE_WEBHOOK_JOB_TTL_SECONDS"] == "600"
 
     # A token of the user's own Secret: the chart makes none.
     docs = render("fileEvents.token.existingSecret=s3-notify")

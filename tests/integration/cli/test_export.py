@@ -125,6 +125,7 @@ def org(stack: Any, mongo: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield Org(org_id, manifest, tmp, conn, between, after)
     finally:
         conn.execute(f'DROP SCHEMA IF EXISTS "{store_names.pg_schema(org_id)}" CASCADE')
+        conn.execute(f'DROP SCHEMA IF EXISTS "orgaudit_{org_id}" CASCADE')
         conn.close()
         mongo[store_names.mongo_database(org_id)][store_names.mongo_collection(org_id, "orders")].drop()  # type: ignore[index]
 
@@ -221,8 +222,11 @@ def test_export_streams_in_batches(org: Org, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_mask_pseudonymises_pii_and_redacts_sensitive(org: Org) -> None:
+    """--mask takes the classification the operator recorded, never one the exporter brings."""
+    _, spec = load_manifest(org.manifest)
+    privacy.record(org.pg, spec)  # what the operator records from the manifest
     plain = _by_key(org.rows())
-    masked = _by_key(org.rows("--mask", "-f", str(org.manifest)))
+    masked = _by_key(org.rows("--mask"))
     assert masked.keys() == plain.keys()
     for key, row in masked.items():
         assert row["email"].startswith("sha256:") and row["email"] != plain[key]["email"]
@@ -231,13 +235,19 @@ def test_mask_pseudonymises_pii_and_redacts_sensitive(org: Org) -> None:
         assert row["product_id"] == plain[key]["product_id"] and row["amount"] == plain[key]["amount"]
     # Equal values give equal pseudonyms (joins and counts still work), different ones differ.
     assert len({r["email"] for r in masked.values()}) == 3
-    again = _by_key(org.rows("--mask", "-f", str(org.manifest)))
+    again = _by_key(org.rows("--mask"))
     assert again["O1"]["email"] == masked["O1"]["email"]
-    # The classification recorded by the operator is used when no manifest is given.
-    _, spec = load_manifest(org.manifest)
-    privacy.record(org.pg, spec)
-    recorded = _by_key(org.rows("--mask"))
-    assert recorded["O1"]["email"] == masked["O1"]["email"] and recorded["O1"]["note"] == "[REDACTED]"
+    # A manifest of the exporter's own (where email would be public) is refused, not taken.
+    doc = yaml.safe_load(org.manifest.read_text())
+    for column in doc["spec"]["tables"][0]["columns"]:
+        column["classification"] = "public"
+    own = org.tmp / "own.yaml"
+    own.write_text(yaml.safe_dump(doc))
+    out = org.tmp / "with-own-manifest.csv"
+    args = ("--table", "orders", "--mask", "-f", str(own), "--output", str(out))
+    done = org.cli("export", "--org-id", org.org_id, *args)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "takes no -f" in done.stderr
+    assert not out.exists()
 
 
 def test_export_to_s3(org: Org, s3: Any, unique_id: str) -> None:
@@ -294,7 +304,9 @@ def test_every_export_is_recorded_and_compliance_reports_it(org: Org) -> None:
     out = org.export("--as-of", org.between.isoformat(), "--user", "alice@example.com", name="audited.csv")
     doc = json.loads(org.cli("compliance", "--org-id", org.org_id, "-o", "json").stdout)
     (entry,) = [e for e in doc["exports"] if e["target"] == str(out)]
-    assert entry["requested_by"] == "alice@example.com" and entry["status"] == "succeeded"
+    # Who: the user the cluster authenticates for the kubeconfig (as run-now); --user is a note.
+    assert entry["requested_by"] == "orgpipeline-admin" and entry["user_note"] == "alice@example.com"
+    assert entry["status"] == "succeeded" and entry["append_only"] is True
     assert entry["db_role"] and entry["os_user"] and entry["table"] == "orders"
     assert datetime.fromisoformat(entry["as_of"]) == org.between
     assert entry["rows"] == 3 and entry["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
@@ -315,6 +327,143 @@ def test_every_export_is_recorded_and_compliance_reports_it(org: Org) -> None:
     )
     assert failed.returncode == 2
     text = org.cli("compliance", "--org-id", org.org_id)
-    assert text.returncode == 0 and "alice@example.com" in text.stdout and "pii" in text.stdout
+    assert text.returncode == 0 and "orgpipeline-admin" in text.stdout and "pii" in text.stdout
     classified = {(c["column"], c["classification"]) for c in doc["columns"] if c["table"] == "orders"}
     assert ("email", "pii") in classified and ("note", "sensitive") in classified
+
+
+def _load_org(stack: Any, tmp: Path, org_id: str, text: str) -> Path:
+    """An org of the example's shape with one run of `orders` on `text` (with the environment's
+    PostgreSQL login); returns its manifest."""
+    doc = yaml.safe_load((REPO / "examples" / "org-123.yaml").read_text())
+    doc["metadata"]["name"] = f"org-{org_id}"
+    doc["spec"]["orgId"] = org_id
+    doc["spec"]["source"]["prefix"] = f"org-{org_id}/"
+    manifest = tmp / f"{org_id}.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    _, spec = load_manifest(manifest)
+    source = tmp / f"source-{org_id}"
+    source.mkdir()
+    (source / "orders_1.csv").write_text(text)
+    assert pipeline.run_table(Settings.from_env(), spec, "orders", None, str(source)).result == "Succeeded"
+    return manifest
+
+
+def test_an_export_is_private_to_its_owner_and_replaces_the_target_whole(org: Org) -> None:
+    """The file holds the org's data: 0600 whatever the umask, also over an existing file (renamed
+    over it when complete, so no reader ever sees half of it)."""
+    target = org.tmp / "private.csv"
+    target.write_text("old content\n")
+    target.chmod(0o644)
+    umask = os.umask(0o002)
+    try:
+        org.export(name="private.csv")
+        jsonl = org.export(fmt="jsonl", name="private.jsonl")
+    finally:
+        os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o600 and jsonl.stat().st_mode & 0o777 == 0o600
+    assert target.read_text().startswith("composite_key,") and "old content" not in target.read_text()
+    assert not [p for p in org.tmp.iterdir() if p.name.startswith(".orgpipeline-export-")]
+
+
+def test_csv_cells_that_start_like_a_formula_are_neutralised(
+    stack: Any, mongo: Any, pg: Any, tmp_path: Path, unique_id: str
+) -> None:
+    """A cell a spreadsheet would run (=, +, -, @, tab, CR) is written with a leading ' by default;
+    numbers keep their sign; --raw-formulas writes the cells as they are (and is recorded)."""
+    org_id = f"fml{unique_id}"
+    text = HEADER + (
+        'O1,C1,P1,2024-01-15,10,pending,a@x.com,"=HYPERLINK(""http://evil.example"",""x"")"\n'
+        "O2,C2,P2,2024-01-15,20,pending,b@x.com,@SUM(A1:A9)\n"
+        "O3,C3,P3,2024-01-15,-5,pending,c@x.com,+1+1\n"
+        'O4,C4,P4,2024-01-15,7,pending,d@x.com,"-2+3"\n'
+        "O5,C5,P5,2024-01-15,8,pending,e@x.com,plain - text\n"
+        "O6,C6,P6,2024-01-15,8,pending,f@x.com,-12.5\n"
+    )
+    _load_org(stack, tmp_path, org_id, text)
+    try:
+        out = tmp_path / "safe.csv"
+        base = ("export", "--org-id", org_id, "--table", "orders")
+        done = subprocess.run([CLI, *base, "--output", str(out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        notes = {r["order_id"]: r for r in csv.DictReader(out.open(newline=""))}
+        assert notes["O1"]["note"] == '\'=HYPERLINK("http://evil.example","x")'
+        assert notes["O2"]["note"] == "'@SUM(A1:A9)" and notes["O3"]["note"] == "'+1+1"
+        assert notes["O4"]["note"] == "'-2+3" and notes["O5"]["note"] == "plain - text"
+        assert notes["O3"]["amount"] == "-5.00" and notes["O6"]["note"] == "-12.5"  # numbers run nothing
+        raw = tmp_path / "raw.csv"
+        done = subprocess.run(
+            [CLI, *base, "--output", str(raw), "--raw-formulas"], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        as_is = {r["order_id"]: r for r in csv.DictReader(raw.open(newline=""))}
+        assert as_is["O2"]["note"] == "@SUM(A1:A9)" and as_is["O4"]["note"] == "-2+3"
+        doc = json.loads(
+            subprocess.run(
+                [CLI, "compliance", "--org-id", org_id, "-o", "json"], capture_output=True, text=True
+            ).stdout
+        )
+        assert {e["target"]: e["formulas_raw"] for e in doc["exports"]} == {str(out): False, str(raw): True}
+    finally:
+        pg.execute(f'DROP SCHEMA IF EXISTS "{store_names.pg_schema(org_id)}" CASCADE')
+        pg.execute(f'DROP SCHEMA IF EXISTS "orgaudit_{org_id}" CASCADE')
+        mongo[store_names.mongo_database(org_id)][store_names.mongo_collection(org_id, "orders")].drop()
+
+
+def test_the_export_audit_is_append_only_for_the_org(
+    stack: Any, mongo: Any, tmp_path: Path, unique_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With its own login, the org records its exports and reads them, and can neither delete,
+    change, truncate nor drop them, nor write a row that says another role, state or org."""
+    from orgpipeline_operator import database
+
+    org_id = f"aud{unique_id}"
+    db = database.Databases(stack.operator_postgres_dsn, stack.operator_mongo_uri, "orgpipeline")
+    password = database.generate_password()
+    try:
+        db.provision(org_id, password)  # the operator's own role makes the org and its audit
+        own = psycopg.conninfo.make_conninfo(
+            stack.postgres_dsn, user=store_names.pg_role(org_id), password=password
+        )
+        monkeypatch.setenv("ORGPIPELINE_POSTGRES_DSN", own)
+        _load_org(stack, tmp_path, org_id, FILE_1)
+        out = tmp_path / "mine.csv"
+        done = subprocess.run(
+            [CLI, "export", "--org-id", org_id, "--table", "orders", "--output", str(out)],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+        )
+        assert done.returncode == 0, done.stderr
+        audit = f'"orgaudit_{org_id}".pipeline_exports'
+        with psycopg.connect(own, autocommit=True) as conn:
+            before = conn.execute(f"SELECT * FROM {audit}").fetchall()
+            assert len(before) == 1 and before[0][-1] is None  # error: none
+            export_id = str(before[0][0])
+            for statement in (
+                f"DELETE FROM {audit}",
+                f"UPDATE {audit} SET target = 'elsewhere'",
+                f"TRUNCATE {audit}",
+                f"DROP TABLE {audit}",
+                f'DROP SCHEMA "orgaudit_{org_id}" CASCADE',
+                f"ALTER TABLE {audit} DISABLE ROW LEVEL SECURITY",
+                f"INSERT INTO {audit} (export_id, table_name, as_of, with_history, format, masked,"
+                " columns, target, db_role) VALUES ('x', 'orders', now(), false, 'csv', false, '[]', 't',"
+                " 'someone else')",
+                f"INSERT INTO {audit} (export_id, table_name, as_of, with_history, format, masked,"
+                " columns, target, status) VALUES ('y', 'orders', now(), false, 'csv', true, '[]', 't',"
+                " 'succeeded')",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+            # A finished row stays as it was finished.
+            assert conn.execute(
+                f'SELECT "orgaudit_{org_id}".finish_export(%s, true, 0, 0, NULL, %s)', (export_id, "forged")
+            ).fetchone() == (None,)
+            assert conn.execute(f"SELECT * FROM {audit}").fetchall() == before
+            row = conn.execute(f"SELECT db_role, status, org_id FROM {audit}").fetchone()
+            assert row == (store_names.pg_role(org_id), "succeeded", org_id)
+    finally:
+        mongo[store_names.mongo_database(org_id)][store_names.mongo_collection(org_id, "orders")].drop()
+        db.drop_postgres(org_id)
+        db.close()

@@ -88,6 +88,7 @@ def org(stack: Any, mongo: Any, pg: Any, unique_id: str, tmp_path: Path) -> Iter
     made = Org(org_id, path, source, mongo, pg)
     yield made
     pg.execute(f'DROP SCHEMA IF EXISTS "{store_names.pg_schema(org_id)}" CASCADE')
+    pg.execute(f'DROP SCHEMA IF EXISTS "orgaudit_{org_id}" CASCADE')
     made.collection.drop()
 
 
@@ -270,3 +271,26 @@ def test_retention_without_settings_is_a_user_error(loaded: Org) -> None:
     assert out.stderr.strip().splitlines() == [
         "orgpipeline: error: missing settings: ORGPIPELINE_POSTGRES_DSN"
     ]
+
+
+def test_values_with_rich_markup_are_printed_as_they_are(org: Org, tmp_path: Path) -> None:
+    """A key, a value or a target holding `[/]` or `[bold]` is user data: the tables of audit,
+    validate and compliance print it as it is (Rich would read it as markup and crash)."""
+    org.run(("orders_1.csv", HEADER + "O[/]1,C[bold]1,P1,2024-01-15,10.00,pending,a@x.com,n[/]\n"))
+    key = f"org_{org.org_id}_orders_O[/]1_C[bold]1"
+    audit = org.cli("audit", "--org-id", org.org_id)
+    assert audit.returncode == 0, audit.stderr
+    assert "O[/]1" in audit.stdout.replace("\n", "")
+    history = org.cli("audit", "--org-id", org.org_id, "--composite-key", key)
+    assert history.returncode == 0 and "Traceback" not in history.stderr, history.stderr
+    org.sql("UPDATE {schema}.raw_orders SET note = 'x' WHERE composite_key = %s RETURNING 1", key)
+    validate = org.cli("validate", "--org-id", org.org_id)
+    assert validate.returncode == 1 and "Traceback" not in validate.stderr, validate.stderr
+    assert "DIFFERS" in validate.stdout and "C[bold]1" in validate.stdout.replace("\n", "")
+    (tmp_path / "out[").mkdir()
+    target = tmp_path / "out[" / "]orders.csv"
+    done = org.cli("export", "--org-id", org.org_id, "--table", "orders", "--output", str(target))
+    assert done.returncode == 0, done.stderr
+    compliance = org.cli("compliance", "--org-id", org.org_id)
+    assert compliance.returncode == 0 and "Traceback" not in compliance.stderr, compliance.stderr
+    assert "out[" in compliance.stdout  # the target, folded over lines

@@ -133,3 +133,20 @@ def test_a_schema_made_before_raw_text_gains_its_columns(org: Org) -> None:
     org.pg.execute(f'UPDATE "{schema}".pipeline_files SET header = NULL')
     done = org.cli("rejected", "--org-id", org.org_id, "--table", "orders", "-o", "csv")
     assert done.returncode == 2 and "header of orders_2.csv was not recorded" in done.stderr
+
+
+def test_csv_output_neutralises_cells_that_start_like_a_formula(org: Org) -> None:
+    """A rejected row is the uploader's text: fields a spreadsheet would run (=, +, -, @) come out
+    with a leading ' by default; --raw-formulas gives the row as it was; other rows are untouched."""
+    formula = 'O7,,P7,2024-01-15,-5,pending,"=HYPERLINK(""http://evil.example"",""x"")",@SUM(A1)\n'
+    run_file(org, "orders_1.csv", HEADER + formula + "O8,,P8,2024-01-15,5,pending,b@x.com,a - b\n")
+    args = ("rejected", "--org-id", org.org_id, "--table", "orders", "-o", "csv")
+    done = org.cli(*args)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.reader(io.StringIO(done.stdout, newline="")))
+    link = '\'=HYPERLINK("http://evil.example","x")'
+    assert rows[1] == ["O7", "", "P7", "2024-01-15", "-5", "pending", link, "'@SUM(A1)"]  # -5: a number
+    other = "O8,,P8,2024-01-15,5,pending,b@x.com,a - b"
+    assert done.stdout.splitlines()[2] == other
+    raw = org.cli(*args, "--raw-formulas")
+    assert raw.returncode == 0 and raw.stdout == HEADER + formula + other + "\n"

@@ -49,7 +49,9 @@ def test_type_change_applied_when_every_value_converts(org: Org) -> None:
     assert rows.fetchall() == [("O1", "10.500", 7), ("O2", "20.000", None)]
 
 
-def test_type_change_refused_names_column_and_value_and_changes_nothing(org: Org) -> None:
+def test_type_change_refused_names_column_and_count_never_the_value_and_changes_nothing(org: Org) -> None:
+    """The refusal reaches cluster-wide objects (conditions, lastRun, Events, the Job's logs): it
+    names the table, the column, the types, how many values and why, never a stored value."""
     org.upload("orders_1.csv", FILE.replace(",7\n", ",seven\n"))
     assert org.run()["result"] == "Succeeded"
     before = _types(org)
@@ -59,10 +61,11 @@ def test_type_change_refused_names_column_and_value_and_changes_nothing(org: Org
         org.run()
     message = str(refused.value)
     assert (
-        "column note cannot change type from text to integer: stored value 'seven' does not convert"
-        in message
+        "column note cannot change type from text to integer: 1 stored value does not convert"
+        " (not valid as integer (SQLSTATE 22P02))" in message
     )
-    assert "nothing was changed" in message
+    assert "nothing was changed" in message and "raw_orders.note" in message
+    assert "seven" not in message
     assert _types(org) == before
     # A number that would be rounded is refused the same way, by the command a Job runs.
     org.rewrite(orders={"columns": _columns(org, amount="decimal(10,0)", note="text")})
@@ -70,8 +73,9 @@ def test_type_change_refused_names_column_and_value_and_changes_nothing(org: Org
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert (
         "column amount cannot change type from numeric(10,2) to numeric(10,0):"
-        " stored value '10.50' does not convert (it would be rounded)"
+        " 1 stored value does not convert (they would be rounded)"
     ) in done.stderr
+    assert "10.5" not in done.stderr
     assert _types(org) == before
 
 

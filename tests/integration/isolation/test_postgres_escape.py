@@ -472,7 +472,7 @@ def test_code_a_tenant_plants_in_its_schema_runs_as_the_tenant_only(
     orgs: tuple[Org, Org], kubectl: Kubectl, api: kube.Kube, stack: Any, pg: Any, tmp_path: Path
 ) -> None:
     a, b = orgs
-    # pipeline_exports exists once an export ran: one before the code is planted.
+    # An export before the code is planted (its audit is the operator's: nothing of A's runs there).
     first = _cli("export", "--org-id", a.id, "--table", "orders", "--output", str(tmp_path / "0.csv"))
     assert first.returncode == 0, first.stderr
     before_b, before_a = _victim_state(pg, b), _privileges(pg, a.role)
@@ -527,7 +527,14 @@ def test_code_a_tenant_plants_in_its_schema_runs_as_the_tenant_only(
         assert who.startswith(tenant.DELEGATE_PREFIX + a.id), (at, who)
     places = {at for at, _, _ in loot}
     assert {"pipeline_classification", "default", "check", "policy", "pipeline_runs"} <= places
-    assert {"raw_orders", "pipeline_exports"} <= places
+    assert "raw_orders" in places
+    # The export audit is the operator's (orgaudit_<org>): A plants nothing there, so it runs nothing.
+    assert "pipeline_exports" not in places
+    with psycopg.connect(a.dsn, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(
+            f'CREATE TRIGGER escape AFTER INSERT ON "orgaudit_{a.id}".pipeline_exports'
+            f' FOR EACH STATEMENT EXECUTE FUNCTION "{a.schema}".on_write()'
+        )
     assert _privileges(pg, a.role) == before_a
     assert pg.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (a.role + "_twin",)).fetchone() is None
     assert _victim_state(pg, b) == before_b

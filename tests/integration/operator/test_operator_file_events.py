@@ -74,6 +74,16 @@ def test_oversized_and_malformed_bodies_are_refused(operator: Operator) -> None:
     assert post(operator, json.dumps({"Service": "S3", "Event": "s3:TestEvent"}).encode()) == 200
 
 
+def test_deep_bodies_and_long_keys_are_refused_and_counted(operator: Operator) -> None:
+    """A body nesting deeper than any sender's is a 400 (it was a RecursionError and a 500); a key
+    longer than S3's 1,024 bytes starts nothing and is counted as refused."""
+    assert post(operator, b"[" * 200_000) == 400
+    assert post(operator, b'{"Records": ' + b"[" * 5_000 + b"]" * 5_000 + b"}") == 400
+    before = metric(operator, "orgpipeline_webhook_objects_total", result="refused")
+    assert post(operator, created("x/" + "k" * 1_100 + ".csv", "y/" + "\u00e9" * 600 + ".csv")) == 200
+    assert metric(operator, "orgpipeline_webhook_objects_total", result="refused") == before + 2
+
+
 def test_a_burst_of_files_starts_one_job_of_the_owning_org_only(
     operator: Operator, kubectl: Kubectl, api: kube.Kube, cleanup_pipelines: list[str]
 ) -> None:
@@ -108,6 +118,8 @@ def test_a_burst_of_files_starts_one_job_of_the_owning_org_only(
         f"s3://{BUCKET}/{k}" for k in burst
     )
     assert job["metadata"]["labels"][naming.LABEL_TABLE] == "orders"
+    # Deleted by Kubernetes an hour after it finished (the operator's setting, from the chart).
+    assert job["spec"]["ttlSecondsAfterFinished"] == 3600
 
     # A file of the outer org starts its own run; the inner org's Job is still the only one there.
     assert post(operator, created(f"org-{outer}/orders_9.csv")) == 200
@@ -135,9 +147,13 @@ def test_files_arriving_during_a_run_wait_for_it_to_end(
     (first,) = wait_for(lambda: arrival_jobs(api, ns), what="the first file-arrival Job")
 
     # The first Job is still running (no kubelet here): the next file waits, however long.
+    coalesced = metric(operator, "orgpipeline_webhook_objects_total", result="coalesced")
     assert post(operator, created(f"org-{org}/orders_2.csv")) == 200
+    assert post(operator, created(f"org-{org}/orders_3.csv", f"org-{org}/orders_4.csv")) == 200
     time.sleep(3)  # several debounce periods
     assert [j["metadata"]["name"] for j in arrival_jobs(api, ns)] == [first["metadata"]["name"]]
+    # One batch waits for the run: the files after its first joined it.
+    assert metric(operator, "orgpipeline_webhook_objects_total", result="coalesced") == coalesced + 2
 
     # The run ends (here: its Job goes); the waiting file gets its own run.
     api.delete("batch/v1", "Job", first["metadata"]["name"], ns)
@@ -145,4 +161,6 @@ def test_files_arriving_during_a_run_wait_for_it_to_end(
         lambda: [j for j in arrival_jobs(api, ns) if j["metadata"]["name"] != first["metadata"]["name"]],
         what="the second file-arrival Job",
     )
-    assert env_of(second)["ORGPIPELINE_TRIGGER_REASON"] == f"new object s3://{BUCKET}/org-{org}/orders_2.csv"
+    assert env_of(second)["ORGPIPELINE_TRIGGER_REASON"] == "3 new objects: " + ", ".join(
+        f"s3://{BUCKET}/org-{org}/orders_{i}.csv" for i in (2, 3, 4)
+    )

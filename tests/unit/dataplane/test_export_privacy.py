@@ -89,3 +89,24 @@ def test_manifest_types_as_postgresql_names_them() -> None:
     assert retype.pg_type_name("timestamptz") == "timestamp with time zone"
     assert retype.pg_type_name("timestamp") == "timestamp without time zone"
     assert retype.pg_type_name("double precision") == "double precision"
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        ("=1+1", "'=1+1"),
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("-5", "-5"),  # a plain number runs nothing
+        ("+1.5e3", "+1.5e3"),
+        ("-.5", "-.5"),
+        ("a=b", "a=b"),
+        ("", ""),
+    ],
+)
+def test_formula_leading_cells_are_neutralised(cell: str, written: str) -> None:
+    assert export.neutralise_formula(cell) == written

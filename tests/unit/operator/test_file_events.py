@@ -325,3 +325,82 @@ def test_file_arrival_only_table_suspends_its_cronjob() -> None:
     for trigger, suspended in (("schedule", False), ("both", False), ("fileArrival", True)):
         changed = table.model_copy(update={"trigger": v1alpha1.TableTrigger(trigger)})
         assert builders.build_cronjob(target, changed)["spec"]["suspend"] is suspended
+
+
+# --- bounds (hostile senders) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 200_000,
+        b'{"Records": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+        b'{"Records": [' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"]}",
+    ],
+)
+def test_nesting_deeper_than_any_sender_is_a_bad_notification(raw: bytes) -> None:
+    with pytest.raises(file_events.BadNotification, match="nests deeper"):
+        file_events.parse_notification(raw)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    key = "a/" + "[{" * 100 + '\\"]' + ".csv"
+    raw = json.dumps({"Records": [record("b", key)]}).encode()
+    assert file_events.parse_notification(raw) == [ObjectCreated("b", key)]
+
+
+def test_a_key_over_s3s_1024_bytes_is_refused() -> None:
+    watched = [Watch("p", "o", "b", "", "orders", "orders_*.csv")]
+    ok = "orders_" + "x" * (1024 - len("orders_.csv")) + ".csv"
+    routed = file_events.route(
+        [
+            ObjectCreated("b", ok),
+            ObjectCreated("b", "orders_" + "x" * 1024 + ".csv"),
+            ObjectCreated("b", "orders_" + "é" * 600 + ".csv"),
+        ],  # 1,200 bytes in UTF-8
+        watched,
+    )
+    assert routed.runs == {("p", "orders"): [ok]}
+    assert routed.refused == 2 and routed.ignored == 0
+
+
+def test_routing_is_linear_in_the_key_at_3000_orgs() -> None:
+    """A notification's largest key (the whole body) is refused at once; keys within S3's limit
+    walk the key's folders once (it sliced the key at every length: quadratic)."""
+    import time
+
+    watched = [Watch(f"p{i}", f"o{i}", "b", f"org-{i}/in/", "orders", "orders_*.csv") for i in range(3000)]
+    index = file_events.Index(watched)
+    huge = [ObjectCreated("b", "org-7/in/" + "x" * 250_000)]
+    deep = [ObjectCreated("b", "org-7/in/" + "/" * 1000 + "orders_1.csv")] * 300
+    slashes = [ObjectCreated("b", "/" * 1024)] * 300
+    started = time.perf_counter()
+    assert index.route(huge).refused == 1
+    assert index.route(deep).ignored == 300 and index.route(slashes).ignored == 300
+    assert time.perf_counter() - started < 0.5
+    assert index.route([ObjectCreated("b", "org-7/in/orders_1.csv")]).runs == {
+        ("p7", "orders"): ["org-7/in/orders_1.csv"]
+    }
+    assert index.route([ObjectCreated("b", "org-7/in/x/orders_1.csv")]).ignored == 1
+
+
+def test_files_joining_a_waiting_batch_are_counted_as_coalesced() -> None:
+    batches = file_events.Batches(quiet=0.5, max_wait=5.0)
+    table = ("org-a", "orders")
+    assert batches.add(table, ["a/orders_1.csv"], now=0.0, wall="t") == 0
+    assert batches.add(table, ["a/orders_2.csv", "a/orders_3.csv"], now=0.1, wall="t") == 2
+    assert batches.due(10.0, lambda t: t == table) == []  # one pending batch while a run is active
+    assert batches.pending() == 1
+    (batch,) = batches.due(10.0, never_active)
+    assert batch.count == 3
+
+
+def test_parsing_a_hostile_body_is_linear() -> None:
+    """Backslashes and quotes that a string-skipping scan would rescan from every quote."""
+    import time
+
+    started = time.perf_counter()
+    for raw in (b'"' + b'\\"' * 120_000, b'{"Records": "' + b'\\"' * 120_000, b'["' * 120_000):
+        with pytest.raises(file_events.BadNotification):
+            file_events.parse_notification(raw)
+    assert time.perf_counter() - started < 1.0

@@ -184,3 +184,29 @@ def test_run_now_annotation_values() -> None:
 
     assert runs.requested_tables(" orders, customers ,orders,") == ["orders", "customers"]
     assert runs.requested_tables("") == [] and runs.requested_tables("*") == ["*"]
+
+
+def test_stored_values_in_store_errors_stay_out_of_last_run_and_conditions() -> None:
+    """A run that failed on a value reports the table, column and reason; the value (a card number,
+    an email) never reaches lastRun.error, the RunFailed alert or a condition."""
+    secrets = ("4111-1111-1111-1111", "alice@example.com", "Alice Liddell")
+    errors = (
+        'database error: invalid input syntax for type integer: "4111-1111-1111-1111"',
+        'database error: duplicate key value violates unique constraint "k"\n'
+        "DETAIL:  Key (email)=(alice@example.com) already exists.",
+        "E11000 duplicate key error collection: orgraw_1.c index: _id_ dup key:"
+        " { _id: \"alice@example.com\" }, full error: {'name': 'Alice Liddell'}",
+    )
+    for error in errors:
+        run = status.last_run_from_job(job(), [pod(report(result="Failed", error=error))])
+        assert run is not None and run.error
+        assert not any(s in run.error for s in secrets), run.error
+        assert run.error.split(":")[0] in error  # the reason is still there
+        failed = status.last_run_from_job(
+            job(outcome="Failed", reason="BackoffLimitExceeded"), [pod(error, 1)]
+        )
+        assert failed is not None and not any(s in (failed.error or "") for s in secrets), failed.error
+        st = _status_with(report(result="Failed", error=error))
+        assert not any(s in a.message for a in st.alerts for s in secrets)
+    conds = status.set_condition([], "DatabaseReady", False, "X", errors[0], 1, T1)
+    assert "4111" not in conds[0].message and "invalid input syntax for type integer" in conds[0].message
