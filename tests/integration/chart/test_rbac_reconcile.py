@@ -296,6 +296,44 @@ def test_a_stolen_operator_token_cannot_mark_or_make_a_namespace_as_its_own(
     assert out.returncode != 0 and POLICY_REFUSAL in out.stderr, out.stderr
 
 
+@pytest.mark.usefixtures("policy_active")
+def test_an_org_namespace_from_before_the_owner_annotation_is_still_the_operators_to_update(
+    sa_kubeconfig: str, namespaces: list[str]
+) -> None:
+    """Upgrades: namespaces made by earlier releases carry the OrgPipeline as controller, not yet the
+    owner-uid annotation, which the operator's first reconcile adds (a namespace update)."""
+    name = f"org-legacy{uuid.uuid4().hex[:6]}"
+    manifest = harness.pipeline_manifest(name, name.removeprefix("org-"), BUCKET)
+    manifest["metadata"].setdefault("labels", {})[harness.TEST_LABEL] = "nobody"  # no operator takes it
+    harness.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    try:
+        uid = harness.get_json("orgpipeline", name)["metadata"]["uid"]
+        owner = {"apiVersion": "orgpipeline.io/v1alpha1", "kind": "OrgPipeline", "name": name, "uid": uid,
+                 "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+        legacy = _namespace(namespaces, MANAGED, {})
+        harness.kubectl("patch", "namespace", legacy, "--type=merge", "-p",
+                        json.dumps({"metadata": {"ownerReferences": [owner]}}))  # fmt: skip
+        marks = json.dumps({"metadata": {"annotations": OWNED}})
+        out = subprocess.run(
+            ["kubectl", "--kubeconfig", sa_kubeconfig, "patch", "namespace", legacy, "--type=merge",
+             "-p", marks, "--dry-run=server"],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        # the label alone (anyone can write it) is not enough
+        bare = _namespace(namespaces, MANAGED, {})
+        out = subprocess.run(
+            ["kubectl", "--kubeconfig", sa_kubeconfig, "patch", "namespace", bare, "--type=merge",
+             "-p", marks, "--dry-run=server"],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert out.returncode != 0 and POLICY_REFUSAL in out.stderr, out.stderr
+    finally:
+        harness.kubectl("delete", "orgpipeline", name, "--wait=false", "--ignore-not-found", check=False)
+
+
 @pytest.fixture()
 def org(stack: Any, s3: Any) -> Iterator[dict[str, str]]:
     org_id = f"rbac{uuid.uuid4().hex[:8]}"
@@ -329,6 +367,7 @@ def test_the_operator_with_the_charts_rbac_completes_a_full_reconcile(
         label_selector=f"{harness.TEST_LABEL}={org['id']}",
     )
     runner = harness.PodRunner(env, tmp_path / "podrunner.log", [org["namespace"]], tmp_path / "pods")
+    logs: list[str] = []
     try:
         operator.wait_ready()
         manifest = harness.pipeline_manifest(org["name"], org["id"], BUCKET, deletion_policy="Delete")
@@ -388,6 +427,30 @@ def test_the_operator_with_the_charts_rbac_completes_a_full_reconcile(
         assert run.get("runId") or run.get("error"), run
         assert operator.metric("orgpipeline_job_results_total") >= 1
 
+        # Its access and the org's Secret deleted behind it while it is down: a restart (resume, with the
+        # same token) makes the RoleBinding again first, then reads and writes the Secret through it.
+        harness.kubectl("-n", ns, "delete", "rolebinding", "orgpipeline-operator")
+        harness.kubectl("-n", ns, "delete", "secret", "orgpipeline-credentials")
+        operator.stop()
+        logs.append(operator.output())
+        operator = harness.Operator(
+            env,
+            tmp_path / "operator-2.log",
+            sa_kubeconfig,
+            namespace=release["namespace"],
+            label_selector=f"{harness.TEST_LABEL}={org['id']}",
+        )
+        operator.wait_ready()
+        harness.wait_for(
+            "the RoleBinding and the Secret made again on resume",
+            lambda: (
+                harness.get_json("-n", ns, "rolebinding", "orgpipeline-operator")
+                and harness.get_json("-n", ns, "secret", "orgpipeline-credentials")
+            ),
+            timeout=120,
+        )
+        assert operator.metric("orgpipeline_reconcile_total", trigger="resume") >= 1
+
         # a table removed from the spec: its CronJob goes (update path, cronjobs delete). After the run,
         # not right after creation: the operator finds stale CronJobs in its watch cache, which a
         # removal within a second or two of the create can beat (reported; not an RBAC matter).
@@ -412,6 +475,6 @@ def test_the_operator_with_the_charts_rbac_completes_a_full_reconcile(
     finally:
         operator.stop()
         runner.stop()
-    log = operator.output()
+    log = "\n".join([*logs, operator.output()])
     for denied in ("Forbidden", "forbidden", " 403"):
         assert denied not in log, f"the operator was refused something:\n{log}"
