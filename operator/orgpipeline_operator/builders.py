@@ -33,6 +33,9 @@ class JobSettings:
     image_pull_policy: str = "IfNotPresent"
     egress_ports: tuple[int, ...] = (5432, 27017, 443)
     node_selector: tuple[tuple[str, str], ...] = ()
+    tenant_binding: tuple[str, str, str] | None = None
+    """(tenant ClusterRole, operator's namespace, operator's ServiceAccount): the org namespace's
+    RoleBinding, the operator's only access to Secrets and Job creation there (None: not made)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,21 @@ def build_namespace(t: Target) -> dict[str, Any]:
         meta["labels"][f"pod-security.kubernetes.io/{mode}-version"] = "latest"
     meta["annotations"] = {naming.ANNOTATION_OWNER_UID: t.uid}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def build_role_binding(t: Target) -> dict[str, Any] | None:
+    """The tenant ClusterRole bound to the operator's ServiceAccount, in the org namespace only
+    (the chart's admission policy refuses this binding anywhere the operator did not make)."""
+    if t.jobs.tenant_binding is None:
+        return None
+    role, namespace, account = t.jobs.tenant_binding
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": t.meta(naming.ROLE_BINDING),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+    }
 
 
 def build_service_account(t: Target) -> dict[str, Any]:
@@ -405,8 +423,10 @@ def build_file_arrival_job(t: Target, table: Table, batch_id: str, reason: str) 
 
 def desired_children(t: Target, creds: Credentials) -> list[dict[str, Any]]:
     """Every child of the org, in the order they must be created, each stamped with its hash."""
-    children = [
-        stamp(build_namespace(t)),
+    children = [stamp(build_namespace(t))]
+    if (binding := build_role_binding(t)) is not None:
+        children.append(stamp(binding))  # before anything in the namespace that needs it
+    children += [
         stamp(build_service_account(t)),
         stamp(build_resource_quota(t)),
         stamp(build_limit_range(t)),

@@ -2,6 +2,12 @@
 RBAC verbs that takes. kube.py (paths), builders.py (watched kinds), watch.py, snapshot.py,
 reconcile.py (what it prunes) read this table, and a unit test holds the chart's rbac.yaml to it:
 a new child or a narrower rule is one edit here (and the matching line of rbac.yaml).
+
+The verbs come in three scopes (issue 22: no cluster-wide Secret read, Secrets and Jobs only where
+the operator manages): `verbs` cluster-wide (the ClusterRole), `tenant_verbs` only inside the org
+namespaces (the `-tenant` ClusterRole, which the operator binds to its own ServiceAccount with a
+RoleBinding child in each namespace it makes), `home_verbs` only in the operator's own namespace (a
+Role: the orgs' spec.source.credentialsSecret Secrets).
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ class Kind:
     namespaced: bool
     verbs: tuple[str, ...]
     """What the operator's ClusterRole grants on it (exactly what the operator and Kopf send)."""
+    tenant_verbs: tuple[str, ...] = ()  # granted in the org namespaces only (the tenant ClusterRole)
+    home_verbs: tuple[str, ...] = ()  # granted in the operator's namespace only (a Role)
+    resource_names: tuple[str, ...] = ()  # `verbs` only on these objects (TENANT_ROLE: the tenant role)
     child: bool = False  # made per org (builders.desired_children)
     watched: bool = False  # followed by watch.py into the cache (the rest are tracked by hash)
     prunable: bool = False  # deleted by the reconcile when no longer desired
@@ -32,16 +41,43 @@ class Kind:
 
 
 _APPLIED = ("get", "list", "create", "patch")  # server-side applied, read back, listed at start-up
+TENANT_ROLE = "<fullname>-tenant"
+"""The chart's tenant ClusterRole (ORGPIPELINE_TENANT_ROLE), as `resource_names` names it."""
 
 KINDS: tuple[Kind, ...] = (
     # The org's children, in the order they are made.
     Kind("v1", "Namespace", "namespaces", False, (*_APPLIED, "delete"), child=True, listed=True),
+    # What lets the operator at the org's Secrets and Jobs (the tenant ClusterRole, bound to the
+    # operator alone): made right after the namespace, before anything that needs it. Creating it
+    # takes `bind` on that one ClusterRole; the chart's ValidatingAdmissionPolicy allows it only in
+    # namespaces the operator made (so a stolen token cannot bind it in kube-system).
+    Kind(
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "rolebindings",
+        True,
+        _APPLIED,
+        child=True,
+        listed=True,
+    ),
     Kind("v1", "ServiceAccount", "serviceaccounts", True, _APPLIED, child=True, listed=True),
     Kind("v1", "ResourceQuota", "resourcequotas", True, _APPLIED, child=True, listed=True),
     Kind("v1", "LimitRange", "limitranges", True, _APPLIED, child=True, listed=True),
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True, _APPLIED, child=True, listed=True),
     Kind("v1", "ConfigMap", "configmaps", True, _APPLIED, child=True, listed=True),
-    Kind("v1", "Secret", "secrets", True, (*_APPLIED, "watch"), child=True, watched=True, listed=True),
+    # Never read cluster-wide: not watched nor listed, tracked by hash like the other unwatched
+    # children (read back with a GET on resume and in the deep resync). The org's own in its
+    # namespace; the orgs' credentialsSecrets (read only) in the operator's.
+    Kind(
+        "v1",
+        "Secret",
+        "secrets",
+        True,
+        (),
+        tenant_verbs=("get", "create", "patch"),
+        home_verbs=("get",),
+        child=True,
+    ),
     Kind(
         "batch/v1",
         "CronJob",
@@ -53,8 +89,19 @@ KINDS: tuple[Kind, ...] = (
         prunable=True,
         listed=True,
     ),
-    # Runs: run-now and file-arrival Jobs made, finished Jobs read back (Kopf watches them).
-    Kind("batch/v1", "Job", "jobs", True, ("get", "list", "watch", "create")),
+    # Runs: run-now and file-arrival Jobs made (in the org namespaces only), finished Jobs read back
+    # (Kopf watches them; which count as runs is ownership.py's business).
+    Kind("batch/v1", "Job", "jobs", True, ("get", "list", "watch"), tenant_verbs=("create",)),
+    # `bind` on the tenant ClusterRole alone: what RBAC asks of whoever makes a RoleBinding to a role
+    # whose permissions it does not hold itself.
+    Kind(
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        "clusterroles",
+        False,
+        ("bind",),
+        resource_names=(TENANT_ROLE,),
+    ),
     # The termination message of a finished Job's pods (listed by the job-name label).
     Kind("v1", "Pod", "pods", True, ("list",)),
     # Events about OrgPipelines: Kopf posts core Events; nothing reads them.
@@ -113,11 +160,22 @@ def api_version(kind: str) -> str:
     return next(k.api_version for k in KINDS if k.kind == kind and k.child)
 
 
-def rbac_rules() -> set[tuple[str, str, str]]:
-    """(apiGroup, resource, verb) of every permission the table needs: what the ClusterRole grants."""
+def rbac_rules() -> set[tuple[str, str, str, tuple[str, ...]]]:
+    """(apiGroup, resource, verb, resourceNames) of every permission the table needs cluster-wide:
+    what the ClusterRole grants (resourceNames empty: on every object of the resource)."""
     out = set()
     for k in KINDS:
-        out |= {(k.group, k.plural, verb) for verb in k.verbs}
+        out |= {(k.group, k.plural, verb, k.resource_names) for verb in k.verbs}
         for sub, verbs in k.subresources:
-            out |= {(k.group, f"{k.plural}/{sub}", verb) for verb in verbs}
+            out |= {(k.group, f"{k.plural}/{sub}", verb, ()) for verb in verbs}
     return out
+
+
+def tenant_rules() -> set[tuple[str, str, str]]:
+    """What the tenant ClusterRole grants: the operator's permissions inside an org namespace."""
+    return {(k.group, k.plural, verb) for k in KINDS for verb in k.tenant_verbs}
+
+
+def home_rules() -> set[tuple[str, str, str]]:
+    """What the Role in the operator's own namespace grants."""
+    return {(k.group, k.plural, verb) for k in KINDS for verb in k.home_verbs}

@@ -86,6 +86,13 @@ class Settings:
     s3_accounts: str = "versitygw"
     """ORGPIPELINE_S3_ACCOUNTS: versitygw (an S3 account per org, made by the operator) or none
     (each org names a credentialsSecret labelled for it); see s3access.py."""
+    tenant_role: str | None = None
+    """ORGPIPELINE_TENANT_ROLE: the ClusterRole (the chart's `<fullname>-tenant`) the operator binds
+    to its own ServiceAccount in each org namespace it makes (a RoleBinding child): its only access
+    to Secrets and Job creation there. Unset: no RoleBinding (RBAC granted some other way)."""
+    service_account: str | None = None
+    """ORGPIPELINE_SERVICE_ACCOUNT: the operator's ServiceAccount (in ORGPIPELINE_NAMESPACE), the
+    subject of those RoleBindings; required with ORGPIPELINE_TENANT_ROLE."""
 
     @property
     def jobs_postgres_hostport(self) -> tuple[str, str]:
@@ -201,6 +208,8 @@ def _check(s: Settings) -> list[str]:
         problems.append("ORGPIPELINE_S3_ACCOUNTS must be versitygw or none")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("ORGPIPELINE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    if s.tenant_role and not s.service_account:
+        problems.append("ORGPIPELINE_SERVICE_ACCOUNT is required with ORGPIPELINE_TENANT_ROLE")
     return problems
 
 
@@ -235,6 +244,8 @@ _WHAT = {
     "webhook_max_wait_seconds": "... or this long after the burst's first file",
     "webhook_job_ttl_seconds": "finished file-arrival Jobs are deleted after this long",
     "s3_accounts": "versitygw (an S3 account per org) or none (each org names a labelled credentialsSecret)",
+    "tenant_role": "ClusterRole bound to the operator in each org namespace (its Secrets and Jobs)",
+    "service_account": "the operator's ServiceAccount, subject of those bindings",
 }
 
 

@@ -65,14 +65,17 @@ def sync(rt: Runtime, req: Request, target: builders.Target, inventory: Inventor
     key = ("Secret", target.namespace, SECRET)
     digest = views_hash(target)
     known = req.existing.get(key)
-    if known is None and req.trigger in ("resume", "resync", "deep"):
-        # The cache may still be filling (an operator start): the start-up listing or a GET says
-        # whether the Secret is there, a read and not a rewrite of the views and the Secret.
+    # Secrets are not watched (the operator may not read them cluster-wide): the cache holds what
+    # this process wrote or read back, so a resume or deep resync reads the Secret again (it may
+    # have been changed or deleted behind the operator), a resync only when the cache has nothing.
+    if req.trigger in ("resume", "deep") or (known is None and req.trigger == "resync"):
         if inventory is not None and key in inventory.hashes:
             known = inventory.hashes[key]
         else:
             found = rt.kube.get("v1", "Secret", SECRET, target.namespace)
             known = builders.applied_hash(found) if found else None
+            if found is not None:
+                cache.CACHE.child("MODIFIED", found)
     if known == digest and (req.trigger not in ("resume", "deep") or _ready(rt, target, inventory)):
         return 0
     password = (

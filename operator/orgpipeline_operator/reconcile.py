@@ -342,7 +342,12 @@ def _apply_children(
     # waits on the API server, not on the CPU, so a few requests in flight per org is what makes a
     # thousand orgs quick).
     assert desired[0]["kind"] == "Namespace"
-    writes = sum(rt.parallel(sync, desired[1:]))
+    # The RoleBinding first: it is the operator's only access to the namespace's Secrets and Jobs.
+    binding = [c for c in desired[1:] if c["kind"] == "RoleBinding"]
+    writes = sum(sync(c) for c in binding)
+    if writes:
+        _await_access(rt, target.namespace)
+    writes += sum(rt.parallel(sync, [c for c in desired[1:] if c["kind"] != "RoleBinding"]))
     if not provisioned and (req.trigger != "resync" or not db_ready):
         # Cheap and idempotent: repairs a dropped schema or role (with the Secret's password). On
         # resume, the start-up listing of the org schemas and their owners stands for it.
@@ -394,6 +399,28 @@ def _prunable(rt: Runtime, req: Request, target: builders.Target, seen: Seen) ->
         for item in rt.kube.list(kinds.api_version(kind), kind, target.namespace, selector):
             keys.add((kind, target.namespace, item["metadata"]["name"]))
     return keys
+
+
+ACCESS_WAIT_SECONDS = 10.0
+
+
+def _await_access(rt: Runtime, namespace: str) -> None:
+    """Waits (briefly) until the API server's authorizer knows the RoleBinding just written: its
+    RBAC cache follows RoleBindings by watch, so the first Secret write could otherwise be refused
+    for a moment. One SelfSubjectAccessReview (allowed to everyone) per try, only after a write."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "secrets"}},
+    }
+    deadline = time.monotonic() + ACCESS_WAIT_SECONDS
+    url = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+    while not (rt.kube.request("POST", url, review).get("status") or {}).get("allowed"):
+        if time.monotonic() > deadline:
+            raise kube.ApiError(
+                403, "Forbidden", f"the operator's RoleBinding in {namespace} grants nothing yet"
+            )
+        time.sleep(0.1)
 
 
 def _cache_meta(pipeline: str, key: ChildKey) -> dict[str, Any]:

@@ -82,7 +82,12 @@ class Runtime:
             for k, _, v in (kv.partition("=") for kv in (s.job_node_selector or "").split(","))
             if k
         )
-        return builders.JobSettings(s.job_image, s.job_image_pull_policy, tuple(s.egress_ports), selector)
+        binding = (
+            (s.tenant_role, s.namespace, s.service_account) if s.tenant_role and s.service_account else None
+        )
+        return builders.JobSettings(
+            s.job_image, s.job_image_pull_policy, tuple(s.egress_ports), selector, binding
+        )
 
     def credentials(
         self, spec: OrgPipelineSpec, password: str, s3: tuple[str, str] | None = None

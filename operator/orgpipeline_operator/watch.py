@@ -1,4 +1,7 @@
-"""The operator's own watch of its Secrets and CronJobs: metadata only, straight into the cache.
+"""The operator's own watch of its CronJobs: metadata only, straight into the cache.
+
+(Secrets were watched too until the operator lost cluster-wide Secret read, issue 22: they are now
+tracked by hash like the other unwatched children; see kinds.py.)
 
 The cache needs of each child its kind, namespace, name, pipeline label and applied-hash
 annotation. Kopf's watch delivered whole objects (a CronJob with its job template and

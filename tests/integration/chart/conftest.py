@@ -17,9 +17,15 @@ def release(stack: Any) -> Iterator[dict[str, str]]:
     ns, name = f"orgpipeline-chart-{uid}", f"chart-{uid}"
     subprocess.run(["kubectl", "create", "namespace", ns], check=True, capture_output=True)
     yield {"namespace": ns, "release": name}
-    for kind in ("clusterrolebinding", "clusterrole"):
+    for kind, suffix in (
+        ("clusterrolebinding", ""),
+        ("clusterrole", ""),
+        ("clusterrole", "-tenant"),
+        ("validatingadmissionpolicybinding", "-tenant-bounds"),
+        ("validatingadmissionpolicy", "-tenant-bounds"),
+    ):
         subprocess.run(
-            ["kubectl", "delete", kind, f"{name}-orgpipeline-operator", "--ignore-not-found"],
+            ["kubectl", "delete", kind, f"{name}-orgpipeline-operator{suffix}", "--ignore-not-found"],
             capture_output=True,
         )
     subprocess.run(["kubectl", "delete", "namespace", ns, "--wait=false"], capture_output=True)

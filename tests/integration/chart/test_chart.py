@@ -133,10 +133,17 @@ def test_the_deployment_matches_the_operators_contract(stack: Any) -> None:
     env2 = {e["name"]: e.get("value") for e in c2["env"]}
     assert env2["ORGPIPELINE_JOB_NODE_SELECTOR"] == "arch=amd64,pool=data"
     token = {"ORGPIPELINE_WEBHOOK_TOKEN": "t" * 16}  # from the webhook Secret (secretKeyRef)
+    token["ORGPIPELINE_SERVICE_ACCOUNT"] = "sa"  # the pod's own (fieldRef)
     assert operator_settings.from_env(
         {**secret["stringData"], **{k: v for k, v in env2.items() if v}, **token}
     ).job_node_selector
     assert env["ORGPIPELINE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    # the operator binds the chart's tenant ClusterRole to its own ServiceAccount (see rbac.yaml)
+    assert (
+        env["ORGPIPELINE_SERVICE_ACCOUNT"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.serviceAccountName"
+    )
+    tenant = env["ORGPIPELINE_TENANT_ROLE"]["value"]
+    assert [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == tenant]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["metrics"] == int(env["ORGPIPELINE_METRICS_PORT"]["value"])
     assert ports["health"] == int(env["ORGPIPELINE_HEALTH_PORT"]["value"])
@@ -177,7 +184,12 @@ def test_file_events_service_token_and_settings(stack: Any) -> None:
     assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
     values = {k: e["value"] for k, e in env.items() if "value" in e}
     settings = operator_settings.from_env(
-        {**one(docs, "Secret", "-connections")["stringData"], **values, "ORGPIPELINE_WEBHOOK_TOKEN": token}
+        {
+            **one(docs, "Secret", "-connections")["stringData"],
+            **values,
+            "ORGPIPELINE_WEBHOOK_TOKEN": token,
+            "ORGPIPELINE_SERVICE_ACCOUNT": "sa",  # the pod's own (fieldRef)
+        }
     )
     assert (settings.webhook_port, settings.webhook_max_bytes, settings.webhook_debounce_seconds) == (
         8082,

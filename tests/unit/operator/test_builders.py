@@ -238,3 +238,26 @@ def test_a_plain_run_now_annotation_has_an_unknown_requester() -> None:
 def test_builders_output_is_plain_yaml() -> None:
     for child in builders.desired_children(target(), creds()):
         assert yaml.safe_load(yaml.safe_dump(child)) == child
+
+
+def test_the_role_binding_gives_the_tenant_role_to_the_operator_alone_first_in_the_namespace() -> None:
+    spec = target().spec
+    t = builders.Target(
+        "org-123", "uid-1", spec, builders.JobSettings(tenant_binding=("op-tenant", "ops", "op"))
+    )
+    children = builders.desired_children(t, creds())
+    assert [c["kind"] for c in children[:2]] == ["Namespace", "RoleBinding"]
+    binding = children[1]
+    assert binding["metadata"]["namespace"] == "org-123"
+    assert binding["metadata"]["name"] == naming.ROLE_BINDING
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "op-tenant",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "op", "namespace": "ops"}]
+    assert binding["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    # the Secret is now one of the children tracked by the status' fixed hash
+    assert "Secret" not in builders.WATCHED_KINDS
+    # without a tenant role (the operator's RBAC granted some other way) there is no binding
+    assert "RoleBinding" not in {c["kind"] for c in builders.desired_children(target(), creds())}

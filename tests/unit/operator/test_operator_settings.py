@@ -61,3 +61,19 @@ def test_webhook_needs_a_token_and_sane_limits() -> None:
         {**GOOD, "ORGPIPELINE_WEBHOOK_PORT": "8443", "ORGPIPELINE_WEBHOOK_TOKEN": "0123456789abcdef"}
     )
     assert (s.webhook_port, s.webhook_token, s.webhook_debounce_seconds) == (8443, "0123456789abcdef", 1.0)
+
+
+def test_the_tenant_role_is_bound_to_the_operators_own_service_account() -> None:
+    from orgpipeline_operator import runtime
+
+    with pytest.raises(operator_settings.SettingsError, match="ORGPIPELINE_SERVICE_ACCOUNT is required"):
+        operator_settings.from_env({**GOOD, "ORGPIPELINE_TENANT_ROLE": "op-tenant"})
+    s = operator_settings.from_env(
+        {**GOOD, "ORGPIPELINE_TENANT_ROLE": "op-tenant", "ORGPIPELINE_SERVICE_ACCOUNT": "op",
+         "ORGPIPELINE_NAMESPACE": "ops"}
+    )  # fmt: skip
+    rt = runtime.Runtime.__new__(runtime.Runtime)
+    rt.settings = s
+    assert rt.job_settings.tenant_binding == ("op-tenant", "ops", "op")
+    rt.settings = operator_settings.from_env(GOOD)  # unset: no RoleBinding child
+    assert rt.job_settings.tenant_binding is None
