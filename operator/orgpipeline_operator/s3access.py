@@ -349,7 +349,11 @@ def _s3(
 def _pool() -> Any:
     import urllib3
 
-    return urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=30), retries=False)
+    # Reconciles call from the apply pool's threads at once: one kept connection (urllib3's
+    # default) was discarded and made again for nearly every call at onboarding.
+    return urllib3.PoolManager(
+        maxsize=16, block=False, timeout=urllib3.Timeout(connect=5, read=30), retries=False
+    )
 
 
 _HTTP = _pool()
