@@ -16,7 +16,7 @@ from typing import Any
 
 import pymongo.errors
 from bson.raw_bson import RawBSONDocument
-from orgpipeline_api.errors import ServerUnavailable
+from orgpipeline_api.errors import PipelineError, ServerUnavailable
 from pymongo.collection import Collection
 
 from orgpipeline_jobs.landing.exceptions import LandingError
@@ -36,6 +36,15 @@ def insert_documents(collection: Collection[Any], docs: Sequence[Document]) -> N
             raise LandingError(f"MongoDB refused {len(other)} documents: {other[0].get('errmsg')}") from None
     except pymongo.errors.ConnectionFailure as exc:
         raise ServerUnavailable(f"MongoDB unreachable: {exc}", stage="landing") from None
+    except pymongo.errors.OperationFailure as exc:
+        # FerretDB passes on its PostgreSQL backend's refusal of a value (a NUL in a string:
+        # `unsupported Unicode escape sequence (SQLSTATE 22P05)`) as a failed command.
+        if "(SQLSTATE 22" not in str(exc):
+            raise
+        raise LandingError(f"MongoDB refused a document (code {exc.code}, a data exception)") from None
+    except pymongo.errors.InvalidDocument as exc:
+        # The driver refuses before sending: a document over the server's size limit (16 MiB).
+        raise LandingError(f"MongoDB refused a document: {type(exc).__name__}") from None
 
 
 @dataclass
@@ -92,6 +101,22 @@ class MongoWriter:
                 future.result()
             self._batches.popleft()
             done.append((batch.batch_id, batch.count))
+        return done
+
+    def drain(self) -> list[tuple[str, int]]:
+        """Waits for every submitted batch: (batch_id, documents) of those fully written; the
+        others' errors are dropped (their outbox rows stay, for the replay)."""
+        done: list[tuple[str, int]] = []
+        while self._batches:
+            batch = self._batches.popleft()
+            written = True
+            for future in batch.futures:
+                try:
+                    future.result()
+                except PipelineError:
+                    written = False
+            if written:
+                done.append((batch.batch_id, batch.count))
         return done
 
     def close(self) -> None:
