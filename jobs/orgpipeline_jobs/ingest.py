@@ -222,6 +222,9 @@ class FileIngest:
     def _reset(self) -> None:
         ctx, source = self.ctx, self.source
         self.counts = Counts()
+        # The counts when no part was last open: every row they count is written. A quarantined
+        # file reports these, so its rows stay accounted without the rolled-back part.
+        self._committed = Counts()
         self.checker = records.BatchChecker(ctx.table, ctx.business_keys)
         self.quality = quality.QualityAccumulator(len(self.checker.scalar.completeness_columns))
         self.notes: list[str] = []
@@ -254,7 +257,8 @@ class FileIngest:
             # stays in the outbox, which the caller replays next.
             self._part = None
             self._drain()
-            raise FileQuarantined(f"after line {self.counts.rows_read}: {reason}") from None
+            self.counts = self._committed.model_copy(update={"loaded": self.counts.loaded})
+            raise FileQuarantined(f"after data row {self.counts.rows_read}: {reason}") from None
         finally:
             self._writer.close()
 
@@ -375,6 +379,8 @@ class FileIngest:
             full = self._part.versions >= size or len(self._part.rejected) >= size
             if full or self._part.slices >= PART_SLICES:
                 self._flush()
+        if self._part is None:
+            self._committed = self.counts.model_copy()
 
     def _shared(self, batch_id: str) -> documents.Part:
         status = "loaded" if self.ctx.config.fused_load else "pending"
@@ -485,6 +491,7 @@ class FileIngest:
     def _settle(self) -> None:
         """Writes the open part and waits until MongoDB has every part (their outbox rows dropped)."""
         self._flush()
+        self._committed = self.counts.model_copy()
         self._landed(wait=True)
 
     def _landed(self, wait: bool) -> None:

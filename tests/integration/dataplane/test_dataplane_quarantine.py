@@ -77,6 +77,10 @@ def test_a_refused_value_quarantines_its_file_and_later_files_load(org: Org) -> 
     reason = states["orders_2.csv"][1] or ""
     assert "22023" in reason and SECRET not in reason
     assert SECRET not in json.dumps(first)
+    # Its rows stay accounted: those of the parts written (none here), not the rolled-back ones.
+    [quarantined] = [f for f in first["files"] if f["name"] == "orders_2.csv"]
+    assert quarantined["status"] == "quarantined"
+    assert quarantined["inserted"] == quarantined["rows_read"] == 0
 
     # The next run neither fails nor takes the file again, and still reports it.
     org.upload("orders_4.csv", orders_csv([order(30)]))
@@ -163,3 +167,41 @@ def test_a_document_mongodb_refuses_in_the_outbox_no_longer_stops_the_table(
     assert rejected == [(source["file_id"], source["line"], "landing")]
     assert "O2" in loaded_ids(org)
     assert org.run()["result"] in ("Succeeded", "NoNewFiles")
+
+
+def test_parts_written_before_the_refusal_stay_and_a_retry_completes_the_file(org: Org) -> None:
+    """Small parts: the file's first parts are written before the refused one. They stay (in both
+    stores, accounted in the file's counts); the retry, once the cause is gone, adds the rest."""
+    small = {"ORGPIPELINE_BATCH_ROWS": "10", "ORGPIPELINE_WRITE_ROWS": "10"}
+    org.upload("orders_1.csv", orders_csv([order(1)]))
+    org.run(**small)
+    refuse_note(org, SECRET)
+    rows = [order(i) for i in range(100, 160)]
+    rows[45] = order(145, note=SECRET)
+    org.upload("orders_2.csv", orders_csv(rows))
+
+    result = org.run(**small)
+
+    [part] = [f for f in result["files"] if f["name"] == "orders_2.csv"]
+    assert part["status"] == "quarantined"
+    written = {i for i in loaded_ids(org) if i.startswith("O1") and len(i) == 4}
+    assert 0 < len(written) < 60
+    assert part["rows_read"] == part["inserted"] + part["rejected"] == len(written)
+    assert org.collection().count_documents({"order_id": {"$in": sorted(written)}}) == len(written)
+
+    org.pg.execute(f'DROP TRIGGER refuse_note ON "{org.schema}".raw_orders')
+    assert (
+        org.cli(
+            "files", "retry", "--org-id", org.org_id, "--table", "orders", "--file", "orders_2.csv"
+        ).returncode
+        == 0
+    )
+    again = org.run(**small)
+    [done] = [f for f in again["files"] if f["name"] == "orders_2.csv"]
+    assert done["status"] == "ingested"
+    # As an uninterrupted run would have: the versions already written are recognised, not doubled.
+    assert (done["rows_read"], done["inserted"]) == (60, 60)
+    assert {f"O{i}" for i in range(100, 160)} <= loaded_ids(org)
+    ours = "SELECT count(*) FROM {schema}.raw_orders WHERE order_id ~ '^O1[0-5][0-9]$'"
+    assert org.sql(ours)[0][0] == 60
+    assert org.collection().count_documents({"order_id": {"$regex": "^O1[0-5][0-9]$"}}) == 60
