@@ -139,21 +139,24 @@ def _land_one_by_one(ctx: TableContext, docs: list[dict[str, Any]]) -> None:
         try:
             insert_documents(ctx.collection, [doc])
         except LandingError as exc:
-            origin = doc.get("audit_trail", {}).get("source_file", {})
-            source = files.SourceFile(
-                origin.get("bucket"),
-                str(origin.get("key", "")),
-                str(origin.get("etag", "")),
-                int(origin.get("size", 0)),
-            )
-            line = origin.get("line")
-            reason = f"its version could not be landed: {content_refusal(exc)}"
-            row = RejectedRow(int(line or 0), "landing", reason)
-            with ctx.conn.transaction():
-                bookkeeping.write_rejected(ctx.conn, ctx.org_id, ctx.table.name, source, ctx.run_id, [row])
-                bookkeeping.quarantine_file(
-                    ctx.conn, ctx.org_id, ctx.table.name, source, f"line {line}: {reason}"
-                )
+            reject_version(ctx, doc, f"its version could not be landed: {content_refusal(exc)}")
+
+
+def reject_version(ctx: TableContext, doc: dict[str, Any], reason: str, issue_type: str = "landing") -> None:
+    """A version document a store refused: a rejected row of its file (at its line; `landing`
+    for MongoDB, `warehouse` for PostgreSQL), and the file quarantined."""
+    origin = doc.get("audit_trail", {}).get("source_file", {})
+    source = files.SourceFile(
+        origin.get("bucket"),
+        str(origin.get("key", "")),
+        str(origin.get("etag", "")),
+        int(origin.get("size", 0)),
+    )
+    line = origin.get("line")
+    row = RejectedRow(int(line or 0), issue_type, reason)
+    with ctx.conn.transaction():
+        bookkeeping.write_rejected(ctx.conn, ctx.org_id, ctx.table.name, source, ctx.run_id, [row])
+        bookkeeping.quarantine_file(ctx.conn, ctx.org_id, ctx.table.name, source, f"line {line}: {reason}")
 
 
 def detect_business_keys(table: Table, header: list[str], batch: Batch) -> list[str]:

@@ -196,9 +196,14 @@ class TableRun:
         batch_ids: set[str] = set()
         loaded = 0
         while chunk := list(islice(docs, LOAD_CHUNK)):
-            with self.conn.transaction():
-                copy_versions(self.conn, self.spec.org_id, self.table, chunk)
-            loaded += len(chunk)
+            try:
+                with self.conn.transaction():
+                    copy_versions(self.conn, self.spec.org_id, self.table, chunk)
+                loaded += len(chunk)
+            except psycopg.Error as exc:
+                if ingest.content_refusal(exc) is None:
+                    raise
+                loaded += self.load_one_by_one(chunk)
             batch_ids.update(d["batch_id"] for d in chunk)
         # Only after the commits: a crash before this line reloads the same versions, adding nothing.
         now = datetime.now(UTC)
@@ -209,6 +214,25 @@ class TableRun:
             )
         pending.remove(self.conn, self.spec.org_id, self.table.name, waiting)
         self.loaded += loaded
+        return loaded
+
+    def load_one_by_one(self, chunk: list[dict[str, Any]]) -> int:
+        """Loads a chunk PostgreSQL refused a version of, a version at a time: each refused one is
+        a rejected row of its file (which is quarantined) and is marked `refused` in MongoDB, so
+        that no later load takes it again. Returns the versions loaded."""
+        loaded = 0
+        for doc in chunk:
+            try:
+                with self.conn.transaction():
+                    copy_versions(self.conn, self.spec.org_id, self.table, [doc])
+                loaded += 1
+            except psycopg.Error as exc:
+                reason = ingest.content_refusal(exc)
+                if reason is None:
+                    raise
+                why = f"its version could not be loaded: {reason}"
+                ingest.reject_version(self.context(False), doc, why, "warehouse")
+                self.collection.update_one({"_id": doc["_id"]}, {"$set": {"postgres_status": "refused"}})
         return loaded
 
     def result(self, error: str | None = None) -> RunReport:

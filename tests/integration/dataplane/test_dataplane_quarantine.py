@@ -15,6 +15,7 @@ import bson
 import psycopg
 import pytest
 from conftest import Org, order, orders_csv
+from orgpipeline_jobs import pipeline
 from orgpipeline_jobs.warehouse import outbox
 
 SECRET = "s3cr3t-value-9431"
@@ -205,3 +206,27 @@ def test_parts_written_before_the_refusal_stay_and_a_retry_completes_the_file(or
     ours = "SELECT count(*) FROM {schema}.raw_orders WHERE order_id ~ '^O1[0-5][0-9]$'"
     assert org.sql(ours)[0][0] == 60
     assert org.collection().count_documents({"order_id": {"$regex": "^O1[0-5][0-9]$"}}) == 60
+
+
+def test_load_of_landed_versions_sets_aside_a_refused_one(org: Org) -> None:
+    """`ingest` lands versions pending; `load` used to fail at every run on one PostgreSQL refuses.
+    Now that version is a rejected row (`warehouse`) of its file, which is quarantined, and the
+    others load."""
+    org.upload("orders_1.csv", orders_csv([order(1)]))
+    org.run()
+    refuse_note(org, SECRET)
+    uri = org.upload("orders_2.csv", orders_csv([order(2), order(3, note=SECRET), order(4)]))
+    pipeline.run_ingest(org.settings(), org.spec, "orders", uri)
+
+    loaded = pipeline.run_load(org.settings(), org.spec, "orders").as_json()
+
+    assert loaded["result"] == "Succeeded"
+    assert "FileQuarantined" in breach_types(loaded)
+    assert {"O2", "O4"} <= loaded_ids(org) and "O3" not in loaded_ids(org)
+    assert files_state(org)["orders_2.csv"][0] == "quarantined"
+    rejected = org.sql("SELECT line, issue_type, reason FROM {schema}.raw_orders_rejected_rows")
+    assert [(line, kind) for line, kind, _ in rejected] == [(3, "warehouse")]
+    assert SECRET not in rejected[0][2]
+    assert org.collection().count_documents({"postgres_status": "pending"}) == 0
+    again = pipeline.run_load(org.settings(), org.spec, "orders").as_json()
+    assert again["result"] == "Succeeded"
