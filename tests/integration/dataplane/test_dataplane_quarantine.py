@@ -230,3 +230,12 @@ def test_load_of_landed_versions_sets_aside_a_refused_one(org: Org) -> None:
     assert org.collection().count_documents({"postgres_status": "pending"}) == 0
     again = pipeline.run_load(org.settings(), org.spec, "orders").as_json()
     assert again["result"] == "Succeeded"
+
+
+def test_files_prints_names_and_reasons_as_text_not_markup(org: Org) -> None:
+    org.upload("orders_[bold]1.csv", orders_csv([order(1)]))
+    org.upload("orders_[red]2.csv", "\x00\x01[/]binary")
+    org.run()
+    done = org.cli("files", "--org-id", org.org_id, "--table", "orders")
+    assert done.returncode == 0, done.stderr
+    assert "orders_[bold]1.csv" in done.stdout and "orders_[red]2.csv" in done.stdout
