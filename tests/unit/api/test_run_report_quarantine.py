@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orgpipeline_api.run_report import AlertType, RunRow, assess, without_values
+from orgpipeline_api.run_report import AlertType, RunReport, RunRow, TerminationReport, assess, without_values
 
 QUARANTINED = [{"type": "FileQuarantined", "message": "1 file(s) quarantined: orders_2.csv", "value": 1.0}]
 
@@ -46,3 +46,22 @@ def test_store_messages_lose_the_values_they_quote() -> None:
     )
     assert "secret" not in without_values("duplicate key\nDETAIL:  Key (email)=(secret) already exists.")
     assert "secret" not in without_values('E11000 dup key: { email: "secret" }')
+
+
+def test_the_operator_reads_the_alert_from_the_termination_message_of_a_run_that_read_nothing() -> None:
+    run = RunReport.model_validate(
+        {
+            "run_id": "r1",
+            "org_id": "123",
+            "table": "orders",
+            "result": "NoNewFiles",
+            "started_at": "2026-01-01T00:00:00+00:00",
+            "finished_at": "2026-01-01T00:01:00+00:00",
+            "files": [],
+            "breaches": QUARANTINED,
+        }
+    )
+    back = TerminationReport.from_message(run.termination_message())
+    assert back is not None
+    [alert] = assess(back).alerts
+    assert (alert.type, alert.severity.value) == ("FileQuarantined", "critical")
