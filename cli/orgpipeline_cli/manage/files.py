@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import typer
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema.ddl import FILES_TABLE, qualified
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -93,15 +94,30 @@ def matching(found: list[SourceFileState], name: str) -> list[SourceFileState]:
     ]
 
 
+STORE_REFUSALS = ("landing", "warehouse")
+"""Rejected rows of versions a store refused after the file was read (outbox replay, `load`): the
+retry reads the file again, so they are judged again rather than left to contradict it."""
+
+
 def requeue(conn: psycopg.Connection[Any], org_id: str, table: str, file_ids: list[str]) -> int:
-    """Marks the files `queued` (only while they are still rejected or quarantined)."""
-    cur = conn.execute(
-        sql.SQL(
-            "UPDATE {} SET status = 'queued' WHERE table_name = %s AND file_id = ANY(%s) AND status = ANY(%s)"
-        ).format(qualified(org_id, FILES_TABLE)),
-        (table, file_ids, list(RETRYABLE)),
-    )
-    return cur.rowcount
+    """Marks the files `queued` (only while they are still rejected or quarantined), in one
+    transaction with dropping their store-refusal rejected rows."""
+    with conn.transaction():
+        cur = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET status = 'queued' WHERE table_name = %s AND file_id = ANY(%s)"
+                " AND status = ANY(%s) RETURNING file_id"
+            ).format(qualified(org_id, FILES_TABLE)),
+            (table, file_ids, list(RETRYABLE)),
+        )
+        queued = [r[0] for r in cur.fetchall()]
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE file_id = ANY(%s) AND issue_type = ANY(%s)").format(
+                qualified(org_id, store_names.pg_rejected_rows(table))
+            ),
+            (queued, list(STORE_REFUSALS)),
+        )
+    return len(queued)
 
 
 # --- the commands ------------------------------------------------------------------------------

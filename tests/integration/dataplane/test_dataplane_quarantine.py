@@ -169,6 +169,14 @@ def test_a_document_mongodb_refuses_in_the_outbox_no_longer_stops_the_table(
     assert "O2" in loaded_ids(org)
     assert org.run()["result"] in ("Succeeded", "NoNewFiles")
 
+    # Retried, the file is read again; the refusal is judged again, not left behind.
+    retried = org.cli("files", "retry", "--org-id", org.org_id, "--table", "orders", "--file", "orders_1.csv")
+    assert retried.returncode == 0, retried.stderr
+    assert org.sql("SELECT count(*) FROM {schema}.raw_orders_rejected_rows")[0][0] == 0
+    after = org.run()
+    assert files_state(org)["orders_1.csv"][0] == "ingested"
+    assert "FileQuarantined" not in breach_types(after)
+
 
 def test_parts_written_before_the_refusal_stay_and_a_retry_completes_the_file(org: Org) -> None:
     """Small parts: the file's first parts are written before the refused one. They stay (in both
