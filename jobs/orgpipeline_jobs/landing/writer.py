@@ -23,6 +23,10 @@ from orgpipeline_jobs.landing.exceptions import LandingError
 
 Document = dict[str, Any] | RawBSONDocument
 
+TRANSIENT_WRITE_CODES = frozenset({6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+"""Write error codes of the server's state (host unreachable, timeouts, shutdown, write conflict,
+not primary), not of a document: a landing that meets one is not a refusal of the content."""
+
 
 def insert_documents(collection: Collection[Any], docs: Sequence[Document]) -> None:
     """insert_many that accepts versions already present (a replay) and nothing else."""
@@ -32,6 +36,12 @@ def insert_documents(collection: Collection[Any], docs: Sequence[Document]) -> N
         collection.insert_many(docs, ordered=False)
     except pymongo.errors.BulkWriteError as exc:
         other = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
+        if any(e.get("code") in TRANSIENT_WRITE_CODES for e in other):
+            # The server's trouble, not the documents': the run fails and the next one retries.
+            raise ServerUnavailable(
+                f"MongoDB could not write: {other[0].get('codeName') or other[0].get('code')}",
+                stage="landing",
+            ) from None
         if other:
             raise LandingError(f"MongoDB refused {len(other)} documents: {other[0].get('errmsg')}") from None
     except pymongo.errors.ConnectionFailure as exc:
