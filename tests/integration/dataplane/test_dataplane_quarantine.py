@@ -247,3 +247,11 @@ def test_files_prints_names_and_reasons_as_text_not_markup(org: Org) -> None:
     done = org.cli("files", "--org-id", org.org_id, "--table", "orders")
     assert done.returncode == 0, done.stderr
     assert "orders_[bold]1.csv" in done.stdout and "orders_[red]2.csv" in done.stdout
+
+
+def test_files_exit_codes_when_the_store_is_unreachable(org: Org) -> None:
+    down = {"ORGPIPELINE_POSTGRES_DSN": "postgresql://nobody@127.0.0.1:9/none?connect_timeout=2"}
+    for args in (("files",), ("files", "retry", "--file", "orders_1.csv")):
+        done = org.cli(*args, "--org-id", org.org_id, "--table", "orders", env=down)
+        assert done.returncode == 3, done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
