@@ -15,6 +15,7 @@ versions, which no row produced; blank lines are not rows).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,6 +64,9 @@ class AlertType(StrEnum):
     # Against the table's own history (`orgpipeline_api.anomaly`), reported by the jobs.
     VolumeAnomaly = "VolumeAnomaly"
     QualityAnomaly = "QualityAnomaly"
+    # A file of the table whose content the stores refused (pipeline_files status quarantined):
+    # reported by every run while one is, so the alert lasts until the file is retried.
+    FileQuarantined = "FileQuarantined"
 
 
 class AlertSeverity(StrEnum):
@@ -73,8 +77,36 @@ class AlertSeverity(StrEnum):
 ALERT_SEVERITY: dict[str, AlertSeverity] = {
     AlertType.RunFailed: AlertSeverity.critical,
     AlertType.QualityBelowThreshold: AlertSeverity.critical,
+    AlertType.FileQuarantined: AlertSeverity.critical,
 }
 """Severity of each alert type that is not a warning."""
+
+
+STANDING_BREACHES = frozenset({AlertType.FileQuarantined.value})
+"""Breaches that describe the table as the run left it (not the rows it read): every run reports
+them, one that read no rows too, and the newest run's say whether they still hold."""
+
+
+# Where the stores' own error texts quote a stored value: PostgreSQL's data exceptions end in
+# `: "<value>"` (`invalid input syntax for type integer: "..."`), its DETAIL lines show keys and
+# rows (`Key (email)=(...) already exists`, `Failing row contains (...)`), MongoDB shows the key of
+# a duplicate (`dup key: { ... }`) and whole documents (`full error: {...}`).
+_VALUES = (
+    (re.compile(r'(: )".*"(?=\s*(?:$|;))', re.MULTILINE), r'\1"…"'),
+    (re.compile(r"DETAIL:.*$", re.MULTILINE), "DETAIL: …"),
+    (re.compile(r"(dup key: )\{.*?\}(?=[^}]*$)", re.MULTILINE), r"\1{…}"),
+    (re.compile(r"(full error: ).*$", re.MULTILINE), r"\1…"),
+)
+
+
+def without_values(text: str) -> str:
+    """`text` with the stored values the stores' messages quote replaced by `…`: what reaches a
+    cluster-wide object (conditions, lastRun, Events) or a job's log names tables, columns, lines
+    and reasons, whatever the column's classification. The operator's status applies the same
+    rule (`orgpipeline_operator.status.without_values`)."""
+    for pattern, replacement in _VALUES:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def severity_of(alert_type: str) -> AlertSeverity:
@@ -434,7 +466,7 @@ def _breaches_of(run: RunFacts, thresholds: QualityThresholds | None) -> list[Br
     quality to speak of.
     """
     if run.rows_read <= 0:
-        return []
+        return [b for b in run.breaches if b.type in STANDING_BREACHES]
     found = {b.type: b for b in run.breaches}
     for rule in _THRESHOLDS if thresholds is not None else ():
         value = _measured(run, rule.score)
@@ -473,8 +505,9 @@ def assess(
     newest first.
 
     RunFailed when the run failed. A run that read no rows neither raises nor clears a breach: the
-    breaches are those of the newest run that read rows. Without thresholds, only the breaches the
-    runs reported count.
+    breaches are those of the newest run that read rows, except the standing ones
+    (`STANDING_BREACHES`), which are this run's. Without thresholds, only the breaches the runs
+    reported count.
     """
     runs = [run, *history]
     alerts = []
@@ -484,10 +517,15 @@ def assess(
         failed = AlertType.RunFailed
         alerts.append(RaisedAlert(failed, severity_of(failed), message[:MESSAGE_LIMIT], since))
     reading = [r for r in runs if r.rows_read > 0]
-    current = _breaches_of(reading[0], thresholds) if reading else []
+    current = [
+        b
+        for b in (_breaches_of(reading[0], thresholds) if reading else [])
+        if b.type not in STANDING_BREACHES
+    ]
+    # A standing breach is the table's state when the run ended, whether or not it read rows.
+    current += [b for b in run.breaches if b.type in STANDING_BREACHES]
     for breach in sorted(current, key=lambda b: b.type):
-        since = _since(
-            reading, lambda r, t=breach.type: any(b.type == t for b in _breaches_of(r, thresholds))
-        )
+        streak = runs if breach.type in STANDING_BREACHES else reading
+        since = _since(streak, lambda r, t=breach.type: any(b.type == t for b in _breaches_of(r, thresholds)))
         alerts.append(RaisedAlert(breach.type, breach.severity, breach.alert_message(), since))
     return Assessment(breaches=_breaches_of(run, thresholds), alerts=alerts)

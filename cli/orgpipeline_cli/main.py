@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "orgpipeline_cli.manage.seedschemas",  # import-schemas
     "orgpipeline_cli.manage.governance",  # export, compliance
     "orgpipeline_cli.manage.rejected",  # rejected
+    "orgpipeline_cli.manage.files",  # files, files retry
     "orgpipeline_cli.manage.runnow",  # run-now
     "orgpipeline_cli.manage.health",  # health
 ]

@@ -26,18 +26,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bson.raw_bson import RawBSONDocument
 from orgpipeline_api import memory, triggers
-from orgpipeline_api.run_report import Counts
+from orgpipeline_api.run_report import Counts, without_values
 from orgpipeline_api.v1alpha1 import Table, TableMode
 from pymongo.collection import Collection
 
 from orgpipeline_jobs import hashing, quality, records, versions
 from orgpipeline_jobs.landing import documents
 from orgpipeline_jobs.landing.configuration import LandingConfig
+from orgpipeline_jobs.landing.exceptions import LandingError
 from orgpipeline_jobs.landing.writer import MongoWriter, insert_documents
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
 from orgpipeline_jobs.source.csvstream import Batch, CsvStream, RejectedRow, read_ahead
-from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileRejected
+from orgpipeline_jobs.source.exceptions import BlockTooSmall, FileQuarantined, FileRejected
 from orgpipeline_jobs.warehouse import bookkeeping, heads, load, outbox, pending
 
 ENCODE_CHUNK = 1000
@@ -53,7 +54,7 @@ the rest of the file is classified, instead of all after the file's end."""
 class FileOutcome:
     source: files.SourceFile
     status: str
-    """ingested | rejected | skipped (already ingested or rejected earlier)"""
+    """ingested | rejected | quarantined | skipped (already ingested, rejected or quarantined)"""
     counts: Counts
     quality: quality.QualityAccumulator
     error: str | None = None
@@ -96,14 +97,66 @@ def use_system_allocator() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
 
 
+CONTENT_SQLSTATE_CLASSES = ("22", "54")
+"""PostgreSQL's data exceptions (22: a value it refuses) and program limits (54: an index row
+over its size limit, from a long key): what the content causes, the same at every retry. Others
+(connection lost, lock timeout, permissions) are transient or the operator's to fix: the run fails."""
+
+
+def content_refusal(exc: BaseException) -> str | None:
+    """Why a store refused the content, without the value, or None when `exc` is not that."""
+    if isinstance(exc, LandingError):
+        return f"MongoDB refused it: {without_values(str(exc))}"
+    if isinstance(exc, psycopg.Error) and (exc.sqlstate or "")[:2] in CONTENT_SQLSTATE_CLASSES:
+        lines = str(exc).strip().splitlines()
+        detail = without_values(lines[0]) if lines else type(exc).__name__
+        return f"PostgreSQL refused it ({exc.sqlstate} {type(exc).__name__}): {detail}"
+    return None
+
+
 def replay_outbox(ctx: TableContext) -> int:
-    """Writes to MongoDB the documents a crashed fused run committed to PostgreSQL only."""
+    """Writes to MongoDB the documents a crashed fused run committed to PostgreSQL only.
+
+    A document MongoDB refuses (one over 16 MiB left by an older release) would stop every run at
+    this point: it becomes a rejected row of its file, the file is quarantined, and the batch's
+    entry goes like the others."""
     replayed = 0
     for batch_id, blob in outbox.pending(ctx.conn, ctx.org_id, ctx.table.name):
-        insert_documents(ctx.collection, bson.decode_all(blob))
+        docs = bson.decode_all(blob)
+        try:
+            insert_documents(ctx.collection, docs)
+        except LandingError:
+            _land_one_by_one(ctx, docs)
         outbox.remove(ctx.conn, ctx.org_id, ctx.table.name, [batch_id])
         replayed += 1
     return replayed
+
+
+def _land_one_by_one(ctx: TableContext, docs: list[dict[str, Any]]) -> None:
+    """Lands a replayed batch a document at a time; each refused one is a rejected row and
+    quarantines its file."""
+    for doc in docs:
+        try:
+            insert_documents(ctx.collection, [doc])
+        except LandingError as exc:
+            reject_version(ctx, doc, f"its version could not be landed: {content_refusal(exc)}")
+
+
+def reject_version(ctx: TableContext, doc: dict[str, Any], reason: str, issue_type: str = "landing") -> None:
+    """A version document a store refused: a rejected row of its file (at its line; `landing`
+    for MongoDB, `warehouse` for PostgreSQL), and the file quarantined."""
+    origin = doc.get("audit_trail", {}).get("source_file", {})
+    source = files.SourceFile(
+        origin.get("bucket"),
+        str(origin.get("key", "")),
+        str(origin.get("etag", "")),
+        int(origin.get("size", 0)),
+    )
+    line = origin.get("line")
+    row = RejectedRow(int(line or 0), issue_type, reason)
+    with ctx.conn.transaction():
+        bookkeeping.write_rejected(ctx.conn, ctx.org_id, ctx.table.name, source, ctx.run_id, [row])
+        bookkeeping.quarantine_file(ctx.conn, ctx.org_id, ctx.table.name, source, f"line {line}: {reason}")
 
 
 def detect_business_keys(table: Table, header: list[str], batch: Batch) -> list[str]:
@@ -172,6 +225,9 @@ class FileIngest:
     def _reset(self) -> None:
         ctx, source = self.ctx, self.source
         self.counts = Counts()
+        # The counts when no part was last open: every row they count is written. A quarantined
+        # file reports these, so its rows stay accounted without the rolled-back part.
+        self._committed = Counts()
         self.checker = records.BatchChecker(ctx.table, ctx.business_keys)
         self.quality = quality.QualityAccumulator(len(self.checker.scalar.completeness_columns))
         self.notes: list[str] = []
@@ -196,8 +252,25 @@ class FileIngest:
         )
         try:
             return self._run(block)
+        except (psycopg.Error, LandingError) as exc:
+            reason = content_refusal(exc)
+            if reason is None:
+                raise
+            # The failing part was rolled back with its transaction; what MongoDB could not take
+            # stays in the outbox, which the caller replays next.
+            self._part = None
+            self._drain()
+            self.counts = self._committed.model_copy(update={"loaded": self.counts.loaded})
+            raise FileQuarantined(f"after data row {self.counts.rows_read}: {reason}") from None
         finally:
             self._writer.close()
+
+    def _drain(self) -> None:
+        """Waits for the parts in flight; drops the outbox rows of those MongoDB has."""
+        landed = self._writer.drain()
+        if landed:
+            outbox.remove(self.ctx.conn, self.ctx.org_id, self.ctx.table.name, [b for b, _ in landed])
+            self.counts.loaded += sum(n for _, n in landed)
 
     def _run(self, block: int) -> FileOutcome:
         while True:
@@ -309,6 +382,8 @@ class FileIngest:
             full = self._part.versions >= size or len(self._part.rejected) >= size
             if full or self._part.slices >= PART_SLICES:
                 self._flush()
+        if self._part is None:
+            self._committed = self.counts.model_copy()
 
     def _shared(self, batch_id: str) -> documents.Part:
         status = "loaded" if self.ctx.config.fused_load else "pending"
@@ -419,6 +494,7 @@ class FileIngest:
     def _settle(self) -> None:
         """Writes the open part and waits until MongoDB has every part (their outbox rows dropped)."""
         self._flush()
+        self._committed = self.counts.model_copy()
         self._landed(wait=True)
 
     def _landed(self, wait: bool) -> None:

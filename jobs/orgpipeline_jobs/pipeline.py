@@ -28,7 +28,16 @@ import pymongo.errors
 from orgpipeline_api import memory, store_names, stores, triggers
 from orgpipeline_api.errors import ConfigurationError, PipelineError, ServerUnavailable
 from orgpipeline_api.orgschema import ddl, lock, privacy, tenant
-from orgpipeline_api.run_report import Breach, Counts, FileSummary, RunReport, RunResult, assess
+from orgpipeline_api.run_report import (
+    AlertType,
+    Breach,
+    Counts,
+    FileSummary,
+    RunReport,
+    RunResult,
+    assess,
+    without_values,
+)
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
@@ -36,12 +45,14 @@ from orgpipeline_jobs import anomalies, ingest, quality
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
-from orgpipeline_jobs.source.exceptions import FileRejected
+from orgpipeline_jobs.source.exceptions import FileQuarantined, FileRejected
 from orgpipeline_jobs.warehouse import bookkeeping, pending
 from orgpipeline_jobs.warehouse.load import copy_versions
 
 TERMINATION_LOG_ENV = "ORGPIPELINE_TERMINATION_LOG"
 LOAD_CHUNK = 10_000
+DONE_STATUSES = ("ingested", "rejected", "quarantined")
+"""pipeline_files statuses a run does not take again (`orgpipeline files retry` re-queues one)."""
 
 
 def check_table(spec: OrgPipelineSpec, table_name: str) -> Table:
@@ -138,7 +149,7 @@ class TableRun:
     def ingest_file(self, source: files.SourceFile, fused: bool, status: str | None) -> ingest.FileOutcome:
         """Ingests the file unless its recorded `status` (pipeline_files) says it is done."""
         org, name = self.spec.org_id, self.table.name
-        if status in ("ingested", "rejected"):
+        if status in DONE_STATUSES:
             outcome = ingest.FileOutcome(
                 source, "skipped", Counts(), self.empty_quality(), notes=[f"already {status}"]
             )
@@ -154,6 +165,12 @@ class TableRun:
             outcome = ingest.FileOutcome(
                 source, "rejected", worker.counts, worker.quality, error=str(exc), notes=worker.notes
             )
+        except FileQuarantined as exc:
+            outcome = ingest.FileOutcome(
+                source, "quarantined", worker.counts, worker.quality, error=str(exc), notes=worker.notes
+            )
+            # What MongoDB did not take of the file's committed parts, now, not at the next run.
+            ingest.replay_outbox(ctx)
         if ctx.business_keys != self.business_keys:
             self.business_keys, self.keys_detected = ctx.business_keys, True
         report = outcome.quality.report()
@@ -179,9 +196,14 @@ class TableRun:
         batch_ids: set[str] = set()
         loaded = 0
         while chunk := list(islice(docs, LOAD_CHUNK)):
-            with self.conn.transaction():
-                copy_versions(self.conn, self.spec.org_id, self.table, chunk)
-            loaded += len(chunk)
+            try:
+                with self.conn.transaction():
+                    copy_versions(self.conn, self.spec.org_id, self.table, chunk)
+                loaded += len(chunk)
+            except psycopg.Error as exc:
+                if ingest.content_refusal(exc) is None:
+                    raise
+                loaded += self.load_one_by_one(chunk)
             batch_ids.update(d["batch_id"] for d in chunk)
         # Only after the commits: a crash before this line reloads the same versions, adding nothing.
         now = datetime.now(UTC)
@@ -192,6 +214,25 @@ class TableRun:
             )
         pending.remove(self.conn, self.spec.org_id, self.table.name, waiting)
         self.loaded += loaded
+        return loaded
+
+    def load_one_by_one(self, chunk: list[dict[str, Any]]) -> int:
+        """Loads a chunk PostgreSQL refused a version of, a version at a time: each refused one is
+        a rejected row of its file (which is quarantined) and is marked `refused` in MongoDB, so
+        that no later load takes it again. Returns the versions loaded."""
+        loaded = 0
+        for doc in chunk:
+            try:
+                with self.conn.transaction():
+                    copy_versions(self.conn, self.spec.org_id, self.table, [doc])
+                loaded += 1
+            except psycopg.Error as exc:
+                reason = ingest.content_refusal(exc)
+                if reason is None:
+                    raise
+                why = f"its version could not be loaded: {reason}"
+                ingest.reject_version(self.context(False), doc, why, "warehouse")
+                self.collection.update_one({"_id": doc["_id"]}, {"$set": {"postgres_status": "refused"}})
         return loaded
 
     def result(self, error: str | None = None) -> RunReport:
@@ -234,7 +275,24 @@ class TableRun:
         )
         if run.result == RunResult.Succeeded:
             run = run.model_copy(update={"breaches": self.anomalies(run)})
+        run = run.model_copy(update={"breaches": [*run.breaches, *self.quarantined()]})
         return run.model_copy(update={"breaches": assess(run, self.spec.quality_thresholds).breaches})
+
+    def quarantined(self) -> list[Breach]:
+        """FileQuarantined while any file of the table is (this run's or an earlier one's): the
+        alert lasts until `orgpipeline files retry` re-queues them and they load."""
+        try:
+            keys = bookkeeping.quarantined_files(self.conn, self.spec.org_id, self.table.name)
+        except psycopg.Error:
+            return []
+        if not keys:
+            return []
+        names = ", ".join(k.rsplit("/", 1)[-1] for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
+        message = (
+            f"{len(keys)} file(s) quarantined: {names} (see orgpipeline files --org-id"
+            f" {self.spec.org_id} --table {self.table.name})"
+        )
+        return [Breach(type=AlertType.FileQuarantined, message=message[:1024], value=float(len(keys)))]
 
     def anomalies(self, run: RunReport) -> list[Breach]:
         """VolumeAnomaly / QualityAnomaly against the table's recent successful runs; none when
@@ -315,6 +373,16 @@ def _finish(tr: TableRun, error: str | None = None) -> RunReport:
     return result
 
 
+def error_kind(exc: Exception) -> str:
+    """A store's error for the job's log and the run's result: its kind (class, SQLSTATE) and its
+    first line with any quoted stored value replaced (`without_values`), never the value."""
+    lines = str(exc).strip().splitlines()
+    first = without_values(lines[0]) if lines else ""
+    state = getattr(exc, "sqlstate", None)
+    kind = f"{type(exc).__name__} ({state})" if state else type(exc).__name__
+    return f"{kind}: {first}" if first else kind
+
+
 def _guarded(tr: TableRun, work: Any) -> RunReport:
     """Runs the work; an error is recorded in the run row before it propagates."""
     try:
@@ -323,7 +391,7 @@ def _guarded(tr: TableRun, work: Any) -> RunReport:
         exc.result = _finish(tr, f"{exc.stage}: {exc}")  # type: ignore[attr-defined]
         raise
     except (psycopg.Error, pymongo.errors.PyMongoError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = error_kind(exc)
         with suppress(psycopg.Error):
             _finish(tr, message)
         raise ServerUnavailable(f"database error: {message}") from None
@@ -377,7 +445,7 @@ def run_table(
         else:
             found = files.list_table_files(settings, spec.source.bucket, spec.source.prefix, table.glob)
         statuses = bookkeeping.files_by_status(tr.conn, spec.org_id, table.name)
-        todo = [f for f in found if statuses.get(f.file_id) not in ("ingested", "rejected")]
+        todo = [f for f in found if statuses.get(f.file_id) not in DONE_STATUSES]
         # An interrupted file first: its rerun must see the heads it left, not a later file's.
         todo.sort(key=lambda f: (statuses.get(f.file_id) != "ingesting", f.key))
         for source in todo:  # each listed once, under the lock: the statuses read above still hold

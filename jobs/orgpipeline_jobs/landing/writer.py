@@ -16,12 +16,16 @@ from typing import Any
 
 import pymongo.errors
 from bson.raw_bson import RawBSONDocument
-from orgpipeline_api.errors import ServerUnavailable
+from orgpipeline_api.errors import PipelineError, ServerUnavailable
 from pymongo.collection import Collection
 
 from orgpipeline_jobs.landing.exceptions import LandingError
 
 Document = dict[str, Any] | RawBSONDocument
+
+TRANSIENT_WRITE_CODES = frozenset({6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+"""Write error codes of the server's state (host unreachable, timeouts, shutdown, write conflict,
+not primary), not of a document: a landing that meets one is not a refusal of the content."""
 
 
 def insert_documents(collection: Collection[Any], docs: Sequence[Document]) -> None:
@@ -32,10 +36,25 @@ def insert_documents(collection: Collection[Any], docs: Sequence[Document]) -> N
         collection.insert_many(docs, ordered=False)
     except pymongo.errors.BulkWriteError as exc:
         other = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
+        if any(e.get("code") in TRANSIENT_WRITE_CODES for e in other):
+            # The server's trouble, not the documents': the run fails and the next one retries.
+            raise ServerUnavailable(
+                f"MongoDB could not write: {other[0].get('codeName') or other[0].get('code')}",
+                stage="landing",
+            ) from None
         if other:
             raise LandingError(f"MongoDB refused {len(other)} documents: {other[0].get('errmsg')}") from None
     except pymongo.errors.ConnectionFailure as exc:
         raise ServerUnavailable(f"MongoDB unreachable: {exc}", stage="landing") from None
+    except pymongo.errors.OperationFailure as exc:
+        # FerretDB passes on its PostgreSQL backend's refusal of a value (a NUL in a string:
+        # `unsupported Unicode escape sequence (SQLSTATE 22P05)`) as a failed command.
+        if "(SQLSTATE 22" not in str(exc):
+            raise
+        raise LandingError(f"MongoDB refused a document (code {exc.code}, a data exception)") from None
+    except pymongo.errors.InvalidDocument as exc:
+        # The driver refuses before sending: a document over the server's size limit (16 MiB).
+        raise LandingError(f"MongoDB refused a document: {type(exc).__name__}") from None
 
 
 @dataclass
@@ -92,6 +111,22 @@ class MongoWriter:
                 future.result()
             self._batches.popleft()
             done.append((batch.batch_id, batch.count))
+        return done
+
+    def drain(self) -> list[tuple[str, int]]:
+        """Waits for every submitted batch: (batch_id, documents) of those fully written; the
+        others' errors are dropped (their outbox rows stay, for the replay)."""
+        done: list[tuple[str, int]] = []
+        while self._batches:
+            batch = self._batches.popleft()
+            written = True
+            for future in batch.futures:
+                try:
+                    future.result()
+                except PipelineError:
+                    written = False
+            if written:
+                done.append((batch.batch_id, batch.count))
         return done
 
     def close(self) -> None:

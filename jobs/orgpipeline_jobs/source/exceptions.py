@@ -25,3 +25,12 @@ class BlockTooSmall(PipelineError):
     """A row is larger than the parser's block: the caller retries the file with larger blocks."""
 
     stage = "source"
+
+
+class FileQuarantined(PipelineError):
+    """A store refused the file's content half way (a PostgreSQL data exception or program limit,
+    a document MongoDB refuses): the part being written is rolled back, the file is recorded as
+    quarantined with this reason (no stored value in it) and later files of the table load. It
+    is not retried until `orgpipeline files retry` re-queues it or its content changes."""
+
+    stage = "warehouse"

@@ -111,6 +111,34 @@ def finish_file(
     )
 
 
+def quarantine_file(
+    conn: psycopg.Connection[Any], org_id: str, table: str, source: SourceFile, reason: str
+) -> None:
+    """Marks a file the stores refused the content of `quarantined` (known or not: a replayed
+    document may name a file of an older release), keeping the first reason."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} AS f (table_name, file_id, bucket, object_key, etag, size, status, finished_at,"
+            " error) VALUES (%s, %s, %s, %s, %s, %s, 'quarantined', now(), %s) ON CONFLICT (table_name,"
+            " file_id) DO UPDATE SET status = 'quarantined', finished_at = now(),"
+            " error = CASE WHEN f.status = 'quarantined' THEN f.error ELSE EXCLUDED.error END"
+        ).format(qualified(org_id, FILES_TABLE)),
+        (table, source.file_id, source.bucket, source.key, source.etag, source.size, reason),
+    )
+
+
+def quarantined_files(conn: psycopg.Connection[Any], org_id: str, table: str) -> list[str]:
+    """The object keys of the table's quarantined files, oldest first."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT object_key FROM {} WHERE table_name = %s AND status = 'quarantined'"
+            " ORDER BY finished_at NULLS LAST, object_key"
+        ).format(qualified(org_id, FILES_TABLE)),
+        (table,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def save_header(
     conn: psycopg.Connection[Any], org_id: str, table: str, source: SourceFile, header: Sequence[str]
 ) -> None:
