@@ -102,8 +102,8 @@ _VALUES = (
 def without_values(text: str) -> str:
     """`text` with the stored values the stores' messages quote replaced by `…`: what reaches a
     cluster-wide object (conditions, lastRun, Events) or a job's log names tables, columns, lines
-    and reasons, whatever the column's classification. The operator's status applies the same
-    rule (`orgpipeline_operator.status.without_values`)."""
+    and reasons, whatever the column's classification. The operator's status and the jobs' error
+    lines both use it."""
     for pattern, replacement in _VALUES:
         text = pattern.sub(replacement, text)
     return text

@@ -6,12 +6,11 @@ they observed and write back whatever differs from the current status (nothing, 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from orgpipeline_api.run_report import RunResult, TerminationReport, UnreadableReport, assess
+from orgpipeline_api.run_report import RunResult, TerminationReport, UnreadableReport, assess, without_values
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from orgpipeline_api.v1alpha1_status import (
     Alert,
@@ -33,27 +32,6 @@ RESOURCES_READY = "ResourcesReady"
 SUSPENDED = "Suspended"
 HEALTHY = "Healthy"
 CONDITION_ORDER = (READY, DATABASE_READY, RESOURCES_READY, SUSPENDED, HEALTHY)
-
-# Where the stores' own error texts quote a stored value: PostgreSQL's data exceptions end in
-# `: "<value>"` (`invalid input syntax for type integer: "..."`), its DETAIL lines show keys and
-# rows (`Key (email)=(...) already exists`, `Failing row contains (...)`), MongoDB shows the key of
-# a duplicate (`dup key: { ... }`) and whole documents (`full error: {...}`).
-_VALUES = (
-    (re.compile(r'(: )".*"(?=\s*(?:$|;))', re.MULTILINE), r'\1"…"'),
-    (re.compile(r"DETAIL:.*$", re.MULTILINE), "DETAIL: …"),
-    (re.compile(r"(dup key: )\{.*?\}(?=[^}]*$)", re.MULTILINE), r"\1{…}"),
-    (re.compile(r"(full error: ).*$", re.MULTILINE), r"\1…"),
-)
-
-
-def without_values(text: str) -> str:
-    """`text` with the stored values the stores' messages quote replaced by `…`: a condition,
-    lastRun.error and the Events made of them are cluster-wide, whatever the column's
-    classification; they name tables, columns, lines and reasons. The org's own run rows and
-    rejected rows (in its schema) keep the detail."""
-    for pattern, replacement in _VALUES:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def now_iso(now: datetime | None = None) -> str:
