@@ -81,8 +81,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             cache.CACHE.set_org_owner(org, owner)
     except database.DatabaseError as exc:
         runtime.log.warning("%s; reading the org id owners org by org", exc)
-    memo.watches = watch.start_all(memo.rt.kube)
     memo.resyncer = resync.Resyncer(memo.rt, RESYNC_SECONDS, DEEP_RESYNC_SECONDS, conf.workers)
+    schedule = memo.resyncer.schedule
+    memo.watches = watch.start_all(memo.rt.kube, lambda name: schedule.heal(name, time.monotonic()))
 
 
 @kopf.on.startup()

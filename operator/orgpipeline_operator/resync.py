@@ -45,12 +45,23 @@ class Schedule:
         self._running: set[str] = set()
         self._stopped: set[str] = set()
         self._resume: set[str] = set()  # to verify (resume) at their next turn
+        self._heal: set[str] = set()  # a watched child of theirs was deleted or changed: repair now
 
     def resume(self, name: str, now: float) -> None:
         """The pipeline is to be verified as on an operator start: due now, as a resume."""
         with self._cond:
             self._resume.add(name)
             self._due[name] = now
+
+    def heal(self, name: str, now: float) -> None:
+        """A child of the pipeline was deleted or changed behind the operator (a watch event): its
+        repair is due now, as a `heal` (which reads the namespace and the unwatched children back).
+        Only for a pipeline already handled: one whose create is still running makes its children
+        itself (a heal beside it would make them twice)."""
+        with self._cond:
+            if name in self._due and name not in self._stopped:
+                self._heal.add(name)
+                self._due[name] = min(self._due[name], now)
 
     def handled(self, name: str, now: float) -> None:
         """The pipeline's create or update handler succeeded: its resyncs start (the first one
@@ -70,18 +81,24 @@ class Schedule:
                 due = self._due.get(name)
                 if due is not None and now >= due:
                     self._running.add(name)
-                    taken.append((name, "resume" if name in self._resume else "resync"))
+                    trigger = "resume" if name in self._resume else "heal" if name in self._heal else "resync"
+                    if trigger == "heal":  # a heal event while this one runs asks for another
+                        self._heal.discard(name)
+                    taken.append((name, trigger))
         return taken
 
-    def finish(self, name: str, now: float, delay: float | None = None) -> None:
+    def finish(self, name: str, now: float, delay: float | None = None, trigger: str = "resync") -> None:
         """The pipeline's turn ended: the next one is due `interval` from now; after a failure
-        `delay` from now, and a resume stays a resume."""
+        `delay` from now, and a resume (or heal) stays one. A heal asked for while it ran is due now."""
         with self._cond:
             self._running.discard(name)
             if delay is None:
                 self._resume.discard(name)
+            elif trigger == "heal":
+                self._heal.add(name)
             if name in self._due:
-                self._due[name] = now + (self.interval if delay is None else delay)
+                next_due = now + (self.interval if delay is None else delay)
+                self._due[name] = now if delay is None and name in self._heal else next_due
             self._cond.notify_all()
 
     def stop(self, name: str, timeout: float = STOP_WAIT_SECONDS) -> bool:
@@ -97,6 +114,7 @@ class Schedule:
             self._due.pop(name, None)
             self._stopped.discard(name)
             self._resume.discard(name)
+            self._heal.discard(name)
 
     def __len__(self) -> int:
         with self._cond:
@@ -142,7 +160,7 @@ class Resyncer:
             if trigger == "resume":
                 resume(self.rt, name)
             else:
-                resync(self.rt, name, self.deep_interval)
+                resync(self.rt, name, self.deep_interval, heal=trigger == "heal")
         except kopf.TemporaryError as exc:
             delay = exc.delay if exc.delay is not None else self.rt.settings.retry_seconds
             log.warning("%s: resync failed, retrying in %ss: %s", name, delay, exc)
@@ -150,7 +168,7 @@ class Resyncer:
             delay = self.rt.settings.retry_seconds
             log.exception("%s: resync failed, retrying in %ss", name, delay)
         finally:
-            self.schedule.finish(name, time.monotonic(), delay)
+            self.schedule.finish(name, time.monotonic(), delay, trigger)
 
 
 def resume(rt: Runtime, name: str) -> None:
@@ -161,13 +179,14 @@ def resume(rt: Runtime, name: str) -> None:
     reconcile.reconcile(rt, reconcile.request("resume", name, obj), obj)
 
 
-def resync(rt: Runtime, name: str, deep_interval: float) -> None:
+def resync(rt: Runtime, name: str, deep_interval: float, heal: bool = False) -> None:
     """The idle resync of one OrgPipeline, from the object as the cache last saw it; every
-    `deep_interval` (per org, spread) a deep one. Also records finished Jobs the watch missed."""
+    `deep_interval` (per org, spread) a deep one; a heal when a watched child was deleted or
+    changed. Also records finished Jobs the watch missed."""
     obj = cache.CACHE.pipeline_snapshot(name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         return
-    trigger = "deep" if cache.CACHE.deep_due(name, deep_interval) else "resync"
+    trigger = "heal" if heal else "deep" if cache.CACHE.deep_due(name, deep_interval) else "resync"
     reconcile.reconcile(rt, reconcile.request(trigger, name, obj), obj)
     finished = [(table, job) for table, job, done in cache.CACHE.jobs_of(name) if done]
     if not finished:

@@ -202,3 +202,17 @@ def test_only_the_orgs_own_runs_are_its_jobs() -> None:
     assert c.cronjob_uids("a") == {"c-1"}
     c.child("DELETED", {"kind": "CronJob", "metadata": cron_meta})
     assert c.jobs_of("a") == []
+
+
+def test_a_deletion_names_its_pipeline_only_when_someone_else_deleted_the_child() -> None:
+    """The watch asks for a heal of the pipeline on a DELETED event of a child the cache still had:
+    the operator forgets the children it deletes itself before their event comes."""
+    c = Cache()
+    labels = {naming.LABEL_PIPELINE: "a"}
+    cron = {"kind": "CronJob", "metadata": {"name": "ingest-x", "namespace": "org-1", "labels": labels}}
+    c.child("ADDED", cron)
+    assert c.child("DELETED", cron) == "a"
+    assert c.child("DELETED", cron) is None  # already forgotten (the operator's own prune)
+    c.child("ADDED", cron)
+    assert c.keep_only("CronJob", set()) == {"a"}
+    assert c.keep_only("CronJob", set()) == set()

@@ -49,3 +49,37 @@ def test_stop_gives_up_on_a_resync_that_does_not_end() -> None:
     s.handled("a", now=0)
     s.take_due(["a"], now=1)
     assert not s.stop("a", timeout=0.01)
+
+
+def test_a_heal_is_due_at_once_and_a_failed_heal_stays_a_heal() -> None:
+    """A watch event that a child was deleted behind the operator: repaired now, not in 300 s."""
+    s = Schedule(300)
+    s.heal("a", now=0)  # not yet handled (its create makes the children): nothing to heal
+    assert s.take_due(["a"], now=0) == []
+    s.handled("a", now=0)
+    s.heal("a", now=10)
+    assert s.take_due(["a"], now=10) == [("a", "heal")]
+    s.finish("a", now=11, delay=1, trigger="heal")
+    assert s.take_due(["a"], now=11.5) == []
+    assert s.take_due(["a"], now=12) == [("a", "heal")]
+    s.finish("a", now=13, trigger="heal")
+    assert s.take_due(["a"], now=312) == []
+    assert s.take_due(["a"], now=313) == [("a", "resync")]
+
+
+def test_a_heal_asked_for_during_a_resync_runs_right_after_it() -> None:
+    s = Schedule(300)
+    s.handled("a", now=0)
+    assert s.take_due(["a"], now=300) == [("a", "resync")]
+    s.heal("a", now=301)  # the event came while the resync ran (on what it read before)
+    assert s.take_due(["a"], now=301) == []  # never twice at once
+    s.finish("a", now=302)
+    assert s.take_due(["a"], now=302) == [("a", "heal")]
+
+
+def test_no_heal_once_deletion_began() -> None:
+    s = Schedule(300)
+    s.handled("a", now=0)
+    assert s.stop("a", timeout=1)
+    s.heal("a", now=1)
+    assert s.take_due(["a"], now=1) == []
