@@ -115,6 +115,7 @@ def shutdown(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(G, V, P)
 async def cache_pipelines(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     cache.CACHE.pipeline(type, body)
+    runtime.capture_posting()  # for Events posted outside Kopf's handlers (file arrivals)
     resyncer: resync.Resyncer = memo.resyncer
     resyncer.start()  # once, here: in the context of Kopf's object handlers (see resync.py)
     if type == "DELETED":

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from operator_helpers import (
     TEST_LABEL,
+    WEBHOOK_TOKEN,
     Kubectl,
     Operator,
     condition,
+    free_port,
     get_pipeline,
     operator_env,
     pipeline,
@@ -27,6 +29,7 @@ from operator_helpers import (
     wait_ready,
 )
 from orgpipeline_operator import cache, claims, kube, naming, reconcile, runtime
+from test_operator_file_events import arrival_jobs, created, post
 
 SELECTOR_VALUE = "self-heal"
 RESYNC = 600.0
@@ -38,7 +41,14 @@ server's own latency (namespace deletion, the test's polling)."""
 
 @pytest.fixture(scope="module")
 def heal_operator(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    env = operator_env(stack, f"{TEST_LABEL}={SELECTOR_VALUE}", resync=RESYNC)
+    env = operator_env(
+        stack,
+        f"{TEST_LABEL}={SELECTOR_VALUE}",
+        resync=RESYNC,
+        ORGPIPELINE_WEBHOOK_PORT=str(free_port()),
+        ORGPIPELINE_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
+        ORGPIPELINE_WEBHOOK_DEBOUNCE_SECONDS="0.5",
+    )
     with running_operator(env, tmp_path_factory.mktemp("heal") / "operator.log") as op:
         yield op
 
@@ -212,3 +222,79 @@ def test_the_idle_resync_makes_a_missing_namespace_again(
     assert claims.owner(direct_rt.db, org_id) == claims.Owner(uid, name, made["metadata"]["uid"])
     assert api.get("batch/v1", "CronJob", "ingest-orders", ns) is not None
     assert api.get("v1", "Secret", naming.SECRET, ns) is not None
+
+
+@pytest.mark.parametrize("how", ["namespace-gone", "namespace-and-data-gone", "namespace-terminating"])
+def test_deleting_an_orgpipeline_whose_namespace_is_gone_finishes_within_seconds(
+    kubectl: Kubectl, api: kube.Kube, direct_rt: runtime.Runtime, healed: dict[str, Any], how: str
+) -> None:
+    name, org_id = healed["metadata"]["name"], healed["spec"]["orgId"]
+    ns = naming.namespace(org_id)
+    if how == "namespace-terminating":  # held there by an object's finalizer (pods without a kubelet)
+        hold = {"name": "hold", "namespace": ns, "finalizers": [HOLD]}
+        api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": hold})
+        kubectl("delete", "namespace", ns, "--wait=false")
+    else:
+        kubectl("delete", "namespace", ns, "--timeout=60s")
+    if how == "namespace-and-data-gone":
+        direct_rt.db.drop_collections(org_id)
+        direct_rt.db.drop_postgres(org_id)
+    started = time.monotonic()
+    try:
+        kubectl("delete", "orgpipeline", name, "--timeout=30s")
+        assert time.monotonic() - started < 10
+        assert api.get("orgpipeline.io/v1alpha1", "OrgPipeline", name) is None
+        assert claims.owner(direct_rt.db, org_id) is None  # the org id is free again
+    finally:
+        if how == "namespace-terminating":
+            patch = '{"metadata":{"finalizers":null}}'
+            kubectl("patch", "configmap", "hold", "-n", ns, "--type=merge", "-p", patch, check=False)
+
+
+def _hold_terminating(kubectl: Kubectl, api: kube.Kube, ns: str) -> None:
+    """Deletes the namespace and holds it in Terminating (an object's finalizer, as pods without a
+    kubelet would) until `_release`."""
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "hold", "namespace": ns, "finalizers": [HOLD]},
+        }
+    )
+    kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def _release(kubectl: Kubectl, ns: str) -> None:
+    patch = '{"metadata":{"finalizers":null}}'
+    kubectl("patch", "configmap", "hold", "-n", ns, "--type=merge", "-p", patch, check=False)
+
+
+def test_a_file_arrival_waits_for_its_namespace_with_back_off_and_runs_once_it_is_back(
+    heal_operator: Operator, kubectl: Kubectl, api: kube.Kube, healed: dict[str, Any]
+) -> None:
+    """While the org's Job cannot be made (its namespace is going), the batch is kept and retried
+    with a capped, jittered back-off, logged once, not every quarter of a second (and no Event
+    posting outside Kopf's context fails); once the namespace is made again, its one Job runs."""
+    name, org_id = healed["metadata"]["name"], healed["spec"]["orgId"]
+    ns = naming.namespace(org_id)
+    _hold_terminating(kubectl, api, ns)
+    try:
+        wait_for(
+            lambda: condition(get_pipeline(api, name), "Ready").get("reason") == "NamespaceTerminating",
+            BOUND + 2,
+            "Ready False (NamespaceTerminating)",
+        )
+        mark = heal_operator.log.stat().st_size
+        assert post(heal_operator, created(f"org-{org_id}/orders_1.csv")) == 200
+        time.sleep(5)
+        logged = heal_operator.log.read_bytes()[mark:].decode()
+        assert "LookupError" not in logged and "event_queue" not in logged, logged[-2000:]
+        tries = logged.count("file-arrival Job not created")
+        assert tries == 1, logged[-2000:]
+    finally:
+        _release(kubectl, ns)
+    (job,) = wait_for(lambda: arrival_jobs(api, ns), 60, "the file-arrival Job in the new namespace")
+    assert job["metadata"]["labels"][naming.LABEL_TABLE] == "orders"
+    time.sleep(1)
+    assert len(arrival_jobs(api, ns)) == 1
+    assert "event_queue_loop_var" not in heal_operator.log.read_text()
