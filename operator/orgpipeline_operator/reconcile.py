@@ -345,7 +345,11 @@ def _apply_children(
                 return 0
         elif req.existing.get(key) == digest and not seen.fresh:
             return 0
-        elif verify and _current_hash(rt, child, seen.inventory) == digest:
+        elif (
+            verify
+            and req.existing.get(key) != cache.DRIFTED
+            and _current_hash(rt, child, seen.inventory) == digest
+        ):
             return 0  # the cache is still filling, or lags behind a busy watch: a read, not a write
         if child["kind"] == "Secret":
             # (Re)write the credentials: keep the password the Secret already has, else make one.

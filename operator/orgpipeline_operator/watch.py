@@ -45,8 +45,8 @@ def as_child(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 Heal = Callable[[str], None]
-"""Called with the name of a pipeline one of whose children someone else deleted: level-based
-reconciliation repairs it now (resync.Schedule.heal), not at the next idle resync."""
+"""Called with the name of a pipeline one of whose children someone else deleted or changed:
+level-based reconciliation repairs it now (resync.Schedule.heal), not at the next idle resync."""
 
 
 def _no_heal(_pipeline: str) -> None:
@@ -109,7 +109,8 @@ class ChildWatch:
             for item in page.get("items") or []:
                 child = as_child(self.kind, item)
                 keys.add(cache.key_of(child))
-                cache.CACHE.child("ADDED", child)
+                if (changed := cache.CACHE.child("ADDED", child)) is not None:
+                    self.heal(changed)  # changed by someone else (while the watch was down)
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
                 for pipeline in cache.CACHE.keep_only(self.kind, keys):
@@ -140,9 +141,9 @@ class ChildWatch:
                 )
             version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
             if kind in ("ADDED", "MODIFIED", "DELETED"):
-                deleted_from = cache.CACHE.child(str(kind), as_child(self.kind, obj))
-                if deleted_from is not None:
-                    self.heal(deleted_from)
+                to_heal = cache.CACHE.child(str(kind), as_child(self.kind, obj))
+                if to_heal is not None:
+                    self.heal(to_heal)
         return version
 
 

@@ -9,6 +9,7 @@ adopted, even with the operator's labels and owner annotation."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -84,6 +85,35 @@ def test_a_deleted_cronjob_comes_back_within_seconds(
 
     wait_for(back, BOUND + 2, "the deleted CronJob to be made again", interval=0.2)
     assert time.monotonic() - started < BOUND + 2
+    assert condition(get_pipeline(api, healed["metadata"]["name"]), "Ready")["status"] == "True"
+
+
+def test_a_changed_cronjob_is_put_back_within_seconds(
+    kubectl: Kubectl, api: kube.Kube, healed: dict[str, Any]
+) -> None:
+    """An edit of the spec keeps the operator's applied-hash annotation: the watch tells it by the
+    managedFields of another manager owning spec fields."""
+    ns = naming.namespace(healed["spec"]["orgId"])
+    before = api.get("batch/v1", "CronJob", "ingest-orders", ns)
+    assert before is not None
+    schedule = before["spec"]["schedule"]
+    policy = before["spec"]["concurrencyPolicy"]
+    other = {
+        "schedule": "7 7 7 7 *" if schedule != "7 7 7 7 *" else "8 8 8 8 *",
+        "concurrencyPolicy": "Allow" if policy != "Allow" else "Replace",
+    }
+    patch = json.dumps({"spec": other})
+    kubectl("patch", "cronjob", "ingest-orders", "-n", ns, "--type=merge", "-p", patch)
+
+    def back() -> bool:
+        found = api.get("batch/v1", "CronJob", "ingest-orders", ns)
+        assert found is not None
+        spec = found["spec"]
+        return bool(
+            spec["schedule"] == schedule and spec["concurrencyPolicy"] == before["spec"]["concurrencyPolicy"]
+        )
+
+    wait_for(back, BOUND + 2, "the CronJob's spec to be put back", interval=0.2)
     assert condition(get_pipeline(api, healed["metadata"]["name"]), "Ready")["status"] == "True"
 
 
