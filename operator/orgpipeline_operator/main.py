@@ -119,7 +119,7 @@ async def cache_pipelines(type: str | None, body: kopf.Body, memo: kopf.Memo, **
     resyncer: resync.Resyncer = memo.resyncer
     resyncer.start()  # once, here: in the context of Kopf's object handlers (see resync.py)
     if type == "DELETED":
-        resyncer.schedule.forget(body.metadata.name or "")
+        resyncer.forget(body.metadata.name or "")
 
 
 @kopf.on.event("batch/v1", "jobs", labels=MANAGED)

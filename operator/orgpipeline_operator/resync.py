@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import random
 import threading
 import time
 from collections.abc import Iterable
@@ -31,6 +32,8 @@ import kopf
 from orgpipeline_operator import cache, naming, reconcile, runs, status
 from orgpipeline_operator.runtime import Runtime, log
 
+RETRY_CAP_SECONDS = 30.0
+"""The longest wait between two tries of a failing org (unless its error asks for longer)."""
 STOP_WAIT_SECONDS = 120.0
 """How long the finalizer waits for a resync of the org that is still running."""
 
@@ -131,12 +134,20 @@ class Resyncer:
         self.tick = min(1.0, interval / 4)
         self._pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="resync")
         self._task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self._failures: dict[str, tuple[int, str]] = {}  # org -> failures in a row, the last error
 
     def start(self) -> None:
         """Starts the loop (once) from a Kopf handler on the event loop: the resyncs run in a copy
         of that context, where Kopf's Event posting (kopf.info/warn) works as in its handlers."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._forever(), name="resync")
+
+    def forget(self, name: str) -> None:
+        """The pipeline is gone: its schedule and its failures go too."""
+        self.schedule.forget(name)
+        with self._lock:
+            self._failures.pop(name, None)
 
     def close(self) -> None:
         if self._task is not None:
@@ -162,13 +173,35 @@ class Resyncer:
             else:
                 resync(self.rt, name, self.deep_interval, heal=trigger == "heal")
         except kopf.TemporaryError as exc:
-            delay = exc.delay if exc.delay is not None else self.rt.settings.retry_seconds
-            log.warning("%s: resync failed, retrying in %ss: %s", name, delay, exc)
-        except Exception:
-            delay = self.rt.settings.retry_seconds
-            log.exception("%s: resync failed, retrying in %ss", name, delay)
+            base = exc.delay if exc.delay is not None else self.rt.settings.retry_seconds
+            delay = self._backoff(name, base, str(exc))
+        except Exception as exc:
+            delay = self._backoff(name, self.rt.settings.retry_seconds, f"{type(exc).__name__}: {exc}", True)
+        else:
+            with self._lock:
+                failed = self._failures.pop(name, None)
+            if failed is not None:
+                log.info("%s: %s succeeded after %d failed tries", name, trigger, failed[0])
         finally:
             self.schedule.finish(name, time.monotonic(), delay, trigger)
+
+    def _backoff(self, name: str, base: float, error: str, unexpected: bool = False) -> float:
+        """The wait before the org's next try: `base` doubling with each failure in a row, capped
+        (RETRY_CAP_SECONDS, or `base` when larger), half of it random (orgs failing together, as
+        when the API server is down, do not retry together). Logged once per change of error."""
+        with self._lock:
+            count, last = self._failures.get(name, (0, ""))
+            count += 1
+            self._failures[name] = (count, error)
+        cap = max(base, RETRY_CAP_SECONDS)
+        exp = min(cap, base * 2 ** (count - 1))
+        delay = exp if count == 1 else exp / 2 + random.random() * exp / 2
+        if error != last:
+            if unexpected:
+                log.exception("%s: resync failed, retrying with back-off (from %ss): %s", name, base, error)
+            else:
+                log.warning("%s: resync failed, retrying with back-off (from %ss): %s", name, base, error)
+        return delay
 
 
 def resume(rt: Runtime, name: str) -> None:
