@@ -74,6 +74,29 @@ class _Job:
     meta: dict[str, Any]  # namespace, the org label, the controller reference
 
 
+DRIFTED = "drifted"
+"""The cached hash of a child someone else changed: no desired child has it, so it is applied (its
+applied-hash annotation, which an edit of the spec keeps, cannot tell)."""
+
+
+def drifted(meta: Mapping[str, Any]) -> bool:
+    """Whether someone other than the operator wrote the child's spec (its managedFields, as the
+    metadata-only watch delivers them: an entry of another manager owning spec fields). Status
+    writes (a subresource: the CronJob controller's) do not count. After the operator's forced
+    apply takes its fields back, the other entry goes (or keeps only fields the operator does not
+    set: then one more apply, a no-op that brings no new event)."""
+    for entry in meta.get("managedFields") or []:
+        if (
+            not isinstance(entry, Mapping)
+            or entry.get("manager") == naming.MANAGER
+            or entry.get("subresource")
+        ):
+            continue
+        if "f:spec" in (entry.get("fieldsV1") or {}):
+            return True
+    return False
+
+
 def key_of(body: Mapping[str, Any]) -> ChildKey:
     meta = body.get("metadata") or {}
     return str(body.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name"))
@@ -97,23 +120,31 @@ class Cache:
 
     # --- feeding (from watch events) ----------------------------------------------------------
 
-    def child(self, event: str | None, body: Mapping[str, Any]) -> None:
+    def child(self, event: str | None, body: Mapping[str, Any]) -> str | None:
+        """Records the event; returns the pipeline to repair now (resync.Schedule.heal), if any: on
+        a DELETED event, the one whose child it was when the cache still had it (a deletion by
+        someone else: the operator forgets its own before the event comes); on another, the one
+        whose child someone else changed (`drifted`), recorded as DRIFTED so that it is applied."""
         meta = body.get("metadata") or {}
         pipeline = (meta.get("labels") or {}).get(naming.LABEL_PIPELINE)
         if not pipeline:
-            return
+            return None
         key = key_of(body)
         with self._lock:
             entries = self._children.setdefault(pipeline, {})
             if event == "DELETED":
-                entries.pop(key, None)
                 self._crons.pop(key, None)
+                return str(pipeline) if entries.pop(key, False) is not False else None
             else:
-                entries[key] = (meta.get("annotations") or {}).get(naming.ANNOTATION_HASH)
+                drift = drifted(meta)
+                entries[key] = (
+                    DRIFTED if drift else (meta.get("annotations") or {}).get(naming.ANNOTATION_HASH)
+                )
                 if key[0] == "CronJob" and meta.get("uid"):  # as watched (a desired one has none)
                     ref = ownership.controller(meta)
                     owned = {"namespace": key[1], "ownerReferences": [dict(ref)] if ref else []}
                     self._crons[key] = (str(meta["uid"]), owned)
+        return str(pipeline) if drift else None
 
     def claim_job(self, pipeline: str, job: str) -> bool:
         """Whether this caller is the one to record the finished Job (False: another event or the
@@ -129,14 +160,17 @@ class Cache:
         with self._lock:
             self._recording.discard((pipeline, job))
 
-    def keep_only(self, kind: str, keys: set[ChildKey]) -> None:
+    def keep_only(self, kind: str, keys: set[ChildKey]) -> set[str]:
         """Drops the children of the kind that are not in `keys` (a fresh listing of the kind: what
-        was deleted while the watch was down)."""
+        was deleted while the watch was down); returns the pipelines that lost one."""
+        lost = set()
         with self._lock:
-            for entries in self._children.values():
+            for pipeline, entries in self._children.items():
                 for key in [k for k in entries if k[0] == kind and k not in keys]:
                     del entries[key]
                     self._crons.pop(key, None)
+                    lost.add(pipeline)
+        return lost
 
     def job(self, event: str | None, body: Mapping[str, Any], finished: bool) -> None:
         meta = body.get("metadata") or {}

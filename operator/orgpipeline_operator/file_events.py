@@ -20,6 +20,7 @@ import base64
 import binascii
 import hmac
 import json
+import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,6 +274,16 @@ def route(objects: Iterable[ObjectCreated], watched: Iterable[Watch]) -> Routed:
 
 # --- batching --------------------------------------------------------------------------------
 
+RETRY_BASE_SECONDS = 0.5
+RETRY_CAP_SECONDS = 30.0
+
+
+def retry_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
+    """The wait after the `failures`-th failed try in a row: exponential, capped, with jitter (half
+    of it random, so that the batches of many orgs failing together do not retry together)."""
+    exp = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, failures - 1))
+    return exp / 2 + rand() * exp / 2
+
 
 @dataclass
 class Batch:
@@ -285,6 +296,10 @@ class Batch:
     """Wall-clock time of the first event (UTC ISO): names the batch, and so its Job."""
     keys: list[str] = field(default_factory=list)
     count: int = 0
+    failures: int = 0
+    """Tries to create its Job that failed in a row (the next one waits `retry_delay(failures)`)."""
+    not_before: float = 0.0
+    """Not due before this (monotonic): the back-off after a failed try."""
 
     def add(self, keys: Iterable[str], now: float) -> None:
         for key in keys:
@@ -332,8 +347,10 @@ class Batches:
         added = batch.count - before
         return added - 1 if fresh and added else added
 
-    def restore(self, batch: Batch) -> None:
-        """Puts back a batch whose Job could not be created (retried when due again)."""
+    def restore(self, batch: Batch, not_before: float = 0.0) -> None:
+        """Puts back a batch whose Job could not be created (retried when due again, not before
+        `not_before`)."""
+        batch.not_before = not_before
         pending = self._pending.get(batch.table)
         if pending is None:
             self._pending[batch.table] = batch
@@ -348,6 +365,7 @@ class Batches:
             b
             for b in self._pending.values()
             if (now - b.last_seen >= self.quiet or now - b.first_seen >= self.max_wait)
+            and now >= b.not_before
             and not active(b.table)
         ]
         for b in ready:

@@ -81,8 +81,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             cache.CACHE.set_org_owner(org, owner)
     except database.DatabaseError as exc:
         runtime.log.warning("%s; reading the org id owners org by org", exc)
-    memo.watches = watch.start_all(memo.rt.kube)
     memo.resyncer = resync.Resyncer(memo.rt, RESYNC_SECONDS, DEEP_RESYNC_SECONDS, conf.workers)
+    schedule = memo.resyncer.schedule
+    memo.watches = watch.start_all(memo.rt.kube, lambda name: schedule.heal(name, time.monotonic()))
 
 
 @kopf.on.startup()
@@ -114,10 +115,11 @@ def shutdown(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(G, V, P)
 async def cache_pipelines(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     cache.CACHE.pipeline(type, body)
+    runtime.capture_posting()  # for Events posted outside Kopf's handlers (file arrivals)
     resyncer: resync.Resyncer = memo.resyncer
     resyncer.start()  # once, here: in the context of Kopf's object handlers (see resync.py)
     if type == "DELETED":
-        resyncer.schedule.forget(body.metadata.name or "")
+        resyncer.forget(body.metadata.name or "")
 
 
 @kopf.on.event("batch/v1", "jobs", labels=MANAGED)

@@ -48,9 +48,13 @@ from orgpipeline_operator.snapshot import MIN_ORGS, Inventory
 
 # Kinds the operator deletes when they are no longer desired (the rest are fixed per org).
 PRUNABLE = kinds.prunable()
-CHECKED = ("create", "update", "resume", "deep")
+CHECKED = ("create", "update", "resume", "deep", "heal")
 """Triggers that read the org's namespace back to check it is still the one the operator made (the
-idle resync trusts what this process verified: it stays request-free)."""
+idle resync trusts what this process verified: it stays request-free). `heal` is the reconcile a
+watch event asks for when someone else deleted a child (resync.Schedule.heal): it reads back the
+namespace and every unwatched child (the credentials Secret among them), as the deep resync does."""
+READ_BACK = ("resume", "deep", "heal")
+"""Triggers that read the unwatched children back instead of trusting status.childrenHash."""
 
 
 def reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
@@ -141,8 +145,19 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     except SourceSecretMissing as exc:
         obs.resources = status.Check(False, exc.reason, str(exc))
         retry = str(exc)
+    except NamespaceGone as exc:
+        obs.resources = status.Check(False, exc.reason, str(exc))
+        retry = str(exc)
     except kube.ApiError as exc:
-        if exc.invalid and "being terminated" not in exc.message:
+        if exc.status == 404:
+            # The namespace went behind this process's back (the idle resync trusted it): read it
+            # at the retry, which makes it again when it is the operator's to make.
+            cache.CACHE.set_namespace_verified(req.name, None)
+            obs.resources = status.Check(
+                False, "NamespaceMissing", f"namespace {target.namespace} is missing: {exc.message}"
+            )
+            retry = str(exc)
+        elif exc.invalid and "being terminated" not in exc.message:
             obs.resources = status.Check(
                 False, "ChildRejected", f"the API server refused a child: {exc.message}"
             )
@@ -158,6 +173,13 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
         raise kopf.TemporaryError(retry, delay=rt.settings.retry_seconds)
     if not writes and not wrote_status:
         cache.CACHE.set_quiet(req.name, quiet_fingerprint(req))
+
+
+class NamespaceGone(Exception):
+    """The org's namespace is being deleted: nothing can be written in it until it is gone, then
+    the operator makes a new one (the retry)."""
+
+    reason = "NamespaceTerminating"
 
 
 class NotOwned(Exception):
@@ -235,6 +257,11 @@ def _hold(rt: Runtime, req: Request, target: builders.Target, inventory: Invento
         return Held(True, 1)
     if not ownership.namespace_owned(meta, req.name, req.uid, owner.namespace_uid):
         raise _not_ours(req, org, ns_name, meta)
+    if meta.get("deletionTimestamp"):
+        cache.CACHE.set_namespace_verified(req.name, None)  # read again at the retry
+        raise NamespaceGone(
+            f"namespace {ns_name} is being deleted; the operator makes it again once it is gone"
+        )
     if owner.namespace_uid is None:  # claimed before the uid was kept: this one passed the uid check
         _record_namespace(rt, req, org, owner, str(meta.get("uid") or ""))
     else:
@@ -301,8 +328,12 @@ def _apply_children(
     fixed = builders.fixed_hash(desired)
     # Unwatched children: trusted by the status' hash, except on resume and in the deep resync,
     # which read them back (reads, not writes) to catch what a user changed behind the operator.
-    fixed_ok = (req.status or {}).get("childrenHash") == fixed and req.trigger not in ("resume", "deep")
-    verify = req.trigger in ("resync", "resume", "deep")
+    # A namespace this reconcile made again holds nothing: every child is written, whatever the
+    # status' hash or the cache (still emptying of the old namespace's children) say.
+    fixed_ok = (
+        (req.status or {}).get("childrenHash") == fixed and req.trigger not in READ_BACK and not seen.fresh
+    )
+    verify = req.trigger in ("resync", *READ_BACK) and not seen.fresh
 
     def sync(child: dict[str, Any]) -> int:
         """Brings one child to its desired state; returns the number of writes (0 or 1)."""
@@ -312,9 +343,13 @@ def _apply_children(
         if child["kind"] not in builders.WATCHED_KINDS:
             if fixed_ok or (verify and _current_hash(rt, child, seen.inventory) == digest):
                 return 0
-        elif req.existing.get(key) == digest:
+        elif req.existing.get(key) == digest and not seen.fresh:
             return 0
-        elif verify and _current_hash(rt, child, seen.inventory) == digest:
+        elif (
+            verify
+            and req.existing.get(key) != cache.DRIFTED
+            and _current_hash(rt, child, seen.inventory) == digest
+        ):
             return 0  # the cache is still filling, or lags behind a busy watch: a read, not a write
         if child["kind"] == "Secret":
             # (Re)write the credentials: keep the password the Secret already has, else make one.
@@ -358,7 +393,7 @@ def _apply_children(
             rt.db.provision_mongo(spec.org_id, [t.name for t in spec.tables], None)
         provisioned = True
     # The org's read-only role, its masked views and their Secret (issue 13; see reader.py).
-    writes += reader.sync(rt, req, target, seen.inventory)
+    writes += reader.sync(rt, _reader_request(req, seen), target, seen.inventory)
     obs.database = (
         status.Check(True, "Provisioned", "role and schema in place") if provisioned or db_ready else None
     )
@@ -377,6 +412,17 @@ def _apply_children(
     if writes:
         log.info("%s: %d child writes (%s)", req.name, writes, req.trigger)
     return writes
+
+
+def _reader_request(req: Request, seen: Seen) -> Request:
+    """The request as reader.sync reads it: in a namespace made again, its Secret is new (as on a
+    create); a heal reads the Secret back as the deep resync does (the cache keeps Secrets this
+    process wrote, which the namespace's deletion took along, unseen: they are not watched)."""
+    if seen.fresh:
+        return dataclasses.replace(req, trigger="create", existing={})
+    if req.trigger == "heal":
+        return dataclasses.replace(req, trigger="deep")
+    return req
 
 
 def _prunable(rt: Runtime, req: Request, target: builders.Target, seen: Seen) -> set[ChildKey]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import random
 import threading
 import time
 from collections.abc import Iterable
@@ -31,6 +32,8 @@ import kopf
 from orgpipeline_operator import cache, naming, reconcile, runs, status
 from orgpipeline_operator.runtime import Runtime, log
 
+RETRY_CAP_SECONDS = 30.0
+"""The longest wait between two tries of a failing org (unless its error asks for longer)."""
 STOP_WAIT_SECONDS = 120.0
 """How long the finalizer waits for a resync of the org that is still running."""
 
@@ -45,12 +48,23 @@ class Schedule:
         self._running: set[str] = set()
         self._stopped: set[str] = set()
         self._resume: set[str] = set()  # to verify (resume) at their next turn
+        self._heal: set[str] = set()  # a watched child of theirs was deleted or changed: repair now
 
     def resume(self, name: str, now: float) -> None:
         """The pipeline is to be verified as on an operator start: due now, as a resume."""
         with self._cond:
             self._resume.add(name)
             self._due[name] = now
+
+    def heal(self, name: str, now: float) -> None:
+        """A child of the pipeline was deleted or changed behind the operator (a watch event): its
+        repair is due now, as a `heal` (which reads the namespace and the unwatched children back).
+        Only for a pipeline already handled: one whose create is still running makes its children
+        itself (a heal beside it would make them twice)."""
+        with self._cond:
+            if name in self._due and name not in self._stopped:
+                self._heal.add(name)
+                self._due[name] = min(self._due[name], now)
 
     def handled(self, name: str, now: float) -> None:
         """The pipeline's create or update handler succeeded: its resyncs start (the first one
@@ -70,18 +84,24 @@ class Schedule:
                 due = self._due.get(name)
                 if due is not None and now >= due:
                     self._running.add(name)
-                    taken.append((name, "resume" if name in self._resume else "resync"))
+                    trigger = "resume" if name in self._resume else "heal" if name in self._heal else "resync"
+                    if trigger == "heal":  # a heal event while this one runs asks for another
+                        self._heal.discard(name)
+                    taken.append((name, trigger))
         return taken
 
-    def finish(self, name: str, now: float, delay: float | None = None) -> None:
+    def finish(self, name: str, now: float, delay: float | None = None, trigger: str = "resync") -> None:
         """The pipeline's turn ended: the next one is due `interval` from now; after a failure
-        `delay` from now, and a resume stays a resume."""
+        `delay` from now, and a resume (or heal) stays one. A heal asked for while it ran is due now."""
         with self._cond:
             self._running.discard(name)
             if delay is None:
                 self._resume.discard(name)
+            elif trigger == "heal":
+                self._heal.add(name)
             if name in self._due:
-                self._due[name] = now + (self.interval if delay is None else delay)
+                next_due = now + (self.interval if delay is None else delay)
+                self._due[name] = now if delay is None and name in self._heal else next_due
             self._cond.notify_all()
 
     def stop(self, name: str, timeout: float = STOP_WAIT_SECONDS) -> bool:
@@ -97,6 +117,7 @@ class Schedule:
             self._due.pop(name, None)
             self._stopped.discard(name)
             self._resume.discard(name)
+            self._heal.discard(name)
 
     def __len__(self) -> int:
         with self._cond:
@@ -113,12 +134,20 @@ class Resyncer:
         self.tick = min(1.0, interval / 4)
         self._pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="resync")
         self._task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self._failures: dict[str, tuple[int, str]] = {}  # org -> failures in a row, the last error
 
     def start(self) -> None:
         """Starts the loop (once) from a Kopf handler on the event loop: the resyncs run in a copy
         of that context, where Kopf's Event posting (kopf.info/warn) works as in its handlers."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._forever(), name="resync")
+
+    def forget(self, name: str) -> None:
+        """The pipeline is gone: its schedule and its failures go too."""
+        self.schedule.forget(name)
+        with self._lock:
+            self._failures.pop(name, None)
 
     def close(self) -> None:
         if self._task is not None:
@@ -142,15 +171,37 @@ class Resyncer:
             if trigger == "resume":
                 resume(self.rt, name)
             else:
-                resync(self.rt, name, self.deep_interval)
+                resync(self.rt, name, self.deep_interval, heal=trigger == "heal")
         except kopf.TemporaryError as exc:
-            delay = exc.delay if exc.delay is not None else self.rt.settings.retry_seconds
-            log.warning("%s: resync failed, retrying in %ss: %s", name, delay, exc)
-        except Exception:
-            delay = self.rt.settings.retry_seconds
-            log.exception("%s: resync failed, retrying in %ss", name, delay)
+            base = exc.delay if exc.delay is not None else self.rt.settings.retry_seconds
+            delay = self._backoff(name, base, str(exc))
+        except Exception as exc:
+            delay = self._backoff(name, self.rt.settings.retry_seconds, f"{type(exc).__name__}: {exc}", True)
+        else:
+            with self._lock:
+                failed = self._failures.pop(name, None)
+            if failed is not None:
+                log.info("%s: %s succeeded after %d failed tries", name, trigger, failed[0])
         finally:
-            self.schedule.finish(name, time.monotonic(), delay)
+            self.schedule.finish(name, time.monotonic(), delay, trigger)
+
+    def _backoff(self, name: str, base: float, error: str, unexpected: bool = False) -> float:
+        """The wait before the org's next try: `base` doubling with each failure in a row, capped
+        (RETRY_CAP_SECONDS, or `base` when larger), half of it random (orgs failing together, as
+        when the API server is down, do not retry together). Logged once per change of error."""
+        with self._lock:
+            count, last = self._failures.get(name, (0, ""))
+            count += 1
+            self._failures[name] = (count, error)
+        cap = max(base, RETRY_CAP_SECONDS)
+        exp = min(cap, base * 2 ** (count - 1))
+        delay = exp if count == 1 else exp / 2 + random.random() * exp / 2
+        if error != last:
+            if unexpected:
+                log.exception("%s: resync failed, retrying with back-off (from %ss): %s", name, base, error)
+            else:
+                log.warning("%s: resync failed, retrying with back-off (from %ss): %s", name, base, error)
+        return delay
 
 
 def resume(rt: Runtime, name: str) -> None:
@@ -161,13 +212,14 @@ def resume(rt: Runtime, name: str) -> None:
     reconcile.reconcile(rt, reconcile.request("resume", name, obj), obj)
 
 
-def resync(rt: Runtime, name: str, deep_interval: float) -> None:
+def resync(rt: Runtime, name: str, deep_interval: float, heal: bool = False) -> None:
     """The idle resync of one OrgPipeline, from the object as the cache last saw it; every
-    `deep_interval` (per org, spread) a deep one. Also records finished Jobs the watch missed."""
+    `deep_interval` (per org, spread) a deep one; a heal when a watched child was deleted or
+    changed. Also records finished Jobs the watch missed."""
     obj = cache.CACHE.pipeline_snapshot(name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         return
-    trigger = "deep" if cache.CACHE.deep_due(name, deep_interval) else "resync"
+    trigger = "heal" if heal else "deep" if cache.CACHE.deep_due(name, deep_interval) else "resync"
     reconcile.reconcile(rt, reconcile.request(trigger, name, obj), obj)
     finished = [(table, job) for table, job, done in cache.CACHE.jobs_of(name) if done]
     if not finished:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextvars
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -172,14 +173,37 @@ class Runtime:
         return _b64(value) if value else None
 
 
+_POSTING: contextvars.Context | None = None
+"""A copy of the context of a Kopf handler, where Kopf's Event posting works: for the code that
+runs outside any handler (the file-arrival loop, started by a startup activity, which has none)."""
+
+
+def capture_posting() -> None:
+    """Keeps the current context for `warn` and `info` (called once, from a Kopf handler)."""
+    global _POSTING
+    if _POSTING is None:
+        _POSTING = contextvars.copy_context()
+
+
+def _post(post: Callable[..., None], obj: Mapping[str, Any], reason: str, message: str) -> None:
+    body = kopf.Body(cast("kopf.RawBody", dict(obj)))
+    try:
+        post(body, reason=reason, message=message[:1000])
+    except LookupError:  # outside Kopf's handler context: post from a handler's (a fresh copy)
+        if _POSTING is None:
+            log.debug("Event %s not posted (Kopf's posting is not started yet): %s", reason, message)
+            return
+        _POSTING.copy().run(post, body, reason=reason, message=message[:1000])
+
+
 def warn(obj: Mapping[str, Any], reason: str, message: str) -> None:
     """A Warning Event on the object (posted by Kopf in the background)."""
-    kopf.warn(kopf.Body(cast("kopf.RawBody", dict(obj))), reason=reason, message=message[:1000])
+    _post(kopf.warn, obj, reason, message)
 
 
 def info(obj: Mapping[str, Any], reason: str, message: str) -> None:
     """A Normal Event on the object."""
-    kopf.info(kopf.Body(cast("kopf.RawBody", dict(obj))), reason=reason, message=message[:1000])
+    _post(kopf.info, obj, reason, message)
 
 
 SourceSecretMissing = s3access.SourceAccessError

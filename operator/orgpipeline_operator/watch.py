@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from orgpipeline_operator import cache, kinds, kube, naming
@@ -44,10 +44,22 @@ def as_child(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
     return {"kind": kind, "metadata": item.get("metadata") or {}}
 
 
+Heal = Callable[[str], None]
+"""Called with the name of a pipeline one of whose children someone else deleted or changed:
+level-based reconciliation repairs it now (resync.Schedule.heal), not at the next idle resync."""
+
+
+def _no_heal(_pipeline: str) -> None:
+    return None
+
+
 class ChildWatch:
     """One kind's list-then-watch loop on a daemon thread, feeding `cache.CACHE`."""
 
-    def __init__(self, client: kube.Kube, api_version: str, kind: str, selector: str) -> None:
+    def __init__(
+        self, client: kube.Kube, api_version: str, kind: str, selector: str, heal: Heal = _no_heal
+    ) -> None:
+        self.heal = heal
         self.client = client
         self.api_version = api_version
         self.kind = kind
@@ -97,10 +109,12 @@ class ChildWatch:
             for item in page.get("items") or []:
                 child = as_child(self.kind, item)
                 keys.add(cache.key_of(child))
-                cache.CACHE.child("ADDED", child)
+                if (changed := cache.CACHE.child("ADDED", child)) is not None:
+                    self.heal(changed)  # changed by someone else (while the watch was down)
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
-                cache.CACHE.keep_only(self.kind, keys)
+                for pipeline in cache.CACHE.keep_only(self.kind, keys):
+                    self.heal(pipeline)  # deleted while the watch was down
                 return str(meta.get("resourceVersion") or "")
             query = {**query, "continue": str(meta["continue"])}
 
@@ -127,12 +141,16 @@ class ChildWatch:
                 )
             version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
             if kind in ("ADDED", "MODIFIED", "DELETED"):
-                cache.CACHE.child(str(kind), as_child(self.kind, obj))
+                to_heal = cache.CACHE.child(str(kind), as_child(self.kind, obj))
+                if to_heal is not None:
+                    self.heal(to_heal)
         return version
 
 
-def start_all(client: kube.Kube) -> list[ChildWatch]:
-    watches = [ChildWatch(client, api_version, kind, naming.MANAGED_SELECTOR) for api_version, kind in KINDS]
+def start_all(client: kube.Kube, heal: Heal = _no_heal) -> list[ChildWatch]:
+    watches = [
+        ChildWatch(client, api_version, kind, naming.MANAGED_SELECTOR, heal) for api_version, kind in KINDS
+    ]
     for w in watches:
         w.start()
     return watches

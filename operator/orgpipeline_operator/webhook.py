@@ -66,6 +66,7 @@ class Receiver:
             settings.webhook_debounce_seconds, settings.webhook_max_wait_seconds
         )
         self._inflight: dict[TableKey, tuple[str, float]] = {}
+        self._failing: dict[TableKey, str] = {}  # table -> the error its last try failed with
         self._routes: tuple[int, file_events.Index] = (-1, file_events.Index([]))
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.Task[None] | None = None
@@ -172,12 +173,27 @@ class Receiver:
         made = await asyncio.gather(
             *(asyncio.to_thread(start_run, rt, b) for b in due), return_exceptions=True
         )
+        now = time.monotonic()
         for batch, result in zip(due, made, strict=True):
             if isinstance(result, BaseException):
-                log.warning("%s/%s: file-arrival Job not created, retrying: %s", *batch.table, result)
-                self.batches.restore(batch)
-            elif result:
-                self._inflight[batch.table] = (result, time.monotonic())
+                batch.failures += 1
+                delay = file_events.retry_delay(batch.failures)
+                # Logged once per state (the first failure, another error), not at every try.
+                state = f"{type(result).__name__}: {result}"
+                if self._failing.get(batch.table) != state:
+                    self._failing[batch.table] = state
+                    log.warning(
+                        "%s/%s: file-arrival Job not created (%s); retrying with back-off (up to %ss)",
+                        *batch.table,
+                        state,
+                        file_events.RETRY_CAP_SECONDS,
+                    )
+                self.batches.restore(batch, now + delay)
+                continue
+            if self._failing.pop(batch.table, None) is not None:
+                log.info("%s/%s: file-arrival Job made after %d failed tries", *batch.table, batch.failures)
+            if result:
+                self._inflight[batch.table] = (result, now)
 
     def _active(self, table: TableKey) -> bool:
         """Whether a run of the table is active: a Job the cache sees running (any trigger), or one
@@ -210,6 +226,12 @@ class Retry(Exception):
     """The Job could not be created for now (API server trouble); the batch is kept."""
 
 
+def _namespace_coming_back(exc: kube.ApiError) -> bool:
+    """The org's namespace is being deleted or is gone: the reconcile makes it again (when it is the
+    operator's), so the batch waits for it rather than being dropped."""
+    return exc.status == 404 or (exc.status == 403 and "being terminated" in exc.message)
+
+
 def start_run(rt: Runtime, batch: Batch) -> str | None:
     """Creates the batch's Job; its name, or None when there is nothing to run (gone, invalid)."""
     pipeline, table_name = batch.table
@@ -236,7 +258,7 @@ def start_run(rt: Runtime, batch: Batch) -> str | None:
     except kube.ApiError as exc:
         if exc.status == 409 and exc.reason == "AlreadyExists":  # this batch's Job: made before
             return name
-        if exc.transient:
+        if exc.transient or _namespace_coming_back(exc):
             raise Retry(str(exc)) from exc
         metrics.FILE_ARRIVAL_RUNS.labels(result="failed").inc()
         runtime.warn(ref, reason="FileArrivalRunFailed", message=f"{table_name}: {exc.message}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orgpipeline_operator import naming
+from orgpipeline_operator import cache, naming
 from orgpipeline_operator.cache import Cache
 from orgpipeline_operator.ownership import Owner
 
@@ -202,3 +202,39 @@ def test_only_the_orgs_own_runs_are_its_jobs() -> None:
     assert c.cronjob_uids("a") == {"c-1"}
     c.child("DELETED", {"kind": "CronJob", "metadata": cron_meta})
     assert c.jobs_of("a") == []
+
+
+def test_a_deletion_names_its_pipeline_only_when_someone_else_deleted_the_child() -> None:
+    """The watch asks for a heal of the pipeline on a DELETED event of a child the cache still had:
+    the operator forgets the children it deletes itself before their event comes."""
+    c = Cache()
+    labels = {naming.LABEL_PIPELINE: "a"}
+    cron = {"kind": "CronJob", "metadata": {"name": "ingest-x", "namespace": "org-1", "labels": labels}}
+    c.child("ADDED", cron)
+    assert c.child("DELETED", cron) == "a"
+    assert c.child("DELETED", cron) is None  # already forgotten (the operator's own prune)
+    c.child("ADDED", cron)
+    assert c.keep_only("CronJob", set()) == {"a"}
+    assert c.keep_only("CronJob", set()) == set()
+
+
+def test_a_child_whose_spec_someone_else_wrote_is_drifted_and_named_for_a_heal() -> None:
+    """The CronJob controller's status writes (a subresource) and the operator's own applies are no
+    drift; another manager owning spec fields (kubectl edit, patch) is."""
+    c = Cache()
+    labels = {naming.LABEL_PIPELINE: "a"}
+    ours = {"manager": naming.MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}}
+    status = {"manager": "kube-controller-manager", "subresource": "status", "fieldsV1": {"f:status": {}}}
+    meta: dict[str, Any] = {
+        "name": "ingest-x",
+        "namespace": "org-1",
+        "labels": labels,
+        "annotations": {naming.ANNOTATION_HASH: "h1"},
+        "managedFields": [ours, status],
+    }
+    assert c.child("MODIFIED", {"kind": "CronJob", "metadata": meta}) is None
+    assert c.children_of("a") == {("CronJob", "org-1", "ingest-x"): "h1"}
+    edit = {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:spec": {"f:schedule": {}}}}
+    meta["managedFields"] = [ours, status, edit]
+    assert c.child("MODIFIED", {"kind": "CronJob", "metadata": meta}) == "a"
+    assert c.children_of("a") == {("CronJob", "org-1", "ingest-x"): cache.DRIFTED}

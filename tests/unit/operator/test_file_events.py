@@ -404,3 +404,20 @@ def test_parsing_a_hostile_body_is_linear() -> None:
         with pytest.raises(file_events.BadNotification):
             file_events.parse_notification(raw)
     assert time.perf_counter() - started < 1.0
+
+
+def test_the_retry_delay_doubles_up_to_its_cap_with_jitter() -> None:
+    low = [file_events.retry_delay(n, rand=lambda: 0.0) for n in range(1, 10)]
+    high = [file_events.retry_delay(n, rand=lambda: 1.0) for n in range(1, 10)]
+    assert high[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert max(high) == file_events.RETRY_CAP_SECONDS
+    assert all(lo == hi / 2 for lo, hi in zip(low, high, strict=True))  # half of it random
+
+
+def test_a_restored_batch_is_not_due_before_its_back_off() -> None:
+    batches = file_events.Batches(quiet=0.5, max_wait=5.0)
+    batches.add(("p", "orders"), ["a.csv"], now=0, wall="w")
+    (batch,) = batches.due(1.0, lambda _t: False)
+    batches.restore(batch, not_before=3.0)
+    assert batches.due(2.9, lambda _t: False) == []
+    assert batches.due(3.0, lambda _t: False) == [batch]
