@@ -57,12 +57,18 @@ def namespace_owned(meta: Mapping[str, Any], pipeline: str, uid: str, recorded_u
         return False
     if (meta.get("annotations") or {}).get(naming.ANNOTATION_OWNER_UID) == uid:
         return True
+    return controlled_by_pipeline(meta, uid)
+
+
+def controlled_by_pipeline(meta: Mapping[str, Any], pipeline_uid: str) -> bool:
+    """Whether the object's controller is the OrgPipeline with this uid."""
     ref = controller(meta)
     return (
         ref is not None
         and ref.get("kind") == v1alpha1.KIND
         and ref.get("apiVersion") == v1alpha1.API_VERSION
-        and ref.get("uid") == uid
+        and bool(pipeline_uid)
+        and ref.get("uid") == pipeline_uid
     )
 
 
@@ -90,11 +96,4 @@ def is_org_cronjob(meta: Mapping[str, Any], org_id: str, pipeline_uid: str) -> b
     and controlled by the org's OrgPipeline. Only their Jobs count as scheduled runs."""
     if not org_id or str(meta.get("namespace") or "") != naming.namespace(org_id):
         return False
-    ref = controller(meta)
-    return (
-        ref is not None
-        and ref.get("kind") == v1alpha1.KIND
-        and ref.get("apiVersion") == v1alpha1.API_VERSION
-        and bool(pipeline_uid)
-        and ref.get("uid") == pipeline_uid
-    )
+    return controlled_by_pipeline(meta, pipeline_uid)
