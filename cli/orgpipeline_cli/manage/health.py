@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import typer
+from rich.text import Text
 
 from orgpipeline_cli.manage import common
 from orgpipeline_cli.manage.common import OutputOpt, UserError, console, print_json
@@ -397,7 +398,7 @@ def _render(checks: list[Check], code: int) -> None:
         table.add_column(column, justify="right" if column == "ms" else "left")
     for c in checks:
         ms = "-" if c.latency_ms is None else f"{c.latency_ms:.0f}"
-        table.add_row(c.name, f"[{styles[c.status]}]{c.status}[/]", c.target, ms, c.detail)
+        table.add_row(c.name, Text(c.status, style=styles[c.status]), c.target, ms, c.detail)
     console().print(table)
 
 

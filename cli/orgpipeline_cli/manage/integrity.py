@@ -17,6 +17,7 @@ import typer
 from orgpipeline_api import store_names
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from orgpipeline_cli.main import CommandFailed
 from orgpipeline_cli.manage import cluster, common, compare, queries
@@ -135,7 +136,7 @@ def _render_validate(document: dict[str, Any]) -> None:
             str(r["mongo_versions"]),
             str(r["postgres_versions"]),
             *(str(r[k]) for k in KINDS),
-            "[red]DIFFERS[/red]" if bad else "[green]OK[/green]",
+            Text("DIFFERS", style="red") if bad else Text("OK", style="green"),
         )
     out.print(summary)
     for r in document["tables"]:

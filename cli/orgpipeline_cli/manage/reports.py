@@ -87,11 +87,11 @@ def _run_view(run: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _result_style(result: Any) -> str:
+def _result_style(result: Any) -> Text | str:
     if result in FAILED_RESULTS:
-        return f"[red]{result}[/red]"
+        return Text(str(result), style="red")
     if result in aggregate.FINISHED_OK:
-        return f"[green]{result}[/green]"
+        return Text(str(result), style="green")
     return "-" if result is None else str(result)
 
 
@@ -331,7 +331,7 @@ def _render_alerts(found: list[dict[str, Any]], source: str) -> None:
     for a in found:
         colour = "red" if a["severity"] == "critical" else "yellow"
         table.add_row(
-            f"[{colour}]{a['severity']}[/{colour}]",
+            Text(str(a["severity"]), style=colour),
             a["org_id"],
             a["table"],
             a["type"],

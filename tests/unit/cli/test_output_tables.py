@@ -43,3 +43,16 @@ def test_every_table_of_the_cli_is_made_by_output_table() -> None:
         and path.name != "output.py"
     ]
     assert direct == []
+
+
+def test_no_cell_of_the_cli_is_written_as_markup() -> None:
+    """Table cells are escaped, so a cell written as markup (`"[red]DIFFERS[/red]"`) would show its
+    tags (as `alerts`, `status`, `validate` and `health` did): styled cells are `Text(..., style=)`."""
+    markup = re.compile(r"""f?["']\[(?:/?(?:red|green|yellow|bold|dim)|\{)[^"']*\]""")
+    found = [
+        f"{path.relative_to(CLI)}:{n}"
+        for path in sorted(CLI.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if markup.search(line) and "add_row" not in line and "console" not in line and "print(" not in line
+    ]
+    assert found == []
