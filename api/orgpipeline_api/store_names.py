@@ -12,6 +12,26 @@ def namespace(org_id: str) -> str:
     return f"org-{org_id}"
 
 
+RECORD_ORG_PREFIX = "org_"
+
+
+def record_org_id(org_id: str) -> str:
+    """The `org_id` value of the org's records, the seed's `org_<id>` ("org_id": "org_123"): every
+    version document in MongoDB and every row of raw_T, raw_T_change_log and raw_T_quality_metrics.
+    The manifest, the command line (`--org-id 123`) and every name above keep the bare id.
+
+    A value already in this form comes back as it is: org ids match [a-z0-9-] and never hold `_`,
+    so the two forms cannot be mistaken (records of older releases hold the bare id; the table's
+    next run rewrites them, see `orgschema.recordorg`)."""
+    return org_id if org_id.startswith(RECORD_ORG_PREFIX) else RECORD_ORG_PREFIX + org_id
+
+
+def record_org_ids(org_id: str) -> list[str]:
+    """What a reader matches `org_id` against: the current form, and the bare id that records of
+    older releases hold until their table's next run migrates them."""
+    return [record_org_id(org_id), org_id]
+
+
 def mongo_collection(org_id: str, table: str) -> str:
     """The raw-landing collection: one document per record version (the seed's raw_{org}_{table})."""
     return f"raw_{org_id}_{table}"

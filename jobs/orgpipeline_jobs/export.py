@@ -276,7 +276,7 @@ def query(req: Request, cols: list[Col], as_of: datetime) -> tuple[sql.Composed,
         "SELECT {select} FROM (SELECT r.composite_key, r.version, r.change_type, r.ingested_at AS {vf},"
         " lead(r.ingested_at) OVER (PARTITION BY r.composite_key ORDER BY r.version) AS {nf},"
         " {source} AS {sf},"
-        " {data} FROM {raw} r WHERE r.org_id = %(org)s) v"
+        " {data} FROM {raw} r WHERE r.org_id = ANY(%(org)s)) v"
         ' WHERE v.{vf} <= %(as_of)s{live} ORDER BY v.composite_key COLLATE "C", v.version'
     ).format(
         select=sql.SQL(", ").join(select),
@@ -290,7 +290,7 @@ def query(req: Request, cols: list[Col], as_of: datetime) -> tuple[sql.Composed,
         raw=raw,
         live=live,
     )
-    return statement, {"org": req.org_id, "as_of": as_of}
+    return statement, {"org": store_names.record_org_ids(req.org_id), "as_of": as_of}
 
 
 # --- writers -------------------------------------------------------------------------------------

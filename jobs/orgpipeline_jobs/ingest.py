@@ -25,7 +25,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from bson.raw_bson import RawBSONDocument
-from orgpipeline_api import memory, triggers
+from orgpipeline_api import memory, store_names, triggers
 from orgpipeline_api.run_report import Counts, without_values
 from orgpipeline_api.v1alpha1 import Table, TableMode
 from pymongo.collection import Collection
@@ -123,6 +123,8 @@ def replay_outbox(ctx: TableContext) -> int:
     replayed = 0
     for batch_id, blob in outbox.pending(ctx.conn, ctx.org_id, ctx.table.name):
         docs = bson.decode_all(blob)
+        for doc in docs:  # left by an older release (bare id): as `recordorg.migrate` made the rest
+            doc["org_id"] = store_names.record_org_id(ctx.org_id)
         try:
             insert_documents(ctx.collection, docs)
         except LandingError:

@@ -27,7 +27,7 @@ import pymongo
 import pymongo.errors
 from orgpipeline_api import memory, store_names, stores, triggers
 from orgpipeline_api.errors import ConfigurationError, PipelineError, ServerUnavailable
-from orgpipeline_api.orgschema import ddl, lock, privacy, tenant
+from orgpipeline_api.orgschema import ddl, lock, privacy, recordorg, tenant
 from orgpipeline_api.run_report import (
     AlertType,
     Breach,
@@ -327,7 +327,10 @@ def locked_table(
             # No secondary indexes: each costs FerretDB a jsonb expression index update per insert,
             # and the equality filters of `load` (postgres_status, batch_id) are pushed down.
             database = client[settings.mongo_database(spec.org_id)]  # the org's own (issue 22)
-            yield table, conn, database[store_names.mongo_collection(spec.org_id, table.name)]
+            collection = database[store_names.mongo_collection(spec.org_id, table.name)]
+            if recordorg.migrate(conn, spec.org_id, table.name, collection) is not None:
+                privacy.ensure_view(conn, spec.org_id, table)  # again if the migration dropped it
+            yield table, conn, collection
         finally:
             client.close()
     # Closing the connection released the session-level run lock.

@@ -52,12 +52,12 @@ def apply_to_table(
                 "UPDATE {raw} r SET is_active = FALSE, last_modified = now() FROM ("
                 " SELECT org_id, composite_key, version, ROW_NUMBER() OVER ("
                 "  PARTITION BY org_id, composite_key ORDER BY version DESC) AS version_rank"
-                " FROM {raw} WHERE org_id = %s) ranked"
+                " FROM {raw} WHERE org_id = ANY(%s)) ranked"
                 " WHERE ranked.version_rank > %s AND r.is_active AND r.org_id = ranked.org_id"
                 " AND r.composite_key = ranked.composite_key AND r.version = ranked.version"
                 " RETURNING r.composite_key, r.version"
             ).format(raw=raw),
-            (org_id, retention.keep_versions),
+            (store_names.record_org_ids(org_id), retention.keep_versions),
         ).fetchall()
         if dry_run:
             raise psycopg.Rollback(versions_tx)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from orgpipeline_api import store_names
 
 from orgpipeline_jobs.landing import documents
 from orgpipeline_jobs.records import CheckedBatch
@@ -188,7 +189,7 @@ def version_rows(
     )  # fmt: skip
     keys = pa.array([v.composite_key for v in plan_.versions], pa.string())
     user = const(ctx.user_id)
-    raw: dict[str, pa.Array] = {"org_id": const(ctx.org_id), "composite_key": keys}
+    raw: dict[str, pa.Array] = {"org_id": const(store_names.record_org_id(ctx.org_id)), "composite_key": keys}
     for name, values in batch.columns.items():
         raw[name] = pc.take(values, index)
     data_hash = pc.take(batch.hash_array, index)

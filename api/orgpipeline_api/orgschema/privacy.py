@@ -222,7 +222,7 @@ def view_statement(org_id: str, table: Table) -> sql.Composed:
         "CREATE VIEW {view} WITH (security_barrier) AS SELECT {key} AS composite_key, r.version,"
         " r.change_type, r.ingested_at AS valid_from, {nxt} AS valid_to,"
         " ({nxt} IS NULL AND r.change_type <> 'DELETE') AS is_current, {src} AS source_file, {data}"
-        " FROM {raw} r WHERE r.org_id = {org}"
+        " FROM {raw} r WHERE r.org_id IN ({org})"
     ).format(
         view=sql.SQL(".").join(
             [sql.Identifier(store_names.pg_view_schema(org_id)), sql.Identifier(table.name)]
@@ -232,5 +232,5 @@ def view_statement(org_id: str, table: Table) -> sql.Composed:
         src=source_file(r),
         data=sql.SQL(", ").join(data),
         raw=qualified(org_id, store_names.pg_table(table.name)),
-        org=sql.Literal(org_id),
+        org=sql.SQL(", ").join(map(sql.Literal, store_names.record_org_ids(org_id))),
     )

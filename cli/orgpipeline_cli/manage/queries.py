@@ -328,7 +328,7 @@ def pg_versions(conn: Conn, org_id: str, table: str) -> Iterator[VersionRef]:
     matches the data_hash it was loaded with)."""
     columns = business_columns(conn, org_id, table)
     statement = sql.SQL(
-        "SELECT composite_key, version, {} FROM {} WHERE is_active AND org_id = %s"
+        "SELECT composite_key, version, {} FROM {} WHERE is_active AND org_id = ANY(%s)"
         ' ORDER BY composite_key COLLATE "C", version'
     ).format(
         sql.SQL(", ").join(sql.Identifier(c[0]) for c in columns),
@@ -336,7 +336,7 @@ def pg_versions(conn: Conn, org_id: str, table: str) -> Iterator[VersionRef]:
     )
     with conn.transaction(), conn.cursor(name=f"validate_{table}") as cur:
         cur.itersize = STREAM_BATCH
-        cur.execute(statement, (org_id,))
+        cur.execute(statement, (store_names.record_org_ids(org_id),))
         for row in cur:
             data = {
                 name: canonical(value, prec) for (name, _, prec), value in zip(columns, row[2:], strict=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import bson
 from bson.raw_bson import RawBSONDocument
-from orgpipeline_api import triggers
+from orgpipeline_api import store_names, triggers
 
 from orgpipeline_jobs.landing.exceptions import LandingError
 from orgpipeline_jobs.quality import RecordCheck
@@ -27,6 +27,7 @@ class VersionContext:
     """What every document of one file shares."""
 
     org_id: str
+    """The bare id, as in the manifest: the documents hold `store_names.record_org_id` of it."""
     table: str
     run_id: str
     user_id: str | None
@@ -107,7 +108,7 @@ def build(
     source = {**ctx.source_file, "line": line}
     return {
         "_id": version_id(composite_key, version),
-        "org_id": ctx.org_id,
+        "org_id": store_names.record_org_id(ctx.org_id),
         "composite_key": composite_key,
         "table": ctx.table,
         **values,

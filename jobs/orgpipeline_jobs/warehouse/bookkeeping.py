@@ -200,7 +200,7 @@ def write_quality_metrics(
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, file_id) DO NOTHING"
         ).format(qualified(org_id, store_names.pg_quality_metrics(table))),
         (
-            org_id,
+            store_names.record_org_id(org_id),
             table,
             report["total_records"],
             report["records_with_errors"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from orgpipeline_api import store_names
 from orgpipeline_api.orgschema.ddl import AUDIT_COLUMN_NAMES
 
 
@@ -18,7 +19,7 @@ def pg_row(doc: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
     """The raw_{table} row of a version document, in `raw_columns(columns)` order."""
     audit = doc["audit_trail"]
     return (
-        doc["org_id"],
+        store_names.record_org_id(doc["org_id"]),  # a document of an older release: the bare id
         doc["composite_key"],
         *(doc.get(c) for c in columns),
         doc["version"],
@@ -63,7 +64,7 @@ CHANGE_LOG_COLUMNS = [
 def change_log_row(doc: dict[str, Any]) -> tuple[Any, ...]:
     audit = doc["audit_trail"]
     return (
-        doc["org_id"],
+        store_names.record_org_id(doc["org_id"]),  # a document of an older release: the bare id
         doc["composite_key"],
         doc["previous_version"],
         doc["version"],
