@@ -142,7 +142,7 @@ def test_as_of_between_runs_is_the_state_after_the_first_file(org: Org) -> None:
     # As the pipeline knew it then: the later version of O1 was not known, so no valid_to.
     assert {r["valid_to"] for r in rows.values()} == {""}
     assert all(datetime.fromisoformat(r["valid_from"]) <= org.between for r in rows.values())
-    assert rows["O1"]["composite_key"] == f"org_{org.org_id}_orders_O1_C1"
+    assert rows["O1"]["composite_key"] == f"org_{org.org_id}_orders_O1_C1_2024-01-15"
     assert rows["O1"]["source_file"].endswith("orders_1.csv")
     header = next(csv.reader(org.export("--as-of", org.between.isoformat()).open()))
     assert header[:6] == ["composite_key", "version", "change_type", "valid_from", "valid_to", "source_file"]

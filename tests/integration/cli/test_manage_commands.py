@@ -132,7 +132,7 @@ def test_audit_lists_changes_and_one_record_history(loaded: Org) -> None:
     assert len(doc["changes"]) == 3
     counts = dict(loaded.sql("SELECT change_type, count(*) FROM {schema}.raw_orders_change_log GROUP BY 1"))
     assert {k: v for k, v in doc["counts"][0].items() if k.isupper()} == counts == {"INSERT": 4, "UPDATE": 1}
-    key = f"org_{loaded.org_id}_orders_O1_C1"
+    key = f"org_{loaded.org_id}_orders_O1_C1_2024-01-15"
     history = loaded.json("audit", "--org-id", loaded.org_id, "--composite-key", key)
     assert [v["version"] for v in history["versions"]] == [1, 2]
     assert history["versions"][1]["changes"]["amount"] == {"old": 10.0, "new": 11.0}
@@ -226,9 +226,12 @@ def test_validate_detects_rows_changed_behind_the_pipelines_back(loaded: Org) ->
     )
     prefix = f"org_{loaded.org_id}_orders_"
     loaded.sql(
-        "UPDATE {schema}.raw_orders SET amount = 1 WHERE composite_key = %s RETURNING 1", prefix + "O2_C2"
+        "UPDATE {schema}.raw_orders SET amount = 1 WHERE composite_key = %s RETURNING 1",
+        prefix + "O2_C2_2024-01-15",
     )
-    loaded.sql("DELETE FROM {schema}.raw_orders WHERE composite_key = %s RETURNING 1", prefix + "O5_C5")
+    loaded.sql(
+        "DELETE FROM {schema}.raw_orders WHERE composite_key = %s RETURNING 1", prefix + "O5_C5_2024-01-17"
+    )
     loaded.sql(
         "INSERT INTO {schema}.raw_orders (org_id, composite_key, order_id, version, is_active)"
         " VALUES (%s, %s, 'O9', 1, TRUE) RETURNING 1",
@@ -237,7 +240,11 @@ def test_validate_detects_rows_changed_behind_the_pipelines_back(loaded: Org) ->
     )
     doc = loaded.json("validate", "--org-id", loaded.org_id, code=1)
     found = {(d["kind"], d["composite_key"].removeprefix(prefix)) for d in doc["tables"][0]["listed"]}
-    assert found == {("hash_mismatch", "O2_C2"), ("missing", "O5_C5"), ("extra", "O9_C9")}
+    assert found == {
+        ("hash_mismatch", "O2_C2_2024-01-15"),
+        ("missing", "O5_C5_2024-01-17"),
+        ("extra", "O9_C9"),
+    }
     text = loaded.cli("validate", "--org-id", loaded.org_id)
     assert text.returncode == 1 and "DIFFERS" in text.stdout and "3 difference(s)" in text.stderr
 
@@ -277,7 +284,7 @@ def test_values_with_rich_markup_are_printed_as_they_are(org: Org, tmp_path: Pat
     """A key, a value or a target holding `[/]` or `[bold]` is user data: the tables of audit,
     validate and compliance print it as it is (Rich would read it as markup and crash)."""
     org.run(("orders_1.csv", HEADER + "O[/]1,C[bold]1,P1,2024-01-15,10.00,pending,a@x.com,n[/]\n"))
-    key = f"org_{org.org_id}_orders_O[/]1_C[bold]1"
+    key = f"org_{org.org_id}_orders_O[/]1_C[bold]1_2024-01-15"
     audit = org.cli("audit", "--org-id", org.org_id)
     assert audit.returncode == 0, audit.stderr
     assert "O[/]1" in audit.stdout.replace("\n", "")

@@ -76,8 +76,8 @@ def test_old_records_are_migrated_by_the_next_run_without_a_lost_or_doubled_vers
         new,
     )
     assert [(k.removeprefix(f"{new}_orders_"), v) for k, v in conflicts] == [
-        ("O1_C1", [1, 2]),
-        ("O2_C2", [1, 2]),
+        ("O1_C1_2024-01-15", [1, 2]),
+        ("O2_C2_2024-01-15", [1, 2]),
     ]
     done = org.cli("validate", "--org-id", org.org_id, "-o", "json")
     assert done.returncode == 0 and json.loads(done.stdout)["ok"], done.stdout + done.stderr

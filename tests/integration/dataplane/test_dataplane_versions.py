@@ -42,7 +42,7 @@ def test_insert_update_unchanged(org: Org) -> None:
         and doc["changed_fields"] == ["amount"]
         and doc["previous_version"] == 1
     )
-    assert doc["composite_key"] == f"org_{org.org_id}_orders_O2_C2" and doc["amount"] == 12.5
+    assert doc["composite_key"] == f"org_{org.org_id}_orders_O2_C2_2024-01-15" and doc["amount"] == 12.5
     assert doc["audit_trail"]["source_file"]["filename"] == "orders_2.csv"
     rows = org.sql(
         "SELECT order_id, version, change_type, amount::text FROM {schema}.raw_orders ORDER BY 1, 2"
@@ -151,7 +151,7 @@ def _warehouse_rows(org: Org) -> dict[str, list[tuple[object, ...]]]:
     volatile = "'{change_timestamp,processing_metadata,source_file}'::text[]"
     source = "- 'file_id' - 'etag' - 'key' - 'bucket'"
     raw = org.sql(
-        "SELECT substr(composite_key, length(org_id) + 5), order_id, customer_id, product_id, order_date,"
+        "SELECT substr(composite_key, length(org_id) + 2), order_id, customer_id, product_id, order_date,"
         " amount, status, email, note, version, data_hash, change_type, changed_fields, changed_by_user_id,"
         f" previous_version, audit_trail - {volatile}, postgres_status, record_status, is_active,"
         f" data_quality, source_file_metadata {source}, (audit_trail->'source_file') {source},"
@@ -159,7 +159,7 @@ def _warehouse_rows(org: Org) -> dict[str, list[tuple[object, ...]]]:
         " FROM {schema}.raw_orders ORDER BY 1, version"
     )
     log = org.sql(
-        "SELECT substr(composite_key, length(org_id) + 5), old_version, new_version, change_type,"
+        "SELECT substr(composite_key, length(org_id) + 2), old_version, new_version, change_type,"
         " changed_fields, changed_by_user_id, old_data_hash, new_data_hash,"
         f" change_metadata - 'run_id' - 'batch_id', source_info {source}"
         " FROM {schema}.raw_orders_change_log ORDER BY 1, new_version"
