@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from orgpipeline_api import store_names
+
 MAX_KEY_LENGTH = 200
 """Longer keys are hashed: they stay usable as index entries and URL parts."""
 
@@ -30,7 +32,8 @@ def escape(value: str) -> str:
 
 
 def prefix(org_id: str, table: str) -> str:
-    return f"org_{org_id}_{table}_"
+    """`org_{org_id}_{table}_`: the record's org id (`store_names.record_org_id`), then the table."""
+    return f"{store_names.record_org_id(org_id)}_{table}_"
 
 
 def composite_key(org_id: str, table: str, values: Sequence[str], *, max_length: int = MAX_KEY_LENGTH) -> str:
