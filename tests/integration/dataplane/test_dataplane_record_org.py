@@ -8,6 +8,7 @@ import json
 import bson
 from conftest import Org, order, orders_csv
 from orgpipeline_api import store_names
+from orgpipeline_api.orgschema import privacy
 from orgpipeline_jobs import pipeline
 from orgpipeline_jobs.warehouse import outbox
 
@@ -84,3 +85,36 @@ def test_old_records_are_migrated_by_the_next_run_without_a_lost_or_doubled_vers
     # Migrated once: a later run leaves the record as it is.
     org.run()
     assert org.sql("SELECT counts FROM {schema}.pipeline_migrations") == [counts]
+
+
+def test_a_reader_view_of_an_older_release_is_made_again_with_the_migration(org: Org) -> None:
+    """The reader's view filtered on the bare id: after the migration it would show nothing, so the
+    migrating run makes it again (with its grant), and it shows every version."""
+    views, reader = store_names.pg_view_schema(org.org_id), store_names.pg_reader_role(org.org_id)
+    org.pg.execute(f'CREATE ROLE "{reader}" NOLOGIN')
+    try:
+        org.pg.execute(f'CREATE SCHEMA "{views}"')
+        org.upload("orders_1.csv", orders_csv([order(1), order(2)]))
+        org.run()
+        table = org.spec.table("orders")
+        assert table is not None
+        statement = privacy.view_statement(org.org_id, table).as_string(org.pg)
+        old = statement.replace(f"IN ('org_{org.org_id}', '{org.org_id}')", f"= '{org.org_id}'")
+        assert old != statement
+        org.pg.execute(f'DROP VIEW "{views}".orders')
+        org.pg.execute(old)  # the older release's view, and its records
+        org.pg.execute(f'GRANT SELECT ON "{views}".orders TO "{reader}"')
+        for name in TABLES:
+            org.sql(f"UPDATE {{schema}}.{name} SET org_id = %s RETURNING 1", org.org_id)
+        org.pg.execute(f'DROP TABLE "{org.schema}".pipeline_migrations')
+
+        org.upload("orders_2.csv", orders_csv([order(3)]))
+        org.run()
+        assert org.sql(f'SELECT count(*) FROM "{views}".orders') == [(3,)]
+        definition = org.sql("SELECT pg_get_viewdef(%s::regclass)", f'"{views}".orders')[0][0]
+        assert f"'org_{org.org_id}'" in definition
+        assert org.sql(f"SELECT has_table_privilege('{reader}', '\"{views}\".orders', 'SELECT')") == [(True,)]
+    finally:
+        org.pg.execute(f'DROP SCHEMA IF EXISTS "{views}" CASCADE')
+        org.pg.execute(f'DROP OWNED BY "{reader}"')
+        org.pg.execute(f'DROP ROLE "{reader}"')
