@@ -28,6 +28,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -110,31 +111,27 @@ class Demo:
         assert done.returncode in codes, done.stderr
         return json.loads(done.stdout)
 
-    def seed_sql(self, statement: str, rollback: bool = False) -> tuple[list[tuple[Any, ...]], int]:
-        """Runs the seed's SQL unchanged as the org's own role, search_path set to the org's schema.
-        Returns its rows (if any) and its row count; `rollback` undoes it after (is_active rows
-        before and after are compared by the caller through `active_versions`)."""
+    @contextmanager
+    def as_org(self) -> Iterator[psycopg.Connection[Any]]:
+        """The org's own login (its Secret's DSN), search_path set to the org's schema, as the
+        seed's SQL expects; rolled back at the end."""
         with psycopg.connect(self.env["ORGPIPELINE_POSTGRES_DSN"]) as conn:
             assert conn.info.user == store_names.pg_role(ORG)
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(store_names.pg_schema(ORG))))
-            cur = conn.execute(statement.encode())
-            rows = cur.fetchall() if cur.description else []
-            count = cur.rowcount
-            self.changed = self.active_versions(conn)
-            if rollback:
+            try:
+                yield conn
+            finally:
                 conn.rollback()
-            else:
-                conn.commit()
-        return rows, count
 
-    @staticmethod
-    def active_versions(conn: psycopg.Connection[Any]) -> set[tuple[str, int]]:
-        return {
-            (str(k), int(v))
-            for k, v in conn.execute("SELECT composite_key, version FROM raw_orders WHERE is_active")
-        }
 
-    changed: set[tuple[str, int]] | None = None
+def seed_sql(conn: psycopg.Connection[Any], statement: str) -> psycopg.Cursor[Any]:
+    """The seed's SQL, unchanged (as bytes: no placeholder parsing)."""
+    return conn.execute(statement.encode())
+
+
+def active_versions(conn: psycopg.Connection[Any]) -> set[tuple[str, int]]:
+    rows = conn.execute("SELECT composite_key, version FROM raw_orders WHERE is_active")
+    return {(str(k), int(v)) for k, v in rows}
 
 
 def _drop(db: database.Databases) -> None:
@@ -213,7 +210,8 @@ def test_the_seeds_record_has_its_history(demo: Demo) -> None:
 
 
 def test_version_conflict_query_answers_as_audit(demo: Demo) -> None:
-    rows, _ = demo.seed_sql(sql_block(SEED_TEXT, "Version Conflicts"))
+    with demo.as_org() as conn:
+        rows = seed_sql(conn, sql_block(SEED_TEXT, "Version Conflicts")).fetchall()
     found = {str(key): (list(versions), int(count)) for key, versions, count in rows}
     assert found[SEED_KEY] == (list(range(1, EXTRA_VERSIONS + 3)), EXTRA_VERSIONS + 2)
     changes = demo.json("audit", "--org-id", ORG, "--table", "orders", "--limit", "100000")["changes"]
@@ -226,19 +224,17 @@ def test_version_conflict_query_answers_as_audit(demo: Demo) -> None:
 
 def test_archive_statement_agrees_with_retention_dry_run(demo: Demo) -> None:
     """The seed's statement and the product's retention pick the same keys: those with more than 10
-    versions. The product deactivates only the versions beyond the 10 (README, "Where the product
-    differs from the seed"); the seed's `composite_key IN (...)` deactivates every version of them."""
-    with psycopg.connect(demo.env["ORGPIPELINE_POSTGRES_DSN"]) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(store_names.pg_schema(ORG))))
-        before = Demo.active_versions(conn)
+    versions. The product deactivates only the versions beyond the 10 (README, "The seed, as its
+    users read it"); the seed's `composite_key IN (...)` deactivates every version of them."""
+    with demo.as_org() as conn:
+        before = active_versions(conn)
         counts = dict(conn.execute("SELECT composite_key, count(*) FROM raw_orders GROUP BY 1").fetchall())
-    _, updated = demo.seed_sql(sql_block(SEED_TEXT, "Automatic Archival"), rollback=True)
-    archived = before - (demo.changed or set())
+        updated = seed_sql(conn, sql_block(SEED_TEXT, "Automatic Archival")).rowcount
+        archived = before - active_versions(conn)
     over = {k for k, n in counts.items() if n > 10}
     assert over == {SEED_KEY} and {k for k, _ in archived} == over and updated == counts[SEED_KEY]
     dry = demo.json("retention", "--org-id", ORG, "-f", str(demo.manifest), "--dry-run")
     orders = next(t for t in dry["tables"] if t["table"] == "orders")
     assert orders["versions_deactivated"] == sum(counts[k] - 10 for k in over) == 2
-    with psycopg.connect(demo.env["ORGPIPELINE_POSTGRES_DSN"]) as conn:  # the dry run changed nothing
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(store_names.pg_schema(ORG))))
-        assert Demo.active_versions(conn) == before
+    with demo.as_org() as conn:  # the seed's statement was rolled back, the dry run changed nothing
+        assert active_versions(conn) == before
