@@ -157,6 +157,8 @@ class TableRun:
             return outcome
         bookkeeping.start_file(self.conn, org, name, source, self.run_id)
         ctx = self.context(fused)
+        by = self.trigger.for_file(source.key)  # a file arrival: the file's own uploader
+        ctx.trigger, ctx.user_id = by, by.user
         worker = ingest.FileIngest(ctx, source)
         started = datetime.now(UTC)
         try:
@@ -347,7 +349,7 @@ def table_run(
     `trigger` says who started the run and why (its user is the run's user); without one the run is
     `manual`, by `user_id`.
     """
-    trigger = trigger or triggers.RunTrigger.of(triggers.Trigger.manual, user_id, None)
+    trigger = trigger or triggers.RunTrigger.of(triggers.Trigger.manual, user_id or triggers.caller(), None)
     with locked_table(settings, spec, table_name) as (table, conn, collection):
         saved = bookkeeping.business_keys(conn, spec.org_id, table.name)
         keys = list(table.business_keys) or (saved[0] if saved else [])
