@@ -67,6 +67,11 @@ class AlertType(StrEnum):
     # A file of the table whose content the stores refused (pipeline_files status quarantined):
     # reported by every run while one is, so the alert lasts until the file is retried.
     FileQuarantined = "FileQuarantined"
+    # Raised once per finding (the org's pipeline_notices), warnings: a detected business key that
+    # a later file repeats (the key is kept), a column that looks like personal data while
+    # classified public or internal.
+    BusinessKeyNotUnique = "BusinessKeyNotUnique"
+    UnclassifiedPersonalData = "UnclassifiedPersonalData"
 
 
 class AlertSeverity(StrEnum):

@@ -41,7 +41,7 @@ from orgpipeline_api.run_report import (
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
-from orgpipeline_jobs import anomalies, ingest, quality
+from orgpipeline_jobs import anomalies, ingest, keycheck, quality
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
@@ -277,8 +277,15 @@ class TableRun:
         )
         if run.result == RunResult.Succeeded:
             run = run.model_copy(update={"breaches": self.anomalies(run)})
-        run = run.model_copy(update={"breaches": [*run.breaches, *self.quarantined()]})
+        run = run.model_copy(update={"breaches": [*run.breaches, *self.quarantined(), *self.key_repeats()]})
         return run.model_copy(update={"breaches": assess(run, self.spec.quality_thresholds).breaches})
+
+    def key_repeats(self) -> list[Breach]:
+        """BusinessKeyNotUnique, once, when a file repeated a detected key (`keycheck`)."""
+        repeats = [(o.source.name, o.counts.duplicates) for o in self.outcomes]
+        return keycheck.not_unique(
+            self.conn, self.spec.org_id, self.table.name, self.business_keys, self.keys_detected, repeats
+        )
 
     def quarantined(self) -> list[Breach]:
         """FileQuarantined while any file of the table is (this run's or an earlier one's): the
