@@ -41,7 +41,7 @@ from orgpipeline_api.run_report import (
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
-from orgpipeline_jobs import anomalies, ingest, keycheck, quality
+from orgpipeline_jobs import anomalies, classify, ingest, keycheck, quality
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
@@ -277,7 +277,8 @@ class TableRun:
         )
         if run.result == RunResult.Succeeded:
             run = run.model_copy(update={"breaches": self.anomalies(run)})
-        run = run.model_copy(update={"breaches": [*run.breaches, *self.quarantined(), *self.key_repeats()]})
+        found = [*self.quarantined(), *self.key_repeats(), *self.unclassified(run)]
+        run = run.model_copy(update={"breaches": [*run.breaches, *found]})
         return run.model_copy(update={"breaches": assess(run, self.spec.quality_thresholds).breaches})
 
     def key_repeats(self) -> list[Breach]:
@@ -286,6 +287,16 @@ class TableRun:
         return keycheck.not_unique(
             self.conn, self.spec.org_id, self.table.name, self.business_keys, self.keys_detected, repeats
         )
+
+    def unclassified(self, run: RunReport) -> list[Breach]:
+        """UnclassifiedPersonalData, once per column, after a run that wrote versions (`classify`)."""
+        if not (run.inserted or run.updated) or run.error:
+            return []
+        columns = {c.name: str(c.classification) for c in self.table.columns}
+        try:
+            return classify.unclassified_breaches(self.conn, self.spec.org_id, self.table.name, columns)
+        except psycopg.Error:
+            return []
 
     def quarantined(self) -> list[Breach]:
         """FileQuarantined while any file of the table is (this run's or an earlier one's): the
