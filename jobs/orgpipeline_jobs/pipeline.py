@@ -41,7 +41,7 @@ from orgpipeline_api.run_report import (
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
-from orgpipeline_jobs import anomalies, classify, ingest, keycheck, quality
+from orgpipeline_jobs import anomalies, classify, ingest, keycheck, quality, storage
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
@@ -278,7 +278,7 @@ class TableRun:
         if run.result == RunResult.Succeeded:
             run = run.model_copy(update={"breaches": self.anomalies(run)})
         found = [*self.quarantined(), *self.key_repeats(), *self.unclassified(run)]
-        run = run.model_copy(update={"breaches": [*run.breaches, *found]})
+        run = run.model_copy(update={"breaches": [*run.breaches, *found], **self.storage(run)})
         return run.model_copy(update={"breaches": assess(run, self.spec.quality_thresholds).breaches})
 
     def key_repeats(self) -> list[Breach]:
@@ -287,6 +287,14 @@ class TableRun:
         return keycheck.not_unique(
             self.conn, self.spec.org_id, self.table.name, self.business_keys, self.keys_detected, repeats
         )
+
+    def storage(self, run: RunReport) -> dict[str, int | None]:
+        """The table's measured sizes (`storage`: recorded once a day, and after a run that wrote)."""
+        wrote = bool(run.inserted or run.updated or run.deleted or run.loaded)
+        sizes = storage.after_run(
+            self.conn, self.collection.database, self.spec.org_id, self.table.name, wrote
+        )
+        return {"postgres_bytes": sizes.postgres_bytes, "mongo_bytes": sizes.mongo_bytes} if sizes else {}
 
     def unclassified(self, run: RunReport) -> list[Breach]:
         """UnclassifiedPersonalData, once per column, after a run that wrote versions (`classify`)."""
