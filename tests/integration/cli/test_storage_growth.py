@@ -78,3 +78,15 @@ def test_runs_record_the_days_sizes_and_metrics_reports_growth_from_them(org: Or
     # The last day recorded before a period is its baseline, however short the period.
     (recent,) = org.json("metrics", "--org-id", org.org_id, "--days", "1")["orgs"]
     assert recent["storage"]["growth_bytes"] == expected
+
+
+def test_the_daily_retention_records_the_days_sizes_without_a_run(org: Org) -> None:
+    from orgpipeline_jobs import retention
+
+    _run(org, "orders_1.csv", FILE_1)
+    org.sql("UPDATE {schema}.pipeline_storage SET day = day - 1 RETURNING 1")  # as if run yesterday
+    _, spec = load_manifest(org.path)
+    retention.apply(Settings.from_env(), spec, "orders")
+    days = org.sql("SELECT day FROM {schema}.pipeline_storage ORDER BY day")
+    today = datetime.now(UTC).date()
+    assert days == [(today - timedelta(days=1),), (today,)]
