@@ -56,6 +56,9 @@ _NOT_PERSON = re.compile(
 )
 _BIRTH_HINT = re.compile(r"(birth|dob|born)")
 _DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d")
+_DATE_SHAPE = re.compile(r"^[0-9]{1,4}[-/.][0-9]{1,2}[-/.][0-9]{1,4}([ T].*)?$")
+_IP_SHAPE = re.compile(r"^[0-9A-Fa-f:.]{2,45}$")
+"""Cheap shapes tried before the parsers (strptime, ipaddress): most values are neither."""
 
 
 def is_email(value: str) -> bool:
@@ -101,6 +104,8 @@ def is_card_number(value: str) -> bool:
 
 
 def is_ip_address(value: str) -> bool:
+    if not _IP_SHAPE.match(value):
+        return False
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -109,6 +114,8 @@ def is_ip_address(value: str) -> bool:
 
 
 def parse_date(value: str) -> date | None:
+    if not _DATE_SHAPE.match(value):
+        return None
     text = value[:10] if len(value) >= 10 and value[10:11] in ("", " ", "T") else value
     for fmt in _DATE_FORMATS:
         try:

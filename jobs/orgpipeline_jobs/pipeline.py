@@ -289,11 +289,8 @@ class TableRun:
         )
 
     def storage(self, run: RunReport) -> dict[str, int | None]:
-        """The table's measured sizes (`storage`: recorded once a day, and after a run that wrote)."""
-        wrote = bool(run.inserted or run.updated or run.deleted or run.loaded)
-        sizes = storage.after_run(
-            self.conn, self.collection.database, self.spec.org_id, self.table.name, wrote
-        )
+        """The table's measured sizes of the day (`storage`: measured by the day's first run)."""
+        sizes = storage.after_run(self.conn, self.collection.database, self.spec.org_id, self.table.name)
         return {"postgres_bytes": sizes.postgres_bytes, "mongo_bytes": sizes.mongo_bytes} if sizes else {}
 
     def unclassified(self, run: RunReport) -> list[Breach]:
