@@ -4,10 +4,10 @@
     eval "$(hack/stack env)"; .venv/bin/python bench/afterrun.py [--rows 50000]
 
 Loads an orders table of --rows rows (one `orgpipeline run` from a local file), then times, median
-of 7: the storage step of a run once the day is recorded (a lookup of the day's row), the day's
-first measurement (PostgreSQL relation sizes + MongoDB collStats + the upsert), and the
-classification sample of a run that wrote (200 rows of random pages, the detectors). Prints one
-JSON line.
+of 7: the storage step of a run that wrote nothing once the day is recorded (a lookup of the
+day's row), a measurement (PostgreSQL relation sizes + MongoDB $collStats + the upsert: a run that
+wrote), and the classification sample of a run that wrote (200 rows of random pages, the
+detectors). Prints one JSON line.
 """
 
 from __future__ import annotations

@@ -289,8 +289,10 @@ class TableRun:
         )
 
     def storage(self, run: RunReport) -> dict[str, int | None]:
-        """The table's measured sizes of the day (`storage`: measured by the day's first run)."""
-        sizes = storage.after_run(self.conn, self.collection.database, self.spec.org_id, self.table.name)
+        """The table's measured sizes (`storage`: after a run that wrote, or the day's first)."""
+        wrote = bool(run.inserted or run.updated or run.deleted or run.loaded)
+        database = self.collection.database
+        sizes = storage.after_run(self.conn, database, self.spec.org_id, self.table.name, wrote)
         return {"postgres_bytes": sizes.postgres_bytes, "mongo_bytes": sizes.mongo_bytes} if sizes else {}
 
     def unclassified(self, run: RunReport) -> list[Breach]:
