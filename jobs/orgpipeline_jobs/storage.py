@@ -100,7 +100,7 @@ def measure(conn: psycopg.Connection[Any], database: Any, org_id: str, table: st
     name = store_names.mongo_collection(org_id, table)
     try:
         if name in database.list_collection_names():
-            stats = _collection_stats(database, name)
+            stats = collection_stats(database, name)
             total = stats.get("totalSize") or (stats.get("storageSize") or 0) + (
                 stats.get("totalIndexSize") or 0
             )
@@ -114,7 +114,7 @@ def measure(conn: psycopg.Connection[Any], database: Any, org_id: str, table: st
     return Sizes(day, postgres, mongo_bytes, documents)
 
 
-def _collection_stats(database: Any, name: str) -> dict[str, Any]:
+def collection_stats(database: Any, name: str) -> dict[str, Any]:
     """The `$collStats` stage's storageStats (cheap everywhere), else the `collStats` command."""
     try:
         found = list(database[name].aggregate([{"$collStats": {"storageStats": {}}}]))

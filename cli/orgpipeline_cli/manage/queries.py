@@ -274,7 +274,9 @@ def storage(conn: Conn, db: Database[Doc], org_id: str, tables: list[str], start
         name = store_names.mongo_collection(org_id, table)
         if name in existing and mongo_bytes is not None:
             try:
-                stats = db.command("collStats", name)
+                from orgpipeline_jobs import storage as sizes  # the cheap $collStats stage first
+
+                stats = sizes.collection_stats(db, name)
                 mongo_bytes += int(stats.get("totalSize") or stats.get("storageSize") or 0)
             except Exception:  # a server without collStats: report PostgreSQL only
                 mongo_bytes = None
