@@ -55,6 +55,8 @@ ANNOTATION_RUN_NOW_REASON = "orgpipeline.io/run-now-reason"
 
 MAX_USER = 256
 MAX_REASON = 1024
+MAX_UPLOADERS_BYTES = 32 * 1024
+"""Bound on ORGPIPELINE_TRIGGER_UPLOADERS (100 keys of up to 1,024 bytes would make a Job of 128 KiB)."""
 """Characters kept of a user name and of a reason (an annotation can be much longer)."""
 
 
@@ -193,8 +195,13 @@ def file_arrival(
     names = list(dict.fromkeys([*(principals or []), *(v for v in uploaders.values() if v)]))
     user = ", ".join(names) if names else SYSTEM_FILE_ARRIVAL
     found = RunTrigger.of(Trigger.file_arrival, user, reason)
-    pairs = tuple((k, v[:MAX_USER]) for k, v in uploaders.items() if v)
-    return RunTrigger(found.trigger, found.user, found.reason, pairs)
+    pairs: list[tuple[str, str]] = []
+    size = 0
+    for key, who in uploaders.items():
+        size += len(json.dumps(key)) + len(json.dumps(who[:MAX_USER])) + 4  # as job_env writes it
+        if who and size <= MAX_UPLOADERS_BYTES:  # keys past the bound: the run's user stands for them
+            pairs.append((key, who[:MAX_USER]))
+    return RunTrigger(found.trigger, found.user, found.reason, tuple(pairs))
 
 
 SCHEDULE = RunTrigger(Trigger.schedule, SYSTEM_SCHEDULE)

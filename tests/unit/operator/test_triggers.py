@@ -72,3 +72,10 @@ def test_blank_values_are_unknown_and_long_ones_are_cut() -> None:
         "user": "unknown:run-now",
         "reason": "x" * triggers.MAX_REASON,
     }
+
+
+def test_the_uploaders_of_a_file_arrival_job_are_bounded() -> None:
+    many = {f"in/{'k' * 1000}_{i}.csv": f"user{i}" for i in range(100)}
+    trigger = triggers.file_arrival(many, "100 new objects")
+    (env,) = [e["value"] for e in trigger.job_env() if e["name"] == triggers.ENV_TRIGGER_UPLOADERS]
+    assert len(env) <= triggers.MAX_UPLOADERS_BYTES and 20 < len(trigger.uploaders) < 100
