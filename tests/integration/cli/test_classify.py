@@ -82,3 +82,34 @@ def test_classify_suggests_with_evidence_and_prints_a_patch_kubectl_applies(org:
     assert classes["email"] == "pii" and classes["note"] == "pii" and classes.get("amount") is None
     table_text = org.cli("classify", "--org-id", org.org_id, "-f", str(org.path)).stdout
     assert "email addresses 100% (8/8)" in table_text and "op: add" in table_text
+
+
+def test_without_a_manifest_the_spec_and_patch_come_from_the_cluster(org: Org) -> None:
+    """The OrgPipeline as the API server has it (no operator here: it only has to exist); the patch
+    applies to it there."""
+    _unclassify_email(org)
+    _run(org, "orders_1.csv", HEADER + PHONES)
+    name = f"org-{org.org_id}"
+    kubectl = ["kubectl", "--request-timeout=30s"]
+    subprocess.run([*kubectl, "apply", "-f", str(org.path)], check=True, capture_output=True, timeout=60)
+    try:
+        doc = org.json("classify", "--org-id", org.org_id)
+        assert doc["spec_source"] == f"OrgPipeline {name}" and doc["patch"]
+        done = org.cli("classify", "--org-id", org.org_id, "-o", "yaml")
+        patch = Path(org.source) / "patch.yaml"
+        patch.write_text(done.stdout)
+        subprocess.run(
+            [*kubectl, "patch", "orgpipeline", name, "--type", "json", "--patch-file", str(patch)],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        got = subprocess.run(
+            [*kubectl, "get", "orgpipeline", name, "-o", "json"], check=True, capture_output=True, timeout=60
+        )
+        columns = json.loads(got.stdout)["spec"]["tables"][0]["columns"]
+        assert {c["name"]: c.get("classification") for c in columns}["email"] == "pii"
+        again = org.json("classify", "--org-id", org.org_id)  # classified now: nothing left to change
+        assert again["patch"] == []
+    finally:
+        subprocess.run(
+            [*kubectl, "delete", "orgpipeline", name, "--wait=false"], capture_output=True, timeout=60
+        )
