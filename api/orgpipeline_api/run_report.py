@@ -67,6 +67,11 @@ class AlertType(StrEnum):
     # A file of the table whose content the stores refused (pipeline_files status quarantined):
     # reported by every run while one is, so the alert lasts until the file is retried.
     FileQuarantined = "FileQuarantined"
+    # Raised once per finding (the org's pipeline_notices), warnings: a detected business key that
+    # a later file repeats (the key is kept), a column that looks like personal data while
+    # classified public or internal.
+    BusinessKeyNotUnique = "BusinessKeyNotUnique"
+    UnclassifiedPersonalData = "UnclassifiedPersonalData"
 
 
 class AlertSeverity(StrEnum):
@@ -199,9 +204,22 @@ class RunReport(Counts):
     """Who: the run-now requester, the `--user-id` of a manual run; None when unknown."""
     trigger_reason: str | None = None
     """Why, in the requester's words (run-now), or the object keys (file-arrival)."""
+    postgres_bytes: int | None = None
+    """The table's PostgreSQL size when the run ended, as measured (`orgpipeline_jobs.storage`)."""
+    mongo_bytes: int | None = None
+    """The table's MongoDB collection size (data and indexes) when the run ended."""
 
     DETAIL_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"files", "quality_report", "breaches", "business_keys_detected", "started_at", "finished_at"}
+        {
+            "files",
+            "quality_report",
+            "breaches",
+            "business_keys_detected",
+            "started_at",
+            "finished_at",
+            "postgres_bytes",
+            "mongo_bytes",
+        }
     )
     """Fields a one-screen summary leaves out (printed apart, or not at all)."""
     RUN_ROW_JSON_COLUMNS: ClassVar[frozenset[str]] = frozenset(
@@ -310,6 +328,8 @@ class TerminationReport(TolerantModel):
     trigger_reason: Annotated[str | None, Field(max_length=TRIGGER_REASON_LIMIT)] = None
     business_keys: list[str] = Field(default_factory=list)
     business_keys_detected: bool = False
+    postgres_bytes: Annotated[int | None, Field(ge=0)] = None
+    mongo_bytes: Annotated[int | None, Field(ge=0)] = None
 
     @field_validator("files", mode="before")
     @classmethod

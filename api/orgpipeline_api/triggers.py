@@ -9,8 +9,12 @@ requester empty (unknown). A run started by hand (`orgpipeline run`, no variable
 
 from __future__ import annotations
 
+import getpass
+import json
+import os
+import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -28,6 +32,19 @@ class Trigger(StrEnum):
 ENV_TRIGGER = "ORGPIPELINE_TRIGGER"
 ENV_TRIGGERED_BY = "ORGPIPELINE_TRIGGERED_BY"
 ENV_TRIGGER_REASON = "ORGPIPELINE_TRIGGER_REASON"
+ENV_TRIGGER_UPLOADERS = "ORGPIPELINE_TRIGGER_UPLOADERS"
+"""File arrivals: a JSON object {object key: uploader} (the S3 events' principals), so that each
+file's versions name the one who uploaded it; files it does not name get the run's user."""
+
+SYSTEM_SCHEDULE = "system:schedule"
+"""The user of a scheduled run: `system:schedule:<cronjob>` (the CronJob's name in the org's
+namespace), or this alone when a Job made by an older operator does not say which."""
+SYSTEM_FILE_ARRIVAL = "system:file-arrival"
+"""The user of a file arrival whose S3 event named no principal (EventBridge without `requester`)."""
+UNKNOWN_RUN_NOW = "unknown:run-now"
+"""The user of a run-now request without a requester (a plain `kubectl annotate`): the API server
+does not say who wrote an annotation; the field manager that wrote it follows when known
+(`unknown:run-now:kubectl-annotate`)."""
 
 ANNOTATION_RUN_NOW = "orgpipeline.io/run-now"
 """The table(s) to run now: `orders`, `orders,customers` or `*`."""
@@ -38,6 +55,8 @@ ANNOTATION_RUN_NOW_REASON = "orgpipeline.io/run-now-reason"
 
 MAX_USER = 256
 MAX_REASON = 1024
+MAX_UPLOADERS_BYTES = 32 * 1024
+"""Bound on ORGPIPELINE_TRIGGER_UPLOADERS (100 keys of up to 1,024 bytes would make a Job of 128 KiB)."""
 """Characters kept of a user name and of a reason (an annotation can be much longer)."""
 
 
@@ -52,6 +71,8 @@ class RunTrigger:
     trigger: Trigger
     user: str | None = None
     reason: str | None = None
+    uploaders: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    """File arrivals: (object key, uploader) of the files the S3 events named."""
 
     @classmethod
     def of(cls, trigger: Trigger, user: str | None, reason: str | None) -> RunTrigger:
@@ -62,44 +83,128 @@ class RunTrigger:
 
     def job_env(self) -> list[dict[str, str]]:
         """The container env entries of a Job started this way."""
-        return [
+        env = [
             {"name": ENV_TRIGGER, "value": self.trigger.value},
             {"name": ENV_TRIGGERED_BY, "value": self.user or ""},
             {"name": ENV_TRIGGER_REASON, "value": self.reason or ""},
         ]
+        if self.uploaders:
+            env.append({"name": ENV_TRIGGER_UPLOADERS, "value": json.dumps(dict(self.uploaders))})
+        return env
+
+    def uploader(self, key: str) -> str | None:
+        """Who uploaded the object `key`, as its S3 event said (None: no event named it)."""
+        return dict(self.uploaders).get(key)
+
+    def for_file(self, key: str) -> RunTrigger:
+        """The trigger as recorded with one file's versions: its uploader, when an event named one."""
+        who = self.uploader(key)
+        if who is None or who == self.user:
+            return self
+        return RunTrigger(self.trigger, who, self.reason)
 
     def as_document(self) -> dict[str, str | None]:
         """The form recorded with the run and with each version: {"type", "user", "reason"}."""
         return {"type": self.trigger.value, "user": self.user, "reason": self.reason}
 
 
+def caller() -> str:
+    """Who runs this process, for a run started by hand without `--user-id`: `<os user>@<host>`
+    (`uid:<n>` when the user has no name, as in a container without a passwd entry)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid:{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def default_user(trigger: Trigger) -> str:
+    """The user of a run whose starter named none: never unknown in the records (issue 26)."""
+    if trigger == Trigger.schedule:
+        return SYSTEM_SCHEDULE
+    if trigger == Trigger.file_arrival:
+        return SYSTEM_FILE_ARRIVAL
+    if trigger == Trigger.run_now:
+        return UNKNOWN_RUN_NOW
+    return caller()
+
+
 def from_env(env: Mapping[str, str], user_id: str | None = None) -> RunTrigger:
     """The trigger of a data-plane command: from the Job's variables, or `manual` without them.
 
-    `user_id` (`--user-id`) names the user when given, else ORGPIPELINE_TRIGGERED_BY does.
+    `user_id` (`--user-id`) names the user when given, else ORGPIPELINE_TRIGGERED_BY does, else
+    `default_user` (the caller for a manual run, a system identity otherwise): never None.
     Raises TriggerError for an ORGPIPELINE_TRIGGER that is not a trigger.
     """
     value = env.get(ENV_TRIGGER, "").strip()
     if not value:
-        return RunTrigger.of(Trigger.manual, user_id, env.get(ENV_TRIGGER_REASON))
+        trigger = Trigger.manual
+    else:
+        try:
+            trigger = Trigger(value)
+        except ValueError:
+            known = ", ".join(t.value for t in Trigger)
+            raise TriggerError(f"{ENV_TRIGGER}={value!r} is not a trigger (one of {known})") from None
+    found = RunTrigger.of(trigger, user_id or env.get(ENV_TRIGGERED_BY), env.get(ENV_TRIGGER_REASON))
+    if found.user is None:
+        found = RunTrigger.of(trigger, default_user(trigger), found.reason)
+    return RunTrigger(found.trigger, found.user, found.reason, _uploaders(env.get(ENV_TRIGGER_UPLOADERS)))
+
+
+def _uploaders(value: str | None) -> tuple[tuple[str, str], ...]:
+    """ORGPIPELINE_TRIGGER_UPLOADERS as (key, uploader) pairs; anything malformed is ignored (the
+    run's user then stands for every file)."""
     try:
-        trigger = Trigger(value)
+        doc = json.loads(value or "{}")
     except ValueError:
-        known = ", ".join(t.value for t in Trigger)
-        raise TriggerError(f"{ENV_TRIGGER}={value!r} is not a trigger (one of {known})") from None
-    return RunTrigger.of(trigger, user_id or env.get(ENV_TRIGGERED_BY), env.get(ENV_TRIGGER_REASON))
+        return ()
+    if not isinstance(doc, dict):
+        return ()
+    return tuple(
+        (k, v.strip()[:MAX_USER])
+        for k, v in doc.items()
+        if isinstance(k, str) and isinstance(v, str) and v.strip()
+    )
 
 
-def run_now_request(annotations: Mapping[str, str]) -> RunTrigger:
-    """The trigger of a run-now Job, from the OrgPipeline's annotations (no requester: unknown)."""
-    return RunTrigger.of(
+def run_now_request(annotations: Mapping[str, str], manager: str | None = None) -> RunTrigger:
+    """The trigger of a run-now Job, from the OrgPipeline's annotations; without a requester the
+    user is `unknown:run-now`, with the annotation's field manager when known."""
+    found = RunTrigger.of(
         Trigger.run_now,
         annotations.get(ANNOTATION_RUN_NOW_REQUESTER),
         annotations.get(ANNOTATION_RUN_NOW_REASON),
     )
+    if found.user is None:
+        who = f"{UNKNOWN_RUN_NOW}:{manager.strip()}" if manager and manager.strip() else UNKNOWN_RUN_NOW
+        found = RunTrigger.of(Trigger.run_now, who, found.reason)
+    return found
 
 
-SCHEDULE = RunTrigger(Trigger.schedule)
-"""The trigger of the CronJobs' runs."""
+def scheduled(cronjob: str) -> RunTrigger:
+    """The trigger of a CronJob's runs: the user `system:schedule:<cronjob>`."""
+    return RunTrigger(Trigger.schedule, f"{SYSTEM_SCHEDULE}:{cronjob}")
+
+
+def file_arrival(
+    uploaders: Mapping[str, str], reason: str | None, principals: list[str] | None = None
+) -> RunTrigger:
+    """The trigger of a file-arrival Job: the user is the uploader when the events name one, the
+    uploaders in order (`, `-joined, cut to MAX_USER) when several, `system:file-arrival` when none.
+    `principals`: every uploader of the batch (also of keys `uploaders` does not list)."""
+    names = list(dict.fromkeys([*(principals or []), *(v for v in uploaders.values() if v)]))
+    user = ", ".join(names) if names else SYSTEM_FILE_ARRIVAL
+    found = RunTrigger.of(Trigger.file_arrival, user, reason)
+    pairs: list[tuple[str, str]] = []
+    size = 0
+    for key, who in uploaders.items():
+        size += len(json.dumps(key)) + len(json.dumps(who[:MAX_USER])) + 4  # as job_env writes it
+        if who and size <= MAX_UPLOADERS_BYTES:  # keys past the bound: the run's user stands for them
+            pairs.append((key, who[:MAX_USER]))
+    return RunTrigger(found.trigger, found.user, found.reason, tuple(pairs))
+
+
+SCHEDULE = RunTrigger(Trigger.schedule, SYSTEM_SCHEDULE)
+"""The trigger of a scheduled run whose CronJob is not known."""
 MANUAL = RunTrigger(Trigger.manual)
-"""A run started by hand, by an unknown user."""
+"""A run started by hand, by an unknown user (a default only: the commands name the caller)."""

@@ -106,6 +106,16 @@ class LastRun(TolerantModel):
     business_keys_detected: Annotated[
         bool, Field(description="True when the run detected the business keys from the data.")
     ] = False
+    postgres_bytes: Annotated[
+        int | None, Field(ge=0, description="The table's PostgreSQL size in bytes when the run ended.")
+    ] = None
+    mongo_bytes: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            description="The table's MongoDB collection size in bytes (data and indexes) when the run ended.",
+        ),
+    ] = None
 
     @property
     def label(self) -> str:

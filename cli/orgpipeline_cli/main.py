@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "orgpipeline_cli.manage.files",  # files, files retry
     "orgpipeline_cli.manage.runnow",  # run-now
     "orgpipeline_cli.manage.health",  # health
+    "orgpipeline_cli.manage.classify",  # classify
 ]
 """The one registry of commands, in the order `--help` lists them (imported when the app runs)."""
 

@@ -64,7 +64,9 @@ def ingest(
     table: str = typer.Option(..., "--table", help="Table of the manifest."),
     file: str = typer.Option(..., "--file", help="s3://bucket/key or a local path."),
     user_id: str | None = typer.Option(
-        None, "--user-id", help="Recorded as changed_by_user_id (default: ORGPIPELINE_TRIGGERED_BY)."
+        None,
+        "--user-id",
+        help="Recorded as changed_by_user_id (default: ORGPIPELINE_TRIGGERED_BY, else you: user@host).",
     ),
     output: Format = OutputOpt,
     mongo_uri: str | None = MongoOpt,
@@ -114,7 +116,9 @@ def run(
     filename: Path = ManifestOpt,
     table: str | None = typer.Option(None, "--table", help="One table; default: every table in turn."),
     user_id: str | None = typer.Option(
-        None, "--user-id", help="Recorded as changed_by_user_id (default: ORGPIPELINE_TRIGGERED_BY)."
+        None,
+        "--user-id",
+        help="Recorded as changed_by_user_id (default: ORGPIPELINE_TRIGGERED_BY, else you: user@host).",
     ),
     source_dir: str | None = typer.Option(
         None,

@@ -30,7 +30,7 @@ from orgpipeline_api.run_report import Counts, without_values
 from orgpipeline_api.v1alpha1 import Table, TableMode
 from pymongo.collection import Collection
 
-from orgpipeline_jobs import hashing, quality, records, versions
+from orgpipeline_jobs import hashing, keydetect, quality, records, versions
 from orgpipeline_jobs.landing import documents
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.landing.exceptions import LandingError
@@ -162,14 +162,10 @@ def reject_version(ctx: TableContext, doc: dict[str, Any], reason: str, issue_ty
 
 
 def detect_business_keys(table: Table, header: list[str], batch: Batch) -> list[str]:
-    """The first manifest column whose values in the first batch are all present and distinct."""
-    present = [c.name for c in table.columns if c.name in header]
-    for name in present:
-        column = batch.columns[header.index(name)]
-        complete = len(column) and not pc.any(pc.equal(column, "")).as_py()
-        if complete and pc.count_distinct(column).as_py() == len(column):
-            return [name]
-    return present
+    """The smallest set of manifest columns (up to 4; ids and dates preferred) whose values in the
+    first batch are never empty and together distinct (`keydetect`); every column when none is."""
+    found = keydetect.detect(table, header, batch.columns)
+    return found if found is not None else [c.name for c in table.columns if c.name in header]
 
 
 @dataclass

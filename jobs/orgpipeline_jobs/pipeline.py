@@ -41,7 +41,7 @@ from orgpipeline_api.run_report import (
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
 from pymongo.collection import Collection
 
-from orgpipeline_jobs import anomalies, ingest, quality
+from orgpipeline_jobs import anomalies, classify, ingest, keycheck, quality, storage
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
@@ -157,6 +157,8 @@ class TableRun:
             return outcome
         bookkeeping.start_file(self.conn, org, name, source, self.run_id)
         ctx = self.context(fused)
+        by = self.trigger.for_file(source.key)  # a file arrival: the file's own uploader
+        ctx.trigger, ctx.user_id = by, by.user
         worker = ingest.FileIngest(ctx, source)
         started = datetime.now(UTC)
         try:
@@ -275,8 +277,33 @@ class TableRun:
         )
         if run.result == RunResult.Succeeded:
             run = run.model_copy(update={"breaches": self.anomalies(run)})
-        run = run.model_copy(update={"breaches": [*run.breaches, *self.quarantined()]})
+        found = [*self.quarantined(), *self.key_repeats(), *self.unclassified(run)]
+        run = run.model_copy(update={"breaches": [*run.breaches, *found], **self.storage(run)})
         return run.model_copy(update={"breaches": assess(run, self.spec.quality_thresholds).breaches})
+
+    def key_repeats(self) -> list[Breach]:
+        """BusinessKeyNotUnique, once, when a file repeated a detected key (`keycheck`)."""
+        repeats = [(o.source.name, o.counts.duplicates) for o in self.outcomes]
+        return keycheck.not_unique(
+            self.conn, self.spec.org_id, self.table.name, self.business_keys, self.keys_detected, repeats
+        )
+
+    def storage(self, run: RunReport) -> dict[str, int | None]:
+        """The table's measured sizes (`storage`: after a run that wrote, or the day's first)."""
+        wrote = bool(run.inserted or run.updated or run.deleted or run.loaded)
+        database = self.collection.database
+        sizes = storage.after_run(self.conn, database, self.spec.org_id, self.table.name, wrote)
+        return {"postgres_bytes": sizes.postgres_bytes, "mongo_bytes": sizes.mongo_bytes} if sizes else {}
+
+    def unclassified(self, run: RunReport) -> list[Breach]:
+        """UnclassifiedPersonalData, once per column, after a run that wrote versions (`classify`)."""
+        if not (run.inserted or run.updated) or run.error:
+            return []
+        columns = {c.name: str(c.classification) for c in self.table.columns}
+        try:
+            return classify.unclassified_breaches(self.conn, self.spec.org_id, self.table.name, columns)
+        except psycopg.Error:
+            return []
 
     def quarantined(self) -> list[Breach]:
         """FileQuarantined while any file of the table is (this run's or an earlier one's): the
@@ -350,7 +377,7 @@ def table_run(
     `trigger` says who started the run and why (its user is the run's user); without one the run is
     `manual`, by `user_id`.
     """
-    trigger = trigger or triggers.RunTrigger.of(triggers.Trigger.manual, user_id, None)
+    trigger = trigger or triggers.RunTrigger.of(triggers.Trigger.manual, user_id or triggers.caller(), None)
     with locked_table(settings, spec, table_name) as (table, conn, collection):
         saved = bookkeeping.business_keys(conn, spec.org_id, table.name)
         keys = list(table.business_keys) or (saved[0] if saved else [])

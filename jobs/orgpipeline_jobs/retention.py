@@ -24,7 +24,7 @@ from psycopg import sql
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
-from orgpipeline_jobs import pipeline
+from orgpipeline_jobs import pipeline, storage
 from orgpipeline_jobs.landing import documents
 
 MONGO_BATCH = 1000
@@ -98,6 +98,9 @@ def apply(
     """Retention of one table with the manifest's policy: connects, locks, applies."""
     with pipeline.locked_table(settings, spec, table_name) as (table, conn, collection):
         result = apply_to_table(conn, collection, spec.org_id, table.name, spec.retention, now)
+        # The daily retention CronJob also records the day's sizes: one row per table and day even
+        # when no run wrote (what `metrics` computes growth from).
+        storage.after_run(conn, collection.database, spec.org_id, table.name)
     return {
         "org_id": spec.org_id,
         "table": table.name,

@@ -344,7 +344,7 @@ def build_cronjob(t: Target, table: Table) -> dict[str, Any]:
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
                 "metadata": {"labels": {**job_labels, naming.LABEL_RUN_KIND: "scheduled"}},
-                "spec": build_job_spec(t, table, triggers.SCHEDULE),
+                "spec": build_job_spec(t, table, triggers.scheduled(naming.cronjob(table.name))),
             },
         },
     }
@@ -407,12 +407,15 @@ def build_manual_job(
     }
 
 
-def build_file_arrival_job(t: Target, table: Table, batch_id: str, reason: str) -> dict[str, Any]:
+def build_file_arrival_job(
+    t: Target, table: Table, batch_id: str, reason: str, trigger: triggers.RunTrigger | None = None
+) -> dict[str, Any]:
     """A one-off Job for files that arrived (S3 events), named from the batch so that one batch
-    makes one Job; its env says why it runs (`ORGPIPELINE_TRIGGER=file-arrival`, the keys)."""
+    makes one Job; its env says why it runs (`ORGPIPELINE_TRIGGER=file-arrival`, the keys) and who
+    uploaded (`trigger`: `file_events.Batch.trigger`; without it, `system:file-arrival`)."""
     meta = t.meta(naming.file_job_name(t.uid, table.name, batch_id), table=table.name, component="ingest")
     meta["labels"][naming.LABEL_RUN_KIND] = "file-arrival"
-    trigger = triggers.RunTrigger.of(triggers.Trigger.file_arrival, None, reason)
+    trigger = trigger or triggers.file_arrival({}, reason)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -26,13 +26,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-from orgpipeline_api import source_paths
+from orgpipeline_api import source_paths, triggers
 from orgpipeline_api.v1alpha1 import TableTrigger
 
 MAX_KEYS_PER_BATCH = 100
 """Keys a batch remembers by name (for the Job's reason); beyond that it only counts them."""
 MAX_KEY_BYTES = 1024
 """S3's own limit on an object key (UTF-8): a longer key names no object, and is refused."""
+MAX_PRINCIPAL = 256
+"""Characters kept of an event's principal (triggers.MAX_USER)."""
+MAX_PRINCIPALS = 10
+"""Distinct uploaders a batch remembers for the run's user (each file's own is kept with its key)."""
 MAX_JSON_DEPTH = 32
 """Nesting a notification may have; S3, SNS and EventBridge bodies use fewer than ten levels."""
 
@@ -45,6 +49,10 @@ class BadNotification(ValueError):
 class ObjectCreated:
     bucket: str
     key: str
+    principal: str = ""
+    """Who uploaded it, as the event says ("" when it does not): the S3 record's
+    `userIdentity.principalId` (MinIO: the access key or user, versitygw: the account, which it
+    spells `PrincipalId`; AWS: the IAM principal), EventBridge's `detail.requester`."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +135,9 @@ def parse_notification(body: bytes, *, enveloped: bool = False) -> list[ObjectCr
     if doc.get("detail-type") == "Object Created":  # EventBridge
         detail = doc.get("detail")
         bucket, key = _path(detail, "bucket", "name"), _path(detail, "object", "key")
-        return [ObjectCreated(bucket, key)] if bucket and key else []
+        requester = detail.get("requester") if isinstance(detail, dict) else None
+        who = requester.strip()[:MAX_PRINCIPAL] if isinstance(requester, str) else ""
+        return [ObjectCreated(bucket, key, who)] if bucket and key else []
     records = doc.get("Records")
     if records is None:
         return []  # a test event (s3:TestEvent) or another kind of message: nothing to do
@@ -144,8 +154,20 @@ def parse_notification(body: bytes, *, enveloped: bool = False) -> list[ObjectCr
         s3 = record.get("s3")
         bucket, key = _path(s3, "bucket", "name"), _path(s3, "object", "key")
         if bucket and key:
-            created.append(ObjectCreated(bucket, unquote_plus(key)))
+            created.append(ObjectCreated(bucket, unquote_plus(key), principal(record)))
     return created
+
+
+def principal(record: Mapping[str, Any]) -> str:
+    """The uploader an S3 event record names: `userIdentity.principalId`, whatever the case of
+    its key (versitygw writes `PrincipalId`), "" when none."""
+    identity = record.get("userIdentity")
+    if not isinstance(identity, dict):
+        return ""
+    for name, value in identity.items():
+        if isinstance(name, str) and name.lower() == "principalid" and isinstance(value, str):
+            return value.strip()[:MAX_PRINCIPAL]
+    return ""
 
 
 def sns_subscribe_url(body: bytes) -> str | None:
@@ -203,6 +225,8 @@ class Routed:
     (ignored: no table's; ambiguous: several orgs'; refused: a key longer than S3 allows)."""
 
     runs: dict[TableKey, list[str]] = field(default_factory=dict)
+    uploaders: dict[str, str] = field(default_factory=dict)
+    """Object key -> who uploaded it, for the objects whose events named someone."""
     ignored: int = 0
     ambiguous: int = 0
     refused: int = 0
@@ -264,6 +288,8 @@ class Index:
                 routed.ignored += 1
             for w in matched:
                 routed.runs.setdefault((w.pipeline, w.table), []).append(obj.key)
+            if matched and obj.principal:
+                routed.uploaders[obj.key] = obj.principal
         return routed
 
 
@@ -296,17 +322,32 @@ class Batch:
     """Wall-clock time of the first event (UTC ISO): names the batch, and so its Job."""
     keys: list[str] = field(default_factory=list)
     count: int = 0
+    uploaders: dict[str, str] = field(default_factory=dict)
+    """Who uploaded each remembered key (as its event said)."""
+    principals: list[str] = field(default_factory=list)
+    """The distinct uploaders of the batch, up to MAX_PRINCIPALS (keys beyond the remembered ones too)."""
     failures: int = 0
     """Tries to create its Job that failed in a row (the next one waits `retry_delay(failures)`)."""
     not_before: float = 0.0
     """Not due before this (monotonic): the back-off after a failed try."""
 
-    def add(self, keys: Iterable[str], now: float) -> None:
+    def add(self, keys: Iterable[str], now: float, uploaders: Mapping[str, str] | None = None) -> None:
+        uploaders = uploaders or {}
         for key in keys:
             self.count += 1
             if key not in self.keys and len(self.keys) < MAX_KEYS_PER_BATCH:
                 self.keys.append(key)
+            who = uploaders.get(key)
+            if who:
+                if key in self.keys:
+                    self.uploaders[key] = who
+                if who not in self.principals and len(self.principals) < MAX_PRINCIPALS:
+                    self.principals.append(who)
         self.last_seen = now
+
+    def trigger(self, bucket: str) -> triggers.RunTrigger:
+        """The run's trigger: the uploaders (each file's own, and the run's user), the reason."""
+        return triggers.file_arrival(self.uploaders, self.reason(bucket), self.principals)
 
     @property
     def batch_id(self) -> str:
@@ -335,7 +376,14 @@ class Batches:
         self.quiet, self.max_wait = quiet, max_wait
         self._pending: dict[TableKey, Batch] = {}
 
-    def add(self, table: TableKey, keys: Iterable[str], now: float, wall: str) -> int:
+    def add(
+        self,
+        table: TableKey,
+        keys: Iterable[str],
+        now: float,
+        wall: str,
+        uploaders: Mapping[str, str] | None = None,
+    ) -> int:
         """Adds the keys to the table's pending batch; returns how many were coalesced (joined a
         batch that was already waiting, rather than opening one)."""
         batch = self._pending.get(table)
@@ -343,7 +391,7 @@ class Batches:
         if batch is None:
             batch = self._pending[table] = Batch(table, now, now, wall)
         before = batch.count
-        batch.add(keys, now)
+        batch.add(keys, now, uploaders)
         added = batch.count - before
         return added - 1 if fresh and added else added
 
@@ -355,7 +403,10 @@ class Batches:
         if pending is None:
             self._pending[batch.table] = batch
         else:  # files arrived meanwhile: one batch, named by the older one
-            batch.add(pending.keys, pending.last_seen)
+            batch.add(pending.keys, pending.last_seen, pending.uploaders)
+            for who in pending.principals:
+                if who not in batch.principals and len(batch.principals) < MAX_PRINCIPALS:
+                    batch.principals.append(who)
             batch.count += pending.count - len(pending.keys)
             self._pending[batch.table] = batch
 

@@ -166,6 +166,12 @@ TABLE_LAST_SUCCESS = Gauge(
 TABLE_QUALITY = Gauge(
     "orgpipeline_table_quality_score", "Overall quality score of the table's last run (0..1).", TABLE_LABELS
 )
+TABLE_STORAGE_BYTES = Gauge(
+    "orgpipeline_table_storage_bytes",
+    "The table's measured size at its last run: PostgreSQL relations (store=postgres) and MongoDB"
+    " collection data and indexes (store=mongodb).",
+    ["org", "table", "store"],
+)
 _TABLES: dict[str, set[str]] = {}  # org -> tables with series (to drop them with the org)
 
 RETENTION_RUNS = Counter(
@@ -248,6 +254,9 @@ def _set_table(org: str, table: str, run: LastRun) -> None:
     finished = _timestamp(run.finished_at or "")
     if finished is not None and run.result.value != "Failed":
         TABLE_LAST_SUCCESS.labels(org=org, table=table).set(finished)
+    for store, size in (("postgres", run.postgres_bytes), ("mongodb", run.mongo_bytes)):
+        if size is not None:
+            TABLE_STORAGE_BYTES.labels(org=org, table=table, store=store).set(size)
 
 
 def _timestamp(value: str) -> float | None:
@@ -282,6 +291,9 @@ def forget_org(org: str) -> None:
         for result in ("Succeeded", "Failed", "NoNewFiles"):
             with contextlib.suppress(KeyError):
                 TABLE_RUNS.remove(org, table, result)
+        for store in ("postgres", "mongodb"):
+            with contextlib.suppress(KeyError):
+                TABLE_STORAGE_BYTES.remove(org, table, store)
 
 
 class _Quiet(WSGIRequestHandler):

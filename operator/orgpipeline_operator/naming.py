@@ -92,6 +92,22 @@ def run_now_requested_at(metadata: Mapping[str, Any]) -> str:
     return max(times) if times else f"rv:{metadata.get('resourceVersion') or ''}"
 
 
+def run_now_manager(metadata: Mapping[str, Any]) -> str | None:
+    """The field manager that last wrote the run-now annotation (`kubectl-annotate`, ...): all the
+    API server tells of who asked when the request names no requester."""
+    entries = [
+        entry
+        for entry in metadata.get("managedFields") or []
+        if ANNOTATION_RUN_NOW_FIELD
+        in (((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {})
+    ]
+    if not entries:
+        return None
+    latest = max(entries, key=lambda e: str(e.get("time") or ""))
+    manager = latest.get("manager")
+    return str(manager) if manager else None
+
+
 def manual_job_name(uid: str, table: str, requested_at: str) -> str:
     """The run-now Job of one request for one table: `ingest-<table>-now-<hash>`, deterministic.
 

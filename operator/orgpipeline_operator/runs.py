@@ -77,7 +77,7 @@ def run_now(
     running = set(active)
     metadata = body.get("metadata") or {}
     requested_at = naming.run_now_requested_at(metadata)
-    trigger = triggers.run_now_request(metadata.get("annotations") or {})
+    trigger = triggers.run_now_request(metadata.get("annotations") or {}, naming.run_now_manager(metadata))
     made = []
     for table_name in tables:
         table = spec.table(table_name)

@@ -131,6 +131,8 @@ def _reported_run(
         trigger_reason=report.trigger_reason,
         business_keys=report.business_keys[:8],
         business_keys_detected=report.business_keys_detected,
+        postgres_bytes=report.postgres_bytes,
+        mongo_bytes=report.mongo_bytes,
     )
 
 

@@ -115,7 +115,7 @@ class Receiver:
         now, wall = time.monotonic(), datetime.now(UTC).isoformat()
         coalesced = 0
         for table, keys in routed.runs.items():
-            coalesced += self.batches.add(table, keys, now, wall)
+            coalesced += self.batches.add(table, keys, now, wall, routed.uploaders)
         matched = len(objects) - routed.ignored - routed.ambiguous - routed.refused
         for result, count in (
             ("matched", matched),
@@ -248,7 +248,8 @@ def start_run(rt: Runtime, batch: Batch) -> str | None:
     meta: dict[str, Any] = parent["metadata"]
     target = builders.Target(pipeline, str(meta.get("uid") or ""), spec, rt.job_settings)
     reason = batch.reason(spec.source.bucket)
-    manifest = builders.build_file_arrival_job(target, table, batch.batch_id, reason)
+    trigger = batch.trigger(spec.source.bucket)
+    manifest = builders.build_file_arrival_job(target, table, batch.batch_id, reason, trigger)
     # Files keep arriving: finished Jobs go after the chart's TTL, not the 3 days of the others.
     manifest["spec"]["ttlSecondsAfterFinished"] = rt.settings.webhook_job_ttl_seconds
     name = str(manifest["metadata"]["name"])

@@ -115,6 +115,9 @@ def test_an_uploaded_file_is_loaded_without_an_annotation(org: Org) -> None:
     env = {e["name"]: e.get("value", "") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["ORGPIPELINE_TRIGGER"] == "file-arrival"
     assert env["ORGPIPELINE_TRIGGER_REASON"] == f"new object s3://{BUCKET}/org-{org.org_id}/{FILE}"
+    # Who uploaded, as versitygw's event says (userIdentity: the account that wrote the object).
+    uploader = org.stack.s3_access_key
+    assert env["ORGPIPELINE_TRIGGERED_BY"] == uploader
 
     def finished() -> dict[str, Any] | None:
         run = last_run(get_json("orgpipeline", org.name), "orders")
@@ -126,9 +129,14 @@ def test_an_uploaded_file_is_loaded_without_an_annotation(org: Org) -> None:
     assert run["files"] == [FILE]
     assert run["trigger"] == "file-arrival"  # recorded with the run: who/why
     assert run["triggerReason"] == f"new object s3://{BUCKET}/org-{org.org_id}/{FILE}"
+    assert run["triggeredBy"] == uploader
 
     import psycopg
 
     with psycopg.connect(org.stack.postgres_dsn) as conn:
         count = conn.execute(f'SELECT count(*) FROM "orgdata_{org.org_id}"."raw_orders"').fetchone()
+        who = conn.execute(
+            f'SELECT changed_by_user_id, count(*) FROM "orgdata_{org.org_id}"."raw_orders" GROUP BY 1'
+        ).fetchall()
     assert count is not None and count[0] == 40
+    assert who == [(uploader, 40)]  # every version names its uploader

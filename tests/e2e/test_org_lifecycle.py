@@ -210,7 +210,8 @@ def test_run_now_ingests_and_loads_the_sample_files(world: World) -> None:
     assert orders["files"] == ["orders_2026-11-01.csv"]
     assert customers["result"] == "Succeeded", customers
     assert (customers["rowsRead"], customers["inserted"]) == (12, 12)
-    assert (orders["trigger"], orders.get("triggeredBy")) == ("run-now", None)  # a plain annotation
+    # A plain annotation: the API server does not say who wrote it, the field manager is named.
+    assert (orders["trigger"], orders.get("triggeredBy")) == ("run-now", "unknown:run-now:kubectl-annotate")
 
     import psycopg
     from psycopg import sql

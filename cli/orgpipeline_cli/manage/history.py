@@ -176,7 +176,13 @@ def audit(
         None, "--composite-key", help="One record's key: print its full version history (ignores --days)."
     ),
     limit: int = typer.Option(100, "--limit", min=1, max=100000, help="Most recent changes to list."),
-    days: int = days_option(30, "whose changes are listed"),
+    days: int | None = typer.Option(
+        None,
+        "--days",
+        min=1,
+        max=3650,
+        help="Period in days, ending now, whose changes are listed; default: all history.",
+    ),
     output: Format = OutputOpt,
 ) -> None:
     """Change history; with --composite-key, one record's full version history.
@@ -192,7 +198,7 @@ def audit(
     """
     if table is not None and org_id is None:
         raise UserError("--table needs --org-id")
-    start = queries.since(days)
+    start = queries.since(days) if days is not None else None
     with stores(need_mongo=composite_key is not None) as s:
         orgs = resolve_orgs(s.conn, org_id)
         if composite_key is not None:
@@ -215,7 +221,8 @@ def audit(
 
 def _render_changes(document: dict[str, Any]) -> None:
     out = console()
-    counts = Table(title=f"Changes in the last {document['days']} day(s)")
+    period = f"in the last {document['days']} day(s)" if document["days"] else "in all history"
+    counts = Table(title=f"Changes {period}")
     for name in ("org", "table", "INSERT", "UPDATE", "DELETE"):
         counts.add_column(name, justify="left" if name in ("org", "table") else "right")
     for c in document["counts"]:

@@ -145,21 +145,27 @@ CHANGE_FIELDS = (
 )
 
 
-def change_log(conn: Conn, org_id: str, table: str, start: datetime, limit: int) -> list[Doc]:
-    """The table's newest change-log rows since `start` (at most `limit`), newest first."""
+def change_log(conn: Conn, org_id: str, table: str, start: datetime | None, limit: int) -> list[Doc]:
+    """The table's newest change-log rows since `start` (None: all of them; at most `limit`),
+    newest first."""
     statement = sql.SQL(
         "SELECT %s AS table_name, {} FROM {} WHERE change_timestamp >= %s"
         " ORDER BY change_timestamp DESC, id DESC LIMIT %s"
     ).format(sql.SQL(CHANGE_FIELDS), qualified(org_id, store_names.pg_change_log(table)))
     with conn.cursor(row_factory=dict_row) as cur:
-        return list(cur.execute(statement, (table, start, limit)).fetchall())
+        return list(cur.execute(statement, (table, start or _BEGINNING, limit)).fetchall())
 
 
-def change_counts(conn: Conn, org_id: str, table: str, start: datetime) -> dict[str, int]:
+def change_counts(conn: Conn, org_id: str, table: str, start: datetime | None) -> dict[str, int]:
+    """The table's changes by type since `start` (None: ever)."""
     statement = sql.SQL(
         "SELECT change_type, count(*) FROM {} WHERE change_timestamp >= %s GROUP BY change_type"
     ).format(qualified(org_id, store_names.pg_change_log(table)))
-    return {str(r[0]): int(r[1]) for r in conn.execute(statement, (start,)).fetchall()}
+    return {str(r[0]): int(r[1]) for r in conn.execute(statement, (start or _BEGINNING,)).fetchall()}
+
+
+_BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
+"""`since` for "all history": before any change timestamp (PostgreSQL's range starts at 4713 BC)."""
 
 
 def version_history(collection: Collection[Doc], composite_key: str) -> list[Doc]:
@@ -268,7 +274,9 @@ def storage(conn: Conn, db: Database[Doc], org_id: str, tables: list[str], start
         name = store_names.mongo_collection(org_id, table)
         if name in existing and mongo_bytes is not None:
             try:
-                stats = db.command("collStats", name)
+                from orgpipeline_jobs import storage as sizes  # the cheap $collStats stage first
+
+                stats = sizes.collection_stats(db, name)
                 mongo_bytes += int(stats.get("totalSize") or stats.get("storageSize") or 0)
             except Exception:  # a server without collStats: report PostgreSQL only
                 mongo_bytes = None

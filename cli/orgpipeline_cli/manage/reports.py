@@ -188,7 +188,10 @@ def metrics(
     pickup to its versions' availability in PostgreSQL (`run`: the file's time; `ingest` then
     `load`: each version's landing to its load), error rate (rejected rows per 100 read) and success
     rate (of finished runs), storage (PostgreSQL schema incl. indexes + MongoDB collections) and
-    its growth over the period (versions landed in the period x average bytes per version).
+    its growth over the period: from the sizes the runs measure and record per table and day (the
+    last day recorded before the period to the latest), or, before two days are recorded, an
+    estimate (versions landed in the period x average bytes per version); `growth_source` says
+    which.
 
     Examples: `orgpipeline metrics --org-id 123 --days 30`, `orgpipeline metrics --days 7`.
     """
@@ -212,6 +215,13 @@ def _org_metrics(s: Any, org: str, start: Any, days: int) -> dict[str, Any]:
     store = queries.storage(s.org(org), s.mongo(org), org, tables, start)
     per_version = store.total_bytes / store.versions if store.versions else None
     growth = round(per_version * store.versions_in_period) if per_version is not None else 0
+    measured = _measured_storage(s.org(org), org, tables, start)
+    grown = [t for t in measured if t["growth_bytes"] is not None]
+    if grown:  # growth from the recorded daily sizes, not the estimate
+        growth = sum(t["growth_bytes"] for t in grown)
+        per_day = sum(t["growth_bytes_per_day"] or 0 for t in grown)
+    else:
+        per_day = growth / days
     return {
         "org_id": org,
         "tables": tables,
@@ -227,9 +237,37 @@ def _org_metrics(s: Any, org: str, start: Any, days: int) -> dict[str, Any]:
             "versions_in_period": store.versions_in_period,
             "bytes_per_version": round(per_version, 1) if per_version is not None else None,
             "growth_bytes": growth,
-            "growth_bytes_per_day": round(growth / days),
+            "growth_bytes_per_day": round(per_day),
+            "growth_source": "measured" if grown else "estimate",
+            "tables": measured,
         },
     }
+
+
+def _measured_storage(conn: Any, org: str, tables: list[str], start: Any) -> list[dict[str, Any]]:
+    """Per table: the latest recorded sizes (`orgpipeline_jobs.storage`, one row per day, written
+    by the runs) and the growth from the last day recorded before the period to the latest."""
+    from orgpipeline_jobs import storage
+
+    out = []
+    for table in tables:
+        days = storage.history(conn, org, table, start.date())
+        if not days:
+            continue
+        change = storage.growth(days)
+        out.append(
+            {
+                "table": table,
+                **days[-1].as_json(),
+                "days_recorded": len(days),
+                "growth_since": change.first.day.isoformat() if change else None,
+                "growth_bytes": change.bytes if change else None,
+                "growth_bytes_per_day": round(change.bytes_per_day)
+                if change and change.bytes_per_day is not None
+                else None,
+            }
+        )
+    return out
 
 
 def _render_metrics(document: dict[str, Any]) -> None:

@@ -103,8 +103,10 @@ def test_the_dashboard_covers_quality_runs_rows_failures_alerts_and_retention() 
         "orgpipeline_table_run_duration_seconds_bucket",
         "orgpipeline_org_active_alerts",
         "orgpipeline_retention_versions_deactivated_total",
+        "orgpipeline_table_storage_bytes",
     ):
         assert metric in exprs
+    assert "delta(orgpipeline_table_storage_bytes" in exprs  # growth from the measured sizes
     assert {v["name"] for v in dashboard["templating"]["list"]} == {"datasource", "org"}
 
 

@@ -85,15 +85,41 @@ def test_a_run_now_jobs_trigger_reaches_runs_versions_change_log_and_audit(org: 
 
 
 def test_scheduled_and_manual_runs_say_so(org: Org) -> None:
-    assert run(org, "orders_1.csv", FILE_1, **{triggers.ENV_TRIGGER: "schedule"}).returncode == 0
+    schedule = {triggers.ENV_TRIGGER: "schedule", triggers.ENV_TRIGGERED_BY: "system:schedule:ingest-orders"}
+    assert run(org, "orders_1.csv", FILE_1, **schedule).returncode == 0
     assert run(org, "orders_2.csv", FILE_2, "--user-id", "bob").returncode == 0
     rows = org.sql("SELECT trigger, user_id, trigger_reason FROM {schema}.pipeline_runs ORDER BY started_at")
-    assert rows == [("schedule", None, None), ("manual", "bob", None)]
+    assert rows == [("schedule", "system:schedule:ingest-orders", None), ("manual", "bob", None)]
     updated = org.sql(
         "SELECT change_metadata->'trigger'->>'type', changed_by_user_id FROM {schema}.raw_orders_change_log"
         " WHERE change_type = 'UPDATE'"
     )
     assert updated == [("manual", "bob")]
+    inserted = org.sql(
+        "SELECT changed_by_user_id, count(*) FROM {schema}.raw_orders WHERE version = 1 GROUP BY 1 ORDER BY 1"
+    )
+    assert inserted == [("bob", 1), ("system:schedule:ingest-orders", 3)]
+
+
+def test_a_manual_run_without_user_id_names_its_caller(org: Org) -> None:
+    """Issue 26: a manual run wrote changed_by_user_id null on every version."""
+    assert run(org, "orders_1.csv", FILE_1).returncode == 0
+    caller = triggers.caller()
+    assert org.sql("SELECT DISTINCT changed_by_user_id FROM {schema}.raw_orders") == [(caller,)]
+    assert org.sql("SELECT trigger, user_id FROM {schema}.pipeline_runs") == [("manual", caller)]
+    assert org.collection.count_documents({"changed_by_user_id": None}) == 0
+
+
+def test_a_file_arrival_records_each_files_uploader(org: Org) -> None:
+    """The operator passes the S3 events' principals; each file's versions name its own uploader,
+    a file no event named the run's user."""
+    (org.source / "orders_1.csv").write_text(FILE_1)
+    uploaders = {str(org.source / "orders_1.csv"): "acct-alice", str(org.source / "orders_2.csv"): "acct-bob"}
+    env = {e["name"]: e["value"] for e in triggers.file_arrival(uploaders, "2 new objects").job_env()}
+    assert run(org, "orders_2.csv", FILE_2, **env).returncode == 0
+    rows = org.sql("SELECT changed_by_user_id, count(*) FROM {schema}.raw_orders GROUP BY 1 ORDER BY 1")
+    assert rows == [("acct-alice", 3), ("acct-bob", 2)]  # orders_1's 3 accepted rows, orders_2's 2
+    assert org.sql("SELECT user_id FROM {schema}.pipeline_runs") == [("acct-alice, acct-bob",)]
 
 
 def test_an_unknown_trigger_is_one_line_and_exit_2(org: Org) -> None:

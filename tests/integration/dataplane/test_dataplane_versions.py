@@ -146,6 +146,43 @@ def test_business_keys_detected_when_not_given(org: Org) -> None:
     assert org.run()["business_keys"] == ["order_id"]
 
 
+def _line(o: int, c: int, amount: str = "10.00", day: str = "2024-01-15") -> tuple[str, ...]:
+    """An order line whose order, customer and product repeat: no column is unique alone."""
+    return (f"O{o}", f"C{c}", "P1", day, amount, "pending", "same@example.com", "n")
+
+
+def test_a_multi_column_key_is_detected_and_changes_are_updates(org: Org) -> None:
+    """Issue 26: with no unique column the key was every column, so a changed amount was an INSERT."""
+    org.rewrite(orders={"businessKeys": []})
+    org.upload("orders_1.csv", orders_csv([_line(o, c) for o in (1, 2) for c in (1, 2)]))
+    first = org.run()
+    assert first["business_keys"] == ["order_id", "customer_id"] and first["business_keys_detected"]
+    assert first["inserted"] == 4 and first["breaches"] == []
+    org.upload("orders_2.csv", orders_csv([_line(1, 2, amount="99.00"), _line(3, 1)]))
+    second = org.run()
+    assert (second["inserted"], second["updated"]) == (1, 1)
+    assert second["business_keys"] == ["order_id", "customer_id"]
+    keys = org.sql("SELECT DISTINCT composite_key FROM {schema}.raw_orders WHERE order_id = 'O1' ORDER BY 1")
+    assert keys == [(f"org_{org.org_id}_orders_O1_C1",), (f"org_{org.org_id}_orders_O1_C2",)]
+
+
+def test_a_later_file_repeating_a_detected_key_warns_once_and_keeps_it(org: Org) -> None:
+    org.rewrite(orders={"businessKeys": []})
+    org.upload("orders_1.csv", orders_csv([_line(o, c) for o in (1, 2) for c in (1, 2)]))
+    assert org.run()["business_keys"] == ["order_id", "customer_id"]
+    # The same order and customer on two days: the detected key is not unique after all.
+    repeated = [_line(1, 1, day="2024-01-16"), _line(1, 1, day="2024-01-17"), _line(2, 2)]
+    org.upload("orders_2.csv", orders_csv(repeated))
+    second = org.run()
+    (breach,) = second["breaches"]
+    assert breach["type"] == "BusinessKeyNotUnique" and breach["value"] == 1
+    assert "order_id, customer_id" in breach["message"] and "orders_2.csv (1)" in breach["message"]
+    assert second["business_keys"] == ["order_id", "customer_id"]  # kept: no silent re-keying
+    org.upload("orders_3.csv", orders_csv([_line(2, 1, day="2024-01-16"), _line(2, 1, day="2024-01-18")]))
+    third = org.run()
+    assert third["breaches"] == [] and third["business_keys"] == ["order_id", "customer_id"]
+
+
 def _warehouse_rows(org: Org) -> dict[str, list[tuple[object, ...]]]:
     """Every raw and change-log column, minus what differs between runs (times, run and batch ids)."""
     volatile = "'{change_timestamp,processing_metadata,source_file}'::text[]"

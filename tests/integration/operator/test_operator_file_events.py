@@ -34,11 +34,14 @@ def post(operator: Operator, payload: bytes, authorization: str | None = f"Beare
         return int(exc.code)
 
 
-def created(*keys: str, bucket: str = BUCKET) -> bytes:
-    records = [
+def created(*keys: str, bucket: str = BUCKET, principal: str | None = None) -> bytes:
+    records: list[dict[str, Any]] = [
         {"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": k}}}
         for k in keys
     ]
+    if principal is not None:
+        for r in records:
+            r["userIdentity"] = {"principalId": principal}
     return json.dumps({"Records": records}).encode()
 
 
@@ -105,15 +108,18 @@ def test_a_burst_of_files_starts_one_job_of_the_owning_org_only(
     outer_ns, inner_ns = naming.namespace(outer), naming.namespace(inner)
 
     burst = [f"org-{inner}/orders_{i}.csv" for i in range(3)]
-    for key in burst:
-        assert post(operator, created(key)) == 200
+    for key, who in zip(burst, ["alice", "bob", "alice"], strict=True):
+        assert post(operator, created(key, principal=who)) == 200
     assert post(operator, created(f"org-{inner}/orders_x.csv", bucket="another-bucket")) == 200
     assert post(operator, created(f"org-{outer}/customers_1.csv")) == 200  # a schedule-only table
 
     (job,) = wait_for(lambda: arrival_jobs(api, inner_ns), what="the inner org's file-arrival Job")
     env = env_of(job)
     assert env["ORGPIPELINE_TRIGGER"] == "file-arrival"
-    assert env["ORGPIPELINE_TRIGGERED_BY"] == ""
+    assert env["ORGPIPELINE_TRIGGERED_BY"] == "alice, bob"  # the burst's uploaders
+    assert json.loads(env["ORGPIPELINE_TRIGGER_UPLOADERS"]) == dict(
+        zip(burst, ["alice", "bob", "alice"], strict=True)
+    )
     assert env["ORGPIPELINE_TRIGGER_REASON"] == "3 new objects: " + ", ".join(
         f"s3://{BUCKET}/{k}" for k in burst
     )
@@ -128,6 +134,7 @@ def test_a_burst_of_files_starts_one_job_of_the_owning_org_only(
         env_of(outer_job)["ORGPIPELINE_TRIGGER_REASON"]
         == f"new object s3://{BUCKET}/org-{outer}/orders_9.csv"
     )
+    assert env_of(outer_job)["ORGPIPELINE_TRIGGERED_BY"] == "system:file-arrival"  # the event named nobody
     assert len(arrival_jobs(api, inner_ns)) == 1
     assert arrival_jobs(api, outer_ns, "customers") == []
 

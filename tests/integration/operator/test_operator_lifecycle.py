@@ -45,6 +45,12 @@ def test_apply_creates_children_with_the_right_specs_and_becomes_ready(
     container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["command"][-4:] == ["--table", "orders", "-o", "json"]
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}  # large tier
+    # Its runs are by the CronJob's system identity (what changed_by_user_id records), never nobody.
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["ORGPIPELINE_TRIGGER"], env["ORGPIPELINE_TRIGGERED_BY"]) == (
+        "schedule",
+        "system:schedule:ingest-orders",
+    )
 
     quota = kubectl.json("get", "resourcequota", naming.QUOTA, "-n", ns)
     assert quota["spec"]["hard"]["limits.cpu"] == "16"

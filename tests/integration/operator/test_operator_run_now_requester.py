@@ -108,11 +108,12 @@ def test_run_now_records_the_authenticated_requester_and_reason(
     }
     request_served(api, name)
 
-    # A plain annotation runs too, with an unknown requester (no stale one from the request before).
+    # A plain annotation runs too, with an unknown requester (no stale one from the request before)
+    # that says so and names the field manager that wrote it: never an empty user.
     kubectl("annotate", "--overwrite", "orgpipeline", name, f"{naming.ANNOTATION_RUN_NOW}=orders")
     assert job_env(kubectl, api, org, known) == {
         triggers.ENV_TRIGGER: "run-now",
-        triggers.ENV_TRIGGERED_BY: "",
+        triggers.ENV_TRIGGERED_BY: "unknown:run-now:kubectl-annotate",
         triggers.ENV_TRIGGER_REASON: "",
     }
     request_served(api, name)

@@ -72,6 +72,8 @@ def test_keys_match_the_contract(tmp_path: Path) -> None:
         "triggerReason",
         "businessKeys",
         "businessKeysDetected",
+        "postgresBytes",
+        "mongoBytes",
     }
     assert data["files"] == [
         "orders_00000_with_a_rather_long_name.csv",

@@ -230,9 +230,17 @@ def test_a_plain_run_now_annotation_has_an_unknown_requester() -> None:
     env = _env(job["spec"])
     assert (env[triggers.ENV_TRIGGER], env[triggers.ENV_TRIGGERED_BY], env[triggers.ENV_TRIGGER_REASON]) == (
         "run-now",
-        "",
+        "unknown:run-now",
         "",
     )
+
+
+def test_a_cronjobs_runs_are_by_the_system_identity_of_the_cronjob() -> None:
+    t = target()
+    cronjob = builders.build_cronjob(t, t.spec.tables[1])
+    env = _env(cronjob["spec"]["jobTemplate"]["spec"])
+    assert env[triggers.ENV_TRIGGERED_BY] == f"system:schedule:{cronjob['metadata']['name']}"
+    assert cronjob["metadata"]["name"] == "ingest-customers"
 
 
 def test_builders_output_is_plain_yaml() -> None:

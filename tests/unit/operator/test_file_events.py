@@ -100,6 +100,48 @@ def test_parse_sns_envelope_and_eventbridge() -> None:
     assert file_events.parse_notification(json.dumps(bridge).encode()) == [ObjectCreated("b2", "k.csv")]
 
 
+def test_parse_reads_the_uploader_of_every_sender() -> None:
+    minio = record("uploads", "org-1/orders_1.csv")
+    minio["userIdentity"] = {"principalId": "org-1-uploader"}
+    versitygw = record("uploads", "org-1/orders_2.csv")
+    versitygw["userIdentity"] = {"PrincipalId": "acct-7"}  # versitygw's spelling
+    aws = record("uploads", "org-1/orders_3.csv", "ObjectCreated:Put")
+    aws["userIdentity"] = {"principalId": "AWS:AIDAJDPLRKLG7UEXAMPLE"}
+    nobody = record("uploads", "org-1/orders_4.csv")
+    nobody["userIdentity"] = "not an object"
+    got = file_events.parse_notification(body(minio, versitygw, aws, nobody))
+    assert [o.principal for o in got] == ["org-1-uploader", "acct-7", "AWS:AIDAJDPLRKLG7UEXAMPLE", ""]
+    sns = {"Type": "Notification", "Message": body(aws).decode()}
+    assert (
+        file_events.parse_notification(json.dumps(sns).encode())[0].principal == "AWS:AIDAJDPLRKLG7UEXAMPLE"
+    )
+    bridge = {
+        "detail-type": "Object Created",
+        "detail": {"bucket": {"name": "b2"}, "object": {"key": "k.csv"}, "requester": "123456789012"},
+    }
+    assert file_events.parse_notification(json.dumps(bridge).encode()) == [
+        ObjectCreated("b2", "k.csv", "123456789012")
+    ]
+
+
+def test_a_batch_job_names_each_files_uploader() -> None:
+    _, spec = v1alpha1.load_manifest(EXAMPLE)
+    target = builders.Target("org-123", "uid-1", spec, builders.JobSettings(image="img:1"))
+    batches = file_events.Batches(quiet=1, max_wait=10)
+    table = ("org-123", spec.tables[0].name)
+    batches.add(table, ["in/orders_1.csv"], 0, "w", {"in/orders_1.csv": "alice"})
+    batches.add(table, ["in/orders_2.csv", "in/orders_3.csv"], 0.5, "w", {"in/orders_2.csv": "bob"})
+    (batch,) = batches.due(2, lambda _t: False)
+    trigger = batch.trigger("uploads")
+    job = builders.build_file_arrival_job(target, spec.tables[0], batch.batch_id, "3 new objects", trigger)
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ORGPIPELINE_TRIGGERED_BY"] == "alice, bob"
+    assert json.loads(env["ORGPIPELINE_TRIGGER_UPLOADERS"]) == {
+        "in/orders_1.csv": "alice",
+        "in/orders_2.csv": "bob",
+    }
+
+
 def test_sns_subscription_confirmation_is_nothing_but_names_its_url() -> None:
     confirm = json.dumps(
         {"Type": "SubscriptionConfirmation", "SubscribeURL": "https://sns.example/confirm"}
@@ -302,7 +344,7 @@ def test_file_arrival_job_says_why_it_runs_and_is_named_by_its_batch() -> None:
     assert job["metadata"]["labels"]["orgpipeline.io/run"] == "file-arrival"
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["ORGPIPELINE_TRIGGER"] == "file-arrival"
-    assert env["ORGPIPELINE_TRIGGERED_BY"] == ""
+    assert env["ORGPIPELINE_TRIGGERED_BY"] == "system:file-arrival"  # no event named an uploader
     assert env["ORGPIPELINE_TRIGGER_REASON"] == "new object s3://b/k.csv"
     # otherwise the spec every Job of the table has (the CronJob's, the run-now Job's)
     scheduled = builders.build_job_spec(target, spec.tables[0], triggers.SCHEDULE)

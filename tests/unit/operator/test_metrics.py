@@ -31,3 +31,16 @@ def test_the_org_gauges_follow_the_status_and_go_with_the_org() -> None:
     )
     metrics.forget_org("u1")
     assert 'org="u1"' not in scrape("orgpipeline_org_ready", "orgpipeline_org_rows")
+
+
+def test_the_tables_measured_storage_is_a_gauge_per_store_gone_with_the_org() -> None:
+    from orgpipeline_api.run_report import RunResult
+    from orgpipeline_api.v1alpha1_status import LastRun
+
+    run = LastRun(job="j1", result=RunResult.Succeeded, postgres_bytes=81920, mongo_bytes=40960)
+    metrics.set_org("s1", {"ready": True, "alerts": 0, "tables": {"orders": run}})
+    text = scrape("orgpipeline_table_storage_bytes")
+    assert 'orgpipeline_table_storage_bytes{org="s1",store="postgres",table="orders"} 81920.0' in text
+    assert 'orgpipeline_table_storage_bytes{org="s1",store="mongodb",table="orders"} 40960.0' in text
+    metrics.forget_org("s1")
+    assert 'org="s1"' not in scrape("orgpipeline_table_storage_bytes")

@@ -56,3 +56,11 @@ def test_requested_at_without_managed_fields_is_the_resource_version() -> None:
     assert naming.run_now_requested_at({"resourceVersion": "42"}) == "rv:42"
     other = _entry("kopf", "2024-05-01T10:00:03Z", "kopf.zalando.org/last-handled-configuration")
     assert naming.run_now_requested_at(_meta(other, rv="43")) == "rv:43"
+
+
+def test_run_now_manager_is_the_field_manager_that_wrote_the_annotation() -> None:
+    older = _entry("my-script", "2024-05-01T09:00:00Z", naming.ANNOTATION_RUN_NOW)
+    annotated = _entry("kubectl-annotate", "2024-05-01T10:00:00Z", naming.ANNOTATION_RUN_NOW)
+    kopf = _entry("kopf", "2024-05-01T10:00:03Z", "kopf.zalando.org/last-handled-configuration")
+    assert naming.run_now_manager(_meta(older, annotated, kopf)) == "kubectl-annotate"
+    assert naming.run_now_manager(_meta(kopf)) is None

@@ -41,7 +41,7 @@ def test_secret_holds_the_reader_connection_and_the_views_hash() -> None:
 
 def test_views_hash_follows_classification_type_and_columns_only() -> None:
     base = reader.views_hash(target())
-    assert reader.views_hash(target(email__classification="pii")) != base
+    assert reader.views_hash(target(email__classification="sensitive")) != base
     assert reader.views_hash(target(amount__type="decimal(12,2)")) != base
     assert reader.views_hash(target(email__required="true")) == base  # a quality rule: views unchanged
     t = target()

@@ -66,6 +66,12 @@ def test_termination_message_becomes_last_run() -> None:
     assert run is not None
     assert (run.result, run.rows_read, run.inserted, run.quality_score) == (RunResult.Succeeded, 10, 7, 0.99)
     assert run.files == ["orders_1.csv"] and run.job == "ingest-orders-1" and run.finished_at == T1
+    assert (run.postgres_bytes, run.mongo_bytes) == (None, None)  # a report of an older release
+
+
+def test_the_reported_storage_sizes_reach_the_last_run() -> None:
+    run = status.last_run_from_job(job(), [pod(report(postgresBytes=81920, mongoBytes=40960))])
+    assert run is not None and (run.postgres_bytes, run.mongo_bytes) == (81920, 40960)
 
 
 def test_failed_job_without_message_is_failed_with_reason() -> None:
