@@ -36,9 +36,8 @@ from orgpipeline_operator import (
 
 G, V, P = v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
-# The watched children (builders.WATCHED_KINDS: Secrets, CronJobs) are watched by watch.py, metadata
-# only, not by Kopf; the rest are tracked by status.childrenHash, and a deep resync reads them back
-# now and then, so the operator is not flooded by quota/namespace events.
+# The children (builders.WATCHED_KINDS: every kind) are watched by watch.py, metadata only, not by
+# Kopf (whole bodies, a record per object), so that one deleted or changed is put back at once.
 
 
 def _seconds(var: str, default: float) -> float:

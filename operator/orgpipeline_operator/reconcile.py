@@ -157,7 +157,7 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
                 False, "NamespaceMissing", f"namespace {target.namespace} is missing: {exc.message}"
             )
             retry = str(exc)
-        elif exc.invalid and "being terminated" not in exc.message:
+        elif exc.invalid and not _passing(exc):
             obs.resources = status.Check(
                 False, "ChildRejected", f"the API server refused a child: {exc.message}"
             )
@@ -173,6 +173,12 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
         raise kopf.TemporaryError(retry, delay=rt.settings.retry_seconds)
     if not writes and not wrote_status:
         cache.CACHE.set_quiet(req.name, quiet_fingerprint(req))
+
+
+def _passing(exc: kube.ApiError) -> bool:
+    """A refusal that passes without a spec change (retried with back-off, not ChildRejected): the
+    namespace is going, or a quota someone put in it is full."""
+    return "being terminated" in exc.message or "exceeded quota" in exc.message
 
 
 class NamespaceGone(Exception):

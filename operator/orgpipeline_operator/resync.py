@@ -56,15 +56,17 @@ class Schedule:
             self._resume.add(name)
             self._due[name] = now
 
-    def heal(self, name: str, now: float) -> None:
+    def heal(self, name: str, now: float) -> bool:
         """A child of the pipeline was deleted or changed behind the operator (a watch event): its
         repair is due now, as a `heal` (which reads the namespace and the unwatched children back).
         Only for a pipeline already handled: one whose create is still running makes its children
-        itself (a heal beside it would make them twice)."""
+        itself (a heal beside it would make them twice). Whether the repair was asked for."""
         with self._cond:
             if name in self._due and name not in self._stopped:
                 self._heal.add(name)
                 self._due[name] = min(self._due[name], now)
+                return True
+            return False
 
     def handled(self, name: str, now: float) -> None:
         """The pipeline's create or update handler succeeded: its resyncs start (the first one

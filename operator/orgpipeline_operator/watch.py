@@ -1,7 +1,9 @@
-"""The operator's own watch of its CronJobs: metadata only, straight into the cache.
+"""The operator's own watches of its children: metadata only, straight into the cache.
 
-(Secrets were watched too until the operator lost cluster-wide Secret read, issue 22: they are now
-tracked by hash like the other unwatched children; see kinds.py.)
+Every child kind is watched (issue 24: one deleted or changed behind the operator is put back
+within seconds of the event, `Heal`). Cluster-wide, label-selected, for every kind but Secrets: the
+operator may not read Secrets cluster-wide (issue 22), so those are watched in each org namespace
+(the tenant role grants list and watch there only), all on one event loop (`NamespacedWatches`).
 
 The cache needs of each child its kind, namespace, name, pipeline label and applied-hash
 annotation. Kopf's watch delivered whole objects (a CronJob with its job template and
@@ -16,7 +18,9 @@ while the watch was down goes too, which Kopf's relisting did not do).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,10 +30,15 @@ from orgpipeline_operator import cache, kinds, kube, naming
 log = logging.getLogger("orgpipeline.operator")
 
 KINDS = kinds.watched()
+NAMESPACED_KINDS = kinds.namespace_watched()
 WATCH_SECONDS = 300
 """The server ends each watch after this long (a little randomness is the server's); then it is
 renewed from the last resourceVersion, as Kopf's `settings.watching.server_timeout` did."""
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+WATCH_BACKOFF_CAP = 8.0
+"""A cluster-wide watch that fails is listed again at most this long after the last try: what was
+deleted while the API server was away is repaired within seconds of its return (a handful of
+watches, so trying often costs nothing)."""
 PAGE = 100
 """Objects per page of a listing: a page of 500 CronJobs' metadata (managedFields and all) parsed
 at once was ~11 MB, at the start of the operator, when its memory peaks."""
@@ -44,7 +53,29 @@ def as_child(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
     return {"kind": kind, "metadata": item.get("metadata") or {}}
 
 
-Heal = Callable[[str], None]
+def backoff(failures: int, first: float = 0.5, cap: float = 30.0) -> float:
+    """The wait before try number `failures` + 1 of something failing: `first` doubling, capped,
+    half of it random (watches broken together, as when the API server restarts, do not all come
+    back in the same instant)."""
+    exp = min(cap, first * 2 ** max(0, failures - 1))
+    return exp / 2 + random.random() * exp / 2
+
+
+Heal = Callable[[str], bool | None]
+
+
+def _told(heal: Heal, pipeline: str, event: str, child: Mapping[str, Any]) -> None:
+    """Asks for the pipeline's repair, saying (once per event) what someone else did."""
+    if heal(pipeline) is False:
+        return  # not to be repaired: being deleted, or not made yet
+    key = cache.key_of(child)
+    meta = child.get("metadata") or {}
+    what = (
+        "deleted" if event == "DELETED" else "being deleted" if meta.get("deletionTimestamp") else "changed"
+    )
+    log.info("%s: %s %s/%s %s behind the operator; repairing", pipeline, key[0], key[1], key[2], what)
+
+
 """Called with the name of a pipeline one of whose children someone else deleted or changed:
 level-based reconciliation repairs it now (resync.Schedule.heal), not at the next idle resync."""
 
@@ -57,9 +88,16 @@ class ChildWatch:
     """One kind's list-then-watch loop on a daemon thread, feeding `cache.CACHE`."""
 
     def __init__(
-        self, client: kube.Kube, api_version: str, kind: str, selector: str, heal: Heal = _no_heal
+        self,
+        client: kube.Kube,
+        api_version: str,
+        kind: str,
+        selector: str,
+        heal: Heal = _no_heal,
+        observe: Callable[[str, Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.heal = heal
+        self.observe = observe  # told of every event of the kind (the namespaces: NamespacedWatches)
         self.client = client
         self.api_version = api_version
         self.kind = kind
@@ -77,22 +115,29 @@ class ChildWatch:
     def _run(self) -> None:
         version: str | None = None
         failures = 0
+        last = ""
         while not self._stop.is_set():
             try:
                 if version is None:
                     version = self._list()
                     self.listed.set()
+                    if failures:
+                        log.info("watch of %ss: back", self.kind)
+                    failures, last = 0, ""
                 version = self._watch(version)
-                failures = 0
             except Gone:
                 version = None
             except kube.ApiError as exc:
                 if exc.status == 410:  # the version is too old, said as a status, not an event
                     version = None
                     continue
-                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
-                log.warning("watch of %ss: %s; again in %ss", self.kind, exc, delay)
+                delay = backoff(failures, cap=WATCH_BACKOFF_CAP)
+                if exc.reason != last:  # once per change of error, not once per try
+                    log.warning("watch of %ss: %s; retrying with back-off", self.kind, exc)
+                    last = exc.reason
+                # A broken watch is listed afresh: what was deleted meanwhile is found missing.
+                version = None
                 self._stop.wait(delay)
             except Exception:  # never end the thread: the cache would silently go stale
                 log.exception("watch of %ss", self.kind)
@@ -109,12 +154,17 @@ class ChildWatch:
             for item in page.get("items") or []:
                 child = as_child(self.kind, item)
                 keys.add(cache.key_of(child))
+                if self.observe is not None:
+                    self.observe("ADDED", child)
                 if (changed := cache.CACHE.child("ADDED", child)) is not None:
-                    self.heal(changed)  # changed by someone else (while the watch was down)
+                    _told(self.heal, changed, "ADDED", child)  # changed while the watch was down
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
                 for pipeline in cache.CACHE.keep_only(self.kind, keys):
-                    self.heal(pipeline)  # deleted while the watch was down
+                    if self.heal(pipeline) is not False:
+                        log.info("%s: a %s deleted while unwatched; repairing", pipeline, self.kind)
+                if self.observe is not None:
+                    self.observe("LISTED", {"kind": self.kind, "keys": keys})
                 return str(meta.get("resourceVersion") or "")
             query = {**query, "continue": str(meta["continue"])}
 
@@ -141,16 +191,193 @@ class ChildWatch:
                 )
             version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
             if kind in ("ADDED", "MODIFIED", "DELETED"):
-                to_heal = cache.CACHE.child(str(kind), as_child(self.kind, obj))
+                child = as_child(self.kind, obj)
+                if self.observe is not None:
+                    self.observe(str(kind), child)
+                to_heal = cache.CACHE.child(str(kind), child)
                 if to_heal is not None:
-                    self.heal(to_heal)
+                    _told(self.heal, to_heal, str(kind), child)
         return version
 
 
-def start_all(client: kube.Kube, heal: Heal = _no_heal) -> list[ChildWatch]:
-    watches = [
-        ChildWatch(client, api_version, kind, naming.MANAGED_SELECTOR, heal) for api_version, kind in KINDS
+NAMESPACE_WATCH_SECONDS = 1800
+"""Per org namespace the watch is renewed less often than a cluster-wide one: thousands of them
+renewed every 5 minutes would be requests every second at rest."""
+LISTINGS_AT_ONCE = 16
+"""Namespaces listed at once (at start every org namespace is: thousands of listings at a time
+would be a burst for the API server)."""
+
+
+class NamespacedWatches:
+    """A kind (Secrets) watched in each org namespace: a list-then-watch per namespace, metadata
+    only and label-selected as ChildWatch's, all as tasks of one event loop on one thread.
+
+    Which namespaces: the org namespaces the Namespace watch reports (`observe`), not being
+    deleted. A namespace whose listing is refused (its RoleBinding, the operator's access to it, is
+    not in the authorizer yet, or someone deleted it: its heal makes it again) is tried again with
+    back-off, logged once per change of error."""
+
+    def __init__(self, client: kube.Kube, api_version: str, kind: str, selector: str, heal: Heal) -> None:
+        self.client, self.api_version, self.kind, self.selector, self.heal = (
+            client,
+            api_version,
+            kind,
+            selector,
+            heal,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._thread = threading.Thread(target=self._run, name=f"watch-ns-{kind}", daemon=True)
+        self._streams: kube.AsyncStreams | None = None
+        self._listing: asyncio.Semaphore | None = None
+        self.failing: dict[str, str] = {}  # namespace -> its last error, while failing
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def watching(self) -> set[str]:
+        """The namespaces followed now (a copy, for tests and metrics)."""
+        return set(self._tasks)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._streams = self._loop.run_until_complete(self._open())
+        self._listing = asyncio.Semaphore(LISTINGS_AT_ONCE)
+        try:
+            self._loop.run_forever()
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            self._loop.run_until_complete(self._streams.close())
+
+    async def _open(self) -> kube.AsyncStreams:
+        return self.client.streams()  # its session belongs to the running loop
+
+    def observe(self, event: str, namespace: Mapping[str, Any]) -> None:
+        """A Namespace watch event (from ChildWatch's thread): start or stop that namespace's watch.
+        "LISTED" carries the keys of a fresh listing: namespaces not in it are gone."""
+        if event == "LISTED":
+            names = {key[2] for key in namespace.get("keys") or ()}
+            self._loop.call_soon_threadsafe(self._keep_only, names)
+            return
+        meta = namespace.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        live = event != "DELETED" and not meta.get("deletionTimestamp")
+        if name:
+            self._loop.call_soon_threadsafe(self._want, name, live)
+
+    def _want(self, namespace: str, live: bool) -> None:
+        task = self._tasks.get(namespace)
+        if live and task is None:
+            self._tasks[namespace] = self._loop.create_task(self._follow(namespace))
+        elif not live and task is not None:
+            task.cancel()
+            del self._tasks[namespace]
+            self.failing.pop(namespace, None)
+
+    def _keep_only(self, names: set[str]) -> None:
+        for gone in set(self._tasks) - names:
+            self._want(gone, False)
+
+    async def _follow(self, namespace: str) -> None:
+        version: str | None = None
+        failures = 0
+        while True:
+            try:
+                if version is None:
+                    version = await self._list(namespace)
+                    if namespace in self.failing:
+                        log.info("watch of %ss in %s: back", self.kind, namespace)
+                        del self.failing[namespace]
+                    failures = 0
+                version = await self._watch(namespace, version)
+            except Gone:
+                version = None
+            except kube.ApiError as exc:
+                version = None
+                if exc.status == 410:
+                    continue
+                failures += 1
+                if self.failing.get(namespace) != exc.reason:
+                    log.warning("watch of %ss in %s: %s; retrying with back-off", self.kind, namespace, exc)
+                    self.failing[namespace] = exc.reason
+                await asyncio.sleep(backoff(failures))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never end the task: the cache would silently go stale
+                log.exception("watch of %ss in %s", self.kind, namespace)
+                version = None
+                await asyncio.sleep(RETRY_SECONDS[-1])
+
+    async def _list(self, namespace: str) -> str:
+        assert self._streams is not None and self._listing is not None
+        url = kube.path(self.api_version, self.kind, namespace)
+        query = {"labelSelector": self.selector, "limit": str(PAGE)}
+        keys: set[cache.ChildKey] = set()
+        async with self._listing:
+            while True:
+                page = await self._streams.get(url, query, kube.METADATA_LIST)
+                for item in page.get("items") or []:
+                    child = as_child(self.kind, item)
+                    keys.add(cache.key_of(child))
+                    if (changed := cache.CACHE.child("ADDED", child)) is not None:
+                        _told(self.heal, changed, "ADDED", child)
+                meta = page.get("metadata") or {}
+                if not meta.get("continue"):
+                    for pipeline in cache.CACHE.keep_only(self.kind, keys, namespace):
+                        if self.heal(pipeline) is not False:
+                            log.info("%s: a %s deleted while unwatched; repairing", pipeline, self.kind)
+                    return str(meta.get("resourceVersion") or "")
+                query = {**query, "continue": str(meta["continue"])}
+
+    async def _watch(self, namespace: str, version: str) -> str:
+        assert self._streams is not None
+        seconds = NAMESPACE_WATCH_SECONDS + random.randint(0, NAMESPACE_WATCH_SECONDS // 4)
+        query = {
+            "watch": "1",
+            "labelSelector": self.selector,
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(seconds),
+        }
+        url = kube.path(self.api_version, self.kind, namespace)
+        async for event in self._streams.stream(url, query, kube.METADATA, seconds + 30):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise Gone()
+                raise kube.ApiError(
+                    int(obj.get("code") or 0), str(obj.get("reason")), str(obj.get("message"))
+                )
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                child = as_child(self.kind, obj)
+                to_heal = cache.CACHE.child(str(kind), child)
+                if to_heal is not None:
+                    _told(self.heal, to_heal, str(kind), child)
+        return version
+
+
+def start_all(client: kube.Kube, heal: Heal = _no_heal) -> list[ChildWatch | NamespacedWatches]:
+    """Every child kind's watch: cluster-wide (ChildWatch) or per org namespace (NamespacedWatches,
+    told of the namespaces by the Namespace watch)."""
+    namespaced = [
+        NamespacedWatches(client, api_version, kind, naming.MANAGED_SELECTOR, heal)
+        for api_version, kind in NAMESPACED_KINDS
     ]
+
+    def observe(event: str, namespace: Mapping[str, Any]) -> None:
+        for w in namespaced:
+            w.observe(event, namespace)
+
+    watches: list[ChildWatch | NamespacedWatches] = [*namespaced]
+    for api_version, kind in KINDS:
+        told = observe if kind == "Namespace" and namespaced else None
+        watches.append(ChildWatch(client, api_version, kind, naming.MANAGED_SELECTOR, heal, told))
     for w in watches:
         w.start()
     return watches
