@@ -22,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import random
 import threading
 import time
 from collections.abc import Iterable
 
 import kopf
 
-from orgpipeline_operator import cache, naming, reconcile, runs, status
+from orgpipeline_operator import backoff, cache, naming, reconcile, runs, status
 from orgpipeline_operator.runtime import Runtime, log
 
 RETRY_CAP_SECONDS = 30.0
@@ -195,9 +194,7 @@ class Resyncer:
             count, last = self._failures.get(name, (0, ""))
             count += 1
             self._failures[name] = (count, error)
-        cap = max(base, RETRY_CAP_SECONDS)
-        exp = min(cap, base * 2 ** (count - 1))
-        delay = exp if count == 1 else exp / 2 + random.random() * exp / 2
+        delay = base if count == 1 else backoff.delay(count, base, max(base, RETRY_CAP_SECONDS))
         if error != last:
             if unexpected:
                 log.exception("%s: resync failed, retrying with back-off (from %ss): %s", name, base, error)

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orgpipeline_operator import cache, kinds, kube, naming
+from orgpipeline_operator import backoff, cache, kinds, kube, naming
 
 log = logging.getLogger("orgpipeline.operator")
 
@@ -51,14 +51,6 @@ class Gone(Exception):
 def as_child(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
     """A PartialObjectMetadata item as the cache takes a child (its kind is the listed one)."""
     return {"kind": kind, "metadata": item.get("metadata") or {}}
-
-
-def backoff(failures: int, first: float = 0.5, cap: float = 30.0) -> float:
-    """The wait before try number `failures` + 1 of something failing: `first` doubling, capped,
-    half of it random (watches broken together, as when the API server restarts, do not all come
-    back in the same instant)."""
-    exp = min(cap, first * 2 ** max(0, failures - 1))
-    return exp / 2 + random.random() * exp / 2
 
 
 Heal = Callable[[str], bool | None]
@@ -132,7 +124,7 @@ class ChildWatch:
                     version = None
                     continue
                 failures += 1
-                delay = backoff(failures, cap=WATCH_BACKOFF_CAP)
+                delay = backoff.delay(failures, 0.5, WATCH_BACKOFF_CAP)
                 if exc.reason != last:  # once per change of error, not once per try
                     log.warning("watch of %ss: %s; retrying with back-off", self.kind, exc)
                     last = exc.reason
@@ -305,7 +297,7 @@ class NamespacedWatches:
                 if self.failing.get(namespace) != exc.reason:
                     log.warning("watch of %ss in %s: %s; retrying with back-off", self.kind, namespace, exc)
                     self.failing[namespace] = exc.reason
-                await asyncio.sleep(backoff(failures))
+                await asyncio.sleep(backoff.delay(failures, 0.5, 30.0))
             except asyncio.CancelledError:
                 raise
             except Exception:  # never end the task: the cache would silently go stale

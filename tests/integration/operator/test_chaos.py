@@ -39,7 +39,7 @@ from operator_helpers import (
     wait_for,
     wait_ready,
 )
-from orgpipeline_operator import kinds, kube, naming
+from orgpipeline_operator import kinds, kube, naming, runtime
 
 SELECTOR_VALUE = "chaos"
 RESYNC = 600.0
@@ -273,6 +273,37 @@ def test_a_deleted_namespace_is_made_again_with_every_child(
     wait_for(remade, 45, "the namespace and every child made again, Ready", interval=0.2)
     # While the namespace was going, the status said so (never Ready with its children gone).
     assert ("False", "NamespaceTerminating") in seen or ("False", "NamespaceMissing") in seen, seen
+
+
+@pytest.mark.parametrize("policy", ["Delete", "Retain"])
+def test_deleting_an_orgpipeline_while_its_namespace_is_being_healed_finishes_within_seconds(
+    chaos_operator: Operator,
+    kubectl: Kubectl,
+    api: kube.Kube,
+    direct_rt: runtime.Runtime,
+    unique_id: str,
+    policy: str,
+) -> None:
+    """The namespace goes, and the OrgPipeline is deleted while the heal that makes the namespace
+    again runs (the finalizer waits for it): gone within seconds, and nothing of the org is left."""
+    org_id = f"chaos{unique_id}"
+    manifest = pipeline(org_id, deletionPolicy=policy)
+    manifest["metadata"]["labels"] = {TEST_LABEL: SELECTOR_VALUE}
+    name, ns = manifest["metadata"]["name"], naming.namespace(org_id)
+    kubectl.apply(manifest)
+    wait_ready(api, name, timeout=60)
+    kubectl("delete", "namespace", ns, "--wait=false")
+    time.sleep(0.5)
+    started = time.monotonic()
+    try:
+        kubectl("delete", "orgpipeline", name, "--timeout=30s")
+        assert time.monotonic() - started < 10
+        assert api.get("orgpipeline.io/v1alpha1", "OrgPipeline", name) is None
+        wait_for(lambda: api.get("v1", "Namespace", ns) is None, 60, "no namespace of the org left")
+    finally:
+        if policy == "Retain":  # the test leaves no schema or role behind
+            direct_rt.db.drop_collections(org_id)
+            direct_rt.db.drop_postgres(org_id)
 
 
 def _org_password_works(stack: Any, api: kube.Kube, ns: str) -> None:
