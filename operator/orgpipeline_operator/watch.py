@@ -54,6 +54,9 @@ def as_child(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 Heal = Callable[[str], bool | None]
+"""Called with the name of a pipeline one of whose children someone else deleted or changed:
+level-based reconciliation repairs it now (resync.Schedule.heal), not at the next idle resync.
+False: no repair is asked for (the pipeline is being deleted, or not made yet)."""
 
 
 def _told(heal: Heal, pipeline: str, event: str, child: Mapping[str, Any]) -> None:
@@ -66,10 +69,6 @@ def _told(heal: Heal, pipeline: str, event: str, child: Mapping[str, Any]) -> No
         "deleted" if event == "DELETED" else "being deleted" if meta.get("deletionTimestamp") else "changed"
     )
     log.info("%s: %s %s/%s %s behind the operator; repairing", pipeline, key[0], key[1], key[2], what)
-
-
-"""Called with the name of a pipeline one of whose children someone else deleted or changed:
-level-based reconciliation repairs it now (resync.Schedule.heal), not at the next idle resync."""
 
 
 def _no_heal(_pipeline: str) -> None:
@@ -195,6 +194,8 @@ class ChildWatch:
 NAMESPACE_WATCH_SECONDS = 1800
 """Per org namespace the watch is renewed less often than a cluster-wide one: thousands of them
 renewed every 5 minutes would be requests every second at rest."""
+SYNC_SECONDS = 2.0
+"""How often the namespaces watched are checked against the OrgPipelines this process handles."""
 LISTINGS_AT_ONCE = 16
 """Namespaces listed at once (at start every org namespace is: thousands of listings at a time
 would be a burst for the API server)."""
@@ -205,9 +206,11 @@ class NamespacedWatches:
     only and label-selected as ChildWatch's, all as tasks of one event loop on one thread.
 
     Which namespaces: the org namespaces the Namespace watch reports (`observe`), not being
-    deleted. A namespace whose listing is refused (its RoleBinding, the operator's access to it, is
-    not in the authorizer yet, or someone deleted it: its heal makes it again) is tried again with
-    back-off, logged once per change of error."""
+    deleted, of an OrgPipeline this process handles (not another shard's: checked again every
+    SYNC_SECONDS, as the OrgPipelines may be seen after their namespaces at start-up). A namespace
+    whose listing is refused (its RoleBinding, the operator's access to it, is not in the authorizer
+    yet, or someone deleted it: its heal makes it again) is tried again with back-off, logged once
+    per change of error."""
 
     def __init__(self, client: kube.Kube, api_version: str, kind: str, selector: str, heal: Heal) -> None:
         self.client, self.api_version, self.kind, self.selector, self.heal = (
@@ -219,6 +222,7 @@ class NamespacedWatches:
         )
         self._loop = asyncio.new_event_loop()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._live: dict[str, str] = {}  # org namespace (not being deleted) -> its pipeline label
         self._thread = threading.Thread(target=self._run, name=f"watch-ns-{kind}", daemon=True)
         self._streams: kube.AsyncStreams | None = None
         self._listing: asyncio.Semaphore | None = None
@@ -239,6 +243,7 @@ class NamespacedWatches:
         asyncio.set_event_loop(self._loop)
         self._streams = self._loop.run_until_complete(self._open())
         self._listing = asyncio.Semaphore(LISTINGS_AT_ONCE)
+        self._loop.call_soon(self._sync_forever)
         try:
             self._loop.run_forever()
         finally:
@@ -259,21 +264,38 @@ class NamespacedWatches:
         meta = namespace.get("metadata") or {}
         name = str(meta.get("name") or "")
         live = event != "DELETED" and not meta.get("deletionTimestamp")
+        pipeline = str((meta.get("labels") or {}).get(naming.LABEL_PIPELINE) or "")
         if name:
-            self._loop.call_soon_threadsafe(self._want, name, live)
+            self._loop.call_soon_threadsafe(self._seen, name, pipeline if live else None)
 
-    def _want(self, namespace: str, live: bool) -> None:
-        task = self._tasks.get(namespace)
-        if live and task is None:
-            self._tasks[namespace] = self._loop.create_task(self._follow(namespace))
-        elif not live and task is not None:
-            task.cancel()
-            del self._tasks[namespace]
-            self.failing.pop(namespace, None)
+    def _seen(self, namespace: str, pipeline: str | None) -> None:
+        if pipeline is None:
+            self._live.pop(namespace, None)
+        else:
+            self._live[namespace] = pipeline
+        self._sync({namespace})
 
     def _keep_only(self, names: set[str]) -> None:
-        for gone in set(self._tasks) - names:
-            self._want(gone, False)
+        for gone in set(self._live) - names:
+            del self._live[gone]
+        self._sync(set(self._tasks) - names)
+
+    def _sync_forever(self) -> None:
+        self._sync(set(self._live) | set(self._tasks))
+        self._loop.call_later(SYNC_SECONDS, self._sync_forever)
+
+    def _sync(self, namespaces: set[str]) -> None:
+        """Starts or stops the watches of these namespaces as they should be now."""
+        handled = set(cache.CACHE.resyncable())
+        for ns in namespaces:
+            wanted = self._live.get(ns) in handled
+            task = self._tasks.get(ns)
+            if wanted and task is None:
+                self._tasks[ns] = self._loop.create_task(self._follow(ns))
+            elif not wanted and task is not None:
+                task.cancel()
+                del self._tasks[ns]
+                self.failing.pop(ns, None)
 
     async def _follow(self, namespace: str) -> None:
         version: str | None = None
