@@ -194,6 +194,9 @@ class ChildWatch:
 NAMESPACE_WATCH_SECONDS = 1800
 """Per org namespace the watch is renewed less often than a cluster-wide one: thousands of them
 renewed every 5 minutes would be requests every second at rest."""
+ACCESS_GRACE_SECONDS = 15.0
+"""How long after its watch starts a namespace's 403 is the RoleBinding still being made (logged at
+debug level); later, a warning."""
 SYNC_SECONDS = 2.0
 """How often the namespaces watched are checked against the OrgPipelines this process handles."""
 LISTINGS_AT_ONCE = 16
@@ -300,13 +303,15 @@ class NamespacedWatches:
     async def _follow(self, namespace: str) -> None:
         version: str | None = None
         failures = 0
+        # A namespace just made: the operator's RoleBinding in it may not be written yet, or not
+        # known to the authorizer (a 403 for a moment, expected: not worth a warning).
+        grace = self._loop.time() + ACCESS_GRACE_SECONDS
         while True:
             try:
                 if version is None:
                     version = await self._list(namespace)
-                    if namespace in self.failing:
-                        log.info("watch of %ss in %s: back", self.kind, namespace)
-                        del self.failing[namespace]
+                    if self.failing.pop(namespace, None) is not None and not self.failing:
+                        log.info("watch of %ss: back in every namespace", self.kind)
                     failures = 0
                 version = await self._watch(namespace, version)
             except Gone:
@@ -316,8 +321,15 @@ class NamespacedWatches:
                 if exc.status == 410:
                     continue
                 failures += 1
-                if self.failing.get(namespace) != exc.reason:
-                    log.warning("watch of %ss in %s: %s; retrying with back-off", self.kind, namespace, exc)
+                if exc.status == 403 and self._loop.time() < grace:
+                    log.debug("watch of %ss in %s: %s; no access yet", self.kind, namespace, exc)
+                elif self.failing.get(namespace) != exc.reason:
+                    # One line when the first namespace fails (an outage fails them all: thousands
+                    # of lines said nothing more), the others at debug level.
+                    level = logging.WARNING if not self.failing else logging.DEBUG
+                    log.log(
+                        level, "watch of %ss in %s: %s; retrying with back-off", self.kind, namespace, exc
+                    )
                     self.failing[namespace] = exc.reason
                 await asyncio.sleep(backoff.delay(failures, 0.5, 30.0))
             except asyncio.CancelledError:
