@@ -79,12 +79,18 @@ DRIFTED = "drifted"
 applied-hash annotation, which an edit of the spec keeps, cannot tell)."""
 
 
+NOT_CONTENT = frozenset({"f:metadata", "f:status", "f:apiVersion", "f:kind", "."})
+"""Fields of a child whose change by someone else is no drift: labels and annotations others add
+(kubectl label, client-side apply's last-applied annotation) and status."""
+
+
 def drifted(meta: Mapping[str, Any]) -> bool:
-    """Whether someone other than the operator wrote the child's spec (its managedFields, as the
-    metadata-only watch delivers them: an entry of another manager owning spec fields). Status
-    writes (a subresource: the CronJob controller's) do not count. After the operator's forced
-    apply takes its fields back, the other entry goes (or keeps only fields the operator does not
-    set: then one more apply, a no-op that brings no new event)."""
+    """Whether someone other than the operator wrote the child's content (its managedFields, as the
+    metadata-only watch delivers them: an entry of another manager owning spec, data, subjects,
+    roleRef... anything but metadata and status). Status writes (a subresource: the CronJob and
+    quota controllers') do not count. After the operator's forced apply takes its fields back, the
+    other entry goes (or keeps only fields the operator does not set: then one more apply, a no-op
+    that brings no new event)."""
     for entry in meta.get("managedFields") or []:
         if (
             not isinstance(entry, Mapping)
@@ -92,7 +98,7 @@ def drifted(meta: Mapping[str, Any]) -> bool:
             or entry.get("subresource")
         ):
             continue
-        if "f:spec" in (entry.get("fieldsV1") or {}):
+        if set(entry.get("fieldsV1") or {}) - NOT_CONTENT:
             return True
     return False
 
@@ -136,7 +142,9 @@ class Cache:
                 self._crons.pop(key, None)
                 return str(pipeline) if entries.pop(key, False) is not False else None
             else:
-                drift = drifted(meta)
+                # Being deleted (a namespace in Terminating, a child held by a finalizer): the org
+                # cannot run in it; the heal says so in the status and makes it again once gone.
+                drift = drifted(meta) or bool(meta.get("deletionTimestamp"))
                 entries[key] = (
                     DRIFTED if drift else (meta.get("annotations") or {}).get(naming.ANNOTATION_HASH)
                 )
@@ -160,13 +168,15 @@ class Cache:
         with self._lock:
             self._recording.discard((pipeline, job))
 
-    def keep_only(self, kind: str, keys: set[ChildKey]) -> set[str]:
-        """Drops the children of the kind that are not in `keys` (a fresh listing of the kind: what
-        was deleted while the watch was down); returns the pipelines that lost one."""
+    def keep_only(self, kind: str, keys: set[ChildKey], namespace: str | None = None) -> set[str]:
+        """Drops the children of the kind (in `namespace`, if given) that are not in `keys` (a fresh
+        listing of the kind: what was deleted while the watch was down); returns the pipelines that
+        lost one."""
         lost = set()
         with self._lock:
             for pipeline, entries in self._children.items():
-                for key in [k for k in entries if k[0] == kind and k not in keys]:
+                gone = [k for k in entries if k[0] == kind and k not in keys]
+                for key in [k for k in gone if namespace is None or k[1] == namespace]:
                     del entries[key]
                     self._crons.pop(key, None)
                     lost.add(pipeline)

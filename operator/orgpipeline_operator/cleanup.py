@@ -17,11 +17,39 @@ from typing import Any
 import kopf
 from orgpipeline_api import store_names, v1alpha1
 
-from orgpipeline_operator import cache, claims, database, kube, metrics, naming, ownership, runtime, s3access
+from orgpipeline_operator import (
+    backoff,
+    cache,
+    claims,
+    database,
+    kube,
+    metrics,
+    naming,
+    ownership,
+    runtime,
+    s3access,
+)
 from orgpipeline_operator.runtime import Runtime, log
+
+RETRIES = backoff.Streak(first=1.0, cap=30.0)
+"""Tries of the finalizer that failed in a row, per OrgPipeline: each retry waits longer (from
+ORGPIPELINE_RETRY_SECONDS, doubling to 30 s, jittered)."""
 
 
 def finalize(rt: Runtime, name: str, spec_raw: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+    """The clean-up; a failure is retried by Kopf with back-off, logged once per change of error."""
+    try:
+        _finalize(rt, name, spec_raw, body)
+    except kopf.TemporaryError as exc:
+        base = rt.settings.retry_seconds if exc.delay is None else exc.delay
+        wait, new = RETRIES.failed(name, str(exc), first=base)
+        if new:
+            log.warning("%s: clean-up failed, retrying with back-off: %s", name, exc)
+        raise kopf.TemporaryError(str(exc), delay=wait) from exc
+    RETRIES.succeeded(name)
+
+
+def _finalize(rt: Runtime, name: str, spec_raw: Mapping[str, Any], body: Mapping[str, Any]) -> None:
     org_id = str(spec_raw.get("orgId") or "")
     if not org_id or not _matches(org_id):
         return  # never reconciled: nothing of ours exists

@@ -29,6 +29,8 @@ from urllib.parse import unquote_plus
 from orgpipeline_api import source_paths, triggers
 from orgpipeline_api.v1alpha1 import TableTrigger
 
+from orgpipeline_operator import backoff
+
 MAX_KEYS_PER_BATCH = 100
 """Keys a batch remembers by name (for the Job's reason); beyond that it only counts them."""
 MAX_KEY_BYTES = 1024
@@ -307,8 +309,7 @@ RETRY_CAP_SECONDS = 30.0
 def retry_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
     """The wait after the `failures`-th failed try in a row: exponential, capped, with jitter (half
     of it random, so that the batches of many orgs failing together do not retry together)."""
-    exp = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, failures - 1))
-    return exp / 2 + rand() * exp / 2
+    return backoff.delay(failures, RETRY_BASE_SECONDS, RETRY_CAP_SECONDS, rand)
 
 
 @dataclass

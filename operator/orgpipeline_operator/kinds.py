@@ -29,7 +29,8 @@ class Kind:
     home_verbs: tuple[str, ...] = ()  # granted in the operator's namespace only (a Role)
     resource_names: tuple[str, ...] = ()  # `verbs` only on these objects (TENANT_ROLE: the tenant role)
     child: bool = False  # made per org (builders.desired_children)
-    watched: bool = False  # followed by watch.py into the cache (the rest are tracked by hash)
+    watched: bool = False  # followed cluster-wide by watch.py into the cache (metadata only)
+    namespace_watched: bool = False  # followed by watch.py in each org namespace (tenant_verbs)
     prunable: bool = False  # deleted by the reconcile when no longer desired
     listed: bool = False  # listed once at start-up (snapshot.py) to verify every org at once
     subresources: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (subresource, verbs)
@@ -41,12 +42,17 @@ class Kind:
 
 
 _APPLIED = ("get", "list", "create", "patch")  # server-side applied, read back, listed at start-up
+_WATCHED = (*_APPLIED, "watch")  # and followed (label-selected, metadata only): repaired at once
 TENANT_ROLE = "<fullname>-tenant"
 """The chart's tenant ClusterRole (ORGPIPELINE_TENANT_ROLE), as `resource_names` names it."""
 
 KINDS: tuple[Kind, ...] = (
     # The org's children, in the order they are made.
-    Kind("v1", "Namespace", "namespaces", False, (*_APPLIED, "delete"), child=True, listed=True),
+    # Every child is watched (issue 24): one deleted or changed behind the operator is put back
+    # within seconds of the event, and Ready says False meanwhile if it cannot be.
+    Kind(
+        "v1", "Namespace", "namespaces", False, (*_WATCHED, "delete"), child=True, watched=True, listed=True
+    ),
     # What lets the operator at the org's Secrets and Jobs (the tenant ClusterRole, bound to the
     # operator alone): made right after the namespace, before anything that needs it. Creating it
     # takes `bind` on that one ClusterRole; the chart's ValidatingAdmissionPolicy allows it only in
@@ -56,17 +62,27 @@ KINDS: tuple[Kind, ...] = (
         "RoleBinding",
         "rolebindings",
         True,
-        _APPLIED,
+        _WATCHED,
         child=True,
+        watched=True,
         listed=True,
     ),
-    Kind("v1", "ServiceAccount", "serviceaccounts", True, _APPLIED, child=True, listed=True),
-    Kind("v1", "ResourceQuota", "resourcequotas", True, _APPLIED, child=True, listed=True),
-    Kind("v1", "LimitRange", "limitranges", True, _APPLIED, child=True, listed=True),
-    Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True, _APPLIED, child=True, listed=True),
-    Kind("v1", "ConfigMap", "configmaps", True, _APPLIED, child=True, listed=True),
-    # Never read cluster-wide: not watched nor listed, tracked by hash like the other unwatched
-    # children (read back with a GET on resume and in the deep resync). The org's own in its
+    Kind("v1", "ServiceAccount", "serviceaccounts", True, _WATCHED, child=True, watched=True, listed=True),
+    Kind("v1", "ResourceQuota", "resourcequotas", True, _WATCHED, child=True, watched=True, listed=True),
+    Kind("v1", "LimitRange", "limitranges", True, _WATCHED, child=True, watched=True, listed=True),
+    Kind(
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        True,
+        _WATCHED,
+        child=True,
+        watched=True,
+        listed=True,
+    ),
+    Kind("v1", "ConfigMap", "configmaps", True, _WATCHED, child=True, watched=True, listed=True),
+    # Never read cluster-wide (issue 22): watched (metadata only) in each org namespace through the
+    # tenant role, not listed at start-up (read back with a GET on resume). The org's own in its
     # namespace; the orgs' credentialsSecrets (read only) in the operator's.
     Kind(
         "v1",
@@ -74,9 +90,10 @@ KINDS: tuple[Kind, ...] = (
         "secrets",
         True,
         (),
-        tenant_verbs=("get", "create", "patch"),
+        tenant_verbs=("get", "list", "watch", "create", "patch"),
         home_verbs=("get",),
         child=True,
+        namespace_watched=True,
     ),
     Kind(
         "batch/v1",
@@ -138,12 +155,18 @@ def children() -> tuple[Kind, ...]:
 
 
 def watched() -> tuple[tuple[str, str], ...]:
-    """(apiVersion, kind) of the children watch.py follows."""
+    """(apiVersion, kind) of the children watch.py follows cluster-wide."""
     return tuple((k.api_version, k.kind) for k in KINDS if k.watched)
 
 
+def namespace_watched() -> tuple[tuple[str, str], ...]:
+    """(apiVersion, kind) of the children watch.py follows in each org namespace."""
+    return tuple((k.api_version, k.kind) for k in KINDS if k.namespace_watched)
+
+
 def watched_names() -> frozenset[str]:
-    return frozenset(k.kind for k in KINDS if k.watched)
+    """Every child kind whose objects the cache follows (either way)."""
+    return frozenset(k.kind for k in KINDS if k.watched or k.namespace_watched)
 
 
 def listed() -> tuple[tuple[str, str], ...]:

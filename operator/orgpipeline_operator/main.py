@@ -36,9 +36,8 @@ from orgpipeline_operator import (
 
 G, V, P = v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
-# The watched children (builders.WATCHED_KINDS: Secrets, CronJobs) are watched by watch.py, metadata
-# only, not by Kopf; the rest are tracked by status.childrenHash, and a deep resync reads them back
-# now and then, so the operator is not flooded by quota/namespace events.
+# The children (builders.WATCHED_KINDS: every kind) are watched by watch.py, metadata only, not by
+# Kopf (whole bodies, a record per object), so that one deleted or changed is put back at once.
 
 
 def _seconds(var: str, default: float) -> float:
@@ -68,6 +67,10 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.execution.max_workers = conf.workers
     settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
     settings.networking.request_timeout = 60
+    # Kopf's requests and watches retry an unreachable API server for ~1 minute by default (1, 1,
+    # 2, ... 21 s), then give up: keep trying for ~5 minutes (an API server upgrade or restart),
+    # never more than 10 s apart, so that its watches are back within 10 s of the API server.
+    settings.networking.error_backoffs = (1, 2, 4, 8, *[10] * 30)
     settings.watching.server_timeout = 600
     # The initial listings in pages of 100: a page of 500 OrgPipelines was ~12 MB of parsed JSON at
     # once, at the start, when the operator's memory peaks.

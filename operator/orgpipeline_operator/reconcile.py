@@ -28,6 +28,7 @@ from orgpipeline_api.v1alpha1_status import OrgPipelineStatus
 from pydantic import ValidationError
 
 from orgpipeline_operator import (
+    backoff,
     builders,
     cache,
     claims,
@@ -57,13 +58,24 @@ READ_BACK = ("resume", "deep", "heal")
 """Triggers that read the unwatched children back instead of trusting status.childrenHash."""
 
 
+HANDLED = ("create", "update")
+"""Triggers that are Kopf handlers: Kopf retries them after the error's delay, which backs off here
+(the resync loop backs off its own triggers, see resync.Resyncer)."""
+HANDLER_RETRIES = backoff.Streak(first=1.0, cap=30.0)
+
+
 def reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
     started = time.monotonic()
     result = "ok"
     try:
         _reconcile(rt, req, body)
-    except kopf.TemporaryError:
+        HANDLER_RETRIES.succeeded(req.name)
+    except kopf.TemporaryError as exc:
         result = "retry"
+        if req.trigger in HANDLED:
+            base = rt.settings.retry_seconds if exc.delay is None else exc.delay
+            wait, _new = HANDLER_RETRIES.failed(req.name, str(exc), first=base)
+            raise kopf.TemporaryError(str(exc), delay=wait) from exc
         raise
     except Exception:
         result = "error"
@@ -157,7 +169,7 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
                 False, "NamespaceMissing", f"namespace {target.namespace} is missing: {exc.message}"
             )
             retry = str(exc)
-        elif exc.invalid and "being terminated" not in exc.message:
+        elif exc.invalid and not _passing(exc):
             obs.resources = status.Check(
                 False, "ChildRejected", f"the API server refused a child: {exc.message}"
             )
@@ -173,6 +185,12 @@ def _reconcile(rt: Runtime, req: Request, body: Mapping[str, Any]) -> None:
         raise kopf.TemporaryError(retry, delay=rt.settings.retry_seconds)
     if not writes and not wrote_status:
         cache.CACHE.set_quiet(req.name, quiet_fingerprint(req))
+
+
+def _passing(exc: kube.ApiError) -> bool:
+    """A refusal that passes without a spec change (retried with back-off, not ChildRejected): the
+    namespace is going, or a quota someone put in it is full."""
+    return "being terminated" in exc.message or "exceeded quota" in exc.message
 
 
 class NamespaceGone(Exception):
@@ -461,12 +479,14 @@ def _await_access(rt: Runtime, namespace: str) -> None:
     }
     deadline = time.monotonic() + ACCESS_WAIT_SECONDS
     url = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+    tries = 0
     while not (rt.kube.request("POST", url, review).get("status") or {}).get("allowed"):
         if time.monotonic() > deadline:
             raise kube.ApiError(
                 403, "Forbidden", f"the operator's RoleBinding in {namespace} grants nothing yet"
             )
-        time.sleep(0.1)
+        tries += 1
+        time.sleep(backoff.delay(tries, 0.05, 1.0))  # ~0.1 s is the authorizer's usual lag
 
 
 def _cache_meta(pipeline: str, key: ChildKey) -> dict[str, Any]:

@@ -22,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import random
 import threading
 import time
 from collections.abc import Iterable
 
 import kopf
 
-from orgpipeline_operator import cache, naming, reconcile, runs, status
+from orgpipeline_operator import backoff, cache, naming, reconcile, runs, status
 from orgpipeline_operator.runtime import Runtime, log
 
 RETRY_CAP_SECONDS = 30.0
@@ -56,15 +55,17 @@ class Schedule:
             self._resume.add(name)
             self._due[name] = now
 
-    def heal(self, name: str, now: float) -> None:
+    def heal(self, name: str, now: float) -> bool:
         """A child of the pipeline was deleted or changed behind the operator (a watch event): its
         repair is due now, as a `heal` (which reads the namespace and the unwatched children back).
         Only for a pipeline already handled: one whose create is still running makes its children
-        itself (a heal beside it would make them twice)."""
+        itself (a heal beside it would make them twice). Whether the repair was asked for."""
         with self._cond:
             if name in self._due and name not in self._stopped:
                 self._heal.add(name)
                 self._due[name] = min(self._due[name], now)
+                return True
+            return False
 
     def handled(self, name: str, now: float) -> None:
         """The pipeline's create or update handler succeeded: its resyncs start (the first one
@@ -193,9 +194,7 @@ class Resyncer:
             count, last = self._failures.get(name, (0, ""))
             count += 1
             self._failures[name] = (count, error)
-        cap = max(base, RETRY_CAP_SECONDS)
-        exp = min(cap, base * 2 ** (count - 1))
-        delay = exp if count == 1 else exp / 2 + random.random() * exp / 2
+        delay = base if count == 1 else backoff.delay(count, base, max(base, RETRY_CAP_SECONDS))
         if error != last:
             if unexpected:
                 log.exception("%s: resync failed, retrying with back-off (from %ss): %s", name, base, error)

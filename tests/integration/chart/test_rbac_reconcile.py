@@ -68,6 +68,8 @@ def sa_kubeconfig(release: dict[str, str], stack: Any, tmp_path_factory: pytest.
         ("list", "pods", True),
         ("list", "namespaces", True),  # the start-up listing (operator/orgpipeline_operator/snapshot.py)
         ("list", "configmaps", True),
+        ("watch", "configmaps", True),  # every child watched, metadata only (issue 24)
+        ("watch", "namespaces", True),
         ("create", "events", True),
         ("create", "rolebindings.rbac.authorization.k8s.io", True),  # held to its namespaces by the policy
         # no Secret anywhere, no Job made, outside the namespaces the operator manages (issue 22)
@@ -93,8 +95,6 @@ def sa_kubeconfig(release: dict[str, str], stack: Any, tmp_path_factory: pytest.
         ("escalate", "clusterroles.rbac.authorization.k8s.io", False),
         ("patch", "deployments.apps", False),
         ("get", "nodes", False),
-        ("watch", "configmaps", False),
-        ("watch", "namespaces", False),
         ("delete", "configmaps", False),
         ("update", "events", False),
     ],
@@ -407,11 +407,21 @@ def test_the_operator_with_the_charts_rbac_completes_a_full_reconcile(
         ]
         assert can_i(sa_kubeconfig, "get", "secrets", "-n", ns)
         assert can_i(sa_kubeconfig, "create", "jobs.batch", "-n", ns)
-        for verb in ("list", "watch", "delete"):
-            assert not can_i(sa_kubeconfig, verb, "secrets", "-n", ns), verb
+        # list and watch too (issue 24: its Secrets are watched in each org namespace), never delete
+        for verb in ("list", "watch"):
+            assert can_i(sa_kubeconfig, verb, "secrets", "-n", ns), verb
+        assert not can_i(sa_kubeconfig, "delete", "secrets", "-n", ns)
         assert not can_i(sa_kubeconfig, "list", "secrets", "-A")
+        assert not can_i(sa_kubeconfig, "watch", "secrets", "-n", "default")
         assert not can_i(sa_kubeconfig, "create", "jobs.batch", "-n", "default")
         assert harness.get_json("-n", ns, "secret", "orgpipeline-credentials") is not None
+        # ... so a deleted credentials Secret is made again within seconds, with the chart's RBAC.
+        harness.kubectl("delete", "-n", ns, "secret", "orgpipeline-credentials")
+        harness.wait_for(
+            "the credentials Secret made again",
+            lambda: harness.get_json("-n", ns, "secret", "orgpipeline-credentials"),
+            timeout=15,
+        )
 
         harness.kubectl("annotate", "orgpipeline", org["name"], "orgpipeline.io/run-now=orders")
 

@@ -265,7 +265,7 @@ def test_the_role_binding_gives_the_tenant_role_to_the_operator_alone_first_in_t
     }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "op", "namespace": "ops"}]
     assert binding["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
-    # the Secret is now one of the children tracked by the status' fixed hash
-    assert "Secret" not in builders.WATCHED_KINDS
+    # every child is watched (the Secret in each org namespace only, through the tenant role)
+    assert {c["kind"] for c in children} <= builders.WATCHED_KINDS
     # without a tenant role (the operator's RBAC granted some other way) there is no binding
     assert "RoleBinding" not in {c["kind"] for c in builders.desired_children(target(), creds())}

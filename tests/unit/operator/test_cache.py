@@ -238,3 +238,33 @@ def test_a_child_whose_spec_someone_else_wrote_is_drifted_and_named_for_a_heal()
     meta["managedFields"] = [ours, status, edit]
     assert c.child("MODIFIED", {"kind": "CronJob", "metadata": meta}) == "a"
     assert c.children_of("a") == {("CronJob", "org-1", "ingest-x"): cache.DRIFTED}
+
+
+def test_any_content_someone_else_wrote_is_drift_labels_and_annotations_are_not() -> None:
+    """Every child kind is watched (issue 24): a ConfigMap's or Secret's data, a RoleBinding's
+    subjects are content as a CronJob's spec is; a label or annotation someone adds is not; a child
+    being deleted (a namespace in Terminating) asks for a heal too."""
+    c = Cache()
+    labels = {naming.LABEL_PIPELINE: "a"}
+    ours = {"manager": naming.MANAGER, "operation": "Apply", "fieldsV1": {"f:data": {}}}
+
+    def seen(kind: str, *entries: dict[str, Any], **extra: Any) -> str | None:
+        meta = {"name": "x", "namespace": "org-1", "labels": labels, "managedFields": [ours, *entries]}
+        return c.child("MODIFIED", {"kind": kind, "metadata": {**meta, **extra}})
+
+    label = {"manager": "kubectl-label", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {}}}}
+    assert seen("ConfigMap", label) is None
+    for kind, field in (("ConfigMap", "f:data"), ("Secret", "f:data"), ("RoleBinding", "f:subjects")):
+        edit = {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {field: {}}}
+        assert seen(kind, edit) == "a", kind
+    assert seen("Namespace", deletionTimestamp="2026-01-01T00:00:00Z") == "a"
+
+
+def test_a_listing_of_one_namespace_drops_only_that_namespaces_children() -> None:
+    """Secrets are listed per org namespace: one namespace's listing says nothing of another's."""
+    c = Cache()
+    for ns in ("org-1", "org-2"):
+        labels = {naming.LABEL_PIPELINE: f"p{ns[-1]}"}
+        c.child("ADDED", {"kind": "Secret", "metadata": {"name": "s", "namespace": ns, "labels": labels}})
+    assert c.keep_only("Secret", set(), "org-1") == {"p1"}
+    assert ("Secret", "org-2", "s") in c.children_of("p2")

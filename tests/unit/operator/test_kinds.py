@@ -64,6 +64,8 @@ def test_the_tenant_role_and_the_home_role_grant_exactly_what_the_table_needs() 
     assert tenant == kinds.tenant_rules()
     assert tenant == {
         ("", "secrets", "get"),
+        ("", "secrets", "list"),
+        ("", "secrets", "watch"),
         ("", "secrets", "create"),
         ("", "secrets", "patch"),
         ("batch", "jobs", "create"),
@@ -85,8 +87,11 @@ def test_the_modules_read_the_table() -> None:
     assert kube.RESOURCES[("batch/v1", "CronJob")] == ("cronjobs", True)
     assert kube.RESOURCES[(v1alpha1.API_VERSION, v1alpha1.KIND)] == (v1alpha1.PLURAL, False)
     assert kube.RESOURCES[("rbac.authorization.k8s.io/v1", "RoleBinding")] == ("rolebindings", True)
-    assert watch.KINDS == (("batch/v1", "CronJob"),)  # no cluster-wide watch of Secrets
-    assert set(builders.WATCHED_KINDS) == {"CronJob"}
+    # every child watched: cluster-wide but Secrets, which only in each org namespace
+    assert ("v1", "Secret") not in watch.KINDS
+    assert watch.NAMESPACED_KINDS == (("v1", "Secret"),)
+    assert {kind for _, kind in watch.KINDS} | {"Secret"} == {k.kind for k in kinds.children()}
+    assert set(builders.WATCHED_KINDS) == {k.kind for k in kinds.children()}
     assert set(reconcile.PRUNABLE) == {"CronJob"}
     assert ("v1", "Namespace") in snapshot.KINDS and ("batch/v1", "Job") not in snapshot.KINDS
     assert ("v1", "Secret") not in snapshot.KINDS  # nor a cluster-wide listing
