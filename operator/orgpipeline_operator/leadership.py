@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from orgpipeline_operator import kube
+from orgpipeline_operator import kube, operator_settings
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +61,14 @@ class LeaseSettings:
     identity: str
 
     @classmethod
-    def from_env(cls) -> LeaseSettings | None:
-        """ORGPIPELINE_LEASE_NAME (empty: no election, one replica acts alone, as before),
+    def from_settings(cls, conf: operator_settings.Settings) -> LeaseSettings | None:
+        """ORGPIPELINE_LEASE_NAME (unset: no election, the process acts alone, as before),
         ORGPIPELINE_NAMESPACE, and ORGPIPELINE_POD_NAME (else the host name) for the identity."""
-        name = os.environ.get("ORGPIPELINE_LEASE_NAME", "").strip()
-        if not name:
+        if not conf.lease_name:
             return None
-        namespace = os.environ.get("ORGPIPELINE_NAMESPACE", "").strip() or "orgpipeline-system"
-        pod = os.environ.get("ORGPIPELINE_POD_NAME", "").strip() or socket.gethostname()
+        pod = conf.pod_name or socket.gethostname()
         # The pid and a random part: a restarted container is another candidate, not the old holder.
-        return cls(name, namespace, f"{pod}_{os.getpid()}_{uuid.uuid4().hex[:6]}")
+        return cls(conf.lease_name, conf.namespace, f"{pod}_{os.getpid()}_{uuid.uuid4().hex[:6]}")
 
 
 def _now() -> str:

@@ -248,7 +248,7 @@ def run() -> None:
     if conf.metrics_port:
         metrics.serve(conf.metrics_port, READY)
     elector = None
-    lease = leadership.LeaseSettings.from_env()
+    lease = leadership.LeaseSettings.from_settings(conf)
     if lease is not None:
         elector = leadership.Elector(lease, kube.Kube.from_environment(pool_size=2))
         runtime.log.warning(
