@@ -371,6 +371,10 @@ class Databases:
                     )
                 )
                 if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role_name,)).fetchone():
+                    # DROP OWNED BY revokes the role's grants on the database too (its one row):
+                    # under the lock of every GRANT there, or a concurrent org's provisioning fails
+                    # with 'tuple concurrently updated'.
+                    _lock_database_acl(conn)
                     conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(role))
                     _revoke_database(conn, role_name)
                     conn.execute(sql.SQL("DROP ROLE {}").format(role))
