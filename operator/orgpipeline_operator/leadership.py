@@ -201,6 +201,7 @@ class Elector:
     def _lost(self, why: str) -> None:
         if self._stop.is_set():
             return
+        self._stop.set()  # once, whichever thread finds it first
         self.leading.clear()
         log.error("lost leadership (%s): stopping at once", why)
         logging.shutdown()
@@ -209,8 +210,6 @@ class Elector:
     def release(self) -> None:
         """Stops renewing and empties the holder (a clean stop: the next replica needs no wait)."""
         self._stop.set()
-        if not self.leading.is_set():
-            return
         self.leading.clear()
         url = f"{self._url}/{quote(self.settings.name)}"
         try:

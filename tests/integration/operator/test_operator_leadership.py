@@ -4,6 +4,7 @@ replica's batch or sent to the standby meanwhile, each start exactly one run."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 import uuid
@@ -20,14 +21,14 @@ from operator_helpers import (
     wait_for,
     wait_ready,
 )
-from orgpipeline_operator import kube, naming
+from orgpipeline_operator import kube, leadership, naming
 from test_operator_file_events import BUCKET, arrival_jobs, created, env_of, post
 
 LABEL = "orgpipeline.io/lease-test"
 
 
 def holder(api: kube.Kube, lease: str) -> str:
-    found = api.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/default/leases/{lease}")
+    found = api.request("GET", kube.path("coordination.k8s.io/v1", "Lease", "default", lease))
     return str(found["spec"].get("holderIdentity") or "")
 
 
@@ -111,3 +112,39 @@ def test_the_standby_takes_over_a_killed_leader_and_every_file_runs_once(
         kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--timeout=30s", check=False)
         for op in ops:
             op.stop()
+
+
+def test_one_holder_at_a_time_and_the_holder_that_lost_the_lease_stops(api: kube.Kube) -> None:
+    """The Lease's rules against the real API server: a second candidate waits while the holder
+    renews, takes over once the holder stops renewing for the lease's duration (or at once after a
+    release), and a holder that finds another one in its place ends its process."""
+    name = f"orgpipeline-lease-unit-{uuid.uuid4().hex[:6]}"
+    exits: list[int] = []
+
+    def elector(who: str) -> leadership.Elector:
+        return leadership.Elector(
+            leadership.LeaseSettings(name, "default", who), api, lease_seconds=2, exit=exits.append
+        )
+
+    a, b = elector("a"), elector("b")
+    try:
+        assert a.try_acquire()
+        assert not b.try_acquire()  # a holds it
+        assert a.try_acquire()  # a renews
+        time.sleep(1)
+        assert not b.try_acquire()  # renewed: the record changed, b's count starts again
+        a.release()
+        assert holder(api, name) == ""
+        assert b.try_acquire()  # released: no wait
+        assert not a.try_acquire()  # b holds it; a starts counting
+        time.sleep(2.5)  # b renews no more
+        assert a.try_acquire()  # expired: taken over
+        assert holder(api, name) == "a"
+        b.keep()  # b still believes it leads: its next renewal finds a, and it stops at once
+        wait_for(lambda: exits, 10, "the old holder's exit")
+        assert exits == [1]
+    finally:
+        b.release()
+        a.release()
+        with contextlib.suppress(kube.ApiError):
+            api.request("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/default/leases/{name}")
