@@ -137,6 +137,8 @@ class Receiver:
             url = file_events.sns_subscribe_url(body)
             if url:  # confirming is a person's decision: the operator fetches no URL a body names
                 log.warning("SNS subscription to confirm: open %s", url)
+        # The index first: once stored, the rows are taken with no await in between (see `_take`).
+        index = await self._index() if self.active else None
         try:
             stored = await asyncio.to_thread(
                 arrivals.record, self.store(), self.settings.label_selector or "", objects
@@ -144,10 +146,10 @@ class Receiver:
         except (database.DatabaseError, stores.StoreUnavailable) as exc:
             log.warning("file arrivals not stored (the sender is asked to retry): %s", exc)
             return _answer(503, "unavailable", "cannot store the notification now; retry")
-        if not self.active:
+        if index is None:
             metrics.WEBHOOK_REQUESTS.labels(result="accepted").inc()
             return web.json_response({"objects": len(objects), "stored": len(stored)})
-        routed, coalesced = self._take(stored, await self._index())
+        routed, coalesced = self._take(stored, index)
         matched = len(objects) - routed.ignored - routed.ambiguous - routed.refused
         for result, count in (
             ("matched", matched),
