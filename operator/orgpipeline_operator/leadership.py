@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from prometheus_client import Gauge
+
 from orgpipeline_operator import kube, operator_settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ POLL_SECONDS = 1.0
 LEASE_API = "coordination.k8s.io/v1"
 REQUEST_TIMEOUT = (2, 3)
 """Connect and read timeouts of a Lease request: a renewal must not wait past its deadline."""
+
+
+LEADER = Gauge("orgpipeline_leader", "1 on the replica that holds the Lease and acts, 0 on a standby")
 
 
 class LeaseError(Exception):
@@ -167,6 +172,7 @@ class Elector:
             log.warning("%s; retrying", exc)
             return False
         self.leading.set()
+        LEADER.set(1)
         log.warning("leading (Lease %s/%s)", self.settings.namespace, self.settings.name)
         return True
 
@@ -203,6 +209,7 @@ class Elector:
             return
         self._stop.set()  # once, whichever thread finds it first
         self.leading.clear()
+        LEADER.set(0)
         log.error("lost leadership (%s): stopping at once", why)
         logging.shutdown()
         self._exit(1)

@@ -75,6 +75,7 @@ def test_the_standby_takes_over_a_killed_leader_and_every_file_runs_once(
         assert second.proc is not None
         # The second is a standby: ready (its webhook accepts) but it does not act.
         assert leader_pid() == first.proc.pid
+        assert "orgpipeline_leader 0.0" in second.metrics() and "orgpipeline_leader 1.0" in first.metrics()
 
         manifest = pipeline(org, ["a", "b", "c"], source={"bucket": BUCKET, "prefix": f"org-{org}/"})
         manifest["metadata"]["labels"] = {LABEL: run}
@@ -96,6 +97,7 @@ def test_the_standby_takes_over_a_killed_leader_and_every_file_runs_once(
         wait_for(lambda: leader_pid() == second.proc.pid if second.proc else False, 20, "the takeover")
         took = time.monotonic() - killed
         assert took < 15, f"the standby took over after {took:.1f}s"
+        assert "orgpipeline_leader 1.0" in second.metrics()
 
         def tables_run() -> set[str]:
             return {j["metadata"]["labels"][naming.LABEL_TABLE] for j in arrival_jobs(api, ns)}
