@@ -133,8 +133,8 @@ def servers(stack: str | None) -> list[psutil.Process]:
 
 def cpu_seconds(pid: int) -> dict[str, float]:
     """CPU time of the operator and of the stack's servers (to see who the bottleneck is). PostgreSQL
-    backends that ended in between (a connection closed) are not counted: the operator's pool keeps
-    its few connections for the whole run."""
+    backends that ended in between (a delegate's session, FerretDB's idle connections) count too:
+    the postmaster reaps them, and their CPU is in its children's times."""
     out = {}
     try:
         t = psutil.Process(pid).cpu_times()
@@ -145,7 +145,8 @@ def cpu_seconds(pid: int) -> dict[str, float]:
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
             name = p.name()
-            out[name] = round(out.get(name, 0) + t.user + t.system, 1)
+            reaped = t.children_user + t.children_system if name == "postgres" else 0.0
+            out[name] = round(out.get(name, 0) + t.user + t.system + reaped, 1)
     return out
 
 

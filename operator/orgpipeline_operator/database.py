@@ -26,6 +26,7 @@ import logging
 import queue
 import secrets
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -64,6 +65,39 @@ def generate_password() -> str:
 
 PgConn = psycopg.Connection[tuple[object, ...]]
 
+_MEMBER = (
+    "(EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.roleid = r.oid"
+    " AND m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user))"
+    " OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))"
+)
+"""Whether the session's role may act as role `r` (a direct member, or a superuser), read from the
+catalog: pg_has_role() would have PostgreSQL recompute every role the operator belongs to (two per
+org) after each change of any role, the bulk of its CPU per org at thousands of orgs."""
+
+
+def password_verifier(password: str) -> sql.Composable:
+    """`PASSWORD <verifier>`: the SCRAM verifier made here (`tenant.LOGIN_SCRAM_ITERATIONS`), so the
+    server does not hash and no statement holds the password."""
+    return sql.SQL("PASSWORD {}").format(
+        sql.Literal(tenant.scram_verifier(password, tenant.LOGIN_SCRAM_ITERATIONS))
+    )
+
+
+ORG_PASSWORD_SECONDS = 120.0
+"""How long a password given to `provision` is kept for the org's next `provision_reader` (the same
+reconcile), which then works in the org's schema logged in as the org rather than as a delegate."""
+
+
+def _relations(kinds: str) -> str:
+    """The names of a schema's relations of the given relkinds (`%s`: the schema's name), found
+    through the schema's dependants (an index) rather than a scan of pg_class, which holds ~15
+    relations per org."""
+    return (
+        "SELECT c.relname::text FROM pg_depend d JOIN pg_class c ON c.oid = d.objid"
+        " WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = to_regnamespace(quote_ident(%s))"
+        f" AND d.refobjsubid = 0 AND d.classid = 'pg_class'::regclass AND c.relkind IN ({kinds})"
+    )
+
 
 def _ensure_member(conn: PgConn, *roles: str) -> None:
     """Makes the operator's role a member of the given roles (those that exist) where it is not:
@@ -71,8 +105,7 @@ def _ensure_member(conn: PgConn, *roles: str) -> None:
     PostgreSQL 15 CREATEROLE may grant any non-superuser role, which also repairs a membership the
     org's own login revoked (a role may revoke members of itself from its own session there)."""
     rows = conn.execute(
-        "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND NOT pg_has_role(oid, 'USAGE')",
-        (list(roles),),
+        f"SELECT rolname FROM pg_roles r WHERE rolname = ANY(%s) AND NOT {_MEMBER}", (list(roles),)
     ).fetchall()
     for (name,) in rows:
         conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(str(name))))
@@ -129,10 +162,11 @@ def _revoke_database(conn: PgConn, role_name: str) -> None:
 def _raw_columns(conn: PgConn, org_id: str) -> dict[str, dict[str, str]]:
     """{table: {column: type}} of the org's raw_<table> tables, in one catalog query."""
     rows = conn.execute(
-        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
-        " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relkind = 'r' AND starts_with(c.relname, 'raw_')"
-        " AND a.attnum > 0 AND NOT a.attisdropped",
+        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_depend d"
+        " JOIN pg_class c ON c.oid = d.objid JOIN pg_attribute a ON a.attrelid = c.oid"
+        " WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = to_regnamespace(quote_ident(%s))"
+        " AND d.refobjsubid = 0 AND d.classid = 'pg_class'::regclass AND c.relkind = 'r'"
+        " AND starts_with(c.relname, 'raw_') AND a.attnum > 0 AND NOT a.attisdropped",
         (store_names.pg_schema(org_id),),
     ).fetchall()
     out: dict[str, dict[str, str]] = {}
@@ -184,6 +218,7 @@ class Databases:
         self._slots = threading.BoundedSemaphore(pool_size)
         self._mongo: pymongo.MongoClient[dict[str, object]] | None = None
         self._lock = threading.Lock()
+        self._org_passwords: dict[str, tuple[str, float]] = {}
 
     @contextlib.contextmanager
     def _pg(self) -> Iterator[PgConn]:
@@ -227,7 +262,7 @@ class Databases:
                 row = conn.execute(
                     "SELECT (SELECT rolname FROM pg_roles WHERE rolname = %s),"
                     " (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s),"
-                    " (SELECT pg_has_role(oid, 'USAGE') FROM pg_roles WHERE rolname = %s),"
+                    f" (SELECT {_MEMBER} FROM pg_roles r WHERE rolname = %s),"
                     " (SELECT has_database_privilege(oid, current_database(), 'CONNECT')"
                     "  AND has_database_privilege(oid, current_database(), 'TEMPORARY')"
                     "  FROM pg_roles WHERE rolname = %s)",
@@ -247,10 +282,17 @@ class Databases:
                 if not member:
                     conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
                 if password is not None:
-                    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(password)))
+                    conn.execute(sql.SQL("ALTER ROLE {} {}").format(role, password_verifier(password)))
                 if owner is None:
+                    # A new schema grants PUBLIC nothing (no REVOKE: one less walk of the operator's
+                    # memberships). Its view schema comes with it, next (`provision_reader` finds it),
+                    # while PostgreSQL's list of those memberships is likely still valid.
                     conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(schema, role))
-                    conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema))
+                    views = store_names.pg_view_schema(org_id)
+                    if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (views,)).fetchone():
+                        conn.execute(
+                            sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(sql.Identifier(views), role)
+                        )
                 elif owner.strip('"') != role_name:
                     conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, role))
                     conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema))
@@ -267,7 +309,25 @@ class Databases:
                 _provision_export_audit(conn, org_id)
         except (psycopg.Error, stores.StoreUnavailable) as exc:
             raise DatabaseError(f"PostgreSQL: cannot provision {store_names.pg_role(org_id)}: {exc}") from exc
+        if password is not None:
+            self._keep_password(org_id, password)
         return not exists
+
+    def _keep_password(self, org_id: str, password: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for org, (_, since) in list(self._org_passwords.items()):
+                if now - since > ORG_PASSWORD_SECONDS:
+                    del self._org_passwords[org]
+            self._org_passwords[org_id] = (password, now)
+
+    def _take_password(self, org_id: str) -> str | None:
+        """The org's password given to `provision` moments ago, if any (taken once)."""
+        with self._lock:
+            kept = self._org_passwords.pop(org_id, None)
+        if kept is None or time.monotonic() - kept[1] > ORG_PASSWORD_SECONDS:
+            return None
+        return kept[0]
 
     def schema_owners(self) -> set[tuple[str, str]]:
         """(schema, owner role) of every schema owned by an org role: one query for what provision()
@@ -311,6 +371,10 @@ class Databases:
                     )
                 )
                 if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role_name,)).fetchone():
+                    # DROP OWNED BY revokes the role's grants on the database too (its one row):
+                    # under the lock of every GRANT there, or a concurrent org's provisioning fails
+                    # with 'tuple concurrently updated'.
+                    _lock_database_acl(conn)
                     conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(role))
                     _revoke_database(conn, role_name)
                     conn.execute(sql.SQL("DROP ROLE {}").format(role))
@@ -366,7 +430,11 @@ class Databases:
                                 sql.Identifier(reader)
                             )
                         )
-                    _ensure_member(conn, reader, owner)
+                    # The org's role only: CREATE SCHEMA ... AUTHORIZATION asks for it. The reader owns
+                    # nothing, so membership in it waits for its deletion (`drop_reader`), and the
+                    # operator belongs to one role per org, not two (what PostgreSQL walks after each
+                    # role change).
+                    _ensure_member(conn, owner)
                     temporary = conn.execute(
                         "SELECT has_database_privilege(%s, current_database(), 'TEMPORARY')", (reader,)
                     ).fetchone()
@@ -381,8 +449,8 @@ class Databases:
                         )
                     if password is not None:
                         conn.execute(
-                            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                                sql.Identifier(reader), sql.Literal(password)
+                            sql.SQL("ALTER ROLE {} {}").format(
+                                sql.Identifier(reader), password_verifier(password)
                             )
                         )
                     if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (views,)).fetchone():
@@ -391,24 +459,20 @@ class Databases:
                                 sql.Identifier(views), sql.Identifier(owner)
                             )
                         )
-                    conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(views)))
-                    conn.execute(
-                        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-                            sql.Identifier(views), sql.Identifier(reader)
-                        )
-                    )
                 # Inside the org's schemas only as the org's role, logged in as its delegate: what
                 # it makes is its own, as when its jobs make it, and a trigger of the tenant's that
                 # resets the role gets the delegate (no more than the org), never the operator.
                 # One transaction: a refused type change leaves every table and view as it was.
-                with (
-                    tenant.session(self._dsn, org_id, admin=conn, deadline=TENANT_DEADLINE_SECONDS) as own,
-                    own.transaction(),
-                ):
+                with self._org_session(conn, org_id) as own, own.transaction():
                     own.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
-                    existing = own.execute(
-                        "SELECT viewname FROM pg_views WHERE schemaname = %s", (views,)
-                    ).fetchall()
+                    # As the schema's owner (the grantor either way): the operator's GRANT would
+                    # have PostgreSQL walk all the operator's memberships to find that grantor.
+                    own.execute(
+                        sql.SQL(
+                            "REVOKE ALL ON SCHEMA {v} FROM PUBLIC; GRANT USAGE ON SCHEMA {v} TO {r}"
+                        ).format(v=sql.Identifier(views), r=sql.Identifier(reader))
+                    )
+                    existing = own.execute(_relations("'v'"), (views,)).fetchall()
                     for (name,) in existing:
                         own.execute(
                             sql.SQL("DROP VIEW {}.{}").format(
@@ -438,6 +502,26 @@ class Databases:
             raise DatabaseError(f"PostgreSQL: {exc}") from None
         except (psycopg.Error, stores.StoreUnavailable) as exc:
             raise DatabaseError(f"PostgreSQL: cannot provision {reader}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _org_session(self, admin: PgConn, org_id: str) -> Iterator[PgConn]:
+        """A session as the org's role (`tenant`): logged in as the org when `provision` was just
+        given its password (the create and password paths), else through a delegate."""
+        password = self._take_password(org_id)
+        with contextlib.ExitStack() as stack:
+            own: PgConn | None = None
+            if password is not None:
+                try:
+                    own = stack.enter_context(
+                        tenant.org_login(self._dsn, org_id, password, admin, TENANT_DEADLINE_SECONDS)
+                    )
+                except psycopg.OperationalError as exc:  # changed meanwhile: a delegate, as without
+                    log.info("org %s: not logged in as its role (%s); through a delegate", org_id, exc)
+            if own is None:
+                own = stack.enter_context(
+                    tenant.session(self._dsn, org_id, admin=admin, deadline=TENANT_DEADLINE_SECONDS)
+                )
+            yield own
 
     def reader_ready(self, spec: OrgPipelineSpec) -> bool:
         """Whether the reader role exists and has one view per table of the spec that a run has
@@ -579,19 +663,23 @@ class Databases:
                         " (FerretDB databases): REVOKE CREATE ON DATABASE from PUBLIC and the role"
                     )
                 owned = conn.execute(
-                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    " WHERE n.nspname = %s AND c.relowner = %s::regrole",
+                    "SELECT count(*) FROM pg_depend d JOIN pg_class c ON c.oid = d.objid"
+                    " WHERE d.refclassid = 'pg_namespace'::regclass"
+                    " AND d.refobjid = to_regnamespace(quote_ident(%s)) AND d.classid = 'pg_class'::regclass"
+                    " AND c.relowner = %s::regrole",
                     (schema, role),
                 ).fetchone()
                 if owned and owned[0]:
                     raise DatabaseError(f"PostgreSQL: {role} owns objects in FerretDB schema {schema}")
-                # Every FerretDB database of the operator's (the org's, the shared one of earlier
-                # releases) whose catalogue is not yet readable by all.
+                # The FerretDB databases of the operator's that this org reads (its own, the shared
+                # one of earlier releases) whose catalogue is not yet readable by all; every other
+                # org's is made readable by its own provisioning (not a scan of them all per org).
                 hidden = conn.execute(
                     "SELECT n.nspname FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid"
-                    " WHERE c.relname = %s AND c.relkind = 'r' AND n.nspowner = current_user::regrole"
+                    " WHERE n.nspname = ANY(%s) AND c.relname = %s AND c.relkind = 'r'"
+                    " AND n.nspowner = current_user::regrole"
                     " AND NOT has_schema_privilege('public', n.oid, 'USAGE')",
-                    (FERRETDB_METADATA,),
+                    ([schema, self._mongo_db], FERRETDB_METADATA),
                 ).fetchall()
                 for (name,) in hidden:
                     conn.execute(
@@ -604,13 +692,15 @@ class Databases:
                     )
                 ident = sql.Identifier(schema)
                 missing = conn.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename <> %s AND NOT ("
+                    "SELECT tablename FROM ("
+                    + _relations("'r', 'p'")
+                    + ") t (tablename) WHERE tablename <> %s AND NOT ("
                     + " AND ".join(
-                        f"has_table_privilege(%s, format('%%I.%%I', schemaname, tablename), '{p}')"
+                        f"has_table_privilege(%s, format('%%I.%%I', %s::text, tablename), '{p}')"
                         for p in ROW_PRIVILEGES
                     )
                     + ")",
-                    (schema, FERRETDB_METADATA, *([role] * len(ROW_PRIVILEGES))),
+                    (schema, FERRETDB_METADATA, *([role, schema] * len(ROW_PRIVILEGES))),
                 ).fetchall()
                 for (table,) in missing:
                     conn.execute(

@@ -331,8 +331,16 @@ class Batch:
     """Tries to create its Job that failed in a row (the next one waits `retry_delay(failures)`)."""
     not_before: float = 0.0
     """Not due before this (monotonic): the back-off after a failed try."""
+    rows: list[int] = field(default_factory=list)
+    """The ids of the stored arrivals in the batch (`arrivals`), forgotten once its Job is made."""
 
-    def add(self, keys: Iterable[str], now: float, uploaders: Mapping[str, str] | None = None) -> None:
+    def add(
+        self,
+        keys: Iterable[str],
+        now: float,
+        uploaders: Mapping[str, str] | None = None,
+        rows: Iterable[int] = (),
+    ) -> None:
         uploaders = uploaders or {}
         for key in keys:
             self.count += 1
@@ -344,6 +352,7 @@ class Batch:
                     self.uploaders[key] = who
                 if who not in self.principals and len(self.principals) < MAX_PRINCIPALS:
                     self.principals.append(who)
+        self.rows.extend(r for r in rows if r not in self.rows)
         self.last_seen = now
 
     def trigger(self, bucket: str) -> triggers.RunTrigger:
@@ -352,7 +361,11 @@ class Batch:
 
     @property
     def batch_id(self) -> str:
-        return f"{self.opened_at}\0{self.keys[0] if self.keys else ''}"
+        """Names the batch's Job. With stored arrivals, their first and last ids too: a leader that
+        takes over rebuilds the same batch from the same rows and finds its Job made (no second
+        run); rows that arrived after it make another batch, another Job."""
+        base = f"{self.opened_at}\0{self.keys[0] if self.keys else ''}"
+        return f"{base}\0{min(self.rows)}-{max(self.rows)}" if self.rows else base
 
     def reason(self, bucket: str, limit: int = 1000) -> str:
         """The Job's ORGPIPELINE_TRIGGER_REASON: the objects, shortened to `limit` characters."""
@@ -384,15 +397,17 @@ class Batches:
         now: float,
         wall: str,
         uploaders: Mapping[str, str] | None = None,
+        rows: Iterable[int] = (),
     ) -> int:
-        """Adds the keys to the table's pending batch; returns how many were coalesced (joined a
-        batch that was already waiting, rather than opening one)."""
+        """Adds the keys (their uploaders, and the ids of their stored arrivals) to the table's
+        pending batch; returns how many were coalesced (joined a batch that was already waiting,
+        rather than opening one)."""
         batch = self._pending.get(table)
         fresh = batch is None
         if batch is None:
             batch = self._pending[table] = Batch(table, now, now, wall)
         before = batch.count
-        batch.add(keys, now, uploaders)
+        batch.add(keys, now, uploaders, rows)
         added = batch.count - before
         return added - 1 if fresh and added else added
 
@@ -404,7 +419,7 @@ class Batches:
         if pending is None:
             self._pending[batch.table] = batch
         else:  # files arrived meanwhile: one batch, named by the older one
-            batch.add(pending.keys, pending.last_seen, pending.uploaders)
+            batch.add(pending.keys, pending.last_seen, pending.uploaders, pending.rows)
             for who in pending.principals:
                 if who not in batch.principals and len(batch.principals) < MAX_PRINCIPALS:
                     batch.principals.append(who)

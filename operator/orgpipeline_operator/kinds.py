@@ -134,6 +134,8 @@ KINDS: tuple[Kind, ...] = (
         ("get", "list", "watch", "patch"),
         subresources=(("status", ("get", "patch")), ("finalizers", ("update",))),
     ),
+    # The Lease that elects the active replica (leadership.py), in the operator's namespace.
+    Kind("coordination.k8s.io/v1", "Lease", "leases", True, (), home_verbs=("get", "create", "update")),
     # Kopf discovers and follows the CRD.
     Kind(
         "apiextensions.k8s.io/v1",

@@ -101,6 +101,7 @@ class Kube:
         content_type: str = "application/json",
         accept: str = "application/json",
         counted: bool = True,
+        timeout: tuple[float, float] = (5, 60),
     ) -> dict[str, Any]:
         """One request, JSON in and out. `counted=False`: not in `orgpipeline_api_requests_total`
         (the watches' own listings, like Kopf's, are not requests of the reconciles)."""
@@ -112,7 +113,7 @@ class Kube:
         if counted:
             metrics.API_REQUESTS.labels(verb=method).inc()
         try:
-            resp = self._api.call_api(m, u, h, b, _request_timeout=(5, 60))
+            resp = self._api.call_api(m, u, h, b, _request_timeout=timeout)
             data = resp.read()
             status = resp.status
         except Exception as exc:  # connection refused, timeouts, TLS trouble

@@ -7,6 +7,7 @@ desired and existing objects without a single API request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ import time
 from typing import Any
 
 import kopf
+from aiohttp import web
 from orgpipeline_api import memory, v1alpha1
 
 from orgpipeline_operator import (
@@ -22,6 +24,8 @@ from orgpipeline_operator import (
     claims,
     cleanup,
     database,
+    kube,
+    leadership,
     metrics,
     naming,
     operator_settings,
@@ -190,8 +194,43 @@ def job_event(body: kopf.Body, type: str | None, labels: kopf.Labels, memo: kopf
 # --- entry point -------------------------------------------------------------------------------
 
 
+async def _standby(conf: operator_settings.Settings, elector: leadership.Elector) -> None:
+    """Until this replica leads: /healthz (alive), /readyz (ready: the webhook accepts), and the
+    webhook, which stores what arrives for the active replica (`arrivals`) and starts nothing."""
+    runners: list[web.AppRunner] = []
+    db: database.Databases | None = None
+    receiver: webhook.Receiver | None = None
+    try:
+        if conf.health_port:
+            app = web.Application()
+
+            async def alive(_: web.Request) -> web.Response:
+                return web.Response(text="standby\n")
+
+            app.router.add_get("/healthz", alive)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "0.0.0.0", conf.health_port, reuse_address=True).start()
+            runners.append(runner)
+        if conf.webhook_port:
+            store = db = database.Databases(conf.postgres_dsn, conf.mongo_uri, conf.mongo_db, pool_size=2)
+            receiver = webhook.Receiver(conf, None, lambda: store)
+            await receiver.start(webhook.bind(conf.webhook_port))
+        READY.set()
+        await elector.wait_until_leader()
+    finally:
+        READY.clear()
+        if receiver is not None:
+            await receiver.stop()
+        for runner in runners:
+            await runner.cleanup()
+        if db is not None:
+            db.close()
+
+
 def run() -> None:
-    """`orgpipeline-operator`: validates the settings, then runs Kopf cluster-wide, standalone."""
+    """`orgpipeline-operator`: validates the settings, then runs Kopf cluster-wide, standalone
+    (with ORGPIPELINE_LEASE_NAME: once this replica holds the Lease, see leadership.py)."""
     args = sys.argv[1:]
     if args and args[0] in ("-h", "--help"):
         sys.stdout.write(operator_settings.help_text())
@@ -211,6 +250,15 @@ def run() -> None:
         logging.getLogger("kopf").setLevel(logging.WARNING)
     if conf.metrics_port:
         metrics.serve(conf.metrics_port, READY)
+    elector = None
+    lease = leadership.LeaseSettings.from_settings(conf)
+    if lease is not None:
+        elector = leadership.Elector(lease, kube.Kube.from_environment(pool_size=2))
+        runtime.log.warning(
+            "standby: waiting for Lease %s/%s as %s", lease.namespace, lease.name, lease.identity
+        )
+        asyncio.run(_standby(conf, elector))
+        elector.keep()
     memo = kopf.Memo(conf=conf)
     if conf.webhook_port:
         try:
@@ -223,13 +271,17 @@ def run() -> None:
             )
             sys.exit(2)
     liveness = f"http://0.0.0.0:{conf.health_port}/healthz" if conf.health_port else None
-    kopf.run(
-        clusterwide=True,
-        standalone=True,
-        liveness_endpoint=liveness,
-        memo=memo,
-        ready_flag=READY,
-    )
+    try:
+        kopf.run(
+            clusterwide=True,
+            standalone=True,
+            liveness_endpoint=liveness,
+            memo=memo,
+            ready_flag=READY,
+        )
+    finally:
+        if elector is not None:
+            elector.release()
 
 
 if __name__ == "__main__":

@@ -93,6 +93,11 @@ class Settings:
     service_account: str | None = None
     """ORGPIPELINE_SERVICE_ACCOUNT: the operator's ServiceAccount (in ORGPIPELINE_NAMESPACE), the
     subject of those RoleBindings; required with ORGPIPELINE_TENANT_ROLE."""
+    lease_name: str | None = None
+    """ORGPIPELINE_LEASE_NAME: the Lease (in ORGPIPELINE_NAMESPACE) that elects the one active
+    replica (leadership.py); unset: this process acts alone, at once."""
+    pod_name: str | None = None
+    """ORGPIPELINE_POD_NAME: names this replica in the Lease (else the host name)."""
 
     @property
     def jobs_postgres_hostport(self) -> tuple[str, str]:
@@ -246,6 +251,8 @@ _WHAT = {
     "s3_accounts": "versitygw (an S3 account per org) or none (each org names a labelled credentialsSecret)",
     "tenant_role": "ClusterRole bound to the operator in each org namespace (its Secrets and Jobs)",
     "service_account": "the operator's ServiceAccount, subject of those bindings",
+    "lease_name": "Lease electing the active replica (the others stand by); unset: no election",
+    "pod_name": "this replica's name in the Lease (default: the host name)",
 }
 
 
@@ -257,7 +264,7 @@ def help_text() -> str:
         "Kopf operator reconciling cluster-scoped OrgPipelines (orgpipeline.io/v1alpha1) into one",
         "namespace per org (org-<orgId>) with a PostgreSQL role and schema, a credentials Secret and",
         "one CronJob per table; job results are written back to the OrgPipeline's status. Runs",
-        "cluster-wide, standalone (one replica).",
+        "cluster-wide; with ORGPIPELINE_LEASE_NAME, the replica holding the Lease acts, the others stand by.",
         "",
         "Settings (environment variables; validated at start, exit 2 on a bad one):",
     ]

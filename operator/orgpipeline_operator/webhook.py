@@ -5,9 +5,9 @@ versitygw, or AWS S3 through SNS/EventBridge (see `file_events`), checks the sen
 before reading the body, refuses bodies over ORGPIPELINE_WEBHOOK_MAX_BYTES, and queues the objects
 per table. A loop on Kopf's event loop starts a Job for each batch once it is due (debounced; never
 while a run of the table is active, like the CronJob's concurrencyPolicy Forbid), with the run-now
-Job's spec and env `ORGPIPELINE_TRIGGER=file-arrival`. Batches live in memory: files of a batch
-pending when the operator stops are picked up by the table's next run (schedule, run-now, or the
-next file).
+Job's spec and env `ORGPIPELINE_TRIGGER=file-arrival`. The objects are stored in PostgreSQL before
+the sender gets its 200 (`arrivals`): a standby replica accepts and stores too, and the active one
+routes what is stored, so a batch pending when the active replica dies is rebuilt by the next.
 
 Bounded whatever the senders do: a body nesting deeper than `file_events.MAX_JSON_DEPTH` is a 400,
 a key over S3's 1,024 bytes is refused (counted, no run), routing is linear in the key's length
@@ -24,14 +24,23 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from orgpipeline_api import v1alpha1
+from orgpipeline_api import stores, v1alpha1
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 
-from orgpipeline_operator import builders, cache, file_events, kube, metrics, operator_settings, runtime
+from orgpipeline_operator import (
+    arrivals,
+    builders,
+    cache,
+    database,
+    file_events,
+    kube,
+    metrics,
+    operator_settings,
+    runtime,
+)
 from orgpipeline_operator.file_events import Batch, TableKey
 from orgpipeline_operator.runtime import Runtime, log
 
@@ -39,6 +48,11 @@ PATH = "/s3/events"
 TICK_SECONDS = 0.25
 INFLIGHT_SECONDS = 60.0
 """How long a Job just created counts as running before the watch cache has seen it."""
+ADOPT_SECONDS = 1.0
+"""How often the active replica reads the arrivals stored by another replica (or before it led)."""
+ADOPT_DELAY_SECONDS = 3.0
+"""After a start, stored arrivals wait this long, so that the Jobs' watch has listed the runs
+already active (a batch starts no run beside one)."""
 
 
 def bind(port: int) -> socket.socket:
@@ -59,9 +73,20 @@ def bind(port: int) -> socket.socket:
 class Receiver:
     """The endpoint and its batches; `runtime` gives the handlers' Runtime once Kopf started it."""
 
-    def __init__(self, settings: operator_settings.Settings, runtime: Callable[[], Runtime]) -> None:
+    def __init__(
+        self,
+        settings: operator_settings.Settings,
+        runtime: Callable[[], Runtime] | None,
+        store: Callable[[], database.Databases] | None = None,
+    ) -> None:
+        """`runtime` None: a standby's endpoint, which only stores what arrives (in `store()`)."""
         self.settings = settings
-        self.runtime = runtime
+        self.active = runtime is not None
+        self.runtime: Callable[[], Runtime] = runtime or _no_runtime
+        self.store: Callable[[], database.Databases] = store or (lambda: self.runtime().db)
+        self._refs: dict[int, int] = {}  # stored arrival id -> pending batches holding it
+        self._unforgotten: list[int] = []  # rows whose batch is done, not yet deleted
+        self._adopt_at = time.monotonic() + ADOPT_DELAY_SECONDS
         self.batches = file_events.Batches(
             settings.webhook_debounce_seconds, settings.webhook_max_wait_seconds
         )
@@ -77,7 +102,8 @@ class Receiver:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
-        self._loop = asyncio.create_task(self._flush_forever(), name="file-arrivals")
+        if self.active:
+            self._loop = asyncio.create_task(self._flush_forever(), name="file-arrivals")
 
     async def stop(self) -> None:
         if self._loop is not None:
@@ -111,11 +137,19 @@ class Receiver:
             url = file_events.sns_subscribe_url(body)
             if url:  # confirming is a person's decision: the operator fetches no URL a body names
                 log.warning("SNS subscription to confirm: open %s", url)
-        routed = (await self._index()).route(objects)
-        now, wall = time.monotonic(), datetime.now(UTC).isoformat()
-        coalesced = 0
-        for table, keys in routed.runs.items():
-            coalesced += self.batches.add(table, keys, now, wall, routed.uploaders)
+        # The index first: once stored, the rows are taken with no await in between (see `_take`).
+        index = await self._index() if self.active else None
+        try:
+            stored = await asyncio.to_thread(
+                arrivals.record, self.store(), self.settings.label_selector or "", objects
+            )
+        except (database.DatabaseError, stores.StoreUnavailable) as exc:
+            log.warning("file arrivals not stored (the sender is asked to retry): %s", exc)
+            return _answer(503, "unavailable", "cannot store the notification now; retry")
+        if index is None:
+            metrics.WEBHOOK_REQUESTS.labels(result="accepted").inc()
+            return web.json_response({"objects": len(objects), "stored": len(stored)})
+        routed, coalesced = self._take(stored, index)
         matched = len(objects) - routed.ignored - routed.ambiguous - routed.refused
         for result, count in (
             ("matched", matched),
@@ -161,6 +195,7 @@ class Receiver:
         while True:
             await asyncio.sleep(TICK_SECONDS)
             try:
+                await self._adopt()
                 await self.flush()
             except Exception:  # keep the loop: one bad batch must not stop file arrivals for all
                 log.exception("file-arrival batches")
@@ -192,8 +227,66 @@ class Receiver:
                 continue
             if self._failing.pop(batch.table, None) is not None:
                 log.info("%s/%s: file-arrival Job made after %d failed tries", *batch.table, batch.failures)
+            self._release(batch.rows)
             if result:
                 self._inflight[batch.table] = (result, now)
+
+    def _take(
+        self, stored: list[arrivals.Arrival], index: file_events.Index
+    ) -> tuple[file_events.Routed, int]:
+        """Routes stored arrivals not yet held into the batches (no await: an arrival is taken once,
+        by the endpoint or by `_adopt`); what starts nothing is forgotten at the next tick."""
+        routed, coalesced, now = file_events.Routed(), 0, time.monotonic()
+        for arrival in stored:
+            if arrival.id in self._refs:
+                continue
+            one = index.route([arrival.obj])
+            routed.ignored += one.ignored
+            routed.ambiguous += one.ambiguous
+            routed.refused += one.refused
+            self._refs[arrival.id] = len(one.runs)
+            if not one.runs:
+                self._release([arrival.id])
+            for table, keys in one.runs.items():
+                routed.runs.setdefault(table, []).extend(keys)
+                coalesced += self.batches.add(
+                    table, keys, now, arrival.received_at, one.uploaders, [arrival.id]
+                )
+        return routed, coalesced
+
+    def _release(self, ids: list[int]) -> None:
+        for i in ids:
+            left = self._refs.get(i, 1) - 1
+            if left <= 0:
+                self._refs.pop(i, None)
+                self._unforgotten.append(i)
+            else:
+                self._refs[i] = left
+
+    async def _adopt(self) -> None:
+        """Takes the arrivals stored by the other replicas, or before this one led; deletes the
+        rows of finished batches (in this order, one after the other: no row is taken twice)."""
+        if self._unforgotten:
+            ids, self._unforgotten = self._unforgotten, []
+            try:
+                await asyncio.to_thread(arrivals.forget, self.store(), ids)
+            except (database.DatabaseError, stores.StoreUnavailable):
+                self._unforgotten.extend(ids)  # again at the next tick; a rebuilt batch finds its Job
+        now = time.monotonic()
+        if now < self._adopt_at:
+            return
+        self._adopt_at = now + ADOPT_SECONDS
+        try:
+            stored = await asyncio.to_thread(
+                arrivals.pending, self.store(), self.settings.label_selector or ""
+            )
+        except (database.DatabaseError, stores.StoreUnavailable) as exc:
+            log.warning("stored file arrivals not read: %s", exc)
+            return
+        done = set(self._unforgotten)
+        fresh = [a for a in stored if a.id not in self._refs and a.id not in done]
+        if fresh:
+            self._take(fresh, await self._index())
 
     def _active(self, table: TableKey) -> bool:
         """Whether a run of the table is active: a Job the cache sees running (any trigger), or one
@@ -207,6 +300,10 @@ class Receiver:
                 del self._inflight[table]  # the cache knows it now (or never will: it is gone)
                 inflight = None
         return inflight is not None or any(t == name and not done for t, _job, done in jobs)
+
+
+def _no_runtime() -> Runtime:
+    raise RuntimeError("a standby's endpoint has no runtime")
 
 
 def _build_index() -> file_events.Index:

@@ -50,6 +50,10 @@ DELEGATE_LIFETIME = "10 minutes"
 SCRAM_ITERATIONS = 16
 """Key stretching protects guessable passwords; a delegate's is 192 random bits, valid ten minutes,
 so PostgreSQL's 4096 would only cost each session ~3.5 ms (making the verifier, then logging in)."""
+LOGIN_SCRAM_ITERATIONS = 4096
+"""The org and reader logins' verifiers: PostgreSQL's own default, made by the operator
+(`scram_verifier`) rather than by the server from a plaintext password, so that provisioning costs
+the database no key stretching and no statement (pg_stat_statements, log_statement) holds a password."""
 SWEEP_SECONDS = 60.0
 _last_sweep = 0.0
 
@@ -126,6 +130,41 @@ def session(
     finally:
         if own:
             conn.close()
+
+
+@contextlib.contextmanager
+def org_login(
+    dsn: str, org_id: str, password: str, admin: Conn, deadline: float | None = None
+) -> Iterator[Conn]:
+    """A session logged in as the org's own role with its password (what its jobs use): no
+    delegate to make and drop, so no role to create, grant and drop (each of which makes every
+    backend recompute the operator's role memberships, thousands of them at thousands of orgs).
+    The same identity as a delegate acting as the org, with the same `deadline`: `admin` (a member
+    of the org's role) ends the backend when the tenant's code would hold the caller longer.
+    Raises psycopg.OperationalError when the password is not (or no longer) the role's."""
+    conn = psycopg.connect(
+        psycopg.conninfo.make_conninfo(dsn, user=store_names.pg_role(org_id), password=password),
+        autocommit=True,
+        connect_timeout=stores.CONNECT_TIMEOUT_SECONDS,
+    )
+    try:
+        conn.execute(
+            sql.SQL("SET search_path = {}; SET orgpipeline.login = {}").format(
+                sql.Identifier(store_names.pg_schema(org_id)), sql.Literal(conn_user(admin))
+            )
+        )
+        timer = None
+        if deadline is not None:
+            timer = threading.Timer(deadline, _terminate, (admin, conn.info.backend_pid, conn_user(conn)))
+            timer.daemon = True
+            timer.start()
+        try:
+            yield conn
+        finally:
+            if timer is not None:
+                timer.cancel()
+    finally:
+        conn.close()
 
 
 @contextlib.contextmanager

@@ -111,7 +111,15 @@ def test_the_deployment_matches_the_operators_contract(stack: Any) -> None:
     dep = one(docs, "Deployment")
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    # Two replicas, one active (the Lease holder); a rollout never leaves none ready.
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    single = one(render("operator.replicas=1"), "Deployment")
+    assert single["spec"]["replicas"] == 1 and single["spec"]["strategy"]["type"] == "Recreate"
+    assert not [d for d in render("operator.replicas=1") if d["kind"] == "PodDisruptionBudget"]
     assert c["command"] == ["orgpipeline-operator"]
     assert c["image"] == "orgpipeline:0.1.0"
     # every variable the chart sets is one the operator reads; the required ones come from the Secret

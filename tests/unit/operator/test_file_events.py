@@ -463,3 +463,27 @@ def test_a_restored_batch_is_not_due_before_its_back_off() -> None:
     batches.restore(batch, not_before=3.0)
     assert batches.due(2.9, lambda _t: False) == []
     assert batches.due(3.0, lambda _t: False) == [batch]
+
+
+def test_a_batch_rebuilt_from_the_same_stored_rows_has_the_same_name_and_more_rows_another() -> None:
+    """The next leader rebuilds a pending batch from the stored arrivals: the same rows give the
+    same Job name (found made: no second run); rows that came later give another (their own run)."""
+
+    def rebuilt(rows: list[int]) -> str:
+        batches = file_events.Batches(quiet=0, max_wait=60)
+        for row in rows:
+            batches.add(
+                ("org-a", "orders"), [f"org-a/orders_{row}.csv"], 0.0, "2026-12-06T00:00:00+00:00", [row]
+            )
+        (batch,) = batches.due(1.0, lambda _: False)
+        return batch.batch_id
+
+    assert rebuilt([7, 8]) == rebuilt([7, 8])
+    assert rebuilt([7, 8]) != rebuilt([7, 8, 9])
+    restored = file_events.Batches(quiet=0, max_wait=60)
+    restored.add(("org-a", "orders"), ["k1"], 0.0, "w", [1])
+    (batch,) = restored.due(1.0, lambda _: False)
+    restored.add(("org-a", "orders"), ["k2"], 2.0, "w2", [2])
+    restored.restore(batch)
+    (merged,) = restored.due(3.0, lambda _: False)
+    assert merged.rows == [1, 2] and merged.keys == ["k1", "k2"]

@@ -71,7 +71,17 @@ def test_the_tenant_role_and_the_home_role_grant_exactly_what_the_table_needs() 
         ("batch", "jobs", "create"),
     }
     home = {(g, r, v) for g, r, v, _ in _granted(_role("Role", "<fullname>"))}
-    assert home == kinds.home_rules() == {("", "secrets", "get")}
+    # The credentialsSecrets, read by name; the Lease that elects the active replica.
+    assert (
+        home
+        == kinds.home_rules()
+        == {
+            ("", "secrets", "get"),
+            ("coordination.k8s.io", "leases", "get"),
+            ("coordination.k8s.io", "leases", "create"),
+            ("coordination.k8s.io", "leases", "update"),
+        }
+    )
 
 
 def test_the_roles_are_bound_to_the_operators_service_account() -> None:
