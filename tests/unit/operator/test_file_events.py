@@ -473,7 +473,7 @@ def test_a_batch_rebuilt_from_the_same_stored_rows_has_the_same_name_and_more_ro
         batches = file_events.Batches(quiet=0, max_wait=60)
         for row in rows:
             batches.add(
-                ("org-a", "orders"), [f"org-a/orders_{row}.csv"], 0.0, "2026-12-06T00:00:00+00:00", [row]
+                ("org-a", "orders"), [f"org-a/orders_{row}.csv"], 0.0, "2026-12-06T00:00:00+00:00", rows=[row]
             )
         (batch,) = batches.due(1.0, lambda _: False)
         return batch.batch_id
@@ -481,9 +481,9 @@ def test_a_batch_rebuilt_from_the_same_stored_rows_has_the_same_name_and_more_ro
     assert rebuilt([7, 8]) == rebuilt([7, 8])
     assert rebuilt([7, 8]) != rebuilt([7, 8, 9])
     restored = file_events.Batches(quiet=0, max_wait=60)
-    restored.add(("org-a", "orders"), ["k1"], 0.0, "w", [1])
+    restored.add(("org-a", "orders"), ["k1"], 0.0, "w", rows=[1])
     (batch,) = restored.due(1.0, lambda _: False)
-    restored.add(("org-a", "orders"), ["k2"], 2.0, "w2", [2])
+    restored.add(("org-a", "orders"), ["k2"], 2.0, "w2", rows=[2])
     restored.restore(batch)
     (merged,) = restored.due(3.0, lambda _: False)
     assert merged.rows == [1, 2] and merged.keys == ["k1", "k2"]
