@@ -81,13 +81,14 @@ spec:
 """
 
 
-def generate(path: Path, rows: int, changed_share: float = 0.0, seed: int = 7) -> None:
+def generate(path: Path, rows: int, changed_share: float = 0.0, seed: int = 7, first: int = 0) -> None:
+    """`rows` orders with order ids from `first` on (another `first`: another file's new keys)."""
     rng = random.Random(seed)
     change = random.Random(99)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
-        for i in range(rows):
+        for i in range(first, first + rows):
             amount = rng.randint(100, 99999) / 100
             if changed_share and change.random() < changed_share:
                 amount += 1

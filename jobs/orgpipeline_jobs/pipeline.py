@@ -14,17 +14,17 @@ also writes there the report's compact form, one JSON object under 4096 bytes.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import pymongo
-import pymongo.errors
 from orgpipeline_api import memory, store_names, stores, triggers
 from orgpipeline_api.errors import ConfigurationError, PipelineError, ServerUnavailable
 from orgpipeline_api.orgschema import ddl, lock, privacy, tenant
@@ -39,15 +39,22 @@ from orgpipeline_api.run_report import (
     without_values,
 )
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
-from pymongo.collection import Collection
 
-from orgpipeline_jobs import anomalies, ingest, quality
+from orgpipeline_jobs import quality
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
 from orgpipeline_jobs.source.exceptions import FileQuarantined, FileRejected
-from orgpipeline_jobs.warehouse import bookkeeping, pending
-from orgpipeline_jobs.warehouse.load import copy_versions
+from orgpipeline_jobs.warehouse import bookkeeping, outbox, pending
+
+if TYPE_CHECKING:
+    import pymongo
+    from pymongo.collection import Collection
+
+    from orgpipeline_jobs import ingest
+
+# pyarrow, pymongo and the ingest engine are imported where a run first needs them: a run with
+# nothing new (most scheduled runs) needs none of them, and they were half its process wall time.
 
 TERMINATION_LOG_ENV = "ORGPIPELINE_TERMINATION_LOG"
 LOAD_CHUNK = 10_000
@@ -101,6 +108,39 @@ def connect_mongo(settings: Settings) -> pymongo.MongoClient[dict[str, Any]]:
         raise ServerUnavailable(str(exc), stage="landing") from None
 
 
+class LazyCollection:
+    """The table's MongoDB collection, connected at its first use (by any thread), so that a run
+    that lands and loads nothing opens no MongoDB connection; attributes are the collection's."""
+
+    def __init__(self, settings: Settings, database: str, name: str) -> None:
+        self._settings, self._database, self._name = settings, database, name
+        self._client: pymongo.MongoClient[dict[str, Any]] | None = None
+        self._collection: Collection[dict[str, Any]] | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Collection[dict[str, Any]]:
+        with self._lock:
+            if self._collection is None:
+                self._client = connect_mongo(self._settings)
+                self._collection = self._client[self._database][self._name]
+            return self._collection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+            self._client = self._collection = None
+
+
+def is_store_error(exc: BaseException) -> bool:
+    """A PostgreSQL or MongoDB error (pymongo's only when it was imported: else none was raised)."""
+    mongo = sys.modules.get("pymongo.errors")
+    return isinstance(exc, psycopg.Error) or (mongo is not None and isinstance(exc, mongo.PyMongoError))
+
+
 @dataclass
 class TableRun:
     """A command's hold on one table: connections, lock, run record, and what it did so far."""
@@ -123,6 +163,8 @@ class TableRun:
     trigger: triggers.RunTrigger = triggers.MANUAL
 
     def context(self, fused: bool) -> ingest.TableContext:
+        from orgpipeline_jobs import ingest
+
         return ingest.TableContext(
             self.settings,
             self.conn,
@@ -143,11 +185,12 @@ class TableRun:
         )
 
     def empty_quality(self) -> quality.QualityAccumulator:
-        checker = quality.RecordChecker(self.table, extra_required=self.business_keys)
-        return quality.QualityAccumulator(len(checker.completeness_columns))
+        return quality.QualityAccumulator(len(quality.completeness_columns(self.table, self.business_keys)))
 
     def ingest_file(self, source: files.SourceFile, fused: bool, status: str | None) -> ingest.FileOutcome:
         """Ingests the file unless its recorded `status` (pipeline_files) says it is done."""
+        from orgpipeline_jobs import ingest
+
         org, name = self.spec.org_id, self.table.name
         if status in DONE_STATUSES:
             outcome = ingest.FileOutcome(
@@ -189,6 +232,9 @@ class TableRun:
         waiting = pending.batches(self.conn, self.spec.org_id, self.table.name)
         if not waiting:
             return 0
+        from orgpipeline_jobs import ingest
+        from orgpipeline_jobs.warehouse.load import copy_versions
+
         query: dict[str, Any] = {"postgres_status": "pending"}
         if pending.ALL not in waiting:
             query["batch_id"] = {"$in": waiting}
@@ -220,6 +266,9 @@ class TableRun:
         """Loads a chunk PostgreSQL refused a version of, a version at a time: each refused one is
         a rejected row of its file (which is quarantined) and is marked `refused` in MongoDB, so
         that no later load takes it again. Returns the versions loaded."""
+        from orgpipeline_jobs import ingest
+        from orgpipeline_jobs.warehouse.load import copy_versions
+
         loaded = 0
         for doc in chunk:
             try:
@@ -297,6 +346,8 @@ class TableRun:
     def anomalies(self, run: RunReport) -> list[Breach]:
         """VolumeAnomaly / QualityAnomaly against the table's recent successful runs; none when
         the history cannot be read (the run's own result matters more than the comparison)."""
+        from orgpipeline_jobs import anomalies
+
         try:
             return anomalies.for_run(
                 self.conn,
@@ -315,21 +366,22 @@ class TableRun:
 @contextmanager
 def locked_table(
     settings: Settings, spec: OrgPipelineSpec, table_name: str
-) -> Iterator[tuple[Table, psycopg.Connection[Any], Collection[dict[str, Any]]]]:
+) -> Iterator[tuple[Table, psycopg.Connection[Any], Any]]:
     """Connects, creates the schema and takes the table's run lock; closing releases it on exit."""
     table = check_table(spec, table_name)
     with org_connection(settings, spec.org_id) as conn:
-        client = connect_mongo(settings)
+        collection = LazyCollection(
+            settings,
+            settings.mongo_database(spec.org_id),  # the org's own (issue 22)
+            store_names.mongo_collection(spec.org_id, table.name),
+        )
         try:
             ddl.ensure_schema(conn, spec.org_id, table)
             privacy.ensure_view(conn, spec.org_id, table)  # the reader's, at the table's first run
             lock.acquire(conn, spec.org_id, table.name, settings.lock_timeout_seconds)
-            # No secondary indexes: each costs FerretDB a jsonb expression index update per insert,
-            # and the equality filters of `load` (postgres_status, batch_id) are pushed down.
-            database = client[settings.mongo_database(spec.org_id)]  # the org's own (issue 22)
-            yield table, conn, database[store_names.mongo_collection(spec.org_id, table.name)]
+            yield table, conn, collection
         finally:
-            client.close()
+            collection.close()
     # Closing the connection released the session-level run lock.
 
 
@@ -390,7 +442,9 @@ def _guarded(tr: TableRun, work: Any) -> RunReport:
     except PipelineError as exc:
         exc.result = _finish(tr, f"{exc.stage}: {exc}")  # type: ignore[attr-defined]
         raise
-    except (psycopg.Error, pymongo.errors.PyMongoError) as exc:
+    except Exception as exc:
+        if not is_store_error(exc):
+            raise
         message = error_kind(exc)
         with suppress(psycopg.Error):
             _finish(tr, message)
@@ -411,6 +465,8 @@ def run_ingest(
     with table_run(settings, spec, table_name, "ingest", user_id, trigger) as tr:
 
         def work() -> None:
+            from orgpipeline_jobs import ingest
+
             ingest.replay_outbox(tr.context(False))
             status = bookkeeping.file_status(tr.conn, spec.org_id, tr.table.name, source)
             tr.ingest_file(source, fused=False, status=status)
@@ -422,6 +478,8 @@ def run_load(
     settings: Settings, spec: OrgPipelineSpec, table_name: str, trigger: triggers.RunTrigger | None = None
 ) -> RunReport:
     """`orgpipeline load`: loads pending versions into PostgreSQL."""
+    from orgpipeline_jobs import ingest
+
     with table_run(settings, spec, table_name, "load", None, trigger) as tr:
         return _guarded(tr, lambda: (ingest.replay_outbox(tr.context(True)), tr.load_pending()))
 
@@ -439,7 +497,10 @@ def run_table(
     table = check_table(spec, table_name)
 
     def work() -> None:
-        ingest.replay_outbox(tr.context(True))
+        if outbox.waiting(tr.conn, spec.org_id, table.name):
+            from orgpipeline_jobs import ingest
+
+            ingest.replay_outbox(tr.context(True))
         if local_dir:
             found = files.local_files(local_dir, table.glob)
         else:
