@@ -332,6 +332,7 @@ def main() -> None:
     )
     parser.add_argument("--dlt-cap", type=float, default=600, help="seconds before a dlt step is stopped")
     parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--skip-raw", action="store_true", help="skip the raw write limit step")
     parser.add_argument(
         "--dlt-work-mem", nargs="+", default=["256MB", "4MB"], help="PostgreSQL work_mem settings for dlt"
     )
@@ -405,8 +406,10 @@ def run_all(
     step("ours: first ingest+load", [base], mine)
     step("ours: unchanged re-run", [base] * repeats, mine)
     step("ours: 1% changed re-run", changes, mine)
-    print("running raw write limit ...", flush=True)
-    results.append(("raw limit: insert_many + COPY", args.rows, child(["_raw", str(base), tag], env)))
+    disk = store_disk(env, org)
+    if not args.skip_raw:
+        print("running raw write limit ...", flush=True)
+        results.append(("raw limit: insert_many + COPY", args.rows, child(["_raw", str(base), tag], env)))
     if not args.skip_dlt:
         for work_mem in args.dlt_work_mem:
             dlt_env = {**env, "PGOPTIONS": f"-c work_mem={work_mem}"}
@@ -434,7 +437,31 @@ def run_all(
         results.append((f"ours: first load, {args.big_factor}x file", args.rows * args.big_factor, outcome))
         big.unlink()
 
-    report(results, args.rows, size_mb)
+    report(results, args.rows, size_mb, disk)
+
+
+def store_disk(env: dict[str, str], org: str) -> dict[str, float]:
+    """MB the org's stores take after ours' steps: its PostgreSQL schema (tables, indexes, TOAST)
+    and its FerretDB database (the collection's PostgreSQL table and indexes)."""
+    import psycopg
+    from orgpipeline_api import store_names
+
+    query = (
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'm')"
+    )
+    sizes = {}
+    for label, database, schema in (
+        ("postgres_mb", None, store_names.pg_schema(org)),
+        ("landing_mb", "ferretdb", store_names.mongo_database(org)),
+    ):
+        dsn = env["ORGPIPELINE_POSTGRES_DSN"]
+        if database:
+            dsn = psycopg.conninfo.make_conninfo(dsn, dbname=database)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(query, (schema,)).fetchone()
+        sizes[label] = round(int(row[0] if row else 0) / 1e6, 1)
+    return sizes
 
 
 def trials(runs: list[Callable[[], dict[str, Any]]]) -> dict[str, Any]:
@@ -464,7 +491,9 @@ BASELINE_ROWS_PER_S = 3_450
 """The first load before the columnar engine (issue 9: 3,300-3,600 rows/s at 200k rows, quiet machine)."""
 
 
-def report(results: list[tuple[str, int, dict[str, Any]]], rows: int, size_mb: float) -> None:
+def report(
+    results: list[tuple[str, int, dict[str, Any]]], rows: int, size_mb: float, disk: dict[str, float]
+) -> None:
     load = os.getloadavg()
     print(f"\n{rows:,}-row orders CSV, {size_mb:.0f} MB, 8 columns, key (order_id, customer_id)")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
@@ -504,6 +533,10 @@ def report(results: list[tuple[str, int, dict[str, Any]]], rows: int, size_mb: f
             mongo, copy = r["mongo_seconds"], r["copy_seconds"]
             label = f"  (insert_many x{r['streams']} {mongo:.1f} s + COPY {copy:.1f} s)"
             print(f"| {label:<44} {blank}")
+    print(
+        f"\ndisk after ours' steps: PostgreSQL schema {disk['postgres_mb']:,.0f} MB, FerretDB landing"
+        f" {disk['landing_mb']:,.0f} MB (CSV {size_mb:,.0f} MB)"
+    )
     first = rate["ours: first ingest+load"]
     ratios: dict[str, float] = {}
 
@@ -561,6 +594,7 @@ def report(results: list[tuple[str, int, dict[str, Any]]], rows: int, size_mb: f
         "load_average": [round(x, 2) for x in load],
         "steps": {name: {"rows": n, **r} for name, n, r in results},
         "ratios": ratios,
+        "disk": disk,
     }
     print(json.dumps(figures, separators=(",", ":")))
 

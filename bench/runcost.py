@@ -82,12 +82,12 @@ class Org:
         self.rt.pool.shutdown()
 
 
-def timed_run(org: Org) -> dict[str, Any]:
+def timed_run(org: Org, env: dict[str, str]) -> dict[str, Any]:
     """One `orgpipeline run` in its own process: wall from fork to exit, and its result."""
     argv = [CLI, "run", "-f", str(org.manifest), "--table", "orders", "-o", "json"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, env=org.env)
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -103,7 +103,7 @@ def timed_run(org: Org) -> dict[str, Any]:
     }
 
 
-def import_seconds(org: Org) -> float:
+def import_seconds(org: Org, env: dict[str, str]) -> float:
     """What `python -X importtime` counts for the command's modules (a run with nothing new)."""
     code = (
         "import sys; from orgpipeline_cli import main; "
@@ -111,7 +111,7 @@ def import_seconds(org: Org) -> float:
         "main.run()"
     )
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, env=org.env
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, env=env
     )
     total = 0
     for line in done.stderr.splitlines():
@@ -176,6 +176,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one nothing-new run, count round trips"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a tree of another commit's api/ cli/ jobs/ (git archive COMMIT api cli jobs | tar -x -C DIR):"
+        " its trials alternate with this tree's, on the same org, so that both meet the same load",
+    )
     args = parser.parse_args()
 
     env = stack_env()
@@ -203,16 +209,25 @@ def main() -> None:
         generate(path, args.rows, seed=seed, first=uploads * args.rows)
         s3.fput_object(bucket, f"org-{org.org_id}/orders_{uploads:04d}.csv", str(path))
 
+    variants = {"this tree": org.env}
+    if args.baseline:
+        trees = os.pathsep.join(str(args.baseline.resolve() / part) for part in ("api", "cli", "jobs"))
+        variants["baseline " + str(args.baseline)] = {**org.env, "PYTHONPATH": trees}
     try:
         upload(1)
-        first = timed_run(org)
-        nothing = [timed_run(org) for _ in range(args.trials)]
-        new = []
+        first = timed_run(org, org.env)
+        nothing: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+        new: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+        for _ in range(args.trials):
+            for name, env in variants.items():
+                nothing[name].append(timed_run(org, env))
         for k in range(args.trials):
-            upload(100 + k)
-            new.append(timed_run(org))
-        imports = import_seconds(org)
-        report(args, first, nothing, new, imports)
+            for name, env in variants.items():
+                upload(100 + k)
+                new[name].append(timed_run(org, env))
+        for name, env in variants.items():
+            print(f"\n{name}:")
+            report(args, first, nothing[name], new[name], import_seconds(org, env))
         if args.profile:
             profile(org)
     finally:
