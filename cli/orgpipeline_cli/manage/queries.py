@@ -286,11 +286,6 @@ def storage(conn: Conn, db: Database[Doc], org_id: str, tables: list[str], start
 
 MONGO_LOADED = {"is_active": True, "postgres_status": "loaded"}
 
-
-def count_mongo_loaded(collection: Collection[Doc]) -> int:
-    return collection.count_documents(MONGO_LOADED)
-
-
 SORT_CHUNK = 100_000
 """Versions gathered into one Arrow chunk before the sort (the Python lists of one chunk at most)."""
 
