@@ -569,6 +569,7 @@ class Databases:
                     ).format(sql.Identifier(schema, FERRETDB_METADATA)),
                     (schema, prefix),
                 ).fetchall()
+                at_once: list[sql.Composable] = []  # new collections' (empty tables): one round trip
                 for row in rows:
                     table, empty = str(row[0]), bool(row[1])
                     valid, invalid = set(cast(list[str], row[2])), set(cast(list[str], row[3]))
@@ -583,9 +584,15 @@ class Databases:
                                 )
                             )
                         statement = stores.ferretdb_index_sql(schema, table, index, concurrently=not empty)
+                        if empty:
+                            at_once.append(statement)
+                            continue
                         # UniqueViolation: another replica made it at the same moment.
                         with contextlib.suppress(psycopg.errors.UniqueViolation):
                             conn.execute(statement)
+                if at_once:
+                    with contextlib.suppress(psycopg.errors.UniqueViolation):
+                        conn.execute(sql.SQL("; ").join(at_once))
         except (psycopg.Error, stores.StoreUnavailable) as exc:
             raise DatabaseError(f"PostgreSQL: cannot index FerretDB schema {schema}: {exc}") from exc
 
