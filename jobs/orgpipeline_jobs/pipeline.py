@@ -495,16 +495,21 @@ def run_table(
     """`orgpipeline run`: ingests (and loads) every new file of the table, then loads leftovers."""
     memory.limit_malloc_arenas()
     table = check_table(spec, table_name)
+    listing = None
+    if not local_dir:
+        # The bucket is listed (and its client imported, a quarter of a short run's imports) in a
+        # thread while this one connects, checks the schema and records the run: most of that is
+        # waiting on PostgreSQL, when the listing can have the interpreter.
+        listing = Background(
+            files.list_table_files, settings, spec.source.bucket, spec.source.prefix, table.glob
+        )
 
     def work() -> None:
         if outbox.waiting(tr.conn, spec.org_id, table.name):
             from orgpipeline_jobs import ingest
 
             ingest.replay_outbox(tr.context(True))
-        if local_dir:
-            found = files.local_files(local_dir, table.glob)
-        else:
-            found = files.list_table_files(settings, spec.source.bucket, spec.source.prefix, table.glob)
+        found = listing.result() if listing is not None else files.local_files(local_dir or "", table.glob)
         statuses = bookkeeping.files_by_status(tr.conn, spec.org_id, table.name)
         todo = [f for f in found if statuses.get(f.file_id) not in DONE_STATUSES]
         # An interrupted file first: its rerun must see the heads it left, not a later file's.
@@ -522,6 +527,29 @@ def run_table(
         raise
     write_termination_log(result)
     return result
+
+
+class Background(threading.Thread):
+    """A call run in a daemon thread; `result()` waits for it and returns or raises what it did."""
+
+    def __init__(self, call: Any, *args: Any) -> None:
+        super().__init__(name="orgpipeline-background", daemon=True)
+        self._call, self._args = call, args
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._call(*self._args)
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def failed_result(
