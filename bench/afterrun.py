@@ -71,7 +71,7 @@ def main() -> None:
             figures = {
                 "rows": args.rows,
                 "storage_day_recorded_ms": _median_ms(
-                    lambda: storage.after_run(conn, collection.database, org, "orders")
+                    lambda: storage.after_run(conn, collection, org, "orders")
                 ),
                 "storage_measure_and_record_ms": _median_ms(
                     lambda: storage.record(

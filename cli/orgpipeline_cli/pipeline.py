@@ -14,7 +14,7 @@ import typer
 from orgpipeline_api.run_report import RunReport, RunResult
 
 from orgpipeline_cli.main import CommandFailed
-from orgpipeline_cli.output import Format, emit
+from orgpipeline_cli.results import Format, emit
 
 ManifestOpt = typer.Option(
     ..., "-f", "--filename", help="OrgPipeline manifest (the file kubectl apply takes)."

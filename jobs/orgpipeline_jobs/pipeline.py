@@ -14,17 +14,17 @@ also writes there the report's compact form, one JSON object under 4096 bytes.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import pymongo
-import pymongo.errors
 from orgpipeline_api import memory, store_names, stores, triggers
 from orgpipeline_api.errors import ConfigurationError, PipelineError, ServerUnavailable
 from orgpipeline_api.orgschema import ddl, lock, privacy, recordorg, tenant
@@ -39,15 +39,22 @@ from orgpipeline_api.run_report import (
     without_values,
 )
 from orgpipeline_api.v1alpha1 import OrgPipelineSpec, Table
-from pymongo.collection import Collection
 
-from orgpipeline_jobs import anomalies, classify, ingest, keycheck, quality, storage
+from orgpipeline_jobs import keycheck, quality
 from orgpipeline_jobs.landing.configuration import LandingConfig
 from orgpipeline_jobs.settings import Settings
 from orgpipeline_jobs.source import files
 from orgpipeline_jobs.source.exceptions import FileQuarantined, FileRejected
-from orgpipeline_jobs.warehouse import bookkeeping, pending
-from orgpipeline_jobs.warehouse.load import copy_versions
+from orgpipeline_jobs.warehouse import bookkeeping, outbox, pending
+
+if TYPE_CHECKING:
+    import pymongo
+    from pymongo.collection import Collection
+
+    from orgpipeline_jobs import ingest
+
+# pyarrow, pymongo and the ingest engine are imported where a run first needs them: a run with
+# nothing new (most scheduled runs) needs none of them, and they were half its process wall time.
 
 TERMINATION_LOG_ENV = "ORGPIPELINE_TERMINATION_LOG"
 LOAD_CHUNK = 10_000
@@ -101,6 +108,39 @@ def connect_mongo(settings: Settings) -> pymongo.MongoClient[dict[str, Any]]:
         raise ServerUnavailable(str(exc), stage="landing") from None
 
 
+class LazyCollection:
+    """The table's MongoDB collection, connected at its first use (by any thread), so that a run
+    that lands and loads nothing opens no MongoDB connection; attributes are the collection's."""
+
+    def __init__(self, settings: Settings, database: str, name: str) -> None:
+        self._settings, self._database, self._name = settings, database, name
+        self._client: pymongo.MongoClient[dict[str, Any]] | None = None
+        self._collection: Collection[dict[str, Any]] | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Collection[dict[str, Any]]:
+        with self._lock:
+            if self._collection is None:
+                self._client = connect_mongo(self._settings)
+                self._collection = self._client[self._database][self._name]
+            return self._collection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+            self._client = self._collection = None
+
+
+def is_store_error(exc: BaseException) -> bool:
+    """A PostgreSQL or MongoDB error (pymongo's only when it was imported: else none was raised)."""
+    mongo = sys.modules.get("pymongo.errors")
+    return isinstance(exc, psycopg.Error) or (mongo is not None and isinstance(exc, mongo.PyMongoError))
+
+
 @dataclass
 class TableRun:
     """A command's hold on one table: connections, lock, run record, and what it did so far."""
@@ -123,6 +163,8 @@ class TableRun:
     trigger: triggers.RunTrigger = triggers.MANUAL
 
     def context(self, fused: bool) -> ingest.TableContext:
+        from orgpipeline_jobs import ingest
+
         return ingest.TableContext(
             self.settings,
             self.conn,
@@ -143,11 +185,12 @@ class TableRun:
         )
 
     def empty_quality(self) -> quality.QualityAccumulator:
-        checker = quality.RecordChecker(self.table, extra_required=self.business_keys)
-        return quality.QualityAccumulator(len(checker.completeness_columns))
+        return quality.QualityAccumulator(len(quality.completeness_columns(self.table, self.business_keys)))
 
     def ingest_file(self, source: files.SourceFile, fused: bool, status: str | None) -> ingest.FileOutcome:
         """Ingests the file unless its recorded `status` (pipeline_files) says it is done."""
+        from orgpipeline_jobs import ingest
+
         org, name = self.spec.org_id, self.table.name
         if status in DONE_STATUSES:
             outcome = ingest.FileOutcome(
@@ -191,6 +234,9 @@ class TableRun:
         waiting = pending.batches(self.conn, self.spec.org_id, self.table.name)
         if not waiting:
             return 0
+        from orgpipeline_jobs import ingest
+        from orgpipeline_jobs.warehouse.load import copy_versions
+
         query: dict[str, Any] = {"postgres_status": "pending"}
         if pending.ALL not in waiting:
             query["batch_id"] = {"$in": waiting}
@@ -222,6 +268,9 @@ class TableRun:
         """Loads a chunk PostgreSQL refused a version of, a version at a time: each refused one is
         a rejected row of its file (which is quarantined) and is marked `refused` in MongoDB, so
         that no later load takes it again. Returns the versions loaded."""
+        from orgpipeline_jobs import ingest
+        from orgpipeline_jobs.warehouse.load import copy_versions
+
         loaded = 0
         for doc in chunk:
             try:
@@ -290,15 +339,18 @@ class TableRun:
 
     def storage(self, run: RunReport) -> dict[str, int | None]:
         """The table's measured sizes (`storage`: after a run that wrote, or the day's first)."""
+        from orgpipeline_jobs import storage
+
         wrote = bool(run.inserted or run.updated or run.deleted or run.loaded)
-        database = self.collection.database
-        sizes = storage.after_run(self.conn, database, self.spec.org_id, self.table.name, wrote)
+        sizes = storage.after_run(self.conn, self.collection, self.spec.org_id, self.table.name, wrote)
         return {"postgres_bytes": sizes.postgres_bytes, "mongo_bytes": sizes.mongo_bytes} if sizes else {}
 
     def unclassified(self, run: RunReport) -> list[Breach]:
         """UnclassifiedPersonalData, once per column, after a run that wrote versions (`classify`)."""
         if not (run.inserted or run.updated) or run.error:
             return []
+        from orgpipeline_jobs import classify
+
         columns = {c.name: str(c.classification) for c in self.table.columns}
         try:
             return classify.unclassified_breaches(self.conn, self.spec.org_id, self.table.name, columns)
@@ -324,6 +376,8 @@ class TableRun:
     def anomalies(self, run: RunReport) -> list[Breach]:
         """VolumeAnomaly / QualityAnomaly against the table's recent successful runs; none when
         the history cannot be read (the run's own result matters more than the comparison)."""
+        from orgpipeline_jobs import anomalies
+
         try:
             return anomalies.for_run(
                 self.conn,
@@ -342,24 +396,24 @@ class TableRun:
 @contextmanager
 def locked_table(
     settings: Settings, spec: OrgPipelineSpec, table_name: str
-) -> Iterator[tuple[Table, psycopg.Connection[Any], Collection[dict[str, Any]]]]:
+) -> Iterator[tuple[Table, psycopg.Connection[Any], Any]]:
     """Connects, creates the schema and takes the table's run lock; closing releases it on exit."""
     table = check_table(spec, table_name)
     with org_connection(settings, spec.org_id) as conn:
-        client = connect_mongo(settings)
+        collection = LazyCollection(
+            settings,
+            settings.mongo_database(spec.org_id),  # the org's own (issue 22)
+            store_names.mongo_collection(spec.org_id, table.name),
+        )
         try:
             ddl.ensure_schema(conn, spec.org_id, table)
             privacy.ensure_view(conn, spec.org_id, table)  # the reader's, at the table's first run
             lock.acquire(conn, spec.org_id, table.name, settings.lock_timeout_seconds)
-            # No secondary indexes: each costs FerretDB a jsonb expression index update per insert,
-            # and the equality filters of `load` (postgres_status, batch_id) are pushed down.
-            database = client[settings.mongo_database(spec.org_id)]  # the org's own (issue 22)
-            collection = database[store_names.mongo_collection(spec.org_id, table.name)]
             if recordorg.migrate(conn, spec.org_id, table.name, collection) is not None:
                 privacy.ensure_view(conn, spec.org_id, table)  # again if the migration dropped it
             yield table, conn, collection
         finally:
-            client.close()
+            collection.close()
     # Closing the connection released the session-level run lock.
 
 
@@ -420,7 +474,9 @@ def _guarded(tr: TableRun, work: Any) -> RunReport:
     except PipelineError as exc:
         exc.result = _finish(tr, f"{exc.stage}: {exc}")  # type: ignore[attr-defined]
         raise
-    except (psycopg.Error, pymongo.errors.PyMongoError) as exc:
+    except Exception as exc:
+        if not is_store_error(exc):
+            raise
         message = error_kind(exc)
         with suppress(psycopg.Error):
             _finish(tr, message)
@@ -441,6 +497,8 @@ def run_ingest(
     with table_run(settings, spec, table_name, "ingest", user_id, trigger) as tr:
 
         def work() -> None:
+            from orgpipeline_jobs import ingest
+
             ingest.replay_outbox(tr.context(False))
             status = bookkeeping.file_status(tr.conn, spec.org_id, tr.table.name, source)
             tr.ingest_file(source, fused=False, status=status)
@@ -452,6 +510,8 @@ def run_load(
     settings: Settings, spec: OrgPipelineSpec, table_name: str, trigger: triggers.RunTrigger | None = None
 ) -> RunReport:
     """`orgpipeline load`: loads pending versions into PostgreSQL."""
+    from orgpipeline_jobs import ingest
+
     with table_run(settings, spec, table_name, "load", None, trigger) as tr:
         return _guarded(tr, lambda: (ingest.replay_outbox(tr.context(True)), tr.load_pending()))
 
@@ -467,13 +527,21 @@ def run_table(
     """`orgpipeline run`: ingests (and loads) every new file of the table, then loads leftovers."""
     memory.limit_malloc_arenas()
     table = check_table(spec, table_name)
+    listing = None
+    if not local_dir:
+        # The bucket is listed (and its client imported, a quarter of a short run's imports) in a
+        # thread while this one connects, checks the schema and records the run: most of that is
+        # waiting on PostgreSQL, when the listing can have the interpreter.
+        listing = Background(
+            files.list_table_files, settings, spec.source.bucket, spec.source.prefix, table.glob
+        )
 
     def work() -> None:
-        ingest.replay_outbox(tr.context(True))
-        if local_dir:
-            found = files.local_files(local_dir, table.glob)
-        else:
-            found = files.list_table_files(settings, spec.source.bucket, spec.source.prefix, table.glob)
+        if outbox.waiting(tr.conn, spec.org_id, table.name):
+            from orgpipeline_jobs import ingest
+
+            ingest.replay_outbox(tr.context(True))
+        found = listing.result() if listing is not None else files.local_files(local_dir or "", table.glob)
         statuses = bookkeeping.files_by_status(tr.conn, spec.org_id, table.name)
         todo = [f for f in found if statuses.get(f.file_id) not in DONE_STATUSES]
         # An interrupted file first: its rerun must see the heads it left, not a later file's.
@@ -491,6 +559,29 @@ def run_table(
         raise
     write_termination_log(result)
     return result
+
+
+class Background(threading.Thread):
+    """A call run in a daemon thread; `result()` waits for it and returns or raises what it did."""
+
+    def __init__(self, call: Any, *args: Any) -> None:
+        super().__init__(name="orgpipeline-background", daemon=True)
+        self._call, self._args = call, args
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._call(*self._args)
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def failed_result(

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from orgpipeline_api.v1alpha1 import Table
 
 from orgpipeline_jobs import values as values_mod
-from orgpipeline_jobs.rules import ColumnRules, Issue
+from orgpipeline_jobs.issues import Issue
 
 __all__ = ["Issue", "QualityAccumulator", "RecordCheck", "RecordChecker"]
 
@@ -77,16 +77,26 @@ class RecordCheck:
         }
 
 
+def required_columns(table: Table, extra_required: list[str] | None = None) -> list[str]:
+    extra = set(extra_required or [])
+    return [c.name for c in table.columns if c.required or c.name in extra]
+
+
+def completeness_columns(table: Table, extra_required: list[str] | None = None) -> list[str]:
+    """The columns completeness counts: the required ones, or every column when none is."""
+    return required_columns(table, extra_required) or [c.name for c in table.columns]
+
+
 class RecordChecker:
     """The manifest's rules of one table, compiled once and applied to every row."""
 
     def __init__(self, table: Table, extra_required: list[str] | None = None) -> None:
         """`extra_required`: business-key columns, required whatever the manifest says."""
+        from orgpipeline_jobs.rules import ColumnRules  # pyarrow: only where rows are checked
+
         self.columns = [(c, values_mod.parser_for(c.type), ColumnRules(c)) for c in table.columns]
-        extra = set(extra_required or [])
-        required = [c.name for c in table.columns if c.required or c.name in extra]
-        self.completeness_columns = required or [c.name for c in table.columns]
-        self.required = set(required)
+        self.completeness_columns = completeness_columns(table, extra_required)
+        self.required = set(required_columns(table, extra_required))
 
     def check(self, raw: Mapping[str, str | None]) -> RecordCheck:
         result = RecordCheck(values={})

@@ -100,7 +100,7 @@ def apply(
         result = apply_to_table(conn, collection, spec.org_id, table.name, spec.retention, now)
         # The daily retention CronJob also records the day's sizes: one row per table and day even
         # when no run wrote (what `metrics` computes growth from).
-        storage.after_run(conn, collection.database, spec.org_id, table.name)
+        storage.after_run(conn, collection, spec.org_id, table.name)
     return {
         "org_id": spec.org_id,
         "table": table.name,

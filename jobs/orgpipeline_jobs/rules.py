@@ -19,12 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from orgpipeline_api.v1alpha1 import Column, linear_pattern
 
+from orgpipeline_jobs.issues import Issue
 
-@dataclass(frozen=True)
-class Issue:
-    issue_type: str
-    field: str | None
-    message: str
+__all__ = ["RULES", "ColumnRules", "Issue", "Pattern", "Rule"]
 
 
 class Pattern:

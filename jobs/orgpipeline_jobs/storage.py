@@ -20,7 +20,6 @@ from datetime import date
 from typing import Any
 
 import psycopg
-import pymongo.errors
 from orgpipeline_api import store_names
 from orgpipeline_api.orgschema import lock
 from orgpipeline_api.orgschema.ddl import qualified
@@ -87,6 +86,8 @@ def _exists(conn: psycopg.Connection[Any], org_id: str) -> bool:
 
 def measure(conn: psycopg.Connection[Any], database: Any, org_id: str, table: str) -> Sizes:
     """The table's sizes now: PostgreSQL from the catalog, MongoDB from collStats."""
+    import pymongo.errors  # here: a run that measures nothing imports no pymongo (its fixed cost)
+
     row = conn.execute(
         "SELECT (now() AT TIME ZONE 'UTC')::date, coalesce(sum(pg_total_relation_size(c.oid)), 0)"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -116,6 +117,8 @@ def measure(conn: psycopg.Connection[Any], database: Any, org_id: str, table: st
 
 def collection_stats(database: Any, name: str) -> dict[str, Any]:
     """The `$collStats` stage's storageStats (cheap everywhere), else the `collStats` command."""
+    import pymongo.errors
+
     try:
         found = list(database[name].aggregate([{"$collStats": {"storageStats": {}}}]))
         if found and isinstance(found[0].get("storageStats"), dict):
@@ -155,16 +158,17 @@ def latest(conn: psycopg.Connection[Any], org_id: str, table: str) -> Sizes | No
 
 
 def after_run(
-    conn: psycopg.Connection[Any], database: Any, org_id: str, table: str, wrote: bool = True
+    conn: psycopg.Connection[Any], collection: Any, org_id: str, table: str, wrote: bool = True
 ) -> Sizes | None:
     """Measures and records the table's sizes when the run `wrote` versions or today has no row
-    yet; else the day's recorded row. None when they cannot be had (the run's result matters more)."""
+    yet; else the day's recorded row. None when they cannot be had (the run's result matters more).
+    `collection` is the table's; its database is reached (a lazy one connected) only to measure."""
     try:
         known = latest(conn, org_id, table)
         today = conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date").fetchone()
         if known is not None and today is not None and known.day == today[0] and not wrote:
             return known
-        sizes = measure(conn, database, org_id, table)
+        sizes = measure(conn, collection.database, org_id, table)
         record(conn, org_id, table, sizes)
         return sizes
     except psycopg.Error:

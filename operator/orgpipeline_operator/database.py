@@ -30,6 +30,7 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import psycopg
 import psycopg.conninfo
@@ -620,11 +621,64 @@ class Databases:
             moved = self._move_shared(org_id)
             if self._mongo_users == "mongodb":
                 self._mongodb_user(org_id, password)
+                for coll in sorted(wanted):  # idempotent: an index already there is left as is
+                    db[coll].create_indexes(stores.mongo_index_models())
         except pymongo.errors.PyMongoError as exc:
             raise DatabaseError(f"MongoDB: cannot provision database {name}: {exc}") from exc
         if self._mongo_users == "ferretdb":
             self._ferretdb_grants(org_id)
+            self._ferretdb_indexes(org_id)
         return moved
+
+    def _ferretdb_indexes(self, org_id: str) -> None:
+        """The landing store's indexes (`stores.LANDING_INDEXES`) on the org's collections, made in
+        PostgreSQL by the operator, who owns the tables (the org has row privileges only). One read
+        finds what is missing: on an empty table (a new collection) they are made at once, on one
+        with documents (a collection of an earlier release) CONCURRENTLY, so its runs go on
+        writing meanwhile; an invalid leftover of an interrupted build is made again."""
+        schema = store_names.mongo_database(org_id)
+        prefix = store_names.mongo_collection(org_id, "")
+        try:
+            with self._ferret_pg() as conn:
+                rows = conn.execute(
+                    sql.SQL(
+                        "SELECT c.relname::text, pg_relation_size(c.oid) = 0,"
+                        " coalesce(array_agg(i.relname::text) FILTER (WHERE x.indisvalid), '{{}}'),"
+                        " coalesce(array_agg(i.relname::text) FILTER (WHERE NOT x.indisvalid), '{{}}')"
+                        " FROM {} m JOIN pg_class c ON c.relname = m._jsonb ->> 'table'"
+                        " AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %s)"
+                        " LEFT JOIN pg_index x ON x.indrelid = c.oid"
+                        " LEFT JOIN pg_class i ON i.oid = x.indexrelid"
+                        " WHERE starts_with(m._jsonb ->> '_id', %s) GROUP BY c.oid, c.relname"
+                    ).format(sql.Identifier(schema, FERRETDB_METADATA)),
+                    (schema, prefix),
+                ).fetchall()
+                at_once: list[sql.Composable] = []  # new collections' (empty tables): one round trip
+                for row in rows:
+                    table, empty = str(row[0]), bool(row[1])
+                    valid, invalid = set(cast(list[str], row[2])), set(cast(list[str], row[3]))
+                    for index in stores.LANDING_INDEXES:
+                        index_name = stores.ferretdb_index_name(table, index)
+                        if index_name in valid:
+                            continue
+                        if index_name in invalid:
+                            conn.execute(
+                                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                                    sql.Identifier(schema, index_name)
+                                )
+                            )
+                        statement = stores.ferretdb_index_sql(schema, table, index, concurrently=not empty)
+                        if empty:
+                            at_once.append(statement)
+                            continue
+                        # UniqueViolation: another replica made it at the same moment.
+                        with contextlib.suppress(psycopg.errors.UniqueViolation):
+                            conn.execute(statement)
+                if at_once:
+                    with contextlib.suppress(psycopg.errors.UniqueViolation):
+                        conn.execute(sql.SQL("; ").join(at_once))
+        except (psycopg.Error, stores.StoreUnavailable) as exc:
+            raise DatabaseError(f"PostgreSQL: cannot index FerretDB schema {schema}: {exc}") from exc
 
     def _ferretdb_grants(self, org_id: str) -> None:
         """The org's PostgreSQL role gets SELECT, INSERT, UPDATE, DELETE on its collections' tables

@@ -294,18 +294,61 @@ def storage(conn: Conn, db: Database[Doc], org_id: str, tables: list[str], start
 
 MONGO_LOADED = {"is_active": True, "postgres_status": "loaded"}
 
-
-def count_mongo_loaded(collection: Collection[Doc]) -> int:
-    return collection.count_documents(MONGO_LOADED)
+SORT_CHUNK = 100_000
+"""Versions gathered into one Arrow chunk before the sort (the Python lists of one chunk at most)."""
 
 
 def mongo_versions(collection: Collection[Doc]) -> Iterator[VersionRef]:
-    """Active versions marked loaded, sorted by (composite_key, version)."""
+    """Active versions marked loaded, sorted by (composite_key, version) in code point order, as
+    the comparison (and PostgreSQL's COLLATE "C") orders them.
+
+    Sorted here, not by the server: FerretDB 1.x sorts in its own memory, every document whole
+    (at 1M versions it grew past 12 GB before the command was stopped); streamed unsorted, three
+    Arrow columns take ~110 bytes a version here and pyarrow sorts them by their UTF-8 bytes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     cursor = collection.find(
         MONGO_LOADED, {"_id": 0, "composite_key": 1, "version": 1, "data_hash": 1}, batch_size=STREAM_BATCH
-    ).sort([("composite_key", 1), ("version", 1)])
+    )
+    chunks: list[pa.Table] = []
+    keys: list[str] = []
+    versions: list[int] = []
+    hashes: list[str | None] = []
+
+    def flush() -> None:
+        if keys:
+            arrays = [
+                pa.array(keys, pa.string()),
+                pa.array(versions, pa.int64()),
+                pa.array(hashes, pa.string()),
+            ]
+            chunks.append(pa.Table.from_arrays(arrays, ["composite_key", "version", "data_hash"]))
+            for column in (keys, versions, hashes):
+                column.clear()
+
     for doc in cursor:
-        yield VersionRef(str(doc["composite_key"]), int(doc["version"]), doc.get("data_hash"))
+        keys.append(str(doc["composite_key"]))
+        versions.append(int(doc["version"]))
+        hashes.append(doc.get("data_hash"))
+        if len(keys) >= SORT_CHUNK:
+            flush()
+    flush()
+    if not chunks:
+        return
+    table = pa.concat_tables(chunks)
+    chunks.clear()
+    table = table.take(pc.sort_indices(table, [("composite_key", "ascending"), ("version", "ascending")]))
+    for batch in table.to_batches(max_chunksize=SORT_CHUNK):
+        yield from (
+            VersionRef(k, v, h)
+            for k, v, h in zip(
+                batch.column(0).to_pylist(),
+                batch.column(1).to_pylist(),
+                batch.column(2).to_pylist(),
+                strict=True,
+            )
+        )
 
 
 def business_columns(conn: Conn, org_id: str, table: str) -> list[tuple[str, str, int | None]]:

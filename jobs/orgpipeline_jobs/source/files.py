@@ -7,6 +7,7 @@ is a new file, while a file already ingested is recognised and skipped on every 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import io
 from collections.abc import Iterator
@@ -53,16 +54,18 @@ class SourceFile:
 
 
 def s3_client(settings: Settings) -> Any:
+    settings.require("s3_endpoint", "s3_access_key", "s3_secret_key")
+    return _client(settings.s3_endpoint or "", settings.s3_access_key or "", settings.s3_secret_key or "")
+
+
+@functools.cache
+def _client(endpoint: str, access_key: str, secret_key: str) -> Any:
+    """One client per endpoint and keys in a process: the listing and the files read after it share
+    its connections and the bucket's region, which minio asks the server for once per client."""
     from minio import Minio
 
-    settings.require("s3_endpoint", "s3_access_key", "s3_secret_key")
-    url = urlparse(settings.s3_endpoint or "")
-    return Minio(
-        url.netloc,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-        secure=url.scheme == "https",
-    )
+    url = urlparse(endpoint)
+    return Minio(url.netloc, access_key=access_key, secret_key=secret_key, secure=url.scheme == "https")
 
 
 def _s3_call(what: str, call: Any, *args: Any, **kwargs: Any) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from orgpipeline_api import store_names
@@ -20,8 +20,10 @@ from orgpipeline_api.run_report import RunReport
 from orgpipeline_api.triggers import RunTrigger
 from psycopg import sql
 
-from orgpipeline_jobs.source.csvstream import RejectedRow
 from orgpipeline_jobs.source.files import SourceFile
+
+if TYPE_CHECKING:
+    from orgpipeline_jobs.source.csvstream import RejectedRow  # pyarrow: not for a run's bookkeeping
 
 
 def start_run(

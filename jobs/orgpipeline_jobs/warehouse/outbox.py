@@ -16,21 +16,30 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import pyarrow as pa
 from orgpipeline_api import store_names
 from orgpipeline_api.orgschema.ddl import qualified
 from psycopg import sql
 
 _MAGIC = b"\xff\xffz1"
-_CODEC = pa.Codec("zstd", compression_level=1)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@cache
+def _codec() -> pa.Codec:
+    import pyarrow as pa  # at the first batch: a run with nothing to write imports no pyarrow
+
+    return pa.Codec("zstd", compression_level=1)
 
 
 def pack(documents: bytes) -> bytes:
     """Concatenated BSON -> the stored form: magic, uncompressed size, zstd frame."""
-    compressed: bytes = _CODEC.compress(documents, asbytes=True)
+    compressed: bytes = _codec().compress(documents, asbytes=True)
     return _MAGIC + struct.pack("<Q", len(documents)) + compressed
 
 
@@ -39,7 +48,7 @@ def unpack(stored: bytes) -> bytes:
     if not stored.startswith(_MAGIC):
         return stored
     (size,) = struct.unpack_from("<Q", stored, len(_MAGIC))
-    plain: bytes = _CODEC.decompress(stored[len(_MAGIC) + 8 :], decompressed_size=size, asbytes=True)
+    plain: bytes = _codec().decompress(stored[len(_MAGIC) + 8 :], decompressed_size=size, asbytes=True)
     return plain
 
 
@@ -52,6 +61,12 @@ def put(conn: psycopg.Connection[Any], org_id: str, table: str, batch_id: str, d
         ),
         (batch_id, pack(documents)),
     )
+
+
+def waiting(conn: psycopg.Connection[Any], org_id: str, table: str) -> bool:
+    """Whether an interrupted run left batches to replay (one indexed read)."""
+    target = qualified(org_id, store_names.pg_outbox(table))
+    return conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target)).fetchone() == (True,)
 
 
 def pending(conn: psycopg.Connection[Any], org_id: str, table: str) -> Iterator[tuple[str, bytes]]:
