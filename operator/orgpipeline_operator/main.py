@@ -173,10 +173,8 @@ def run_now(name: str, body: kopf.Body, new: Any, memo: kopf.Memo, patch: kopf.P
 def delete_pipeline(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     resyncer: resync.Resyncer | None = memo.get("resyncer")
     if resyncer is not None and not resyncer.schedule.stop(name):  # no resync beside the clean-up
-        raise kopf.TemporaryError(
-            "a resync of the org is still running",
-            delay=memo.rt.settings.retry_seconds,
-        )
+        wait, _new = cleanup.RETRIES.failed(name, "resync running", first=memo.rt.settings.retry_seconds)
+        raise kopf.TemporaryError("a resync of the org is still running", delay=wait)
     cleanup.finalize(memo.rt, name, dict(body.spec), body)
 
 

@@ -17,6 +17,7 @@ from orgpipeline_api.v1alpha1 import OrgPipelineSpec
 from orgpipeline_api.v1alpha1_status import LastRun, OrgPipelineStatus
 
 from orgpipeline_operator import (
+    backoff,
     builders,
     cache,
     kube,
@@ -48,6 +49,12 @@ def refused_run(uid: str, org_id: str) -> str | None:
     if owner is None or owner.namespace_uid is None:
         return f"orgId {org_id} is not (yet) reconciled for this OrgPipeline (see its Ready condition)"
     return None
+
+
+RUN_NOW_RETRIES = backoff.Streak(first=1.0, cap=30.0)
+"""Run-now Job creations that failed in a row, per OrgPipeline: each retry waits longer (from
+ORGPIPELINE_RETRY_SECONDS, doubling to 30 s, jittered), so an unreachable API server or a namespace
+still being made is not asked at a fixed pace by every org at once."""
 
 
 def run_now(
@@ -95,15 +102,15 @@ def run_now(
                 log.info("%s/%s: run-now Job %s already made", name, table_name, manifest["metadata"]["name"])
                 continue
             if exc.transient or exc.status == 404:  # 404: the namespace is not there yet
-                raise kopf.TemporaryError(
-                    f"cannot create the run-now Job: {exc}", delay=rt.settings.retry_seconds
-                ) from exc
+                wait, _ = RUN_NOW_RETRIES.failed(name, str(exc), first=rt.settings.retry_seconds)
+                raise kopf.TemporaryError(f"cannot create the run-now Job: {exc}", delay=wait) from exc
             runtime.warn(body, reason="RunNowFailed", message=f"{table_name}: {exc.message}"[:1000])
             continue
         job_name = job["metadata"]["name"]
         made.append(job_name)
         who = f" for {trigger.user}" if trigger.user else ""
         runtime.info(body, reason="RunNowStarted", message=f"{table_name}: Job {job_name}{who}")
+    RUN_NOW_RETRIES.succeeded(name)
     return made
 
 
