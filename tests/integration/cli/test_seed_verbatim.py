@@ -1,15 +1,15 @@
 """The seed's own command lines and SQL, as its users paste them, against org 123 set up as `make demo`
 sets it up.
 
-The seed (the user's design document) is read, not copied: every `python data_pipeline_manager.py
+The seed (the user's design document) is read as text, not restated in code: every `python data_pipeline_manager.py
 ...` line in it runs as `orgpipeline ...`, word for word after the program name, so a line the
 product can no longer run fails here. Its version-conflict query (Troubleshooting) and keep-last-10
 archive statement (Retention) run unchanged, as the org's own role with search_path set to the org's
 schema, and are compared with `orgpipeline audit` and `orgpipeline retention --dry-run`.
 
 The seed is found in ORGPIPELINE_SEEDS (a folder), else in `shared/seeds/` beside the checkout (the
-main checkout's `../shared/seeds/`, or a worktree's nearest ancestor holding one); without it these
-tests are skipped.
+main checkout's `../shared/seeds/`, or a worktree's nearest ancestor holding one), else in the
+project's own copy, docs/seed/ (checked against the shared one where both are at hand).
 
 Org 123 is made as the operator makes it (its PostgreSQL role and MongoDB identity), and loaded with
 the demo's manifest and files, run with the org's own credentials (what its Jobs get), plus ten
@@ -58,15 +58,34 @@ EXIT_CODES = {"alerts": {0, 1}}
 raises some); every other line must exit 0 (validate's 1 would be a difference between the stores)."""
 
 
-def seed_path() -> Path | None:
+REPO_SEED = REPO / "docs" / "seed" / SEED_NAME
+"""The project's copy of the seed, so a clone anywhere runs these tests; a shared copy beside the
+checkout must be the same text (`test_the_projects_copy_of_the_seed_is_the_shared_one`)."""
+
+
+def shared_seed_path() -> Path | None:
     env = os.environ.get("ORGPIPELINE_SEEDS")
     folders = [Path(env)] if env else [parent / "shared" / "seeds" for parent in REPO.parents]
     return next((f / SEED_NAME for f in folders if (f / SEED_NAME).is_file()), None)
 
 
+def seed_path() -> Path | None:
+    return shared_seed_path() or (REPO_SEED if REPO_SEED.is_file() else None)
+
+
 SEED = seed_path()
 SEED_TEXT = SEED.read_text(encoding="utf-8") if SEED else ""
-NO_SEED = f"the seed {SEED_NAME} is not in ORGPIPELINE_SEEDS nor in a shared/seeds/ beside the checkout"
+NO_SEED = (
+    f"the seed {SEED_NAME} is not in ORGPIPELINE_SEEDS, a shared/seeds/ beside the checkout nor docs/seed/"
+)
+
+
+def test_the_projects_copy_of_the_seed_is_the_shared_one() -> None:
+    """Where the user's shared seed is at hand, the project's copy is its text word for word."""
+    shared = shared_seed_path()
+    if shared is None:
+        pytest.skip("no shared seed beside the checkout to compare with")
+    assert REPO_SEED.read_bytes() == shared.read_bytes(), f"copy {shared} to {REPO_SEED}"
 
 
 def command_lines(text: str) -> list[list[str]]:
