@@ -1,11 +1,12 @@
 """The seed's own command lines and SQL, as its users paste them, against org 123 set up as `make demo`
 sets it up.
 
-The seed (the user's design document) is read as text, not restated in code: every `python data_pipeline_manager.py
-...` line in it runs as `orgpipeline ...`, word for word after the program name, so a line the
-product can no longer run fails here. Its version-conflict query (Troubleshooting) and keep-last-10
-archive statement (Retention) run unchanged, as the org's own role with search_path set to the org's
-schema, and are compared with `orgpipeline audit` and `orgpipeline retention --dry-run`.
+The seed (the user's design document) is read as text, not restated in code: every
+`python data_pipeline_manager.py ...` line in it runs as `orgpipeline ...`, word for word after the
+program name, so a line the product can no longer run fails here. Its version-conflict query
+(Troubleshooting) and keep-last-10 archive statement (Retention) run unchanged, as the org's own
+role with search_path set to the org's schema, and are compared with `orgpipeline audit` and
+`orgpipeline retention --dry-run`.
 
 The seed is found in ORGPIPELINE_SEEDS (a folder), else in `shared/seeds/` beside the checkout (the
 main checkout's `../shared/seeds/`, or a worktree's nearest ancestor holding one), else in the
