@@ -176,6 +176,11 @@ class Resyncer:
         except kopf.TemporaryError as exc:
             base = exc.delay if exc.delay is not None else self.rt.settings.retry_seconds
             delay = self._backoff(name, base, str(exc))
+        except RuntimeError as exc:
+            if "after shutdown" not in str(exc):
+                raise
+            # The operator is stopping (its thread pools are shut down): nothing to retry or report.
+            log.info("%s: %s left unfinished, the operator is stopping", name, trigger)
         except Exception as exc:
             delay = self._backoff(name, self.rt.settings.retry_seconds, f"{type(exc).__name__}: {exc}", True)
         else:
