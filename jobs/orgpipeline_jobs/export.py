@@ -169,9 +169,9 @@ def check_target(target: Target, settings: Settings) -> Any:
     from minio.error import S3Error
     from urllib3.exceptions import HTTPError
 
-    from orgpipeline_jobs.source.files import s3_client
+    from orgpipeline_jobs.source.files import minio_client
 
-    client = s3_client(settings)
+    client = minio_client(settings)
     try:
         exists = client.bucket_exists(target.bucket)
     except S3Error as exc:
