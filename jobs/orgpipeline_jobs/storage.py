@@ -8,7 +8,8 @@ collection stats (`$collStats` storageStats: `totalSize`, data and indexes; `cou
 `collStats` command only where the stage is missing: FerretDB answers that one by counting the
 collection, 0.3-0.5 s at 50,000 documents against 1-5 ms for the stage). A run measures at its end
 when it wrote versions or when the day has no row yet (a run that changed nothing costs one lookup
-of the day's row), and so does the daily retention job; the day's latest measurement replaces the
+of the day's row; `ddl.ensure_schema` makes the table, so that lookup is the only query), and so
+does the daily retention job; the day's latest measurement replaces the
 earlier. `orgpipeline metrics` reports growth from these rows, and each run report carries its
 table's sizes for the operator's `orgpipeline_table_storage_bytes`.
 """
@@ -22,10 +23,8 @@ from typing import Any
 import psycopg
 from orgpipeline_api import store_names
 from orgpipeline_api.orgschema import lock
-from orgpipeline_api.orgschema.ddl import qualified
+from orgpipeline_api.orgschema.ddl import STORAGE_DDL, STORAGE_TABLE, qualified
 from psycopg import sql
-
-STORAGE_TABLE = "pipeline_storage"
 
 
 def relations(table: str) -> list[str]:
@@ -67,13 +66,7 @@ def ensure(conn: psycopg.Connection[Any], org_id: str) -> None:
     """Creates the org's storage table when missing (under the org's DDL lock)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (table_name TEXT NOT NULL, day DATE NOT NULL,"
-                " postgres_bytes BIGINT NOT NULL, mongo_bytes BIGINT, mongo_documents BIGINT,"
-                " measured_at TIMESTAMPTZ NOT NULL DEFAULT NOW(), PRIMARY KEY (table_name, day))"
-            ).format(qualified(org_id, STORAGE_TABLE))
-        )
+        conn.execute(sql.SQL(STORAGE_DDL).format(qualified(org_id, STORAGE_TABLE)))
 
 
 def _exists(conn: psycopg.Connection[Any], org_id: str) -> bool:
@@ -129,18 +122,22 @@ def collection_stats(database: Any, name: str) -> dict[str, Any]:
 
 
 def record(conn: psycopg.Connection[Any], org_id: str, table: str, sizes: Sizes) -> None:
-    """The day's row of the table, replacing an earlier measurement of the same day."""
-    ensure(conn, org_id)
-    with conn.transaction():
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (table_name, day, postgres_bytes, mongo_bytes, mongo_documents)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (table_name, day) DO UPDATE SET"
-                " postgres_bytes = EXCLUDED.postgres_bytes, mongo_bytes = EXCLUDED.mongo_bytes,"
-                " mongo_documents = EXCLUDED.mongo_documents, measured_at = now()"
-            ).format(qualified(org_id, STORAGE_TABLE)),
-            (table, sizes.day, sizes.postgres_bytes, sizes.mongo_bytes, sizes.mongo_documents),
-        )
+    """The day's row of the table, replacing an earlier measurement of the same day (the table is
+    made first only when missing: `ddl.ensure_schema` makes it with the org's other tables)."""
+    statement = sql.SQL(
+        "INSERT INTO {} (table_name, day, postgres_bytes, mongo_bytes, mongo_documents)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (table_name, day) DO UPDATE SET"
+        " postgres_bytes = EXCLUDED.postgres_bytes, mongo_bytes = EXCLUDED.mongo_bytes,"
+        " mongo_documents = EXCLUDED.mongo_documents, measured_at = now()"
+    ).format(qualified(org_id, STORAGE_TABLE))
+    values = (table, sizes.day, sizes.postgres_bytes, sizes.mongo_bytes, sizes.mongo_documents)
+    try:
+        with conn.transaction():
+            conn.execute(statement, values)
+    except psycopg.errors.UndefinedTable:
+        ensure(conn, org_id)
+        with conn.transaction():
+            conn.execute(statement, values)
 
 
 def latest(conn: psycopg.Connection[Any], org_id: str, table: str) -> Sizes | None:
@@ -157,6 +154,22 @@ def latest(conn: psycopg.Connection[Any], org_id: str, table: str) -> Sizes | No
     return Sizes(row[0], int(row[1]), row[2], row[3]) if row else None
 
 
+def today(conn: psycopg.Connection[Any], org_id: str, table: str) -> Sizes | None:
+    """The table's row of the current UTC day, in one query (None: none yet, or no table yet in a
+    schema of an older release, which `record` makes)."""
+    try:
+        row = conn.execute(
+            sql.SQL(
+                "SELECT day, postgres_bytes, mongo_bytes, mongo_documents FROM {} WHERE table_name = %s"
+                " AND day = (now() AT TIME ZONE 'UTC')::date"
+            ).format(qualified(org_id, STORAGE_TABLE)),
+            (table,),
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return Sizes(row[0], int(row[1]), row[2], row[3]) if row else None
+
+
 def after_run(
     conn: psycopg.Connection[Any], collection: Any, org_id: str, table: str, wrote: bool = True
 ) -> Sizes | None:
@@ -164,10 +177,10 @@ def after_run(
     yet; else the day's recorded row. None when they cannot be had (the run's result matters more).
     `collection` is the table's; its database is reached (a lazy one connected) only to measure."""
     try:
-        known = latest(conn, org_id, table)
-        today = conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date").fetchone()
-        if known is not None and today is not None and known.day == today[0] and not wrote:
-            return known
+        if not wrote:
+            known = today(conn, org_id, table)
+            if known is not None:
+                return known
         sizes = measure(conn, collection.database, org_id, table)
         record(conn, org_id, table, sizes)
         return sizes

@@ -15,10 +15,18 @@ the header as the file spells it).
 
 Every statement is idempotent (IF NOT EXISTS) and runs under a transaction-level advisory lock of
 the org, so concurrent first runs of two tables cannot race on CREATE SCHEMA.
+
+A run checks first whether the table's objects are current (`is_current`: one catalog query of
+the stamp `mark_current` leaves on raw_T, and of the objects' shape) and runs these statements only
+when they are not: about 30 statements, most of a short run's PostgreSQL round trips, were
+repeated by every run.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -102,8 +110,9 @@ def _q(*parts: str) -> sql.Composable:
     return sql.SQL(".").join(sql.Identifier(p) for p in parts)
 
 
-def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -> None:
-    """Creates (or completes) the org's schema and the table's objects; commits.
+def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -> bool:
+    """Creates (or completes) the org's schema and the table's objects; commits. Returns whether it
+    created the table's raw_T (a new table: nothing of an older release in it).
 
     `conn` is the org's own session (`tenant.session`): what it makes is the org's role's, so that
     the org's jobs can use it, and no administrator's session ever runs in the org's schema."""
@@ -111,12 +120,98 @@ def ensure_schema(conn: psycopg.Connection[object], org_id: str, table: Table) -
     raw = store_names.pg_table(table.name)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock.key("ddl", org_id),))
-        row: Any = conn.execute("SELECT 1 FROM pg_namespace n WHERE n.nspname = %s", (schema,)).fetchone()
+        row: Any = conn.execute(
+            "SELECT n.oid, to_regclass(%s) FROM pg_namespace n WHERE n.nspname = %s",
+            (_q(schema, raw).as_string(conn), schema),
+        ).fetchone()
         # Only when missing: CREATE SCHEMA checks the database privilege even with IF NOT EXISTS, and
         # a tenant's role may own its schema (made by the operator) without that privilege.
         if row is None:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         _table_objects(conn, schema, raw, org_id, table)
+    return row is None or row[1] is None
+
+
+STAMP_PREFIX = "orgpipeline schema "
+
+
+@functools.cache
+def _code_digest() -> bytes:
+    """The DDL's own code (this module, column retyping, the record migrations): any change to it
+    makes every table's stamp stale, so the next run of each table runs the statements again."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ("ddl.py", "retype.py", "recordorg.py"):
+        digest.update((here / name).read_bytes())
+    return digest.digest()
+
+
+def stamp(org_id: str, table: Table) -> str:
+    """What `mark_current` writes on raw_T: a digest of the DDL's code and of the table's columns."""
+    digest = hashlib.sha256(_code_digest())
+    digest.update("\x00".join([org_id, table.name, *(f"{c.name} {c.type}" for c in table.columns)]).encode())
+    return STAMP_PREFIX + digest.hexdigest()[:32]
+
+
+def _objects(table: str) -> list[str]:
+    """The relations `ensure_schema` and the record migrations make for the table (and the org)."""
+    return [
+        store_names.pg_table(table),
+        store_names.pg_change_log(table),
+        store_names.pg_quality_metrics(table),
+        store_names.pg_heads(table),
+        store_names.pg_rejected_rows(table),
+        store_names.pg_outbox(table),
+        store_names.pg_pending_loads(table),
+        store_names.PG_RUNS_TABLE,
+        FILES_TABLE,
+        TABLES_TABLE,
+        STORAGE_TABLE,
+        MIGRATIONS_TABLE,
+    ]
+
+
+_SHAPE = (
+    "SELECT obj_description(to_regclass(%(raw)s), 'pg_class'),"
+    " md5(coalesce(string_agg(x, ',' ORDER BY x), ''))"
+    " FROM (SELECT c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) AS x"
+    "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    "  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+    "  WHERE n.nspname = %(schema)s AND c.relname = ANY(%(names)s)"
+    " UNION ALL SELECT t.relname || ' ' || i.relname FROM pg_index x"
+    "  JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid"
+    "  JOIN pg_namespace n ON n.oid = t.relnamespace"
+    "  WHERE n.nspname = %(schema)s AND t.relname = ANY(%(names)s)) AS shape"
+)
+"""The stamp on raw_T and a digest of what is there now: the table's relations, their columns with
+their types, and their indexes (names only)."""
+
+
+def _shape(conn: psycopg.Connection[Any], org_id: str, table: Table) -> tuple[str | None, str]:
+    schema = store_names.pg_schema(org_id)
+    raw = _q(schema, store_names.pg_table(table.name)).as_string(conn)
+    row = conn.execute(_SHAPE, {"raw": raw, "schema": schema, "names": _objects(table.name)}).fetchone()
+    assert row is not None  # an aggregate: always one row
+    return row[0], row[1]
+
+
+def is_current(conn: psycopg.Connection[Any], org_id: str, table: Table) -> bool:
+    """Whether the table's objects are as this code and these columns make them, in one catalog
+    query: raw_T's stamp names this code, these columns and the objects' shape at the time, and the
+    shape is still that (a column, table or index dropped by hand makes the next run redo them)."""
+    comment, shape = _shape(conn, org_id, table)
+    return comment == f"{stamp(org_id, table)} {shape}"
+
+
+def mark_current(conn: psycopg.Connection[Any], org_id: str, table: Table) -> None:
+    """Stamps raw_T (its table comment) once `ensure_schema` and the record migrations are done.
+    A stamp that no longer matches (new code, changed columns, objects changed by hand, a comment
+    written by hand) only means one more full pass."""
+    _, shape = _shape(conn, org_id, table)
+    raw = _q(store_names.pg_schema(org_id), store_names.pg_table(table.name))
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(raw, sql.Literal(f"{stamp(org_id, table)} {shape}"))
+    )
 
 
 def _table_objects(
@@ -243,10 +338,21 @@ def _table_objects(
             " detected BOOLEAN NOT NULL, decided_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"
         ).format(_q(schema, TABLES_TABLE))
     )
+    # Made here, with the rest, so that a run's storage lookup needs no existence check first.
+    conn.execute(sql.SQL(STORAGE_DDL).format(_q(schema, STORAGE_TABLE)))
 
 
 FILES_TABLE = "pipeline_files"
 TABLES_TABLE = "pipeline_tables"
+MIGRATIONS_TABLE = "pipeline_migrations"
+"""Per org: the record migrations done per table (`recordorg`)."""
+STORAGE_TABLE = "pipeline_storage"
+"""Per org: each table's measured sizes per UTC day (`orgpipeline_jobs.storage`)."""
+STORAGE_DDL = (
+    "CREATE TABLE IF NOT EXISTS {} (table_name TEXT NOT NULL, day DATE NOT NULL,"
+    " postgres_bytes BIGINT NOT NULL, mongo_bytes BIGINT, mongo_documents BIGINT,"
+    " measured_at TIMESTAMPTZ NOT NULL DEFAULT NOW(), PRIMARY KEY (table_name, day))"
+)
 
 
 def added_columns(table: str) -> list[tuple[str, str, str]]:

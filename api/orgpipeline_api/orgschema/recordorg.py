@@ -5,7 +5,9 @@ Older releases stored the bare org id (`'123'`) in `org_id`; records now hold `o
 `migrate` runs under the table's run lock, in the org's own session, before the run writes
 anything: raw_T, raw_T_change_log and raw_T_quality_metrics rows, the MongoDB version documents,
 and the reader's masked view (re-made by `privacy.ensure_view` with the new literal). It records
-itself in `pipeline_migrations`, so later runs pay one indexed lookup.
+itself in `pipeline_migrations`; a table made by this release is recorded as done when it is made
+(`record_new`: nothing to rewrite, and no MongoDB connection for it). Later runs look at neither:
+the table's schema stamp (`ddl.is_current`) is written only once the migration is done.
 
 No version is lost or doubled: the PostgreSQL rows change in one transaction, keys and versions
 untouched (a version somehow present in both forms keeps its new-form row only, so the primary key
@@ -23,10 +25,8 @@ from psycopg.types.json import Jsonb
 
 from orgpipeline_api import store_names
 from orgpipeline_api.orgschema import lock
-from orgpipeline_api.orgschema.ddl import qualified
+from orgpipeline_api.orgschema.ddl import MIGRATIONS_TABLE, qualified
 
-MIGRATIONS_TABLE = "pipeline_migrations"
-"""Per org schema: (table_name, migration) done, with when."""
 NAME = "record_org_id"
 
 
@@ -53,6 +53,19 @@ def done(conn: psycopg.Connection[Any], org_id: str, table: str) -> bool:
         (table, NAME),
     ).fetchone()
     return row is not None
+
+
+def record_new(conn: psycopg.Connection[Any], org_id: str, table: str) -> None:
+    """Records the migration as done for a table `ddl.ensure_schema` has just made: its records
+    are all of the new form."""
+    _ensure_table(conn, org_id)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (table_name, migration, counts) VALUES (%s, %s, '{{}}')"
+            " ON CONFLICT (table_name, migration) DO NOTHING"
+        ).format(qualified(org_id, MIGRATIONS_TABLE)),
+        (table, NAME),
+    )
 
 
 def migrate(

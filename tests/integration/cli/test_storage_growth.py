@@ -95,3 +95,20 @@ def test_the_daily_retention_records_the_days_sizes_without_a_run(org: Org) -> N
     days = org.sql("SELECT day FROM {schema}.pipeline_storage ORDER BY day")
     today = datetime.now(UTC).date()
     assert days == [(today - timedelta(days=1),), (today,)]
+
+
+def test_a_days_first_run_records_the_day_once_even_when_it_wrote_nothing(org: Org) -> None:
+    """The day's row is looked up in one query (`storage.today`): a run that changed nothing writes
+    it when the day has none, once, and a schema whose storage table is gone gets it back."""
+    _run(org, "orders_1.csv", FILE_1)
+    org.sql("UPDATE {schema}.pipeline_storage SET day = day - 1 RETURNING 1")  # as if run yesterday
+    today = datetime.now(UTC).date()
+    assert _run(org, "orders_1.csv", FILE_1)["result"] == "NoNewFiles"
+    days = org.sql("SELECT day, measured_at FROM {schema}.pipeline_storage ORDER BY day")
+    assert [d for d, _ in days] == [today - timedelta(days=1), today]
+    again = _run(org, "orders_1.csv", FILE_1)
+    assert again["result"] == "NoNewFiles" and again["postgres_bytes"] is not None
+    assert org.sql("SELECT day, measured_at FROM {schema}.pipeline_storage ORDER BY day") == days
+    org.pg.execute(f'DROP TABLE "{store_names.pg_schema(org.org_id)}".pipeline_storage')
+    _run(org, "orders_1.csv", FILE_1)
+    assert org.sql("SELECT day FROM {schema}.pipeline_storage") == [(today,)]

@@ -118,3 +118,38 @@ def test_a_reader_view_of_an_older_release_is_made_again_with_the_migration(org:
         org.pg.execute(f'DROP SCHEMA IF EXISTS "{views}" CASCADE')
         org.pg.execute(f'DROP OWNED BY "{reader}"')
         org.pg.execute(f'DROP ROLE "{reader}"')
+
+
+def test_a_new_tables_migration_is_recorded_when_it_is_made_and_its_schema_stamped(org: Org) -> None:
+    """A table made by this release has nothing of the bare id: its first run records the migration
+    as done without rewriting (nor connecting to MongoDB for it) and stamps the table, so that later
+    runs skip both the migration and the schema's statements (`ddl.is_current`). Objects changed by
+    hand, or columns added to the manifest, make the stamp stale: the next run redoes them."""
+    org.upload("orders_1.csv", orders_csv([order(1)]))
+    org.run()
+    assert org.sql("SELECT table_name, migration, counts FROM {schema}.pipeline_migrations") == [
+        ("orders", "record_org_id", {})
+    ]
+    raw = f'"{org.schema}".raw_orders'
+    (stamp,) = org.sql("SELECT obj_description(%s::regclass, 'pg_class')", raw)[0]
+    assert stamp.startswith("orgpipeline schema ")
+    assert org.run()["result"] == "NoNewFiles"
+    assert org.sql("SELECT obj_description(%s::regclass, 'pg_class')", raw) == [(stamp,)]
+
+    index = f'"{org.schema}".idx_raw_orders_changed_by'
+    org.pg.execute(f"DROP INDEX {index}")
+    org.run()
+    assert org.sql("SELECT to_regclass(%s)::text", index) != [(None,)]
+    assert org.sql("SELECT obj_description(%s::regclass, 'pg_class')", raw) == [(stamp,)]
+
+    columns = [
+        c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in org.spec.tables[0].columns
+    ]
+    org.rewrite(orders={"columns": [*columns, {"name": "extra", "type": "text"}]})
+    org.run()
+    added = org.sql(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'extra'", raw
+    )
+    assert added == [("extra",)]
+    assert org.sql("SELECT obj_description(%s::regclass, 'pg_class')", raw) != [(stamp,)]
+    assert org.sql("SELECT count(*) FROM {schema}.pipeline_migrations") == [(1,)]
