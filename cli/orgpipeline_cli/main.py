@@ -1,5 +1,8 @@
 """The `orgpipeline` command line: the typer app and the entry point that owns error handling.
 
+A plain `orgpipeline run -f M ...` (what the scheduled Jobs run) is parsed without typer
+(`quickrun`); every other command line, help and usage errors included, goes through typer.
+
 Command modules register themselves: each module named in COMMANDS (the one registry) has a
 `register(app: typer.Typer) -> None`. Adding a command group is one line here.
 
@@ -13,9 +16,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import click
-import typer
+from orgpipeline_cli.failure import CommandFailed
+
+if TYPE_CHECKING:
+    import typer
 
 COMMANDS = {
     "orgpipeline_cli.pipeline": ("ingest", "load", "run"),
@@ -35,27 +42,30 @@ order `--help` lists them. A command line naming one of them imports that module
 scheduled `orgpipeline run` pays for none of the reporting commands' imports)."""
 COMMAND_MODULES = list(COMMANDS)
 
-app = typer.Typer(
-    name="orgpipeline",
-    help="Per-tenant data pipeline: CSV files in S3 -> MongoDB raw landing -> PostgreSQL.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+__all__ = ["COMMANDS", "COMMAND_MODULES", "CommandFailed", "make_app", "modules_for", "run"]
 
 
-class CommandFailed(Exception):
-    """A command that printed its result and must still exit non-zero (e.g. result Failed)."""
+def make_app(argv: list[str]) -> typer.Typer:
+    """The typer app with the commands `argv` needs (`modules_for`). Built only when the command
+    line is not a plain `run` (`quickrun`): typer and click are a sixth of a short run."""
+    import typer
 
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
+    app = typer.Typer(
+        name="orgpipeline",
+        help="Per-tenant data pipeline: CSV files in S3 -> MongoDB raw landing -> PostgreSQL.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
 
+    @app.callback()
+    def _group() -> None:
+        # A callback keeps the app a group of commands even when one module registers one command.
+        pass
 
-@app.callback()
-def _group() -> None:
-    # A callback keeps the app a group of commands even when one module registers one command.
-    pass
+    for name in modules_for(argv):
+        importlib.import_module(name).register(app)
+    return app
 
 
 def modules_for(argv: list[str]) -> list[str]:
@@ -66,11 +76,6 @@ def modules_for(argv: list[str]) -> list[str]:
         if first in names:
             return [module]
     return COMMAND_MODULES
-
-
-def _register(argv: list[str] | None = None) -> None:
-    for name in modules_for(sys.argv[1:] if argv is None else argv):
-        importlib.import_module(name).register(app)
 
 
 def _exit(code: int) -> None:
@@ -106,6 +111,9 @@ def _code(exc: SystemExit) -> int:
 
 def run() -> None:
     """Console-script entry point: runs the command and ends the process (`_exit`)."""
+    # pydantic looks for plugins in every installed distribution's entry points when it builds its
+    # first model; the command line uses none, and the search cost a short run tens of ms.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     if os.environ.get("ORGPIPELINE_DEBUG") == "1":
         _main()  # the interpreter's own exit, tracebacks and all
         return
@@ -117,17 +125,23 @@ def run() -> None:
 
 
 def _main() -> None:
+    from orgpipeline_cli import quickrun
+
+    argv = sys.argv[1:]
+    quick = quickrun.parse(argv)
+    if quick is not None:
+        _guarded(lambda: quickrun.run(quick))
+    else:
+        _guarded(lambda: make_app(argv)(args=argv, standalone_mode=False))
+
+
+def _guarded(command: Callable[[], object]) -> None:
+    """Runs the command; what a user can cause ends as one line (`_fail`) or click's usage text."""
     from orgpipeline_api.errors import PipelineError
     from orgpipeline_api.v1alpha1 import ManifestError
 
-    _register()
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Abort:
-        _fail("aborted", 130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        command()
     except CommandFailed as exc:
         _fail(str(exc), exc.code)
     except (ManifestError, PipelineError) as exc:
@@ -137,10 +151,11 @@ def _main() -> None:
     except Exception as exc:
         if os.environ.get("ORGPIPELINE_DEBUG") == "1":
             raise
-        # Recent typer raises usage errors from its own copy of click: recognise them by shape.
+        # click's errors, and recent typer's from its own copy of click, known by name and shape:
+        # a typer-free `run` (`quickrun`) has not imported click to compare classes with.
+        if type(exc).__name__ == "Abort":
+            _fail("aborted", 130)
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            if type(exc).__name__ == "Abort":
-                _fail("aborted", 130)
             exc.show()  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         _fail(f"{type(exc).__name__}: {exc}", 1)
