@@ -404,6 +404,56 @@ def test_an_orgs_login_reaches_nothing_of_another_org(orgs: tuple[Org, Org], pg:
     assert _privileges(pg, a.role)[:5] == (False, False, False, False, False)
 
 
+def test_an_orgs_login_cannot_read_write_or_alter_the_operators_file_arrivals(
+    orgs: tuple[Org, Org], stack: Any, pg: Any
+) -> None:
+    """`orgpipeline_operator.file_arrivals` (every org's pending uploads, in the operator's own
+    schema): an org's login can neither read another org's arrivals there, nor add, change or
+    forget one (which would start or drop another org's runs), nor change the table."""
+    from orgpipeline_operator import arrivals, database, operator_settings
+    from orgpipeline_operator.file_events import ObjectCreated
+
+    a, b = orgs
+    settings = operator_settings.from_env(operator_env(stack, f"{LABEL}=true"))
+    db = database.Databases(settings.postgres_dsn, settings.mongo_uri, settings.mongo_db)
+    scope = f"{LABEL}=escape-{a.id}"
+    try:
+        (stored,) = arrivals.record(db, scope, [ObjectCreated("landing", f"org-{b.id}/orders_9.csv", "b")])
+        table = '"orgpipeline_operator".file_arrivals'
+        with psycopg.connect(a.dsn, autocommit=True) as conn:
+            for statement in (
+                f"SELECT * FROM {table}",
+                f"SELECT count(*) FROM {table}",
+                f"INSERT INTO {table} (scope, bucket, key) VALUES ('{scope}', 'landing', 'org-{b.id}/x.csv')",
+                f"UPDATE {table} SET key = 'org-{a.id}/stolen.csv'",
+                f"DELETE FROM {table}",
+                f"TRUNCATE {table}",
+                f"ALTER TABLE {table} ADD COLUMN planted text",
+                f'ALTER TABLE {table} OWNER TO "{a.role}"',
+                f"DROP TABLE {table}",
+                f'GRANT SELECT ON {table} TO "{a.role}"',
+                'CREATE TABLE "orgpipeline_operator".planted (v text)',
+                f'CREATE TRIGGER t BEFORE INSERT ON {table} EXECUTE FUNCTION "{a.schema}".x()',
+                "SELECT nextval('\"orgpipeline_operator\".file_arrivals_id_seq')",
+            ):
+                with pytest.raises(
+                    (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction)
+                ) as refused:
+                    conn.execute(statement)
+                assert (
+                    not isinstance(refused.value, psycopg.errors.UndefinedFunction) or "TRIGGER" in statement
+                )
+        assert [(r.id, r.obj) for r in arrivals.pending(db, scope)] == [(stored.id, stored.obj)]
+        columns = pg.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'planted'",
+            (table,),
+        ).fetchone()
+        assert columns == (0,)
+    finally:
+        arrivals.forget(db, [r.id for r in arrivals.pending(db, scope)])
+        db.close()
+
+
 def test_a_reader_writes_nothing_even_with_read_only_off(orgs: tuple[Org, Org], pg: Any) -> None:
     a, b = orgs
     before = _victim_state(pg, b)
