@@ -40,6 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from _timing import run_process
+
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["order_id", "customer_id", "product_id", "order_date", "amount", "status", "email", "note"]
 STATUSES = ["pending", "shipped", "delivered", "cancelled"]
@@ -125,22 +127,15 @@ def run_ours(manifest_path: str, env: dict[str, str]) -> dict[str, Any]:
     stand-in that makes `import pandas` fail, as it does in the image."""
     settle(env)
     argv = [str(Path(sys.executable).parent / "orgpipeline"), "run", "-f", manifest_path, "--table", "orders"]
-    started = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([*argv, "-o", "json"], stdout=out, stderr=err, env=without_pandas(env))
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"orgpipeline run failed:\n{stderr[-3000:]}")
-    result = json.loads(stdout)
+    done = run_process([*argv, "-o", "json"], without_pandas(env), check=False)
+    if done.code != 0:
+        raise SystemExit(f"orgpipeline run failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout)
     keys = ("result", "rows_read", "inserted", "updated", "unchanged", "rejected", "error")
     return {
         "seconds": float(result["duration_seconds"]),
-        "process_seconds": wall,
-        "rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "process_seconds": done.wall,
+        "rss_mb": round(done.rss_mb, 1),
         **{k: result[k] for k in keys},
     }
 

@@ -16,7 +16,8 @@ beside the run's own `duration_seconds` (in-process, from its start to its resul
 `python -X importtime` gives the command's imports. `--profile` also runs one nothing-new run
 in this process under cProfile and prints where its time went and its round trips: PostgreSQL
 (`Connection.wait` calls: one per exchange with the server), MongoDB commands (pymongo's command
-monitoring) and S3 requests (urllib3 `urlopen`). A script that prints figures, not a test.
+monitoring) and S3 requests (`source.s3.Client._request`, in any thread).
+A script that prints figures, not a test.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import io
 import json
 import os
 import pstats
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,6 +39,7 @@ from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import run_process  # noqa: E402
 from dataplane import generate, manifest, stack_env  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "orgpipeline")
@@ -85,26 +86,22 @@ class Org:
 def timed_run(org: Org, env: dict[str, str]) -> dict[str, Any]:
     """One `orgpipeline run` in its own process: wall from fork to exit, and its result."""
     argv = [CLI, "run", "-f", str(org.manifest), "--table", "orders", "-o", "json"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, env=env)
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if done.returncode != 0:
-        raise SystemExit(f"orgpipeline run failed ({done.returncode}): {done.stderr[-2000:]}")
+    done = run_process(argv, env, check=False)
+    if done.code != 0:
+        raise SystemExit(f"orgpipeline run failed ({done.code}): {done.stderr[-2000:]}")
     result = json.loads(done.stdout)
     return {
-        "wall": wall,
-        "cpu": cpu,
+        "wall": done.wall,
+        "cpu": done.cpu,
         "inside": float(result["duration_seconds"]),
         "result": result["result"],
         "rows_read": result["rows_read"],
     }
 
 
-def import_seconds(org: Org, env: dict[str, str]) -> float:
-    """What `python -X importtime` counts for the command's modules (a run with nothing new)."""
+def import_seconds(org: Org, env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """What `python -X importtime` counts for the command's modules (a run with nothing new): the
+    total, and each top-level package's share (the sum of its modules' own times)."""
     code = (
         "import sys; from orgpipeline_cli import main; "
         f"sys.argv = ['orgpipeline', 'run', '-f', {str(org.manifest)!r}, '--table', 'orders', '-o', 'json']; "
@@ -114,12 +111,18 @@ def import_seconds(org: Org, env: dict[str, str]) -> float:
         [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, env=env
     )
     total = 0
+    packages: dict[str, int] = {}
     for line in done.stderr.splitlines():
         parts = line.split("|")
-        top_level = len(parts) == 3 and parts[2].startswith(" ") and not parts[2].startswith("  ")
-        if top_level and parts[1].strip().isdigit():
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        own = int(parts[0].rsplit(":", 1)[-1])
+        package = parts[2].strip().split(".")[0]
+        packages[package] = packages.get(package, 0) + own
+        if parts[2].startswith(" ") and not parts[2].startswith("  "):
             total += int(parts[1])
-    return total / 1e6
+    top = dict(sorted(((k, v / 1e6) for k, v in packages.items()), key=lambda kv: -kv[1])[:10])
+    return total / 1e6, top
 
 
 def profile(org: Org) -> None:
@@ -139,6 +142,16 @@ def profile(org: Org) -> None:
             pass
 
     pymongo.monitoring.register(Commands())
+    from orgpipeline_jobs.source import s3 as s3_module
+
+    requests: list[str] = []
+    send = s3_module.Client._request
+
+    def counted(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        requests.append(method)
+        return send(self, method, *args, **kwargs)
+
+    s3_module.Client._request = counted  # type: ignore[method-assign]
     os.environ.update(org.env)
     from orgpipeline_api.v1alpha1 import load_manifest
     from orgpipeline_jobs import pipeline
@@ -161,10 +174,10 @@ def profile(org: Org) -> None:
         return sum(v[1] for (path, _, name), v in raw.items() if module_part in path and name == function)
 
     pg = calls("psycopg/connection.py", "wait")
-    s3 = calls("urllib3/connectionpool.py", "urlopen")
+    s3 = len(requests)
     print(f"in-process nothing-new run: {seconds:.3f} s, result {result.result.value}")
     print(f"round trips: PostgreSQL {pg} (Connection.wait), MongoDB {len(commands)} {sorted(set(commands))}")
-    print(f"             S3 {s3} (urllib3 urlopen)")
+    print(f"             S3 {s3} {requests}")
 
 
 def main() -> None:
@@ -227,7 +240,9 @@ def main() -> None:
                 new[name].append(timed_run(org, env))
         for name, env in variants.items():
             print(f"\n{name}:")
-            report(args, first, nothing[name], new[name], import_seconds(org, env))
+            imports, packages = import_seconds(org, env)
+            report(args, first, nothing[name], new[name], imports)
+            print("imports by package, s: " + ", ".join(f"{k} {v:.3f}" for k, v in packages.items()))
         if args.profile:
             profile(org)
     finally:
