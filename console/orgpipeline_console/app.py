@@ -37,7 +37,7 @@ COOKIE = "orgpipeline_token"
 LOGIN_COOKIE = "orgpipeline_login"
 ORGS_PAGE = 50
 REJECTED_PAGE = 25
-PUBLIC = ("/login", "/static/", "/healthz")
+PUBLIC = ("/login", "/static/", "/healthz", "/favicon.ico")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KUBE: web.AppKey[kube.Kube] = web.AppKey("kube", kube.Kube)
@@ -182,8 +182,10 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 def login_page(request: web.Request, status: int, message: str, target: str) -> web.Response:
-    """The sign-in form, with a fresh login CSRF nonce (a cookie for /login and a hidden field)."""
-    nonce = secrets.token_urlsafe(24)
+    """The sign-in form with its login CSRF nonce (a cookie and a hidden field that must match): the
+    browser's nonce when it has one, so that a page's other requests (a favicon) keep it valid."""
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    nonce = nonce if 20 <= len(nonce) <= 64 else secrets.token_urlsafe(24)
     response = render(
         request, "login.html", status, message=message, login_csrf=nonce, next=target, title="Sign in"
     )
@@ -193,7 +195,7 @@ def login_page(request: web.Request, status: int, message: str, target: str) -> 
         httponly=True,
         samesite="Strict",
         secure=_secure(request),
-        path="/login",
+        path="/",
         max_age=900,
     )
     return response
@@ -217,7 +219,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         target = "/orgs"
     response = web.HTTPSeeOther(target)
     response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=_secure(request), path="/")
-    response.del_cookie(LOGIN_COOKIE, path="/login")
+    response.del_cookie(LOGIN_COOKIE, path="/")
     return response
 
 
@@ -229,6 +231,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
+
+
+async def favicon(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204)
 
 
 # --- orgs ------------------------------------------------------------------------------------
@@ -514,6 +520,7 @@ def make_app(k: kube.Kube, secret: bytes | None = None) -> web.Application:
     app[TEMPLATES] = _templates()
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)

@@ -29,7 +29,6 @@ harness = importlib.util.module_from_spec(_spec)
 sys.modules["console_harness"] = harness
 _spec.loader.exec_module(harness)
 
-BUCKET = "orgpipeline-console"
 FILES = [
     "orders_2024_01_15.csv",  # the seed's record ORD001, version 1
     "orders_2024_01_16.csv",  # ... and its version 2 (amount, status, note changed)
@@ -138,19 +137,20 @@ def start_console(env: dict[str, str], log: Path) -> tuple[Any, str]:
 def world(stack: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("console")
     org_id = f"con{uuid.uuid4().hex[:8]}"
+    # A bucket of this run's own: its policy names only this run's org accounts.
+    bucket = f"orgpipeline-console-{org_id}"
     name, other_name = f"org-{org_id}", f"org-{org_id}-other"
-    manifest = harness.pipeline_manifest(name, org_id, BUCKET, deletion_policy="Delete")
+    manifest = harness.pipeline_manifest(name, org_id, bucket, deletion_policy="Delete")
     for table in manifest["spec"]["tables"]:
         table["schedule"] = "0 0 1 1 *"  # every run of this test is one it asks for
-    other = harness.pipeline_manifest(other_name, f"{org_id}x", BUCKET, deletion_policy="Delete")
+    other = harness.pipeline_manifest(other_name, f"{org_id}x", bucket, deletion_policy="Delete")
     other["metadata"]["labels"] = {harness.TEST_LABEL: f"{org_id}-unreconciled"}  # no operator takes it
-    if not s3.bucket_exists(BUCKET):
-        s3.make_bucket(BUCKET)
+    s3.make_bucket(bucket)
     for f in FILES:
-        s3.fput_object(BUCKET, f"org-{org_id}/{f}", str(harness.SAMPLES / f))
+        s3.fput_object(bucket, f"org-{org_id}/{f}", str(harness.SAMPLES / f))
     bad = tmp / MANY_BAD
     bad.write_text(many_bad_csv())
-    s3.fput_object(BUCKET, f"org-{org_id}/{MANY_BAD}", str(bad))
+    s3.fput_object(bucket, f"org-{org_id}/{MANY_BAD}", str(bad))
 
     env = {**os.environ, **stack.as_environ()}
     operator = harness.Operator(
@@ -195,6 +195,9 @@ def world(stack: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 "--- console log (tail) ---\n"
                 + "\n".join((tmp / "console.log").read_text().splitlines()[-30:])
             )
+        # Deleted while the operator runs: its finalizer removes what it made (namespace, accounts).
+        harness.kubectl("delete", "orgpipeline", other_name, "--ignore-not-found", "--wait=false", check=False)
+        harness.kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--timeout=40s", check=False)
         operator.stop()
         runner.stop()
         print("--- operator log (tail) ---\n" + "\n".join(operator.output().splitlines()[-20:]))
@@ -212,7 +215,11 @@ def world(stack: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 )
         harness.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=false", check=False)
         for f in [*FILES, MANY_BAD]:
-            s3.remove_object(BUCKET, f"org-{org_id}/{f}")
+            s3.remove_object(bucket, f"org-{org_id}/{f}")
+        try:
+            s3.remove_bucket(bucket)
+        except Exception as exc:  # a policy or object left behind: reported, not fatal
+            print(f"bucket {bucket} not removed: {exc}")
         harness.drop_org_data(stack.postgres_dsn, stack.mongo_uri, org_id)
         for n in ids:
             _drop_identity(n)
