@@ -196,10 +196,12 @@ def world(stack: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 + "\n".join((tmp / "console.log").read_text().splitlines()[-30:])
             )
         # Deleted while the operator runs: its finalizer removes what it made (namespace, accounts).
-        harness.kubectl("delete", "orgpipeline", other_name, "--wait=false", check=False)
-        harness.kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--timeout=40s", check=False)
-        operator.stop()
-        runner.stop()
+        try:
+            harness.kubectl("delete", "orgpipeline", other_name, "--wait=false", check=False)
+            harness.kubectl("delete", "orgpipeline", name, "--ignore-not-found", "--timeout=40s", check=False)
+        finally:
+            operator.stop()
+            runner.stop()
         print("--- operator log (tail) ---\n" + "\n".join(operator.output().splitlines()[-20:]))
         for n in (name, other_name):
             harness.kubectl("delete", "orgpipeline", n, "--ignore-not-found", "--wait=false", check=False)
