@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -531,8 +532,22 @@ def make_app(k: kube.Kube, secret: bytes | None = None) -> web.Application:
     app.router.add_get("/orgs/{name}/tables/{table}/history", history)
     app.router.add_post("/orgs/{name}/tables/{table}/run-now", run_now)
     app.router.add_static("/static/", HERE / "static", show_index=False)
+    app.on_startup.append(_warm)
     app.on_cleanup.append(_close)
     return app
+
+
+async def _warm(app: web.Application) -> None:
+    """Lists the OrgPipelines once at start, in the background: the first caller does not wait
+    for thousands of them (a failure is logged; the first request lists again)."""
+
+    def warm() -> None:
+        try:
+            app[KUBE].catalog()
+        except Exception as exc:
+            log.warning("cannot list the OrgPipelines at start: %s", exc)
+
+    threading.Thread(target=warm, daemon=True).start()
 
 
 async def _close(app: web.Application) -> None:

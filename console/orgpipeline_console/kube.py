@@ -11,6 +11,7 @@ requester admission policy) sees the caller, not the console.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -21,12 +22,14 @@ from typing import Any
 from orgpipeline_api import store_names, triggers
 from orgpipeline_api.v1alpha1 import GROUP, PLURAL, VERSION
 
+log = logging.getLogger("orgpipeline.console")
+
 TIMEOUT_SECONDS = 10
 REVIEW_TTL = 30.0
 """Seconds a token's review and the caller's permissions are reused (a revoked token or binding
 is honoured within this time)."""
 CATALOG_TTL = 5.0
-"""Seconds the OrgPipeline list is reused before it is listed again."""
+"""Seconds after which the OrgPipeline list is listed again (in the background)."""
 SAR_WORKERS = 16
 FIELD_MANAGER = "orgpipeline-console"
 
@@ -111,7 +114,10 @@ class Kube:
         self._reviews: dict[str, tuple[float, Identity | None]] = {}
         self._access: dict[tuple[Any, ...], tuple[float, bool]] = {}
         self._catalog: tuple[float, list[dict[str, Any]], list[OrgRow]] | None = None
+        self._visible: dict[tuple[str, tuple[str, ...]], tuple[float, frozenset[str]]] = {}
+        self._asking: set[tuple[str, tuple[str, ...]]] = set()
         self._catalog_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(SAR_WORKERS, thread_name_prefix="sar")
 
     def close(self) -> None:
@@ -181,23 +187,72 @@ class Kube:
 
     def visible(self, who: Identity, rows: list[OrgRow]) -> list[OrgRow]:
         """The orgs `who` may get: all of them after one review when `who` may get every
-        OrgPipeline (a platform admin), else one review per org, in parallel and cached."""
+        OrgPipeline (a platform admin), else one review per org, in parallel. The per-org answers
+        of a caller are kept as one set: only its first listing waits for them; once REVIEW_TTL
+        old, the set is asked again in the background (an org's own pages always ask afresh)."""
         if self.allowed(who, "get"):
             return rows
+        with self._lock:
+            cached = self._visible.get(who.key)
+        if cached is None:
+            names = self._ask_visible(who, rows)
+        else:
+            names = cached[1]
+            if time.monotonic() - cached[0] >= REVIEW_TTL and who.key not in self._asking:
+                with self._lock:
+                    self._asking.add(who.key)
+                threading.Thread(target=self._ask_in_background, args=(who, rows), daemon=True).start()
+        return [r for r in rows if r.name in names]
+
+    def _ask_visible(self, who: Identity, rows: list[OrgRow]) -> frozenset[str]:
         answers = list(self._pool.map(lambda r: self.allowed(who, "get", r.name), rows))
-        return [r for r, ok in zip(rows, answers, strict=True) if ok]
+        names = frozenset(r.name for r, ok in zip(rows, answers, strict=True) if ok)
+        with self._lock:
+            if len(self._visible) > 10_000:
+                self._visible.clear()
+            self._visible[who.key] = (time.monotonic(), names)
+        return names
+
+    def _ask_in_background(self, who: Identity, rows: list[OrgRow]) -> None:
+        try:
+            self._ask_visible(who, rows)
+        except Exception as exc:  # the last answers stay; the next listing asks again
+            log.warning("cannot review %s's orgs: %s", who.username, exc)
+        finally:
+            with self._lock:
+                self._asking.discard(who.key)
 
     # --- the OrgPipelines --------------------------------------------------------------------
 
     def catalog(self) -> tuple[list[dict[str, Any]], list[OrgRow]]:
-        """Every OrgPipeline and its list row, listed at most every CATALOG_TTL seconds."""
+        """Every OrgPipeline and its list row. Only the first call waits for the list; later ones
+        get what was listed and, once it is CATALOG_TTL old, start one refresh in the background,
+        so that no request pays for listing thousands of OrgPipelines."""
         with self._catalog_lock:
-            now = time.monotonic()
-            if self._catalog is None or now - self._catalog[0] >= CATALOG_TTL:
-                items = self._list()
-                rows = sorted((org_row(i) for i in items), key=lambda r: r.name)
-                self._catalog = (now, items, rows)
-            return self._catalog[1], self._catalog[2]
+            current = self._catalog
+        if current is None:
+            with self._refresh_lock:
+                if self._catalog is None:
+                    self._refresh()
+            current = self._catalog
+            assert current is not None
+        elif time.monotonic() - current[0] >= CATALOG_TTL and self._refresh_lock.acquire(blocking=False):
+            threading.Thread(target=self._refresh_in_background, daemon=True).start()
+        return current[1], current[2]
+
+    def _refresh(self) -> None:
+        items = self._list()
+        rows = sorted((org_row(i) for i in items), key=lambda r: r.name)
+        with self._catalog_lock:
+            self._catalog = (time.monotonic(), items, rows)
+
+    def _refresh_in_background(self) -> None:
+        try:
+            self._refresh()
+        except Exception as exc:  # the last list stays; the next request tries again
+            log.warning("cannot list the OrgPipelines: %s", exc)
+        finally:
+            self._refresh_lock.release()
 
     def _list(self) -> list[dict[str, Any]]:
         import kubernetes
