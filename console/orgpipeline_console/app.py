@@ -216,7 +216,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     if who is None:
         return login_page(request, 401, "That token is not valid.", str(form.get("next") or "/orgs"))
     target = str(form.get("next") or "/orgs")
-    if not target.startswith("/") or target.startswith("//"):
+    # Only a path of this site: "//host" and "/\\host" are other sites to a browser.
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
         target = "/orgs"
     response = web.HTTPSeeOther(target)
     response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=_secure(request), path="/")

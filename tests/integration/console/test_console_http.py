@@ -147,3 +147,29 @@ def test_run_now_needs_patch(world: World) -> None:
     assert r.status_code == 403
     obj = harness.get_json("orgpipeline", world.other_name)
     assert "orgpipeline.io/run-now" not in (obj["metadata"].get("annotations") or {})
+
+
+def test_sign_in_keeps_the_token_in_an_httponly_strict_cookie_and_stays_on_this_site(world: World) -> None:
+    for target, expected in (
+        ("//evil.example/x", "/orgs"),
+        ("/\\evil.example", "/orgs"),
+        ("/orgs?q=a", "/orgs?q=a"),
+    ):
+        session = requests.Session()
+        form = session.get(world.url + "/login", timeout=60)
+        nonce = re.search(r'name="login_csrf" value="([^"]+)"', form.text)
+        assert nonce is not None
+        r = session.post(
+            world.url + "/login",
+            data={"login_csrf": nonce.group(1), "token": world.admin.token, "next": target},
+            allow_redirects=False,
+            timeout=60,
+        )
+        assert r.status_code == 303 and r.headers["Location"] == expected
+        cookie = r.headers["Set-Cookie"]
+        assert "orgpipeline_token=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    # Without the form's nonce (a cross-site form): refused, no cookie.
+    r = requests.post(
+        world.url + "/login", data={"token": world.admin.token}, allow_redirects=False, timeout=60
+    )
+    assert r.status_code == 403 and "orgpipeline_token" not in r.headers.get("Set-Cookie", "")
