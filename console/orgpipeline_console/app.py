@@ -364,7 +364,7 @@ async def table(request: web.Request) -> web.StreamResponse:
             data.table_data,
             org_id,
             table_name,
-            tspec.get("businessKeys"),
+            tspec,
             settings,
             page,
             REJECTED_PAGE,
@@ -465,8 +465,8 @@ async def history(request: web.Request) -> web.StreamResponse:
     versions: list[dict[str, Any]] = []
     if key:
         try:
-            keys = (_table_spec(obj, table_name) or {}).get("businessKeys")
-            versions = await _thread(data.record_history, str(obj["spec"]["orgId"]), table_name, keys, key)
+            tspec = _table_spec(obj, table_name) or {}
+            versions = await _thread(data.record_history, str(obj["spec"]["orgId"]), table_name, tspec, key)
         except data.DataUnavailable as exc:
             return render(request, "error.html", 503, heading="Unavailable", message=str(exc))
     return render(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -110,7 +110,7 @@ def expected_bands(
 def table_data(
     org_id: str,
     table: str,
-    keys: list[str] | None,
+    tspec: Mapping[str, Any],
     settings: AnomalyDetection,
     rejected_page: int,
     rejected_size: int,
@@ -136,7 +136,7 @@ def table_data(
         volume_band, quality_band = expected_bands(
             anomalies.history(own, org_id, table, settings.window), settings, now
         )
-        classes = (privacy.recorded(own, org_id) or {}).get(table, {})
+        classes = classifications(privacy.recorded(own, org_id), tspec, table)
         return TableData(
             True,
             aggregate.daily_trend(samples, DAYS, now.date()),
@@ -145,7 +145,7 @@ def table_data(
             shown,
             total,
             files.list_files(own, org_id, table),
-            recent_records(own, org_id, table, keys),
+            recent_records(own, org_id, table, tspec),
             volume_band,
             quality_band,
             [masked_text(r.raw, r.header, classes) for r in shown],
@@ -192,17 +192,31 @@ def rejected_csv(org_id: str, table: str, file: str | None) -> IO[str]:
 # --- records, masked -------------------------------------------------------------------------
 
 
+def classifications(
+    recorded: Mapping[str, Mapping[str, str]] | None, tspec: Mapping[str, Any], table: str
+) -> dict[str, str]:
+    """Pure: each column's classification for masking: what the operator recorded for the reader
+    views, and where the manifest now says pii or sensitive (a change the views may not have yet),
+    that: when in doubt, mask."""
+    out = dict((recorded or {}).get(table, {}))
+    for column in tspec.get("columns") or []:
+        name, cls = str(column.get("name")), str(column.get("classification") or "internal")
+        if privacy.masks(cls) or name not in out:
+            out[name] = cls
+    return out
+
+
 def _masking(
-    conn: Any, org_id: str, table: str, keys: list[str] | None
+    conn: Any, org_id: str, table: str, tspec: Mapping[str, Any]
 ) -> tuple[list[tuple[str, str]], bool]:
     """(column, classification) of the table's business columns in table order, and whether
-    the composite key is masked: the classification the operator recorded for the reader views,
-    and the business keys as their view is made (the manifest's, else those the pipeline detected)."""
-    classes = (privacy.recorded(conn, org_id) or {}).get(table, {})
+    the composite key is masked (as the reader's view masks it): `classifications`, and the
+    business keys the view is made with (the manifest's, else those the pipeline detected)."""
+    classes = classifications(privacy.recorded(conn, org_id), tspec, table)
     columns = [
         (name, classes.get(name, "internal")) for name, _, _ in queries.business_columns(conn, org_id, table)
     ]
-    keys = keys or privacy.business_keys(conn, org_id, table)
+    keys = list(tspec.get("businessKeys") or []) or privacy.business_keys(conn, org_id, table)
     return columns, privacy.key_is_masked(classes, keys)
 
 
@@ -212,10 +226,10 @@ def _key_expr(org_id: str, key_masked: bool) -> sql.Composable:
 
 
 def recent_records(
-    conn: Any, org_id: str, table: str, keys: list[str] | None, limit: int = RECORDS_SHOWN
+    conn: Any, org_id: str, table: str, tspec: Mapping[str, Any], limit: int = RECORDS_SHOWN
 ) -> list[dict[str, Any]]:
     """The newest versions: key (masked as the reader sees it), version, change, when."""
-    _, key_masked = _masking(conn, org_id, table, keys)
+    _, key_masked = _masking(conn, org_id, table, tspec)
     statement = sql.SQL(
         "SELECT {key} AS composite_key, r.version, r.change_type, r.ingested_at, r.changed_by_user_id"
         " FROM {raw} r WHERE r.org_id = ANY(%s) ORDER BY r.ingested_at DESC, r.version DESC LIMIT %s"
@@ -224,14 +238,14 @@ def recent_records(
         return list(cur.execute(statement, (store_names.record_org_ids(org_id), limit)).fetchall())
 
 
-def record_history(org_id: str, table: str, keys: list[str] | None, key: str) -> list[dict[str, Any]]:
+def record_history(org_id: str, table: str, tspec: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
     """Every version of one record, oldest first, its values masked as in the reader's view, with
     who, when, file and line, the trigger, and the field-level difference from the version before.
     `key` is the composite key as the console shows it (the pseudonym where the key is masked)."""
     with org_session(org_id) as own:
         if not has_table(own, org_id, table):
             return []
-        columns, key_masked = _masking(own, org_id, table, keys)
+        columns, key_masked = _masking(own, org_id, table, tspec)
         data = [
             sql.SQL("{} AS {}").format(
                 privacy.masked(sql.SQL("r.{}").format(sql.Identifier(name)), cls, org_id),

@@ -105,3 +105,23 @@ def test_the_chart_is_labelled_and_hatches_the_band() -> None:
     assert len(re.findall(r"<polyline ", out)) == 1  # 4th and 5th joined; the 11th alone is a point
     bars = svg.chart("v", "Rows", days, [float(i) for i in range(30)], "bars")
     assert len(re.findall(r'class="bar"', bars)) == 29 and "hatch)" not in bars.split("</defs>")[1]
+
+
+def test_masking_takes_the_recorded_classification_and_any_newer_pii_of_the_manifest() -> None:
+    recorded = {"orders": {"email": "pii", "note": "internal", "ssn": "sensitive"}}
+    tspec = {
+        "columns": [
+            {"name": "email", "classification": "internal"},  # unmasked in the manifest: views still mask
+            {"name": "note", "classification": "pii"},  # newly pii: masked before the views catch up
+            {"name": "amount"},  # not recorded yet: the manifest's (default internal)
+        ]
+    }
+    assert data.classifications(recorded, tspec, "orders") == {
+        "email": "pii",
+        "note": "pii",
+        "ssn": "sensitive",
+        "amount": "internal",
+    }
+    assert data.classifications(None, {"columns": [{"name": "e", "classification": "pii"}]}, "t") == {
+        "e": "pii"
+    }
