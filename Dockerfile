@@ -26,6 +26,7 @@ COPY api/ api/
 COPY jobs/ jobs/
 COPY operator/ operator/
 COPY cli/ cli/
+COPY console/ console/
 RUN pip wheel --no-deps --wheel-dir /wheels . \
  && pip --python /opt/orgpipeline/bin/python install /wheels/orgpipeline-*.whl \
  && /opt/orgpipeline/bin/orgpipeline --help >/dev/null \

@@ -19,7 +19,7 @@ unit: bootstrap
 lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy api jobs operator cli
+	$(BIN)/mypy api jobs operator cli console
 	$(BIN)/lint-imports
 	$(BIN)/python -m orgpipeline_api.crd --check
 

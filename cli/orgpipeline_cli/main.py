@@ -36,6 +36,7 @@ COMMANDS = {
     "orgpipeline_cli.manage.runnow": ("run-now",),
     "orgpipeline_cli.manage.health": ("health",),
     "orgpipeline_cli.manage.classify": ("classify",),
+    "orgpipeline_console.cli": ("console",),
 }
 """The one registry of commands: each module and the command names its `register` adds, in the
 order `--help` lists them. A command line naming one of them imports that module alone (a
