@@ -426,13 +426,14 @@ async def rejected_csv(request: web.Request) -> web.StreamResponse:
     if obj is None:
         return _forbidden(request)
     table_name = request.match_info["table"]
-    if _table_spec(obj, table_name) is None:
+    tspec = _table_spec(obj, table_name)
+    if tspec is None:
         return render(request, "error.html", 404, heading="Not found", message="The org has no such table.")
     file = request.query.get("file") or None
     from orgpipeline_cli.manage.common import UserError
 
     try:
-        spooled = await _thread(data.rejected_csv, str(obj["spec"]["orgId"]), table_name, file)
+        spooled = await _thread(data.rejected_csv, str(obj["spec"]["orgId"]), table_name, tspec, file)
     except UserError as exc:
         return render(request, "error.html", 409, heading="Cannot make one CSV file", message=str(exc))
     except data.DataUnavailable as exc:

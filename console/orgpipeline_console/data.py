@@ -9,7 +9,7 @@ import itertools
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -154,9 +154,9 @@ def table_data(
 
 def masked_text(text: str, header: tuple[str, ...] | None, classes: dict[str, str]) -> str:
     """Pure: a rejected row's text for the page, each field under a pii or sensitive column
-    replaced by `[REDACTED]`, as the reader's view hides them (the CSV download gives the row as
-    it was, to be corrected: it is the org's own file). A row whose header is unknown is hidden
-    whole when the table has any masked column."""
+    replaced by `[REDACTED]`, as the reader's view hides them (the page and the CSV download
+    alike: whoever may get the OrgPipeline may see the console, not necessarily the org's pii).
+    A row whose header is unknown is hidden whole when the table has any masked column."""
     import csv
     import io
 
@@ -171,16 +171,21 @@ def masked_text(text: str, header: tuple[str, ...] | None, classes: dict[str, st
     return csv_record(shown)
 
 
-def rejected_csv(org_id: str, table: str, file: str | None) -> IO[str]:
+def rejected_csv(org_id: str, table: str, tspec: Mapping[str, Any], file: str | None) -> IO[str]:
     """The rejected rows as `orgpipeline rejected -o csv` writes them (the file's header, then
-    each row's text, formulas neutralised), in a spooled file: a refusal (files with different
-    headers) is known before the first byte is sent. Raises common.UserError with its message."""
+    each row's text, formulas neutralised), pii and sensitive fields masked as on the page, in a
+    spooled file: a refusal (files with different headers) is known before the first byte is
+    sent. Raises common.UserError with its message."""
     # Handed to the caller, who closes it once sent: no `with` here.
     out = tempfile.SpooledTemporaryFile(max_size=4 << 20, mode="w+", encoding="utf-8", newline="")  # noqa: SIM115
     try:
         with org_session(org_id) as own:
             f = rejected.Filters(org_id, table, file, None)
-            for text in rejected.csv_lines(rejected.rows(own, f, None)):
+            classes = classifications(privacy.recorded(own, org_id), tspec, table)
+            shown = (
+                replace(r, raw=masked_text(r.raw, r.header, classes)) for r in rejected.rows(own, f, None)
+            )
+            for text in rejected.csv_lines(shown):
                 out.write(text)
     except BaseException:
         out.close()
