@@ -68,7 +68,7 @@ def manifest(run: str, i: int, tables: int, firing: bool = False) -> dict[str, A
             "orgId": org,
             "tier": "small",
             "deletionPolicy": "Delete",
-            "source": {"bucket": "uploads", "prefix": f"org-{org}/"},
+            "source": {"bucket": SOURCE_BUCKET, "prefix": f"org-{org}/"},
             "tables": [
                 {
                     "name": f"t{j}",
@@ -417,8 +417,32 @@ def crd_generation(api: kube.Kube) -> int:
     return int(crd["metadata"]["generation"])
 
 
+SOURCE_BUCKET = "uploads"
+
+
+def source_bucket() -> None:
+    """The orgs' source bucket, made if missing, as a deployment has it: each org's account gets a
+    statement in its policy (one document for every org, written as orgs come). Without the bucket
+    no statement is written, and a run measured less than a real onboarding costs."""
+    endpoint = os.environ.get("ORGPIPELINE_S3_ENDPOINT")
+    if not endpoint:
+        return
+    from minio import Minio
+
+    scheme, _, host = endpoint.partition("://")
+    s3 = Minio(
+        host,
+        access_key=os.environ["ORGPIPELINE_S3_ACCESS_KEY"],
+        secret_key=os.environ["ORGPIPELINE_S3_SECRET_KEY"],
+        secure=scheme == "https",
+    )
+    if not s3.bucket_exists(SOURCE_BUCKET):
+        s3.make_bucket(SOURCE_BUCKET)
+
+
 def one_size(api: kube.Kube, args: argparse.Namespace, orgs: int) -> dict[str, Any]:
     run = uuid.uuid4().hex[:4]
+    source_bucket()
     subprocess.run(
         ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(CRD)],
         check=True,
