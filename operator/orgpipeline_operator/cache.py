@@ -112,6 +112,9 @@ class Cache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._children: dict[str, dict[ChildKey, str | None]] = {}
+        # namespace -> the pipelines with a child there (may name some that no longer have one):
+        # what a namespace's relisting goes over, not every org's children (O(orgs) per namespace).
+        self._in_namespace: dict[str, set[str]] = {}
         self._jobs: dict[str, dict[str, _Job]] = {}
         self._crons: dict[ChildKey, tuple[str, dict[str, Any]]] = {}  # CronJob -> its uid, what owns it
         self._pipelines: dict[str, _Pipeline] = {}
@@ -138,6 +141,8 @@ class Cache:
         key = key_of(body)
         with self._lock:
             entries = self._children.setdefault(pipeline, {})
+            if key[1]:
+                self._in_namespace.setdefault(key[1], set()).add(str(pipeline))
             if event == "DELETED":
                 self._crons.pop(key, None)
                 return str(pipeline) if entries.pop(key, False) is not False else None
@@ -174,12 +179,21 @@ class Cache:
         lost one."""
         lost = set()
         with self._lock:
-            for pipeline, entries in self._children.items():
+            if namespace is None:
+                scanned = list(self._children)
+            else:
+                scanned = list(self._in_namespace.get(namespace, ()))
+            for pipeline in scanned:
+                entries = self._children.get(pipeline, {})
                 gone = [k for k in entries if k[0] == kind and k not in keys]
                 for key in [k for k in gone if namespace is None or k[1] == namespace]:
                     del entries[key]
                     self._crons.pop(key, None)
                     lost.add(pipeline)
+                if namespace is not None and not any(k[1] == namespace for k in entries):
+                    self._in_namespace[namespace].discard(pipeline)
+            if namespace is not None and not self._in_namespace.get(namespace, True):
+                del self._in_namespace[namespace]
         return lost
 
     def job(self, event: str | None, body: Mapping[str, Any], finished: bool) -> None:
@@ -213,7 +227,11 @@ class Cache:
             if event == "DELETED":
                 self._specs_version += 1
                 self._pipelines.pop(name, None)
-                self._children.pop(name, None)
+                for ns in {key[1] for key in self._children.pop(name, {})}:
+                    if ns in self._in_namespace:
+                        self._in_namespace[ns].discard(name)
+                        if not self._in_namespace[ns]:
+                            del self._in_namespace[ns]
                 self._jobs.pop(name, None)
                 self._recording = {r for r in self._recording if r[0] != name}
                 self._quiet.pop(name, None)
@@ -273,6 +291,12 @@ class Cache:
         with self._lock:
             kept = [p for p in self._pipelines.values() if not p.metadata.get("deletionTimestamp")]
         return [p.expand() for p in kept]
+
+    def handles(self, pipeline: str) -> bool:
+        """Whether the OrgPipeline is known and not being deleted (one of `resyncable()`, in O(1))."""
+        with self._lock:
+            found = self._pipelines.get(pipeline)
+            return found is not None and not found.metadata.get("deletionTimestamp")
 
     def resyncable(self) -> list[str]:
         """The names of the OrgPipelines not being deleted (what the idle resync goes over)."""

@@ -8,6 +8,8 @@ benchmark's "requests per idle resync".
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -16,9 +18,13 @@ from asyncio import sslproto
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
-import aiohttp
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
 import kubernetes
 from orgpipeline_api import v1alpha1
 
@@ -225,71 +231,248 @@ class Kube:
 
 
 TLS_READ_BUFFER = 16 * 1024
-"""asyncio gives every TLS connection a read buffer of 256 KiB, zeroed (resident) when made: with a
-watch per org namespace that was ~0.3 MB per org (measured at 200 orgs; ~900 MB at 3,000). Watch
-events are a few KB; a large listing is read in more, smaller pieces. Process-wide (asyncio has no
-per-connection setting), so Kopf's few connections read in pieces of this size too."""
+"""asyncio gives every TLS connection a read buffer of 256 KiB, zeroed (resident) when made. Process-
+wide (asyncio has no per-connection setting): Kopf's few aiohttp connections read in pieces of this
+size (watch events are a few KB; a large listing is read in more, smaller pieces)."""
+
+STREAMS_PER_CONNECTION = 100
+"""Watches and listings at once over one HTTP/2 connection of AsyncStreams (fewer if the server says
+so; Go's HTTP/2 server, the API server's, allows 250 unless told otherwise): 30 connections carry
+the Secret watches of 3,000 org namespaces."""
+
+_Item = tuple[str, int] | bytes | Exception | None  # what the reader hands a stream (see _H2)
+
+
+class _H2:
+    """One HTTP/2 connection to the API server, GET requests only: one reader task hands each
+    stream's response (its status, its body in pieces, then None; or the error) to the stream's
+    queue. Long-lived streams (watches) and short ones (listings) share it without waiting for each
+    other (with httpx's HTTP/2 a request waited behind the watches reading before it)."""
+
+    def __init__(self) -> None:
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        self.streams: dict[int, asyncio.Queue[_Item]] = {}
+        self.busy = 0
+        self.failed: Exception | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+
+    async def open(self, host: str, port: int, context: ssl.SSLContext | None) -> None:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context, server_hostname=host if context else None), 5
+        )
+        if context is not None:
+            tls = writer.get_extra_info("ssl_object")
+            if tls is None or tls.selected_alpn_protocol() != "h2":
+                writer.close()
+                raise ConnectionError("the API server did not agree to HTTP/2")
+        self._writer = writer
+        self.conn.initiate_connection()
+        self._flush()
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_forever(reader))
+
+    @property
+    def room(self) -> int:
+        """How many more streams this connection takes."""
+        if self.failed is not None:
+            return 0
+        return min(STREAMS_PER_CONNECTION, self.conn.remote_settings.max_concurrent_streams) - self.busy
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self._writer is not None:
+            self._writer.write(data)
+
+    def request(self, path: str, headers: dict[str, str], authority: str) -> tuple[int, asyncio.Queue[_Item]]:
+        sid = self.conn.get_next_available_stream_id()
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.streams[sid] = queue
+        fields = [(":method", "GET"), (":scheme", "https"), (":authority", authority), (":path", path)]
+        fields += [(k.lower(), v) for k, v in headers.items() if k.lower() not in ("host", "connection")]
+        self.conn.send_headers(sid, fields, end_stream=True)
+        self._flush()
+        return sid, queue
+
+    def done(self, sid: int) -> None:
+        """The caller is done with the stream: reset it if the server has not ended it."""
+        if self.streams.pop(sid, None) is not None and self.failed is None:
+            with contextlib.suppress(h2.exceptions.H2Error):
+                self.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                self._flush()
+
+    async def _read_forever(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError("the API server closed the connection")
+                for event in self.conn.receive_data(data):
+                    self._handle(event)
+                self._flush()
+        except Exception as exc:  # the connection is unusable: every stream on it fails
+            self.failed = exc
+            for queue in self.streams.values():
+                queue.put_nowait(exc)
+            self.streams.clear()
+            if self._writer is not None:
+                self._writer.close()
+
+    def _handle(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.ConnectionTerminated):
+            raise ConnectionError(f"the API server ended the connection ({event.error_code!r})")
+        sid = getattr(event, "stream_id", None)
+        queue = self.streams.get(sid) if sid is not None else None
+        if isinstance(event, h2.events.DataReceived):
+            # Read at once: the window opens again (a watch left unread stalls no other stream).
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        if queue is None:
+            return
+        if isinstance(event, h2.events.ResponseReceived):
+            status = next((v for k, v in event.headers or [] if k in (":status", b":status")), b"0")
+            queue.put_nowait(("status", int(status)))
+        elif isinstance(event, h2.events.DataReceived) and event.data:
+            queue.put_nowait(bytes(event.data))
+        elif isinstance(event, h2.events.StreamEnded):
+            queue.put_nowait(None)
+            self.streams.pop(event.stream_id, None)
+        elif isinstance(event, h2.events.StreamReset):
+            queue.put_nowait(ConnectionError(f"stream reset by the API server ({event.error_code!r})"))
+            self.streams.pop(event.stream_id, None)
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _refusal(status: int, body: bytes) -> ApiError:
+    """The API server's refusal: its Status object, or the text it sent (a path it does not serve)."""
+    try:
+        payload = json.loads(body) if body else {}
+    except ValueError:
+        payload = {"message": body.decode(errors="replace").strip()}
+    if not isinstance(payload, dict):
+        payload = {"message": str(payload)}
+    return ApiError(status, str(payload.get("reason") or status), str(payload.get("message") or body))
 
 
 class AsyncStreams:
-    """Listings and watches over aiohttp, for the watches of one kind in every org namespace (a
-    thread and a pooled connection each, as `Kube.stream` would take, do not scale to thousands of
-    namespaces). Not counted, like `Kube.stream`. Made and used on one event loop."""
+    """Listings and watches over HTTP/2, for the watches of one kind in every org namespace: one
+    connection carries up to STREAMS_PER_CONNECTION of them. A TLS connection per watch (HTTP/1.1,
+    as aiohttp does) held ~85-110 KB resident each (OpenSSL's state and buffers, the transport's):
+    ~300 MB at 3,000 orgs, more than the rest of the operator; and each was a TLS handshake for the
+    API server. Not counted, like `Kube.stream`. Made and used on one event loop."""
 
     def __init__(self, api: kubernetes.client.ApiClient) -> None:
         sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
         self._api = api
         config = api.configuration
-        context: ssl.SSLContext | bool = False
-        if config.host.startswith("https"):
+        url = urlsplit(config.host)
+        self._host = url.hostname or "localhost"
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._authority = url.netloc
+        self._context: ssl.SSLContext | None = None
+        if url.scheme == "https":
             context = ssl.create_default_context(cafile=config.ssl_ca_cert)
             if not config.verify_ssl:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             if config.cert_file:
                 context.load_cert_chain(config.cert_file, config.key_file)
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=0))
+            context.set_alpn_protocols(["h2"])
+            self._context = context
+        self._lanes: list[_H2] = []
+        self._opening: asyncio.Lock | None = None
 
     async def close(self) -> None:
-        await self._session.close()
+        for lane in self._lanes:
+            await lane.close()
+        self._lanes.clear()
+
+    def connections(self) -> int:
+        """The HTTP/2 connections open now (for tests and the benchmark)."""
+        return sum(1 for lane in self._lanes if lane.failed is None)
+
+    async def _lane(self) -> _H2:
+        """A connection with room for one more stream (the fullest such: fewer connections), or a
+        new one; the stream is counted on it."""
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:  # one connection made at a time, not one per waiting stream
+            self._lanes = [lane for lane in self._lanes if lane.failed is None or lane.busy]
+            free = [lane for lane in self._lanes if lane.room > 0]
+            if free:
+                lane = max(free, key=lambda lane: lane.busy)
+            else:
+                lane = _H2()
+                await lane.open(self._host, self._port, self._context)
+                self._lanes.append(lane)
+            lane.busy += 1
+            return lane
 
     def _prepare(self, url: str, query: dict[str, str], accept: str) -> tuple[str, dict[str, str]]:
-        """The full URL and headers with the current credentials (a rotated token is read again)."""
+        """The path and headers with the current credentials (a rotated token is read again)."""
         full_url = url + "?" + urlencode(query)
         _m, full, headers, _b, _ = self._api.param_serialize(
             "GET", full_url, header_params={"Accept": accept}, auth_settings=["BearerToken"]
         )
-        return full, dict(headers)
+        parts = urlsplit(full)
+        return parts.path + ("?" + parts.query if parts.query else ""), dict(headers)
+
+    async def _chunks(self, url: str, query: dict[str, str], accept: str) -> AsyncIterator[bytes | int]:
+        """The response's status, then its body in pieces as they come."""
+        path, headers = self._prepare(url, query, accept)
+        lane = await self._lane()
+        sid = 0
+        try:
+            sid, queue = lane.request(path, headers, self._authority)
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item[1] if isinstance(item, tuple) else item
+        finally:
+            lane.busy -= 1
+            if sid:
+                lane.done(sid)
 
     async def get(self, url: str, query: dict[str, str], accept: str) -> dict[str, Any]:
-        full, headers = self._prepare(url, query, accept)
+        status, body = 0, bytearray()
         try:
-            async with self._session.get(full, headers=headers, timeout=aiohttp.ClientTimeout(60)) as resp:
-                data = await resp.read()
-                status = resp.status
+            async with asyncio.timeout(60):
+                async for piece in self._chunks(url, query, accept):
+                    if isinstance(piece, int):
+                        status = piece
+                    else:
+                        body += piece
         except Exception as exc:  # connection refused, timeouts, TLS trouble
             raise ApiError(0, "Unavailable", str(exc) or type(exc).__name__) from exc
-        payload = json.loads(data) if data else {}
         if status >= 400:
-            raise ApiError(status, str(payload.get("reason") or status), str(payload.get("message") or data))
-        return dict(payload)
+            raise _refusal(status, bytes(body))
+        return dict(json.loads(body) if body else {})
 
     async def stream(
         self, url: str, query: dict[str, str], accept: str, timeout: float
     ) -> AsyncIterator[dict[str, Any]]:
-        """A watch, as `Kube.stream`: one JSON event per line until the server ends it."""
-        full, headers = self._prepare(url, query, accept)
-        limits = aiohttp.ClientTimeout(total=timeout, sock_connect=5)
+        """A watch, as `Kube.stream`: one JSON event per line until the server ends it (or
+        `timeout` seconds have passed)."""
+        status, rest = 0, b""
         try:
-            async with self._session.get(full, headers=headers, timeout=limits) as resp:
-                if resp.status >= 400:
-                    data = await resp.read()
-                    payload = json.loads(data) if data else {}
-                    raise ApiError(resp.status, str(payload.get("reason") or resp.status), str(payload))
-                async for line in resp.content:
-                    if line.strip():
-                        yield json.loads(line)
-        except ApiError:
-            raise
+            async with asyncio.timeout(timeout):
+                async for piece in self._chunks(url, query, accept):
+                    if isinstance(piece, int):
+                        status = piece
+                        continue
+                    rest += piece
+                    if status >= 400:
+                        continue  # the error's body, read whole below
+                    *lines, rest = rest.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
         except Exception as exc:  # the connection broke, or a line was cut
             raise ApiError(0, "Unavailable", str(exc) or type(exc).__name__) from exc
+        if status >= 400:
+            raise _refusal(status, rest)

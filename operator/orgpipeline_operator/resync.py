@@ -35,6 +35,9 @@ RETRY_CAP_SECONDS = 30.0
 """The longest wait between two tries of a failing org (unless its error asks for longer)."""
 STOP_WAIT_SECONDS = 120.0
 """How long the finalizer waits for a resync of the org that is still running."""
+CLOSE_WAIT_SECONDS = 20.0
+"""How long the operator, stopping, waits for the resyncs in flight (before its database
+connections and thread pools go)."""
 
 
 class Schedule:
@@ -135,14 +138,18 @@ class Resyncer:
         self.tick = min(1.0, interval / 4)
         self._pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="resync")
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._inflight: set[concurrent.futures.Future[None]] = set()
         self._failures: dict[str, tuple[int, str]] = {}  # org -> failures in a row, the last error
 
     def start(self) -> None:
         """Starts the loop (once) from a Kopf handler on the event loop: the resyncs run in a copy
         of that context, where Kopf's Event posting (kopf.info/warn) works as in its handlers."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._forever(), name="resync")
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._forever(), name="resync")
 
     def forget(self, name: str) -> None:
         """The pipeline is gone: its schedule and its failures go too."""
@@ -150,24 +157,47 @@ class Resyncer:
         with self._lock:
             self._failures.pop(name, None)
 
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    def close(self, timeout: float = CLOSE_WAIT_SECONDS) -> bool:
+        """Stops the resyncs (the operator is stopping): no new one starts, those queued are dropped,
+        and those running are waited for (up to `timeout`), so that none is cut short by the
+        database connections and the shared thread pool going away under it. Whether all ended."""
+        self._closing.set()
+        if self._task is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        with self._lock:
+            inflight = set(self._inflight)
+        for future in inflight:
+            future.cancel()  # not started yet: dropped
+        _done, running = concurrent.futures.wait(inflight, timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if running:
+            log.warning("stopping with %d resyncs still running after %.0fs", len(running), timeout)
+        return not running
 
     async def _forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.tick)
             try:
+                if self._closing.is_set():
+                    return
                 for name, trigger in self.schedule.take_due(cache.CACHE.resyncable(), time.monotonic()):
                     ctx = contextvars.copy_context()
-                    loop.run_in_executor(self._pool, ctx.run, self._one, name, trigger)
+                    future = self._pool.submit(ctx.run, self._one, name, trigger)
+                    with self._lock:
+                        self._inflight.add(future)
+                    future.add_done_callback(self._done)
             except Exception:  # keep the loop: one bad tick must not end the resyncs of all orgs
                 log.exception("resync loop")
 
+    def _done(self, future: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            self._inflight.discard(future)
+
     def _one(self, name: str, trigger: str) -> None:
         delay: float | None = None
+        if self._closing.is_set():  # taken just before the operator began to stop
+            self.schedule.finish(name, time.monotonic(), None, trigger)
+            return
         try:
             if trigger == "resume":
                 resume(self.rt, name)
@@ -176,12 +206,12 @@ class Resyncer:
         except kopf.TemporaryError as exc:
             base = exc.delay if exc.delay is not None else self.rt.settings.retry_seconds
             delay = self._backoff(name, base, str(exc))
-        except RuntimeError as exc:
-            if "after shutdown" not in str(exc):
-                raise
-            # The operator is stopping (its thread pools are shut down): nothing to retry or report.
-            log.info("%s: %s left unfinished, the operator is stopping", name, trigger)
         except Exception as exc:
+            if self._closing.is_set():
+                # Still running when close() stopped waiting: the interpreter's exit refuses its
+                # next thread-pool task, a connection is closed. Nothing to retry or report.
+                log.info("%s: %s left unfinished, the operator is stopping (%s)", name, trigger, exc)
+                return
             delay = self._backoff(name, self.rt.settings.retry_seconds, f"{type(exc).__name__}: {exc}", True)
         else:
             with self._lock:

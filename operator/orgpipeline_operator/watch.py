@@ -23,7 +23,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from orgpipeline_operator import backoff, cache, kinds, kube, naming
 
@@ -46,6 +46,14 @@ at once was ~11 MB, at the start of the operator, when its memory peaks."""
 
 class Gone(Exception):
     """The watch's resourceVersion is too old (410): list again."""
+
+
+def raise_for_error(status: Mapping[str, Any]) -> NoReturn:
+    """A watch's ERROR event (its object a Status) as the exception the watch loops handle: Gone
+    on 410 (list again), else kube.ApiError."""
+    if status.get("code") == 410:
+        raise Gone()
+    raise kube.ApiError(int(status.get("code") or 0), str(status.get("reason")), str(status.get("message")))
 
 
 def as_child(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
@@ -175,11 +183,7 @@ class ChildWatch:
                 break
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
-                if obj.get("code") == 410:
-                    raise Gone()
-                raise kube.ApiError(
-                    int(obj.get("code") or 0), str(obj.get("reason")), str(obj.get("message"))
-                )
+                raise_for_error(obj)
             version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
             if kind in ("ADDED", "MODIFIED", "DELETED"):
                 child = as_child(self.kind, obj)
@@ -210,12 +214,17 @@ class NamespacedWatches:
 
     Which namespaces: the org namespaces the Namespace watch reports (`observe`), not being
     deleted, of an OrgPipeline this process handles (not another shard's: checked again every
-    SYNC_SECONDS, as the OrgPipelines may be seen after their namespaces at start-up). A namespace
-    whose listing is refused (its RoleBinding, the operator's access to it, is not in the authorizer
-    yet, or someone deleted it: its heal makes it again) is tried again with back-off, logged once
-    per change of error."""
+    SYNC_SECONDS, as the OrgPipelines may be seen after their namespaces at start-up), and, when
+    the operator's access to them is its own RoleBinding there (`bound`: ORGPIPELINE_TENANT_ROLE),
+    once the RoleBinding watch reports that binding: a watch started before it was only refused
+    (403) and retried, at thousands of new namespaces a load on the API server and the operator.
+    A namespace whose listing is still refused (the binding not in the authorizer yet) is tried
+    again with back-off, logged once per change of error; one whose binding goes (someone deleted
+    it: its heal makes it again) is not watched until it is back, then listed afresh."""
 
-    def __init__(self, client: kube.Kube, api_version: str, kind: str, selector: str, heal: Heal) -> None:
+    def __init__(
+        self, client: kube.Kube, api_version: str, kind: str, selector: str, heal: Heal, bound: bool = False
+    ) -> None:
         self.client, self.api_version, self.kind, self.selector, self.heal = (
             client,
             api_version,
@@ -226,6 +235,8 @@ class NamespacedWatches:
         self._loop = asyncio.new_event_loop()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, str] = {}  # org namespace (not being deleted) -> its pipeline label
+        # The namespaces holding the operator's RoleBinding (not being deleted); None: not needed.
+        self._bound: set[str] | None = set() if bound else None
         self._thread = threading.Thread(target=self._run, name=f"watch-ns-{kind}", daemon=True)
         self._streams: kube.AsyncStreams | None = None
         self._listing: asyncio.Semaphore | None = None
@@ -257,19 +268,49 @@ class NamespacedWatches:
     async def _open(self) -> kube.AsyncStreams:
         return self.client.streams()  # its session belongs to the running loop
 
-    def observe(self, event: str, namespace: Mapping[str, Any]) -> None:
-        """A Namespace watch event (from ChildWatch's thread): start or stop that namespace's watch.
-        "LISTED" carries the keys of a fresh listing: namespaces not in it are gone."""
+    def observe(self, event: str, obj: Mapping[str, Any]) -> None:
+        """A Namespace or RoleBinding watch event (from ChildWatch's thread): start or stop that
+        namespace's watch. "LISTED" carries the keys of a fresh listing: what is not in it is gone."""
+        kind = obj.get("kind")
+        if kind == "RoleBinding":
+            if self._bound is not None:
+                self._binding(event, obj)
+            return
         if event == "LISTED":
-            names = {key[2] for key in namespace.get("keys") or ()}
+            names = {key[2] for key in obj.get("keys") or ()}
             self._loop.call_soon_threadsafe(self._keep_only, names)
             return
-        meta = namespace.get("metadata") or {}
+        meta = obj.get("metadata") or {}
         name = str(meta.get("name") or "")
         live = event != "DELETED" and not meta.get("deletionTimestamp")
         pipeline = str((meta.get("labels") or {}).get(naming.LABEL_PIPELINE) or "")
         if name:
             self._loop.call_soon_threadsafe(self._seen, name, pipeline if live else None)
+
+    def _binding(self, event: str, obj: Mapping[str, Any]) -> None:
+        if event == "LISTED":
+            names = {key[1] for key in obj.get("keys") or () if key[2] == naming.ROLE_BINDING}
+            self._loop.call_soon_threadsafe(self._bound_only, names)
+            return
+        meta = obj.get("metadata") or {}
+        if meta.get("name") != naming.ROLE_BINDING or not meta.get("namespace"):
+            return
+        live = event != "DELETED" and not meta.get("deletionTimestamp")
+        self._loop.call_soon_threadsafe(self._bind, str(meta["namespace"]), live)
+
+    def _bind(self, namespace: str, live: bool) -> None:
+        assert self._bound is not None
+        if live:
+            self._bound.add(namespace)
+        else:
+            self._bound.discard(namespace)
+        self._sync({namespace})
+
+    def _bound_only(self, names: set[str]) -> None:
+        assert self._bound is not None
+        gone = self._bound - names
+        self._bound &= names
+        self._sync(gone | (names & set(self._live)))
 
     def _seen(self, namespace: str, pipeline: str | None) -> None:
         if pipeline is None:
@@ -287,11 +328,17 @@ class NamespacedWatches:
         self._sync(set(self._live) | set(self._tasks))
         self._loop.call_later(SYNC_SECONDS, self._sync_forever)
 
+    def _wanted(self, namespace: str) -> bool:
+        pipeline = self._live.get(namespace)
+        if pipeline is None or not cache.CACHE.handles(pipeline):
+            return False
+        return self._bound is None or namespace in self._bound
+
     def _sync(self, namespaces: set[str]) -> None:
-        """Starts or stops the watches of these namespaces as they should be now."""
-        handled = set(cache.CACHE.resyncable())
+        """Starts or stops the watches of these namespaces as they should be now (each in O(1):
+        called per namespace event, and every SYNC_SECONDS for all)."""
         for ns in namespaces:
-            wanted = self._live.get(ns) in handled
+            wanted = self._wanted(ns)
             task = self._tasks.get(ns)
             if wanted and task is None:
                 self._tasks[ns] = self._loop.create_task(self._follow(ns))
@@ -374,11 +421,7 @@ class NamespacedWatches:
         async for event in self._streams.stream(url, query, kube.METADATA, seconds + 30):
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
-                if obj.get("code") == 410:
-                    raise Gone()
-                raise kube.ApiError(
-                    int(obj.get("code") or 0), str(obj.get("reason")), str(obj.get("message"))
-                )
+                raise_for_error(obj)
             version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
             if kind in ("ADDED", "MODIFIED", "DELETED"):
                 child = as_child(self.kind, obj)
@@ -388,11 +431,14 @@ class NamespacedWatches:
         return version
 
 
-def start_all(client: kube.Kube, heal: Heal = _no_heal) -> list[ChildWatch | NamespacedWatches]:
+def start_all(
+    client: kube.Kube, heal: Heal = _no_heal, bound: bool = False
+) -> list[ChildWatch | NamespacedWatches]:
     """Every child kind's watch: cluster-wide (ChildWatch) or per org namespace (NamespacedWatches,
-    told of the namespaces by the Namespace watch)."""
+    told of the namespaces by the Namespace watch and, when `bound` (the operator's access there is
+    its RoleBinding child), of its RoleBindings by the RoleBinding watch)."""
     namespaced = [
-        NamespacedWatches(client, api_version, kind, naming.MANAGED_SELECTOR, heal)
+        NamespacedWatches(client, api_version, kind, naming.MANAGED_SELECTOR, heal, bound)
         for api_version, kind in NAMESPACED_KINDS
     ]
 
@@ -402,7 +448,7 @@ def start_all(client: kube.Kube, heal: Heal = _no_heal) -> list[ChildWatch | Nam
 
     watches: list[ChildWatch | NamespacedWatches] = [*namespaced]
     for api_version, kind in KINDS:
-        told = observe if kind == "Namespace" and namespaced else None
+        told = observe if kind in ("Namespace", "RoleBinding") and namespaced else None
         watches.append(ChildWatch(client, api_version, kind, naming.MANAGED_SELECTOR, heal, told))
     for w in watches:
         w.start()

@@ -153,16 +153,8 @@ def org_login(
                 sql.Identifier(store_names.pg_schema(org_id)), sql.Literal(conn_user(admin))
             )
         )
-        timer = None
-        if deadline is not None:
-            timer = threading.Timer(deadline, _terminate, (admin, conn.info.backend_pid, conn_user(conn)))
-            timer.daemon = True
-            timer.start()
-        try:
+        with _deadline(admin, conn, deadline, conn_user(conn)):
             yield conn
-        finally:
-            if timer is not None:
-                timer.cancel()
     finally:
         conn.close()
 
@@ -206,20 +198,28 @@ def _delegate(dsn: str, admin: Conn, org_id: str, deadline: float | None) -> Ite
                     sql.Literal(conn_user(admin)),
                 )
             )
-            timer = None
-            if deadline is not None:
-                timer = threading.Timer(deadline, _terminate, (admin, conn.info.backend_pid, name))
-                timer.daemon = True
-                timer.start()
-            try:
+            with _deadline(admin, conn, deadline, name):
                 yield conn
-            finally:
-                if timer is not None:
-                    timer.cancel()
         finally:
             conn.close()
     finally:
         drop_delegate(admin, name)
+
+
+@contextlib.contextmanager
+def _deadline(admin: Conn, conn: Conn, deadline: float | None, name: str) -> Iterator[None]:
+    """While inside: `admin` ends `conn`'s backend (`name`'s session) once `deadline` seconds have
+    passed (None: no bound)."""
+    if deadline is None:
+        yield
+        return
+    timer = threading.Timer(deadline, _terminate, (admin, conn.info.backend_pid, name))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _terminate(admin: Conn, pid: int, name: str) -> None:

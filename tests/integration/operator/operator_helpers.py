@@ -167,6 +167,21 @@ def wait_for(fn: Callable[[], T], timeout: float = 30, what: str = "condition", 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+def wait_made_again(
+    api: kube.Kube, api_version: str, kind: str, name: str, namespace: str, old_uid: str, timeout: float
+) -> float:
+    """Waits until the deleted object exists again (another uid than `old_uid`): the seconds since
+    the call (the caller calls right after deleting it). Fails after `timeout`."""
+    started = time.monotonic()
+
+    def back() -> bool:
+        found = api.get(api_version, kind, name, namespace)
+        return found is not None and found["metadata"]["uid"] != old_uid
+
+    wait_for(back, timeout, f"the deleted {kind} {name} to be made again", interval=0.2)
+    return time.monotonic() - started
+
+
 def pipeline(org: str, tables: list[str] | None = None, **spec: Any) -> dict[str, Any]:
     """An OrgPipeline manifest for org `org` with simple tables (name -> two columns)."""
     base = yaml.safe_load((CASES / "base.yaml").read_text())

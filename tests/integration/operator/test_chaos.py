@@ -37,6 +37,7 @@ from operator_helpers import (
     pipeline,
     running_operator,
     wait_for,
+    wait_made_again,
     wait_ready,
 )
 from orgpipeline_operator import kinds, kube, naming, runtime
@@ -167,14 +168,7 @@ def test_each_deleted_child_comes_back_within_seconds(
         api_version = kinds.api_version(kind)
         (spec,) = [k for k in kinds.children() if k.kind == kind]
         kubectl("delete", f"{spec.plural}.{spec.group}" if spec.group else spec.plural, child, "-n", ns)
-        started = time.monotonic()
-
-        def back() -> bool:
-            found = api.get(api_version, kind, child, ns)  # noqa: B023
-            return found is not None and found["metadata"]["uid"] != old_uid  # noqa: B023
-
-        wait_for(back, BOUND + SLACK, f"the deleted {kind} {child} to be made again", interval=0.2)
-        took = time.monotonic() - started
+        took = wait_made_again(api, api_version, kind, child, ns, old_uid, BOUND + SLACK)
         assert took < BOUND + SLACK, (kind, took)
         ready = wait_for(lambda: _ready(api, name).get("status") == "True", BOUND, "Ready again")
         assert ready

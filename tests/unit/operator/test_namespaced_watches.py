@@ -60,3 +60,40 @@ async def _idle(_namespace: str) -> None:
 async def _settle() -> None:
     """Lets the callbacks scheduled from another thread run (call_soon_threadsafe)."""
     return None
+
+
+def _binding(namespace: str, **meta: Any) -> dict[str, Any]:
+    return {"kind": "RoleBinding", "metadata": {"name": naming.ROLE_BINDING, "namespace": namespace, **meta}}
+
+
+def test_with_a_tenant_role_a_namespace_is_watched_only_while_the_operators_binding_is_there() -> None:
+    """Before the RoleBinding that grants the operator its access exists, a watch is only refused
+    (403) and retried: it starts when the binding is seen, stops when it goes, and starts again
+    (with a fresh listing) when the heal has made it again."""
+    w = watch.NamespacedWatches(
+        cast("kube.Kube", None), "v1", "Secret", naming.MANAGED_SELECTOR, lambda _: True, bound=True
+    )
+    try:
+        _pipeline("nsw-bound")
+        w._seen("org-nsw-bound", "nsw-bound")
+        assert w.watching() == set()  # the namespace is there, the binding not yet
+        w.observe("ADDED", _binding("org-nsw-bound"))
+        w.observe("ADDED", {"kind": "RoleBinding", "metadata": {"name": "other", "namespace": "org-nsw-x"}})
+        w._loop.run_until_complete(_settle())
+        assert w.watching() == {"org-nsw-bound"}
+        w.observe("DELETED", _binding("org-nsw-bound"))
+        w._loop.run_until_complete(_settle())
+        assert w.watching() == set()
+        w.observe("ADDED", _binding("org-nsw-bound"))
+        w._loop.run_until_complete(_settle())
+        assert w.watching() == {"org-nsw-bound"}
+        # A fresh listing of the RoleBindings without it: gone while the watch was down.
+        w.observe("LISTED", {"kind": "RoleBinding", "keys": set()})
+        w._loop.run_until_complete(_settle())
+        assert w.watching() == set()
+    finally:
+        _pipeline("nsw-bound", "DELETED")
+        for task in list(w._tasks.values()):
+            task.cancel()
+        w._loop.run_until_complete(_settle())
+        w._loop.close()
