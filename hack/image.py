@@ -292,6 +292,10 @@ def manifest(tag: str) -> dict[str, Any]:
 
 def image_size(tag: str) -> tuple[int, int]:
     """(compressed layers, unpacked bytes): what a registry stores and what a node unpacks."""
+    known = IMAGE_DIR / f"{tag}.size.json"
+    if known.exists():
+        compressed, unpacked = json.loads(known.read_text())
+        return int(compressed), int(unpacked)
     layers = manifest(tag)["layers"]
     compressed = sum(int(layer["size"]) for layer in layers)
     unpacked = 0
@@ -304,6 +308,7 @@ def image_size(tag: str) -> tuple[int, int]:
             check=True,
         )
         unpacked += int(out.stdout.strip())
+    known.write_text(json.dumps([compressed, unpacked]))
     return compressed, unpacked
 
 
