@@ -210,6 +210,7 @@ def test_the_tiers_memory_limit_is_enforced(stack: Any, built: Any, org: dict[st
 @pytest.mark.skipif(
     os.environ.get("ORGPIPELINE_NODE_BIG") != "1", reason="the 1M-row run: ORGPIPELINE_NODE_BIG=1 (minutes)"
 )
+@pytest.mark.timeout(2400)
 def test_a_million_rows_fit_the_small_tier(stack: Any, s3: Any, built: Any, org: dict[str, Any]) -> None:
     rows = 1_000_000
     csv_path = org["tmp"] / "orders_2026-12-02.csv"
