@@ -124,17 +124,21 @@ def run_table(stack: Any, built: Any, org: dict[str, Any], **limits: str) -> Any
     return node.run_job(built, args, job_env(stack), org["manifest_dir"], **{**SMALL, **limits})
 
 
-def counts(stack: Any, org_id: str) -> tuple[int, int]:
+def pg_count(stack: Any, org_id: str) -> int:
     with psycopg.connect(stack.postgres_dsn) as conn:
         table = sql.Identifier(store_names.pg_schema(org_id), store_names.pg_table("orders"))
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def counts(stack: Any, org_id: str) -> tuple[int, int]:
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(stack.mongo_uri)
     try:
         db = client[store_names.mongo_database(org_id)]
         docs = db[store_names.mongo_collection(org_id, "orders")].count_documents({})
     finally:
         client.close()
-    return int(row[0]) if row else 0, int(docs)
+    return pg_count(stack, org_id), int(docs)
 
 
 def test_the_job_container_loads_a_table_under_the_pods_security_context(
@@ -225,4 +229,6 @@ def test_a_million_rows_fit_the_small_tier(stack: Any, s3: Any, built: Any, org:
         f"{' (OOM-killed)' if result.oom_killed else ''}"
     )
     assert result.exit_code == 0, result.stderr[-3000:]
-    assert counts(stack, org["org_id"]) == (rows, rows)
+    assert json.loads(result.stdout)["inserted"] == rows
+    # PostgreSQL only: FerretDB counts a collection by reading every document (past 12 GB at 1M).
+    assert pg_count(stack, org["org_id"]) == rows
