@@ -674,6 +674,21 @@ def down() -> None:
         return
     for server in (s for s in reversed(SERVERS) if s.name != "containerd"):
         stack.stop(server)
+    # Its Node goes too: a Node left Ready would pass for the next kubelet's before it registers.
+    if stack.running_pid("kube-apiserver"):
+        kubectl = stack.bindir("kubernetes") / "kubectl"
+        subprocess.run(
+            [
+                str(kubectl),
+                "--kubeconfig",
+                str(STATE_DIR / "kubeconfig"),
+                "delete",
+                "node",
+                NODE_NAME,
+                "--wait=false",
+            ],
+            capture_output=True,
+        )
     if stack.running_pid("containerd") and _sock().exists():
         for line in ctr("tasks", "ls", "-q", check=False).stdout.split():
             ctr("tasks", "kill", "-s", "SIGKILL", line, check=False)
