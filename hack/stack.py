@@ -13,6 +13,9 @@ deletion; there is no kubelet, so Pods stay Pending), a private PostgreSQL insta
 bucket notification for every change to the stack's webhook port, where an operator started with
 ORGPIPELINE_WEBHOOK_PORT/_TOKEN from ORGPIPELINE_STACK_WEBHOOK_PORT/_TOKEN receives them).
 
+With ORGPIPELINE_NODE=kubelet a real node follows (hack/node.py: containerd, runc, CNI, kubelet,
+kube-scheduler, the image of hack/image.py); `down` removes it too.
+
 With ORGPIPELINE_USE_EXISTING_CLUSTER=1 the Kubernetes part is not started: KUBECONFIG names the
 cluster (kind on a laptop) and only the data servers run here.
 """
