@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "hack"))
 CACHE = Path(os.environ.get("ORGPIPELINE_CACHE", Path.home() / ".cache" / "orgpipeline"))
 IMAGE_DIR = CACHE / "image"
 LAYOUT = IMAGE_DIR / "oci"
@@ -264,7 +265,12 @@ def build() -> Built:
     with locked():
         tag = f"app-{key}"
         if tag not in tags():
-            with tempfile.TemporaryDirectory(prefix="orgpipeline-image-", dir=IMAGE_DIR) as tmp:
+            import stack  # its progress ticker: a first build takes minutes
+
+            with (
+                stack._ticker(f"building the image {IMAGE_NAME}", start),
+                tempfile.TemporaryDirectory(prefix="orgpipeline-image-", dir=IMAGE_DIR) as tmp,
+            ):
                 work = Path(tmp)
                 app, deps = wheels(work)
                 base_key = _hash(
@@ -272,9 +278,21 @@ def build() -> Built:
                 )
                 base = build_base(base_key, deps, work)
                 build_app(base, app, key, work)
-            run(["umoci", "gc", "--layout", str(LAYOUT)])
+            prune(keep={tag, base})
         size = image_size(tag)
     return Built(LAYOUT, tag, size[0], size[1], time.monotonic() - start)
+
+
+def prune(keep: set[str]) -> None:
+    """Older app images go (an image per source change would fill the disk): their tags, their
+    docker archives and unpacked bundles, then the blobs nothing refers to."""
+    for old in tags() - keep:
+        if old.startswith("app-"):
+            run(["umoci", "rm", "--image", f"{LAYOUT}:{old}"])
+            (IMAGE_DIR / f"{old}.docker.tar").unlink(missing_ok=True)
+            (IMAGE_DIR / f"{old}.size.json").unlink(missing_ok=True)
+            shutil.rmtree(IMAGE_DIR / "bundles" / old, ignore_errors=True)
+    run(["umoci", "gc", "--layout", str(LAYOUT)])
 
 
 def _blob(digest: str) -> Path:

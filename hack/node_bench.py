@@ -14,6 +14,7 @@ test: figures only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -86,15 +87,20 @@ def measure(manifest: dict[str, Any], ns: str, name: str, logs: Path | None) -> 
     started = time.monotonic()
     kubectl("apply", "-f", "-", input=json.dumps(manifest))
     running = None
+    peak = 0
     while True:
         obj = json.loads(kubectl("get", "pod", name, "-n", ns, "-o", "json"))
+        # On the node: the pod's memory cgroup (Guaranteed QoS: kubepods/pod<uid>), its peak so far.
+        with contextlib.suppress(OSError, ValueError):
+            cgroup = Path("/sys/fs/cgroup/memory/kubepods") / f"pod{obj['metadata']['uid']}"
+            peak = max(peak, int((cgroup / "memory.max_usage_in_bytes").read_text()))
         statuses = obj.get("status", {}).get("containerStatuses") or []
         state = statuses[0].get("state", {}) if statuses else {}
         if running is None and ("running" in state or "terminated" in state):
             running = time.monotonic() - started
         if obj.get("status", {}).get("phase") in ("Succeeded", "Failed"):
             break
-        time.sleep(0.1)
+        time.sleep(0.1 if running is None else 1)
     finished = time.monotonic() - started
     phase = obj["status"]["phase"]
     # The node: kubectl logs; the stand-in has none (its log file).
@@ -115,6 +121,7 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--only", choices=["node", "stand-in"], help="measure one side only")
     args = parser.parse_args()
     env = json.loads(
         subprocess.run(
@@ -169,7 +176,7 @@ def main() -> None:
     try:
         time.sleep(2)
         for trial in range(args.trials):
-            for where in ("node", "stand-in"):
+            for where in [w for w in ("node", "stand-in") if args.only in (None, w)]:
                 csv = work / f"orders_{trial}_{where}.csv"
                 dataplane.generate(csv, args.rows, first=(2 * trial + (where == "node")) * args.rows)
                 s3.fput_object(bucket, f"org-{org}/{csv.name}", str(csv))
@@ -192,8 +199,12 @@ def main() -> None:
     print(f"\n{args.rows:,} rows a run, median of {args.trials}:")
     print(f"{'':<10}{'created->running':>18}{'created->finished':>19}{'run (in-process)':>18}")
     for where, runs in figures.items():
+        if not runs:
+            continue
         med = {k: statistics.median(r[k] for r in runs) for k in ("running", "finished", "run")}
-        print(f"{where:<10}{med['running']:>17.2f}s{med['finished']:>18.2f}s{med['run']:>17.2f}s")
+        peak = max(r["peak_mib"] for r in runs)
+        print(f"{where:<10}{med['running']:>17.2f}s{med['finished']:>18.2f}s{med['run']:>17.2f}s", end="")
+        print(f"   peak memory {peak:.0f} MiB (the pod's cgroup)" if peak else "")
 
 
 if __name__ == "__main__":
