@@ -47,7 +47,6 @@ import image
 import stack
 from stack import STATE_DIR, Build, Server
 
-ENABLED = os.environ.get("ORGPIPELINE_NODE", "") == "kubelet"
 NODE_DIR = STATE_DIR / "node"
 NODE_NAME = "orgpipeline-node"
 BRIDGE = "orgp0"
@@ -704,6 +703,27 @@ def down() -> None:
     if sh("ip", "link", "show", BRIDGE, check=False).returncode == 0:
         sh("ip", "link", "delete", BRIDGE, check=False)
     _remove_cgroups("kubepods")
+    _remove_host_leftovers()
+
+
+def _remove_host_leftovers() -> None:
+    """What the kubelet and containerd make outside .stack whatever they are told: the kubelet's
+    /var/log/containers links and device-plugin socket, the shims' and runc's state under
+    /run/containerd (this stack's containers only: k8s.io is its namespace, and it is stopped)."""
+    links = Path("/var/log/containers")
+    for link in links.glob("*.log") if links.is_dir() else []:
+        if link.is_symlink() and str(os.readlink(link)).startswith(str(NODE_DIR)):
+            link.unlink()
+    Path("/var/lib/kubelet/device-plugins/kubelet.sock").unlink(missing_ok=True)
+    shutil.rmtree("/run/containerd/runc/k8s.io", ignore_errors=True)
+    for top in (links, Path("/var/lib/kubelet"), Path("/run/containerd")):
+        if not top.is_dir():
+            continue
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
 
 def _kill_shims() -> None:

@@ -112,6 +112,7 @@ def measure(manifest: dict[str, Any], ns: str, name: str, logs: Path | None) -> 
         "running": running or finished,
         "finished": finished,
         "run": float(result.get("duration_seconds", 0)),
+        "peak_mib": peak / 2**20,
     }
 
 
