@@ -49,7 +49,6 @@ UID = 10001
 # Bumped when the recipe below changes: part of every key.
 RECIPE = "2"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tzdata")
-SOURCES = ("pyproject.toml", "README.md", "api", "jobs", "operator", "cli")
 # What the Dockerfile's final stage sets (ENV, WORKDIR, USER, CMD, LABEL, EXPOSE).
 ENV = (
     "PATH=/opt/orgpipeline/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -128,9 +127,19 @@ def _hash(*parts: bytes) -> str:
     return d.hexdigest()[:12]
 
 
+def sources() -> list[str]:
+    """What goes into the wheel: pyproject.toml, the README and the packages it lists (a package
+    added there is part of the key without an edit here)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    return ["pyproject.toml", "README.md", *sorted({p.split("/")[0] for p in packages})]
+
+
 def sources_key() -> str:
     parts: list[bytes] = [RECIPE.encode()]
-    for name in SOURCES:
+    for name in sources():
         path = REPO / name
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for f in files:
