@@ -8,7 +8,9 @@
 # The operator's CronJobs set `command: [orgpipeline, run, -f, /etc/orgpipeline/pipeline.yaml, ...]`
 # and the Helm chart's Deployment sets `command: [orgpipeline-operator]`; both are on PATH.
 # No Docker engine on the development machine: tests/integration/packaging/test_wheel.py builds the
-# same wheel, installs it into a clean virtual environment and runs these same commands.
+# same wheel, installs it into a clean virtual environment and runs these same commands, and
+# hack/image.py builds this recipe without Docker (Debian bookworm's python3 from mmdebstrap instead
+# of the python image, layers by umoci) for the local stack's real node (README, "Real node").
 
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 

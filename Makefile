@@ -1,5 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both install what they need.
+# `make test ORGPIPELINE_NODE=kubelet` (or demo): the stack runs a real node (README, "Real node").
 SHELL := /bin/bash
+export ORGPIPELINE_NODE
 VENV := .venv
 BIN := $(VENV)/bin
 

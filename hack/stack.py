@@ -13,6 +13,9 @@ deletion; there is no kubelet, so Pods stay Pending), a private PostgreSQL insta
 bucket notification for every change to the stack's webhook port, where an operator started with
 ORGPIPELINE_WEBHOOK_PORT/_TOKEN from ORGPIPELINE_STACK_WEBHOOK_PORT/_TOKEN receives them).
 
+With ORGPIPELINE_NODE=kubelet a real node follows (hack/node.py: containerd, runc, CNI, kubelet,
+kube-scheduler, the image of hack/image.py); `down` removes it too.
+
 With ORGPIPELINE_USE_EXISTING_CLUSTER=1 the Kubernetes part is not started: KUBECONFIG names the
 cluster (kind on a laptop) and only the data servers run here.
 """
@@ -41,11 +44,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# One module however it is loaded: run as a script, hack/node.py's `import stack` is this one.
+sys.modules.setdefault("stack", sys.modules[__name__])
+
 REPO = Path(__file__).resolve().parent.parent
 GOBUILD = REPO / "hack" / "gobuild"
 STATE_DIR = Path(os.environ.get("ORGPIPELINE_STACK_DIR", REPO / ".stack"))
 CACHE = Path(os.environ.get("ORGPIPELINE_CACHE", Path.home() / ".cache" / "orgpipeline"))
 EXISTING_CLUSTER = os.environ.get("ORGPIPELINE_USE_EXISTING_CLUSTER") == "1"
+NODE = os.environ.get("ORGPIPELINE_NODE", "") == "kubelet"
+"""A real node (kubelet, containerd, runc, CNI) after the servers: hack/node.py."""
 
 KUBERNETES_VERSION = "v1.36.3"
 STAGING_VERSION = "v0.36.3"  # the k8s.io/* staging modules released with KUBERNETES_VERSION
@@ -164,19 +172,20 @@ BUILDS = [
 ]
 
 
-def build_all() -> None:
-    if all(b.built() for b in BUILDS):
+def build_all(builds: list[Build] | None = None) -> None:
+    builds = BUILDS if builds is None else builds
+    if all(b.built() for b in builds):
         return
     # The cache is shared by every checkout on the machine: one builder at a time, the others wait
     # and then find the binaries built.
     CACHE.mkdir(parents=True, exist_ok=True)
     with (CACHE / "build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _build_missing()
+        _build_missing(builds)
 
 
-def _build_missing() -> None:
-    for b in BUILDS:
+def _build_missing(builds: list[Build]) -> None:
+    for b in builds:
         if b.built():
             continue
         tmp = b.bindir.with_name(b.bindir.name + ".tmp")
@@ -698,6 +707,10 @@ def apiserver_argv(state: dict[str, object]) -> list[str]:
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         "--service-cluster-ip-range=10.0.0.0/24",
         "--allow-privileged=true",
+        # How it logs in to a kubelet (kubectl logs; ORGPIPELINE_NODE=kubelet): the admin's certificate.
+        f"--kubelet-client-certificate={pki / 'admin.crt'}",
+        f"--kubelet-client-key={pki / 'admin.key'}",
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
         "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,LimitRanger,ResourceQuota,PodSecurity",
         "--max-requests-inflight=1000",
         "--max-mutating-requests-inflight=500",
@@ -941,7 +954,14 @@ def environment(state: dict[str, object]) -> dict[str, str]:
         "ORGPIPELINE_STACK_WEBHOOK_PORT": str(p["webhook"]),
         "ORGPIPELINE_STACK_WEBHOOK_TOKEN": str(state["webhook_token"]),
         "ORGPIPELINE_STACK_BIN": ":".join(str(bindir(n)) for n in ("kubernetes", "helm", "promql")),
+        **(_node_environment(state) if NODE else {}),
     }
+
+
+def _node_environment(state: dict[str, object]) -> dict[str, str]:
+    import node
+
+    return node.job_environment(state)
 
 
 def cmd_up() -> None:
@@ -955,11 +975,19 @@ def cmd_up() -> None:
             ensure_certs()
         for server in active_servers():
             start(server, state)
+        if NODE:
+            import node  # the real node: hack/node.py
+
+            node.up(state)
     print(f'stack: up in {time.monotonic() - started:.1f}s; `eval "$(hack/stack env)"` to use it', flush=True)
 
 
 def cmd_down(purge: bool) -> None:
     with locked():
+        if (STATE_DIR / "node").exists():
+            import node
+
+            node.down()
         for server in reversed(SERVERS):
             stop(server)
         if purge:
@@ -984,6 +1012,10 @@ def cmd_status() -> int:
             f"{server.name:<24} {'ready' if ok else ('not ready' if pid else 'stopped'):<10} "
             f"pid={pid or '-':<8} port={port:<6} log={logfile(server.name)}"
         )
+    if NODE:
+        import node
+
+        healthy &= node.status(state)
     return 0 if healthy else 1
 
 

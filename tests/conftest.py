@@ -12,7 +12,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,13 @@ class StackEnv:
     s3_access_key: str
     s3_secret_key: str
     existing_cluster: bool
+    node_env: dict[str, str] = field(default_factory=dict)
+    """ORGPIPELINE_NODE=kubelet: the stores as the real node's pods reach them (ORGPIPELINE_JOB_*)."""
+
+    @property
+    def real_node(self) -> bool:
+        """The stack runs a kubelet (hack/node.py): the Jobs' pods run from the image, no stand-in."""
+        return bool(self.node_env)
 
     def as_environ(self) -> dict[str, str]:
         return {
@@ -56,6 +63,7 @@ class StackEnv:
             "ORGPIPELINE_S3_ENDPOINT": self.s3_endpoint,
             "ORGPIPELINE_S3_ACCESS_KEY": self.s3_access_key,
             "ORGPIPELINE_S3_SECRET_KEY": self.s3_secret_key,
+            **self.node_env,
         }
 
 
@@ -77,6 +85,9 @@ def stack() -> StackEnv:
         s3_access_key=values["ORGPIPELINE_S3_ACCESS_KEY"],
         s3_secret_key=values["ORGPIPELINE_S3_SECRET_KEY"],
         existing_cluster=os.environ.get("ORGPIPELINE_USE_EXISTING_CLUSTER") == "1",
+        node_env={
+            k: v for k, v in values.items() if k == "ORGPIPELINE_NODE" or k.startswith("ORGPIPELINE_JOB_")
+        },
     )
     os.environ.update(env.as_environ())
     # kubectl and helm, built by the stack, for tests that run them the way a user would.

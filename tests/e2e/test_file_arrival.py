@@ -81,7 +81,11 @@ def org(stack: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "ORGPIPELINE_WEBHOOK_TOKEN": values["ORGPIPELINE_STACK_WEBHOOK_TOKEN"],
     }
     operator = Operator(env, tmp / "operator.log", stack.kubeconfig, label_selector=f"{TEST_LABEL}={org_id}")
-    runner = None if stack.existing_cluster else PodRunner(env, tmp / "podrunner.log", [name], tmp / "pods")
+    runner = (
+        None
+        if stack.existing_cluster or stack.real_node
+        else PodRunner(env, tmp / "podrunner.log", [name], tmp / "pods")
+    )
     try:
         operator.wait_ready()
         kubectl("apply", "-f", str(path))

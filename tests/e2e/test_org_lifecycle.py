@@ -92,7 +92,11 @@ def world(stack: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     # A real cluster (kind: ORGPIPELINE_USE_EXISTING_CLUSTER=1) has kubelets that run the Job's pods
     # from the image (ORGPIPELINE_JOB_IMAGE, and ORGPIPELINE_JOB_* for the servers as pods reach
     # them); the local stack has none, and the test-only pod runner stands in.
-    runner = None if stack.existing_cluster else PodRunner(env, tmp / "podrunner.log", [name], tmp / "pods")
+    runner = (
+        None
+        if stack.existing_cluster or stack.real_node
+        else PodRunner(env, tmp / "podrunner.log", [name], tmp / "pods")
+    )
     w = World(org_id, name, name, path, env, operator, runner, s3, stack, {})
     try:
         operator.wait_ready()
