@@ -97,6 +97,19 @@ def pg_outbox(table: str) -> str:
     return f"raw_{table}_outbox"
 
 
+def pg_table_relations(table: str) -> list[str]:
+    """The PostgreSQL relations, each org table's own, that hold one table's data and bookkeeping."""
+    return [
+        pg_table(table),
+        pg_change_log(table),
+        pg_quality_metrics(table),
+        pg_heads(table),
+        pg_rejected_rows(table),
+        pg_pending_loads(table),
+        pg_outbox(table),
+    ]
+
+
 PG_RUNS_TABLE = "pipeline_runs"
 """Per-org-schema table with one row per ingest/load run, read by status, metrics and the operator."""
 

@@ -330,21 +330,12 @@ class Kube:
     def run_now(self, token: str, who: Identity, name: str, table: str, reason: str | None) -> None:
         """Asks for a run as `orgpipeline run-now` does (the same annotations), sent as the caller."""
         import kubernetes
-        from orgpipeline_cli.manage.runnow import annotation_patch
+        from orgpipeline_cli.manage.runnow import send_run_now
 
         trigger = triggers.RunTrigger.of(triggers.Trigger.run_now, who.username or None, reason)
         api = self.caller_api(token)
         try:
-            kubernetes.client.CustomObjectsApi(api).patch_cluster_custom_object(
-                GROUP,
-                VERSION,
-                PLURAL,
-                name,
-                annotation_patch(table, trigger),
-                field_manager=FIELD_MANAGER,
-                _content_type="application/merge-patch+json",
-                _request_timeout=TIMEOUT_SECONDS,
-            )
+            send_run_now(kubernetes.client.CustomObjectsApi(api), name, table, trigger, FIELD_MANAGER)
         finally:
             api.close()
 

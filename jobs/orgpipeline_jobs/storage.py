@@ -27,19 +27,6 @@ from orgpipeline_api.orgschema.ddl import STORAGE_DDL, STORAGE_TABLE, qualified
 from psycopg import sql
 
 
-def relations(table: str) -> list[str]:
-    """The PostgreSQL relations that hold one table's data and bookkeeping."""
-    return [
-        store_names.pg_table(table),
-        store_names.pg_change_log(table),
-        store_names.pg_quality_metrics(table),
-        store_names.pg_heads(table),
-        store_names.pg_rejected_rows(table),
-        store_names.pg_pending_loads(table),
-        store_names.pg_outbox(table),
-    ]
-
-
 @dataclass(frozen=True)
 class Sizes:
     day: date
@@ -85,7 +72,7 @@ def measure(conn: psycopg.Connection[Any], database: Any, org_id: str, table: st
         "SELECT (now() AT TIME ZONE 'UTC')::date, coalesce(sum(pg_total_relation_size(c.oid)), 0)"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')",
-        (store_names.pg_schema(org_id), relations(table)),
+        (store_names.pg_schema(org_id), store_names.pg_table_relations(table)),
     ).fetchone()
     day = row[0] if row else date.today()
     postgres = int(row[1]) if row else 0

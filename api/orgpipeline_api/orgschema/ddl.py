@@ -156,13 +156,7 @@ def stamp(org_id: str, table: Table) -> str:
 def _objects(table: str) -> list[str]:
     """The relations `ensure_schema` and the record migrations make for the table (and the org)."""
     return [
-        store_names.pg_table(table),
-        store_names.pg_change_log(table),
-        store_names.pg_quality_metrics(table),
-        store_names.pg_heads(table),
-        store_names.pg_rejected_rows(table),
-        store_names.pg_outbox(table),
-        store_names.pg_pending_loads(table),
+        *store_names.pg_table_relations(table),
         store_names.PG_RUNS_TABLE,
         FILES_TABLE,
         TABLES_TABLE,

@@ -68,6 +68,23 @@ def annotation_patch(table: str, trigger: triggers.RunTrigger) -> dict[str, Any]
     }
 
 
+def send_run_now(
+    custom: Any, name: str, table: str, trigger: triggers.RunTrigger, field_manager: str = FIELD_MANAGER
+) -> None:
+    """Patches the run-now annotations onto OrgPipeline `name` through `custom` (a
+    CustomObjectsApi, with whichever identity asks: the command's or a console caller's)."""
+    custom.patch_cluster_custom_object(
+        GROUP,
+        VERSION,
+        PLURAL,
+        name,
+        annotation_patch(table, trigger),
+        field_manager=field_manager,
+        _content_type="application/merge-patch+json",
+        _request_timeout=TIMEOUT_SECONDS,
+    )
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
@@ -156,16 +173,7 @@ def run_now(
             raise UserError(f"unknown table {table!r} for org {org_id}; its tables: {', '.join(tables)}")
         trigger = triggers.RunTrigger.of(triggers.Trigger.run_now, whoami(api), reason)
         try:
-            custom.patch_cluster_custom_object(
-                GROUP,
-                VERSION,
-                PLURAL,
-                name,
-                annotation_patch(table, trigger),
-                field_manager=FIELD_MANAGER,
-                _content_type="application/merge-patch+json",
-                _request_timeout=TIMEOUT_SECONDS,
-            )
+            send_run_now(custom, name, table, trigger)
         except Exception as exc:
             raise _api_error(exc, f"annotate OrgPipeline {name}") from None
     finally:
