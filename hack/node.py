@@ -717,13 +717,7 @@ def _remove_host_leftovers() -> None:
     Path("/var/lib/kubelet/device-plugins/kubelet.sock").unlink(missing_ok=True)
     shutil.rmtree("/run/containerd/runc/k8s.io", ignore_errors=True)
     for top in (links, Path("/var/lib/kubelet"), Path("/run/containerd")):
-        if not top.is_dir():
-            continue
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        with contextlib.suppress(OSError):
-            top.rmdir()
+        _remove_empty_dirs(top)
 
 
 def _kill_shims() -> None:
@@ -763,14 +757,19 @@ def _unmount_under(root: Path) -> None:
 
 def _remove_cgroups(name: str) -> None:
     for controller in Path("/sys/fs/cgroup").iterdir():
-        top = controller / name
-        if not top.is_dir():
-            continue
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                d.rmdir()
+        _remove_empty_dirs(controller / name)
+
+
+def _remove_empty_dirs(top: Path) -> None:
+    """Every empty directory under `top`, deepest first, then `top` (a cgroup is removed by rmdir,
+    and only once it is empty); what is not empty stays."""
+    if not top.is_dir():
+        return
+    for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
-            top.rmdir()
+            d.rmdir()
+    with contextlib.suppress(OSError):
+        top.rmdir()
 
 
 def status(state: dict[str, object]) -> bool:
