@@ -567,6 +567,9 @@ def create_databases(state: dict[str, object]) -> None:
     harden_postgres(state)
 
 
+DATABASE_ACL_LOCK = "orgpipeline: the database's grants"  # as operator/orgpipeline_operator/database.py
+
+
 def harden_postgres(state: dict[str, object]) -> None:
     """What a platform's DBA does once (operator/README.md, "Isolation"): the operator's role, with
     the least it needs, and no TEMPORARY for PUBLIC in any database (so that a reader role, which
@@ -582,20 +585,23 @@ def harden_postgres(state: dict[str, object]) -> None:
         databases = [
             str(r[0]) for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall()
         ]
-        for db in databases:
-            conn.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db)))
-        for db in (PG_DATABASE, "ferretdb"):
-            # CREATE: its schemas. CONNECT and TEMPORARY with the grant option: what it grants each
-            # org role (the jobs stage rows in temporary tables).
-            conn.execute(
-                sql.SQL(
-                    "GRANT CREATE ON DATABASE {db} TO {r}; GRANT CONNECT, TEMPORARY ON DATABASE {db}"
-                    " TO {r} WITH GRANT OPTION"
-                ).format(db=sql.Identifier(db), r=role)
-            )
-    # Large objects are writes any role may make: none for PUBLIC (the pipeline uses none).
     for db in databases:
-        with psycopg.connect(pg_admin_dsn(state, db), autocommit=True) as conn:
+        with psycopg.connect(pg_admin_dsn(state, db), autocommit=True) as conn, conn.transaction():
+            # The operator's lock on a database's grants (database.DATABASE_ACL_LOCK, an advisory
+            # lock of that database): an org made or dropped meanwhile rewrites the same catalog
+            # row, and two writers at once fail with 'tuple concurrently updated'.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (DATABASE_ACL_LOCK,))
+            conn.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db)))
+            if db in (PG_DATABASE, "ferretdb"):
+                # CREATE: its schemas. CONNECT and TEMPORARY with the grant option: what it grants
+                # each org role (the jobs stage rows in temporary tables).
+                conn.execute(
+                    sql.SQL(
+                        "GRANT CREATE ON DATABASE {db} TO {r}; GRANT CONNECT, TEMPORARY ON DATABASE {db}"
+                        " TO {r} WITH GRANT OPTION"
+                    ).format(db=sql.Identifier(db), r=role)
+                )
+            # Large objects are writes any role may make: none for PUBLIC (the pipeline uses none).
             conn.execute(
                 "REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea)"
                 " FROM PUBLIC"
