@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -194,9 +195,15 @@ def job_event(body: kopf.Body, type: str | None, labels: kopf.Labels, memo: kopf
 # --- entry point -------------------------------------------------------------------------------
 
 
-async def _standby(conf: operator_settings.Settings, elector: leadership.Elector) -> None:
+async def _standby(
+    conf: operator_settings.Settings, elector: leadership.Elector, webhook_socket: socket.socket | None
+) -> None:
     """Until this replica leads: /healthz (alive), /readyz (ready: the webhook accepts), and the
-    webhook, which stores what arrives for the active replica (`arrivals`) and starts nothing."""
+    webhook, which stores what arrives for the active replica (`arrivals`) and starts nothing.
+
+    The webhook listens on a duplicate of the operator's one listening socket: closing it when this
+    replica leads leaves the socket open, so a notification sent while Kopf starts waits in the
+    kernel's queue for the leader's endpoint instead of being refused."""
     runners: list[web.AppRunner] = []
     db: database.Databases | None = None
     receiver: webhook.Receiver | None = None
@@ -212,10 +219,10 @@ async def _standby(conf: operator_settings.Settings, elector: leadership.Elector
             await runner.setup()
             await web.TCPSite(runner, "0.0.0.0", conf.health_port, reuse_address=True).start()
             runners.append(runner)
-        if conf.webhook_port:
+        if webhook_socket is not None:
             store = db = database.Databases(conf.postgres_dsn, conf.mongo_uri, conf.mongo_db, pool_size=2)
             receiver = webhook.Receiver(conf, None, lambda: store)
-            await receiver.start(webhook.bind(conf.webhook_port))
+            await receiver.start(webhook_socket.dup())
         READY.set()
         await elector.wait_until_leader()
     finally:
@@ -250,15 +257,6 @@ def run() -> None:
         logging.getLogger("kopf").setLevel(logging.WARNING)
     if conf.metrics_port:
         metrics.serve(conf.metrics_port, READY)
-    elector = None
-    lease = leadership.LeaseSettings.from_settings(conf)
-    if lease is not None:
-        elector = leadership.Elector(lease, kube.Kube.from_environment(pool_size=2))
-        runtime.log.warning(
-            "standby: waiting for Lease %s/%s as %s", lease.namespace, lease.name, lease.identity
-        )
-        asyncio.run(_standby(conf, elector))
-        elector.keep()
     memo = kopf.Memo(conf=conf)
     if conf.webhook_port:
         try:
@@ -270,6 +268,15 @@ def run() -> None:
                 file=sys.stderr,
             )
             sys.exit(2)
+    elector = None
+    lease = leadership.LeaseSettings.from_settings(conf)
+    if lease is not None:
+        elector = leadership.Elector(lease, kube.Kube.from_environment(pool_size=2))
+        runtime.log.warning(
+            "standby: waiting for Lease %s/%s as %s", lease.namespace, lease.name, lease.identity
+        )
+        asyncio.run(_standby(conf, elector, memo.get("webhook_socket")))
+        elector.keep()
     liveness = f"http://0.0.0.0:{conf.health_port}/healthz" if conf.health_port else None
     try:
         kopf.run(

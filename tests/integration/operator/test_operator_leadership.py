@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -93,6 +94,22 @@ def test_the_standby_takes_over_a_killed_leader_and_every_file_runs_once(
         killed = time.monotonic()
         # ... and one sent to the standby while no replica leads.
         assert post(second, created(f"org-{org}/c_1.csv")) == 200
+        # Notifications (of a key no org reads) sent all through the takeover: each is answered,
+        # none refused while the standby's endpoint makes way for the leader's.
+        answers: list[int | str] = []
+        probing = threading.Event()
+        probing.set()
+
+        def probe() -> None:
+            while probing.is_set():
+                try:
+                    answers.append(post(second, created(f"unread-{run}/x.csv")))
+                except OSError as exc:  # URLError: refused, reset
+                    answers.append(repr(exc))
+                time.sleep(0.002)
+
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
 
         wait_for(lambda: leader_pid() == second.proc.pid if second.proc else False, 20, "the takeover")
         took = time.monotonic() - killed
@@ -103,6 +120,11 @@ def test_the_standby_takes_over_a_killed_leader_and_every_file_runs_once(
             return {j["metadata"]["labels"][naming.LABEL_TABLE] for j in arrival_jobs(api, ns)}
 
         wait_for(lambda: {"b", "c"} <= tables_run(), 60, "the runs of b_1 and c_1 after the takeover")
+        time.sleep(1)
+        probing.clear()
+        prober.join(15)
+        refused = [a for a in answers if not isinstance(a, int)]
+        assert len(answers) > 20 and not refused, (len(answers), refused[:3])
         time.sleep(3)  # a second run of any of them would have been made by now
         jobs = arrival_jobs(api, ns)
         reasons = sorted(env_of(j)["ORGPIPELINE_TRIGGER_REASON"] for j in jobs)
