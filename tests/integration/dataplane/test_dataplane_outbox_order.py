@@ -1,0 +1,99 @@
+"""The fused run writes a batch to MongoDB while PostgreSQL's transaction of the same batch runs,
+and each store still ends with exactly what the other has.
+
+The outbox row goes first (alone, not yet committed); a run that dies after MongoDB took the
+documents but before PostgreSQL committed leaves that row, and the next run withdraws the documents
+from MongoDB before anything else, so a changed file's rerun writes its own versions, not the dead
+run's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from conftest import Org, order, orders_csv
+from orgpipeline_jobs import ingest
+from orgpipeline_jobs.warehouse import load
+from test_dataplane_crash import Killed
+
+ROWS = [order(i, amount=f"{i}.00") for i in range(20)]
+CHANGED = [order(i, amount=f"{i + 100}.00", note="changed") for i in range(20)]
+
+
+def in_mongodb(org: Org, n: int, wait: float = 10.0) -> bool:
+    """Whether MongoDB holds `n` documents of the table, waiting up to `wait` seconds for them."""
+    until = time.monotonic() + wait
+    while org.collection().count_documents({}) < n:
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_mongodb_writes_the_batch_while_postgresql_writes_it(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+    original = load.copy_batch
+
+    def copy_batch(*args: Any, **kwargs: Any) -> Any:
+        seen.append(in_mongodb(org, len(ROWS)))  # before PostgreSQL has a row of the batch
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(load, "copy_batch", copy_batch)
+    org.upload("orders_1.csv", orders_csv(ROWS))
+    result = org.run()
+    assert result["result"] == "Succeeded" and result["loaded"] == len(ROWS)
+    assert seen == [True]
+    assert org.sql("SELECT count(*) FROM {schema}.raw_orders") == [(len(ROWS),)]
+    assert org.sql("SELECT count(*) FROM {schema}.raw_orders_outbox") == [(0,)]
+
+
+def test_killed_after_mongodb_took_the_batch_before_postgresql_committed_it(
+    org: Org, twin: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file changes before the rerun: MongoDB ends with the changed versions, as PostgreSQL
+    does, not the dead run's (same `_id`s, which a replay would have kept)."""
+    twin.upload("orders_1.csv", orders_csv(CHANGED))
+    assert twin.run()["result"] == "Succeeded"
+
+    def copy_batch(*args: Any, **kwargs: Any) -> Any:
+        assert in_mongodb(org, len(ROWS))
+        raise Killed()  # SIGKILL: PostgreSQL rolls the batch back, nothing of the run cleans up
+
+    monkeypatch.setattr(load, "copy_batch", copy_batch)
+    monkeypatch.setattr(ingest.FileIngest, "_withdraw", lambda *args: None)
+    org.upload("orders_1.csv", orders_csv(ROWS))
+    with pytest.raises(Killed):
+        org.run()
+    monkeypatch.undo()
+    assert org.sql("SELECT count(*) FROM {schema}.raw_orders") == [(0,)]
+    assert org.collection().count_documents({}) == len(ROWS)  # MongoDB ahead, the outbox says so
+
+    org.upload("orders_1.csv", orders_csv(CHANGED))
+    assert org.run()["result"] == "Succeeded"
+    assert org.state() == twin.state()
+    notes = {d["note"] for d in org.collection().find({}, {"note": 1})}
+    assert notes == {"changed"}
+
+
+def test_a_batch_postgresql_refused_leaves_mongodb_at_once(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure of the batch's PostgreSQL transaction (here not the content's: the run fails)
+    withdraws what MongoDB took of it before the error reaches the caller."""
+
+    def copy_batch(*args: Any, **kwargs: Any) -> Any:
+        assert in_mongodb(org, len(ROWS))
+        raise RuntimeError("PostgreSQL went away")
+
+    monkeypatch.setattr(load, "copy_batch", copy_batch)
+    org.upload("orders_1.csv", orders_csv(ROWS))
+    with pytest.raises(RuntimeError):
+        org.run()
+    assert org.collection().count_documents({}) == 0
+    assert org.sql("SELECT count(*) FROM {schema}.raw_orders_outbox") == [(0,)]
+    monkeypatch.undo()
+    assert org.run()["result"] == "Succeeded"
+    assert org.collection().count_documents({}) == len(ROWS)
+    assert org.sql("SELECT count(*) FROM {schema}.raw_orders") == [(len(ROWS),)]
