@@ -17,7 +17,7 @@ The order of writes across the two stores lives here, not in a stage. Two orders
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -93,6 +93,9 @@ class TableContext:
     config: LandingConfig
     trigger: triggers.RunTrigger = triggers.MANUAL
     """Who started the run and why, recorded with every version."""
+    while_landing: Callable[[], None] | None = None
+    """Called once, when the file is all written to PostgreSQL and MongoDB is still writing its last
+    parts: work of the caller's that does not need them there (the run's end) fills that wait."""
 
 
 def use_system_allocator() -> None:
@@ -292,7 +295,7 @@ class FileIngest:
             try:
                 with files.open_file(self.source, self.ctx.settings) as stream:
                     self._stream(CsvStream(stream, self.ctx.config.source, block))
-                self._settle()
+                self._settle(last=not self.snapshot)
                 break
             except FileRejected:
                 self._settle()  # what was counted is written, as it would have been part by part
@@ -309,6 +312,7 @@ class FileIngest:
                 self._reset()
         if self.snapshot:
             self._delete_missing()
+            self._while_landing()
             self._landed(wait=True)
         return FileOutcome(self.source, "ingested", self.counts, self.quality, notes=self.notes)
 
@@ -526,11 +530,22 @@ class FileIngest:
             withdraw(self.ctx.collection, batch_id, [d["_id"] for d in encoded])
             outbox.remove(self.ctx.conn, self.ctx.org_id, self.ctx.table.name, [batch_id])
 
-    def _settle(self) -> None:
-        """Writes the open part and waits until MongoDB has every part (their outbox rows dropped)."""
+    def _settle(self, last: bool = False) -> None:
+        """Writes the open part and waits until MongoDB has every part (their outbox rows dropped).
+        `last`: the file's last write, so the caller's `while_landing` may fill the wait."""
         self._flush()
         self._committed = self.counts.model_copy()
+        if last:
+            self._while_landing()
         self._landed(wait=True)
+
+    def _while_landing(self) -> None:
+        """The caller's `while_landing`, once, while MongoDB is still writing parts (the file's
+        rows are all committed in PostgreSQL by now)."""
+        self._landed(wait=False)
+        if self.ctx.while_landing is not None and self._writer.in_flight():
+            while_landing, self.ctx.while_landing = self.ctx.while_landing, None
+            while_landing()
 
     def _landed(self, wait: bool) -> None:
         """Drops the outbox rows of the batches MongoDB has (all of them when `wait`)."""

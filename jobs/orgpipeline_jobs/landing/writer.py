@@ -88,6 +88,10 @@ class MongoWriter:
             batch.futures.append(self._pool.submit(insert_documents, self.collection, part))
         self._batches.append(batch)
 
+    def in_flight(self) -> bool:
+        """Whether a submitted batch is not fully written yet."""
+        return any(not f.done() for b in self._batches for f in b.futures)
+
     def make_room(self) -> None:
         """Waits while too much is queued (what `submit` does first), raising an earlier batch's
         error: a caller that must prepare before submitting learns it first."""
