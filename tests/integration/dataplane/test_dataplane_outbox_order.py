@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import bson
 import pytest
 from conftest import Org, order, orders_csv
 from orgpipeline_jobs import ingest
@@ -97,3 +98,31 @@ def test_a_batch_postgresql_refused_leaves_mongodb_at_once(org: Org, monkeypatch
     assert org.run()["result"] == "Succeeded"
     assert org.collection().count_documents({}) == len(ROWS)
     assert org.sql("SELECT count(*) FROM {schema}.raw_orders") == [(len(ROWS),)]
+
+
+def test_an_outbox_of_an_older_release_gets_the_column_and_its_rows_are_replayed(org: Org) -> None:
+    """An older release's outbox has no `committed`: each of its rows was written with its
+    batch's PostgreSQL part, so the next run replays it (never withdraws it)."""
+    org.upload("orders_1.csv", orders_csv(ROWS))
+    assert org.run()["result"] == "Succeeded"
+    doc = org.collection().find_one({"order_id": "O3"})
+    assert doc is not None
+    org.collection().delete_one({"_id": doc["_id"]})  # the crash left it in the outbox only
+    schema = f'"{org.schema}"'
+    org.pg.execute(f"ALTER TABLE {schema}.raw_orders_outbox DROP COLUMN committed")
+    org.pg.execute(f"COMMENT ON TABLE {schema}.raw_orders IS NULL")  # as before the upgrade
+    org.pg.execute(
+        f"INSERT INTO {schema}.raw_orders_outbox (batch_id, documents) VALUES ('old:000001', %s)",
+        (bson.encode(doc),),
+    )
+
+    assert org.run()["result"] == "NoNewFiles"
+    assert org.collection().count_documents({"order_id": "O3"}) == 1
+    assert org.collection().count_documents({}) == len(ROWS)
+    assert org.sql("SELECT count(*) FROM {schema}.raw_orders_outbox") == [(0,)]
+    columns = org.sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s"
+        " AND table_name = 'raw_orders_outbox' AND column_name = 'committed'",
+        org.schema,
+    )
+    assert columns == [("committed",)]
