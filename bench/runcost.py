@@ -30,6 +30,7 @@ import io
 import json
 import os
 import pstats
+import shutil
 import statistics
 import subprocess
 import sys
@@ -85,14 +86,17 @@ class Org:
         self.rt.pool.shutdown()
 
 
-def compile_trees(trees: list[Path]) -> None:
+def compile_trees(trees: list[Path], compile: bool = True) -> None:
     """Writes the bytecode of the measured trees' modules, as the image has it: pip compiles every
     module it installs (the wheel's too), while a development tree under PYTHONDONTWRITEBYTECODE
     (as the image's and this machine's environments set) keeps none, so each run would compile
     the project's own modules again (~0.05-0.1 s a run that a pod does not pay)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     for tree in trees:
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)], env=env, check=True)
+        for cache in list(tree.rglob("__pycache__")):
+            shutil.rmtree(cache)  # no stale bytecode either way
+        if compile:
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)], env=env, check=True)
 
 
 def timed_run(org: Org, env: dict[str, str]) -> dict[str, Any]:
@@ -210,15 +214,15 @@ def main() -> None:
     parser.add_argument(
         "--no-bytecode",
         action="store_true",
-        help="leave the trees' own modules uncompiled (every run compiles them, which a pod does not)",
+        help="remove the trees' bytecode instead (every run compiles their modules, which a pod does not)",
     )
     args = parser.parse_args()
 
     env = stack_env()
-    if not args.no_bytecode:
-        compile_trees(
-            [ROOT / part for part in ("api", "cli", "jobs")] + ([args.baseline] if args.baseline else [])
-        )
+    compile_trees(
+        [ROOT / part for part in ("api", "cli", "jobs")] + ([args.baseline] if args.baseline else []),
+        not args.no_bytecode,
+    )
     os.environ.update({k: v for k, v in env.items() if k.startswith("ORGPIPELINE_")})
     tag = uuid.uuid4().hex[:6]
     work = Path(tempfile.mkdtemp(prefix="orgpipeline-runcost-"))
