@@ -17,7 +17,7 @@ import pytest
 from conftest import Org, order, orders_csv
 from orgpipeline_jobs import ingest
 from orgpipeline_jobs.warehouse import load
-from test_dataplane_crash import Killed
+from test_dataplane_crash import SMALL, Killed
 
 ROWS = [order(i, amount=f"{i}.00") for i in range(20)]
 CHANGED = [order(i, amount=f"{i + 100}.00", note="changed") for i in range(20)]
@@ -126,3 +126,32 @@ def test_an_outbox_of_an_older_release_gets_the_column_and_its_rows_are_replayed
         org.schema,
     )
     assert columns == [("committed",)]
+
+
+@pytest.mark.parametrize("call", [1, 3, 6])
+def test_killed_in_postgresql_transaction_of_a_later_part(
+    org: Org, twin: Org, monkeypatch: pytest.MonkeyPatch, call: int
+) -> None:
+    """Many parts (5 versions each): parts before the kill are committed (some still in flight to
+    MongoDB), the killed one is not; the rerun replays the first, withdraws the second and ends
+    with an uninterrupted twin's state."""
+    rows = [order(i, amount=f"{i}.00") for i in range(40)]
+    twin.upload("orders_1.csv", orders_csv(rows))
+    assert twin.run(**SMALL)["result"] == "Succeeded"
+    original, calls = load.copy_batch, {"n": 0}
+
+    def copy_batch(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise Killed()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(load, "copy_batch", copy_batch)
+    monkeypatch.setattr(ingest.FileIngest, "_withdraw", lambda *args: None)
+    org.upload("orders_1.csv", orders_csv(rows))
+    with pytest.raises(Killed):
+        org.run(**SMALL)
+    monkeypatch.undo()
+    assert org.sql("SELECT count(*) FROM {schema}.raw_orders_outbox WHERE NOT committed") == [(1,)]
+    assert org.run(**SMALL)["result"] == "Succeeded"
+    assert org.state() == twin.state()
