@@ -93,7 +93,7 @@ def pg_pending_loads(table: str) -> str:
 
 
 def pg_outbox(table: str) -> str:
-    """Version documents committed to PostgreSQL but not yet written to MongoDB."""
+    """Version documents on their way to MongoDB (`warehouse.outbox`: committed or not yet)."""
     return f"raw_{table}_outbox"
 
 

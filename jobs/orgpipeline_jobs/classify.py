@@ -316,18 +316,33 @@ def suggest_table(
     ]
 
 
-def unclassified_breaches(
+def run_suggestions(
     conn: psycopg.Connection[Any], org_id: str, table: str, classification: Mapping[str, str]
-) -> list[Breach]:
-    """After a run: each column classified public or internal whose stored values look like pii or
-    sensitive data, the first time it does (`warehouse.notices`)."""
+) -> list[ColumnSuggestion]:
+    """What `unclassified_breaches` judges: the suggestions for the columns classified public or
+    internal, from a sample of the stored table (a read only)."""
     open_columns = {
         c: k for c, k in classification.items() if k in (Classification.public, Classification.internal)
     }
     if not open_columns:
         return []
+    return suggest_table(conn, org_id, table, open_columns, RUN_SAMPLE_ROWS)
+
+
+def unclassified_breaches(
+    conn: psycopg.Connection[Any],
+    org_id: str,
+    table: str,
+    classification: Mapping[str, str],
+    suggestions: list[ColumnSuggestion] | None = None,
+) -> list[Breach]:
+    """After a run: each column classified public or internal whose stored values look like pii or
+    sensitive data, the first time it does (`warehouse.notices`). `suggestions`: `run_suggestions`
+    of the same stored rows, when the caller has them already."""
+    if suggestions is None:
+        suggestions = run_suggestions(conn, org_id, table, classification)
     breaches = []
-    for s in suggest_table(conn, org_id, table, open_columns, RUN_SAMPLE_ROWS):
+    for s in suggestions:
         if not s.changes or not s.evidence:
             continue
         best = next(e for e in s.evidence if e.classification == s.suggested)

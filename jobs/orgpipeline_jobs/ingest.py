@@ -7,15 +7,18 @@ batch). Snapshot tables then get a DELETE version for every live key the file di
 
 The order of writes across the two stores lives here, not in a stage. Two orders, both replay-safe
 (version `_id`s are deterministic and MongoDB refuses duplicates):
-- fused (`run`): PostgreSQL first (with an outbox copy of the documents), then MongoDB with
-  postgres_status "loaded"; the outbox row goes once MongoDB has the batch, and a rerun first
-  replays what is left.
+- fused (`run`): the batch's documents go to the outbox first (committed alone, marked not yet
+  committed), then to MongoDB (postgres_status "loaded") while PostgreSQL's transaction writes the
+  raw rows, change log and heads and marks the outbox row committed; the row goes once MongoDB has
+  the batch. A rerun first replays the committed rows left and withdraws from MongoDB the
+  documents of the others (`warehouse.outbox`), so MongoDB never keeps a version PostgreSQL lacks.
 - landing only (`ingest`): MongoDB first (postgres_status "pending"), then the heads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +46,9 @@ from orgpipeline_jobs.warehouse import bookkeeping, heads, load, outbox, pending
 
 ENCODE_CHUNK = 1000
 """Documents built as dicts before they are encoded to BSON and the dicts dropped."""
+
+WITHDRAW_CHUNK = 1000
+"""`_id`s per delete when a batch's documents are withdrawn from MongoDB."""
 
 PART_SLICES = 4
 """An open part is written after this many slices even when it holds fewer than `write_rows`
@@ -87,6 +93,9 @@ class TableContext:
     config: LandingConfig
     trigger: triggers.RunTrigger = triggers.MANUAL
     """Who started the run and why, recorded with every version."""
+    while_landing: Callable[[], None] | None = None
+    """Called once, when the file is all written to PostgreSQL and MongoDB is still writing its last
+    parts: work of the caller's that does not need them there (the run's end) fills that wait."""
 
 
 def use_system_allocator() -> None:
@@ -121,8 +130,12 @@ def replay_outbox(ctx: TableContext) -> int:
     this point: it becomes a rejected row of its file, the file is quarantined, and the batch's
     entry goes like the others."""
     replayed = 0
-    for batch_id, blob in outbox.pending(ctx.conn, ctx.org_id, ctx.table.name):
+    for batch_id, blob, committed in outbox.pending(ctx.conn, ctx.org_id, ctx.table.name):
         docs = bson.decode_all(blob)
+        if not committed:  # the run died before the batch's PostgreSQL part was committed
+            withdraw(ctx.collection, batch_id, [d["_id"] for d in docs])
+            outbox.remove(ctx.conn, ctx.org_id, ctx.table.name, [batch_id])
+            continue
         for doc in docs:  # left by an older release (bare id): as `recordorg.migrate` made the rest
             doc["org_id"] = store_names.record_org_id(ctx.org_id)
         try:
@@ -132,6 +145,13 @@ def replay_outbox(ctx: TableContext) -> int:
         outbox.remove(ctx.conn, ctx.org_id, ctx.table.name, [batch_id])
         replayed += 1
     return replayed
+
+
+def withdraw(collection: Collection[Any], batch_id: str, ids: list[Any]) -> None:
+    """Deletes from MongoDB the documents a batch landed before its PostgreSQL part was committed
+    (and never was): only this batch's (its `batch_id`), a chunk of `_id`s at a time."""
+    for start in range(0, len(ids), WITHDRAW_CHUNK):
+        collection.delete_many({"_id": {"$in": ids[start : start + WITHDRAW_CHUNK]}, "batch_id": batch_id})
 
 
 def _land_one_by_one(ctx: TableContext, docs: list[dict[str, Any]]) -> None:
@@ -275,7 +295,7 @@ class FileIngest:
             try:
                 with files.open_file(self.source, self.ctx.settings) as stream:
                     self._stream(CsvStream(stream, self.ctx.config.source, block))
-                self._settle()
+                self._settle(last=not self.snapshot)
                 break
             except FileRejected:
                 self._settle()  # what was counted is written, as it would have been part by part
@@ -292,6 +312,7 @@ class FileIngest:
                 self._reset()
         if self.snapshot:
             self._delete_missing()
+            self._while_landing()
             self._landed(wait=True)
         return FileOutcome(self.source, "ingested", self.counts, self.quality, notes=self.notes)
 
@@ -474,26 +495,57 @@ class FileIngest:
         fused = ctx.config.fused_load
         if not fused:
             insert_documents(ctx.collection, encoded)
-        with conn.transaction():
-            if fused and raw:
-                load.copy_batch(conn, org, ctx.table, raw, change_log or [])
-            elif fused and docs:
-                load.copy_versions(conn, org, ctx.table, docs)
-            heads.upsert(conn, org, name, head_rows)
-            bookkeeping.write_rejected(conn, org, name, self.source, ctx.run_id, rejected)
-            if not fused and encoded:
-                pending.add(conn, org, name, batch_id)
-            if fused and encoded:
-                outbox.put(conn, org, name, batch_id, b"".join(d.raw for d in encoded))
-        if fused and encoded:
+        elif encoded:
+            self._writer.make_room()
+            # The documents first, alone, as not yet committed: MongoDB then writes them while
+            # PostgreSQL's transaction below runs (they were one after the other), and a run that
+            # dies before that commit leaves what the next run needs to withdraw them.
+            with conn.transaction():
+                outbox.put(conn, org, name, batch_id, b"".join(d.raw for d in encoded), committed=False)
             self._writer.submit(batch_id, encoded)
+        try:
+            with conn.transaction():
+                if fused and raw:
+                    load.copy_batch(conn, org, ctx.table, raw, change_log or [])
+                elif fused and docs:
+                    load.copy_versions(conn, org, ctx.table, docs)
+                heads.upsert(conn, org, name, head_rows)
+                bookkeeping.write_rejected(conn, org, name, self.source, ctx.run_id, rejected)
+                if not fused and encoded:
+                    pending.add(conn, org, name, batch_id)
+                if fused and encoded:
+                    outbox.commit(conn, org, name, batch_id)
+        except BaseException:
+            if fused and encoded:
+                self._withdraw(batch_id, encoded)
+            raise
+        if fused and encoded:
             self._landed(wait=False)
 
-    def _settle(self) -> None:
-        """Writes the open part and waits until MongoDB has every part (their outbox rows dropped)."""
+    def _withdraw(self, batch_id: str, encoded: list[RawBSONDocument]) -> None:
+        """PostgreSQL did not commit the batch: its documents leave MongoDB again, and its outbox
+        row goes. Whatever fails here leaves the row (not committed) for the next run to finish."""
+        self._writer.forget(batch_id)
+        with suppress(Exception):
+            withdraw(self.ctx.collection, batch_id, [d["_id"] for d in encoded])
+            outbox.remove(self.ctx.conn, self.ctx.org_id, self.ctx.table.name, [batch_id])
+
+    def _settle(self, last: bool = False) -> None:
+        """Writes the open part and waits until MongoDB has every part (their outbox rows dropped).
+        `last`: the file's last write, so the caller's `while_landing` may fill the wait."""
         self._flush()
         self._committed = self.counts.model_copy()
+        if last:
+            self._while_landing()
         self._landed(wait=True)
+
+    def _while_landing(self) -> None:
+        """The caller's `while_landing`, once, while MongoDB is still writing parts (the file's
+        rows are all committed in PostgreSQL by now)."""
+        self._landed(wait=False)
+        if self.ctx.while_landing is not None and self._writer.in_flight():
+            while_landing, self.ctx.while_landing = self.ctx.while_landing, None
+            while_landing()
 
     def _landed(self, wait: bool) -> None:
         """Drops the outbox rows of the batches MongoDB has (all of them when `wait`)."""

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import pymongo
     from pymongo.collection import Collection
 
-    from orgpipeline_jobs import ingest
+    from orgpipeline_jobs import classify, ingest
 
 # pyarrow, pymongo and the ingest engine are imported where a run first needs them: a run with
 # nothing new (most scheduled runs) needs none of them, and they were half its process wall time.
@@ -161,6 +161,10 @@ class TableRun:
     business_keys: list[str] = field(default_factory=list)
     keys_detected: bool = False
     trigger: triggers.RunTrigger = triggers.MANUAL
+    last_file: str | None = None
+    """The file_id of the last file this run ingests (`prepare_finish`)."""
+    suggested: list[classify.ColumnSuggestion] | None = None
+    """The classification's suggestions, read while the last file's documents landed."""
 
     def context(self, fused: bool) -> ingest.TableContext:
         from orgpipeline_jobs import ingest
@@ -200,6 +204,7 @@ class TableRun:
             return outcome
         bookkeeping.start_file(self.conn, org, name, source, self.run_id)
         ctx = self.context(fused)
+        ctx.while_landing = lambda: self.prepare_finish(source.file_id == self.last_file)
         by = self.trigger.for_file(source.key)  # a file arrival: the file's own uploader
         ctx.trigger, ctx.user_id = by, by.user
         worker = ingest.FileIngest(ctx, source)
@@ -228,6 +233,22 @@ class TableRun:
             )
         self.outcomes.append(outcome)
         return outcome
+
+    def prepare_finish(self, last: bool) -> None:
+        """The end of the run, as far as it does not need MongoDB to have the file's last
+        documents: called while they are on their way, when this thread would only wait. Imports
+        the run's end's checks (~25 ms); after the run's last file, also reads the classification's
+        sample (its rows are all in PostgreSQL, committed)."""
+        from orgpipeline_jobs import anomalies, classify, storage  # noqa: F401
+
+        if last:
+            with suppress(psycopg.Error):
+                self.suggested = classify.run_suggestions(
+                    self.conn, self.spec.org_id, self.table.name, self.columns()
+                )
+
+    def columns(self) -> dict[str, str]:
+        return {c.name: str(c.classification) for c in self.table.columns}
 
     def load_pending(self) -> int:
         """Loads versions landed by `ingest` (postgres_status pending), then marks them loaded."""
@@ -351,9 +372,13 @@ class TableRun:
             return []
         from orgpipeline_jobs import classify
 
-        columns = {c.name: str(c.classification) for c in self.table.columns}
+        # Read before the last file's MongoDB write ended: still the stored rows unless a pending
+        # load added some since.
+        suggested = self.suggested if not self.loaded else None
         try:
-            return classify.unclassified_breaches(self.conn, self.spec.org_id, self.table.name, columns)
+            return classify.unclassified_breaches(
+                self.conn, self.spec.org_id, self.table.name, self.columns(), suggested
+            )
         except psycopg.Error:
             return []
 
@@ -553,6 +578,7 @@ def run_table(
         todo = [f for f in found if statuses.get(f.file_id) not in DONE_STATUSES]
         # An interrupted file first: its rerun must see the heads it left, not a later file's.
         todo.sort(key=lambda f: (statuses.get(f.file_id) != "ingesting", f.key))
+        tr.last_file = todo[-1].file_id if todo else None
         for source in todo:  # each listed once, under the lock: the statuses read above still hold
             tr.ingest_file(source, fused=True, status=statuses.get(source.file_id))
         tr.load_pending()

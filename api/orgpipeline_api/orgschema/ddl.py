@@ -9,7 +9,8 @@ Per table T (names from `orgpipeline_api.store_names`):
   cannot push `$in` down to PostgreSQL, so a batch lookup there would scan the collection).
 - raw_T_rejected_rows: every row that did not become a version, with file, line, reason and its
   text (bounded; text_truncated when cut).
-- raw_T_outbox: version documents committed to PostgreSQL but not yet written to MongoDB.
+- raw_T_outbox: version documents on their way to MongoDB (`committed`: the batch's PostgreSQL
+  part is committed, so they are replayed; not yet: they are withdrawn from MongoDB).
 Per org: pipeline_runs (one row per command run) and pipeline_files (one row per source file, with
 the header as the file spells it).
 
@@ -268,7 +269,7 @@ def _table_objects(
             issue_type TEXT NOT NULL, field TEXT, reason TEXT NOT NULL, text TEXT,
             rejected_at TIMESTAMPTZ NOT NULL DEFAULT NOW(), PRIMARY KEY (file_id, line))""",
         """CREATE TABLE IF NOT EXISTS {} (
-            batch_id TEXT PRIMARY KEY, documents BYTEA NOT NULL)""",
+            batch_id TEXT PRIMARY KEY, documents BYTEA NOT NULL, committed BOOLEAN NOT NULL DEFAULT TRUE)""",
     ]
     names = [
         store_names.pg_change_log(table.name),
@@ -296,11 +297,19 @@ def _table_objects(
     # storing it (the BSON comes compressed). Set once: ALTER TABLE locks the table.
     outbox = _q(schema, store_names.pg_outbox(table.name))
     storage: Any = conn.execute(
-        "SELECT attstorage FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'documents'",
+        "SELECT bool_or(attname = 'documents' AND attstorage = 'e'), bool_or(attname = 'committed')"
+        " FROM pg_attribute WHERE attrelid = to_regclass(%s) AND NOT attisdropped",
         (outbox.as_string(conn),),
     ).fetchone()
-    if storage is None or storage[0] != "e":
+    if storage is None or not storage[0]:
         conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN documents SET STORAGE EXTERNAL").format(outbox))
+    if storage is None or not storage[1]:
+        # An outbox of an older release: its rows were all written with their batch's PostgreSQL part.
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS committed BOOLEAN NOT NULL DEFAULT TRUE").format(
+                outbox
+            )
+        )
     conn.execute(
         sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + RUNS_COLUMNS + ")").format(
             _q(schema, store_names.PG_RUNS_TABLE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,24 @@ class MongoWriter:
             part = docs[start : start + chunk]
             batch.futures.append(self._pool.submit(insert_documents, self.collection, part))
         self._batches.append(batch)
+
+    def in_flight(self) -> bool:
+        """Whether a submitted batch is not fully written yet."""
+        return any(not f.done() for b in self._batches for f in b.futures)
+
+    def make_room(self) -> None:
+        """Waits while too much is queued (what `submit` does first), raising an earlier batch's
+        error: a caller that must prepare before submitting learns it first."""
+        self._wait_until_queued_below(2 * self.streams)
+
+    def forget(self, batch_id: str) -> None:
+        """Waits for a submitted batch's writes and drops it, whatever they did (its documents are
+        the caller's to withdraw)."""
+        for batch in [b for b in self._batches if b.batch_id == batch_id]:
+            for future in batch.futures:
+                with suppress(Exception):
+                    future.result()
+            self._batches.remove(batch)
 
     def _queued(self) -> int:
         return sum(1 for b in self._batches for f in b.futures if not f.done())

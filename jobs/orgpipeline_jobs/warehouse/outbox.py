@@ -1,9 +1,15 @@
-"""raw_{table}_outbox: version documents committed to PostgreSQL and not yet confirmed in MongoDB.
+"""raw_{table}_outbox: version documents on their way to MongoDB.
 
-The fused `run` commits a batch to PostgreSQL first, with the batch's BSON documents here, and then
-writes them to MongoDB; once MongoDB has them the row is removed. A run that died in between leaves
-the row, and the next run of the table replays it before anything else (deterministic `_id`s make
-the replay add nothing that is already there).
+The fused `run` keeps a batch's BSON documents here before anything else of the batch, `committed`
+false, then writes them to MongoDB while it commits the batch's PostgreSQL part (raw rows, change
+log, heads) in a second transaction that also sets `committed`; once MongoDB has them and that
+transaction is committed, the row is removed. The two writes overlap (they were one after the
+other) and each store still ends with exactly what the other has:
+- a row left `committed` (the run died before MongoDB had the batch): the next run replays it
+  (deterministic `_id`s make the replay add nothing already there);
+- a row left not `committed` (the run died, or PostgreSQL refused the batch, before its part was
+  committed): its documents are withdrawn from MongoDB (`withdraw`), so MongoDB never keeps a
+  version PostgreSQL does not have, and the file's rerun writes them again.
 
 The documents are kept zstd-compressed (level 1): version documents repeat their field names and
 run metadata, so a part's BSON shrinks to ~6% for ~3 ms of CPU per thousand documents, where
@@ -52,14 +58,32 @@ def unpack(stored: bytes) -> bytes:
     return plain
 
 
-def put(conn: psycopg.Connection[Any], org_id: str, table: str, batch_id: str, documents: bytes) -> None:
-    """Keeps a batch's documents (concatenated BSON, stored compressed), inside the caller's
-    transaction."""
+def put(
+    conn: psycopg.Connection[Any],
+    org_id: str,
+    table: str,
+    batch_id: str,
+    documents: bytes,
+    committed: bool = True,
+) -> None:
+    """Keeps a batch's documents (concatenated BSON, stored compressed). `committed` false: the
+    batch's PostgreSQL part is not committed yet (`commit` says when it is)."""
     conn.execute(
-        sql.SQL("INSERT INTO {} (batch_id, documents) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
+        sql.SQL(
+            "INSERT INTO {} (batch_id, documents, committed) VALUES (%s, %s, %s) ON CONFLICT (batch_id)"
+            " DO UPDATE SET documents = excluded.documents, committed = excluded.committed"
+        ).format(qualified(org_id, store_names.pg_outbox(table))),
+        (batch_id, pack(documents), committed),
+    )
+
+
+def commit(conn: psycopg.Connection[Any], org_id: str, table: str, batch_id: str) -> None:
+    """Marks the batch's PostgreSQL part committed, inside the transaction that writes it."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET committed = TRUE WHERE batch_id = %s").format(
             qualified(org_id, store_names.pg_outbox(table))
         ),
-        (batch_id, pack(documents)),
+        (batch_id,),
     )
 
 
@@ -69,16 +93,17 @@ def waiting(conn: psycopg.Connection[Any], org_id: str, table: str) -> bool:
     return conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target)).fetchone() == (True,)
 
 
-def pending(conn: psycopg.Connection[Any], org_id: str, table: str) -> Iterator[tuple[str, bytes]]:
-    """The batches left by an interrupted run, one at a time, in batch order."""
+def pending(conn: psycopg.Connection[Any], org_id: str, table: str) -> Iterator[tuple[str, bytes, bool]]:
+    """The batches left by an interrupted run, one at a time, in batch order: (batch_id,
+    concatenated BSON, whether the batch's PostgreSQL part is committed)."""
     target = qualified(org_id, store_names.pg_outbox(table))
     ids = [r[0] for r in conn.execute(sql.SQL("SELECT batch_id FROM {} ORDER BY batch_id").format(target))]
     for batch_id in ids:
         row = conn.execute(
-            sql.SQL("SELECT documents FROM {} WHERE batch_id = %s").format(target), (batch_id,)
+            sql.SQL("SELECT documents, committed FROM {} WHERE batch_id = %s").format(target), (batch_id,)
         ).fetchone()
         if row is not None:
-            yield batch_id, unpack(bytes(row[0]))
+            yield batch_id, unpack(bytes(row[0])), bool(row[1])
 
 
 def remove(conn: psycopg.Connection[Any], org_id: str, table: str, batch_ids: Sequence[str]) -> None:
