@@ -116,7 +116,10 @@ class Runtime:
 
     def source_refusal(self, spec: OrgPipelineSpec) -> tuple[str, str] | None:
         """(reason, message) when the spec names S3 keys that are not the org's (see s3access)."""
-        return s3access.refusal(self.settings, self.kube, spec)
+        refused = s3access.refusal(self.settings, self.kube, spec)
+        if refused is None:
+            s3access.keep(self.settings, spec)  # its policy statement is put back if taken out
+        return refused
 
     def source_keys(self, spec: OrgPipelineSpec) -> tuple[str, str]:
         """S3 keys for the org that reach only its source: its labelled credentialsSecret, else its
