@@ -216,9 +216,9 @@ def statement(bucket: str, access: str, folder: str) -> dict[str, Any]:
     }
 
 
-POLICY_DUTY = 0.25
+POLICY_DUTY = 0.1
 """At most this fraction of wall time goes to writing one bucket's policy: after a write that took
-t seconds the next waits t * (1/POLICY_DUTY - 1). The document holds every org's statement (its
+t seconds the next waits t * (1/POLICY_DUTY - 1), 9 t. The document holds every org's statement (its
 read, write and versitygw's check of every principal cost O(orgs)), so a write takes along the more
 orgs the larger it is, and the policy's cost per org stays flat in the number of orgs."""
 POLICY_CHECK = 60.0
@@ -355,7 +355,9 @@ class _PolicyWriter:
             return
         metrics.S3_POLICY_SYNCS.labels(wrote="true").inc()
         status, body, written = self._write(stmts)
-        if status >= 300 and "MalformedPolicy" in body:
+        for _ in range(3):  # accounts may go on being deleted while the list is read
+            if status < 300 or "MalformedPolicy" not in body:
+                break
             # A statement names an account deleted meanwhile: another process wrote the policy it had
             # read before the account's org took its statement out (operators of other label
             # selectors on the same bucket). versitygw refuses every write until it goes: drop it.
@@ -369,9 +371,10 @@ class _PolicyWriter:
                 for access in set(stmts) - set(valid):
                     if self.ours.get(access) is not None and access not in self.asked:
                         del self.ours[access]
-            if valid != stmts:
-                stmts = valid
-                status, body, written = self._write(stmts)
+            if valid == stmts:
+                break  # malformed for another reason: the callers fail
+            stmts = valid
+            status, body, written = self._write(stmts)
         if status >= 300:
             raise SourceAccessError(
                 "S3AccountsUnavailable", f"cannot write the policy of bucket {self.bucket}: {body[:300]}"
