@@ -218,6 +218,7 @@ def apiserver_writes(api: kube.Kube) -> dict[str, float]:
         "networkpolicies",
         "cronjobs",
         "events",
+        "rolebindings",
     }
     out: dict[str, float] = {}
     for line in text.splitlines():
@@ -474,6 +475,7 @@ def one_size(api: kube.Kube, args: argparse.Namespace, orgs: int) -> dict[str, A
         op.wait_ready()
         print(f"run {run}: creating {orgs} OrgPipelines x {args.tables} tables ...", flush=True)
         cpu_before, req_before = cpu_seconds(op.proc.pid), counters(op.port)
+        srv_before = apiserver_writes(api)
         start = time.monotonic()
         curve: list[tuple[float, int]] = []
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -515,6 +517,12 @@ def one_size(api: kube.Kube, args: argparse.Namespace, orgs: int) -> dict[str, A
             s3_cpu_ms_per_org=round(cpu.get("versitygw", 0) / orgs * 1000, 1),
             reconciles_until_ready=reconcile_stats(op.port),
             s3_policy=policy_stats(op.port),
+            # every client's writes (the operator's, Kopf's own, the benchmark's creates) by resource
+            apiserver_writes_per_org={
+                k: round(v / orgs, 2)
+                for k, v in sorted(delta(apiserver_writes(api), srv_before).items())
+                if v / orgs >= 0.01
+            },
         )
         print(f"  all Ready (the operator's view) after {all_ready:.1f}s", flush=True)
         print(f"  Ready curve (orgs, s): {result['ready_curve']}", flush=True)
