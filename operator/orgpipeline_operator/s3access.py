@@ -24,12 +24,13 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
 import secrets
 import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from orgpipeline_operator import kube, metrics
@@ -78,10 +79,14 @@ def refusal(settings: S3Settings, client: kube.Kube, spec: Any) -> tuple[str, st
 
 
 def org_keys(
-    settings: S3Settings, client: kube.Kube, spec: Any, known: tuple[str, str] | None = None
+    settings: S3Settings,
+    client: kube.Kube,
+    spec: Any,
+    known: tuple[str, str] | None = None,
+    wait: bool = True,
 ) -> tuple[str, str]:
     """The org's S3 keys: from its labelled credentialsSecret, else its own versitygw account
-    (`known`: the keys its Secret holds now)."""
+    (`known`: the keys its Secret holds now; `wait`: see ensure_account)."""
     ref = spec.source.credentials_secret
     if ref:
         return _secret_keys(settings, client, spec.org_id, ref)
@@ -91,7 +96,7 @@ def org_keys(
             "ORGPIPELINE_S3_ACCOUNTS=none: the org needs spec.source.credentialsSecret, a Secret in "
             f"{settings.namespace} with its own keys, labelled {LABEL_ORG_ID}={spec.org_id}",
         )
-    return ensure_account(settings, spec.org_id, spec.source.bucket, spec.source.prefix, known)
+    return ensure_account(settings, spec.org_id, spec.source.bucket, spec.source.prefix, known, wait)
 
 
 def _secret_keys(settings: S3Settings, client: kube.Kube, org_id: str, ref: str) -> tuple[str, str]:
@@ -119,17 +124,24 @@ def _secret_keys(settings: S3Settings, client: kube.Kube, org_id: str, ref: str)
 
 
 def ensure_account(
-    settings: S3Settings, org_id: str, bucket: str, prefix: str, known: tuple[str, str] | None = None
+    settings: S3Settings,
+    org_id: str,
+    bucket: str,
+    prefix: str,
+    known: tuple[str, str] | None = None,
+    wait: bool = True,
 ) -> tuple[str, str]:
     """The org's account (made on first use) and its policy statement on the source bucket (and on
     no other bucket). `known`: the keys the org's Secret holds, re-used when versitygw takes them
-    (one request, where reading the account list back costs a list of every org)."""
+    (one request, where reading the account list back costs a list of every org). `wait=False`:
+    returns once the statement is queued; `granted` tells when it is written (a reconcile does not
+    hold its worker through the policy writer's pause)."""
     access = account_name(org_id)
     folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
     def grant() -> None:  # after the account exists: a policy may name existing accounts only
         for name, ours in _buckets(settings).items():
-            _want(settings, name, access, folder if name == bucket and ours else None)
+            _want(settings, name, access, folder if name == bucket and ours else None, wait)
 
     if known is not None and known[0] == access:
         try:
@@ -178,13 +190,13 @@ def _valid(settings: S3Settings, bucket: str, keys: tuple[str, str]) -> bool:
     return status != 403
 
 
-def _want(settings: S3Settings, bucket: str, access: str, folder: str | None) -> None:
+def _want(settings: S3Settings, bucket: str, access: str, folder: str | None, wait: bool = True) -> None:
     """Puts the account's statement in the bucket's policy (None: takes it out) and returns once a
-    write holding it succeeded (or the policy already held it). The bucket's one writer thread takes
-    along every change asked for meanwhile."""
+    write holding it succeeded (or the policy already held it; `wait=False`: once it is queued).
+    The bucket's one writer thread takes along every change asked for meanwhile."""
     writer = _writer(settings, bucket)
     done = writer.ask(access, folder)
-    if done is None:
+    if done is None or not wait:
         return
     try:
         done.result(timeout=WRITE_WAIT)
@@ -194,15 +206,17 @@ def _want(settings: S3Settings, bucket: str, access: str, folder: str | None) ->
         ) from None
 
 
-def keep(settings: S3Settings, spec: Any) -> None:
-    """Records the statement the org's own account should have (no request): the bucket's writer
-    puts it back if another writer (or a hand) took it out, at its next write or check. A reconcile
-    calls it for each org, so an operator restarted keeps watch over every org's statement."""
+def granted(settings: S3Settings, spec: Any, on_granted: Callable[[], None]) -> bool:
+    """Whether the org's statement is in its source bucket's policy as far as this process knows
+    (no request): False while a write of it is queued, under way or to be retried, and then
+    `on_granted` is called once it is written. Also records the statement: the bucket's writer puts
+    it in again if another writer (or a hand) took it out, at its next write or check. A reconcile
+    calls it for each org after its keys (so an operator restarted watches every org's statement)."""
     if spec.source.credentials_secret or settings.s3_accounts != "versitygw":
-        return
+        return True
     prefix = spec.source.prefix
     folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    _writer(settings, spec.source.bucket).remember(account_name(spec.org_id), folder)
+    return _writer(settings, spec.source.bucket).granted(account_name(spec.org_id), folder, on_granted)
 
 
 def statement(bucket: str, access: str, folder: str) -> dict[str, Any]:
@@ -224,8 +238,11 @@ orgs the larger it is, and the policy's cost per org stays flat in the number of
 POLICY_CHECK = 60.0
 """Seconds between reads of a policy the writer holds statements in: a statement another writer (or
 a hand) took out is put back."""
+RETRY_WAIT = 5.0
+"""Seconds at least between a failed write of a policy and the next try."""
 WRITE_WAIT = 300.0
 """Seconds a reconcile waits for the write that takes its statement (then it fails and is retried)."""
+log = logging.getLogger(__name__)
 _OTHER = "\0"  # key prefix of statements that are not one account's (kept as they are)
 
 
@@ -241,7 +258,9 @@ class _PolicyWriter:
         # account -> its statement as JSON text (None: no statement), and who waits for it
         self.asked: dict[str, tuple[str | None, list[concurrent.futures.Future[None]]]] = {}
         self.ours: dict[str, str | None] = {}  # account -> its statement (None: none)
-        self.kept: dict[str, str] = {}  # keep()'s accounts, watched once the policy holds them
+        self.kept: dict[str, str] = {}  # granted()'s accounts, checked at the next read
+        self.inflight: set[str] = set()  # the accounts of the write under way
+        self.waiting: dict[str, list[Callable[[], None]]] = {}  # granted()'s callbacks
         self.known = False  # whether text and stmts are the policy as last read or written
         self.text: str | None = None  # its text (None: the bucket has no policy)
         self.stmts: dict[str, str] = {}  # key -> the statement's JSON text, in the policy's order
@@ -268,11 +287,28 @@ class _PolicyWriter:
     def _text(self, access: str, folder: str | None) -> str | None:
         return None if folder is None else json.dumps(statement(self.bucket, access, folder))
 
-    def remember(self, access: str, folder: str) -> None:
-        """Watches the account's statement from the next read on that finds it in the policy (an
-        org not granted yet is not put in by a check: its account may not exist yet)."""
+    def granted(self, access: str, folder: str, on_granted: Callable[[], None]) -> bool:
         wanted = self._text(access, folder)
         assert wanted is not None
+        with self.cond:
+            if access in self.asked or access in self.inflight:
+                self.waiting.setdefault(access, []).append(on_granted)
+                return False
+            current = self.ours.get(access, "")
+            if current is None:
+                return True  # taken out: its org is being deleted
+            if current and current != wanted:
+                # Another statement (a new prefix) is wanted: asked for, not only kept.
+                self.asked[access] = (wanted, [])
+                self.waiting.setdefault(access, []).append(on_granted)
+                self.cond.notify()
+                return False
+        self._remember(access, wanted)
+        return True
+
+    def _remember(self, access: str, wanted: str) -> None:
+        """Checks the account's statement at the next read: put back when missing (on a bucket the
+        operator owns), then watched."""
         with self.cond:
             if access in self.asked or self.ours.get(access, "") is None:
                 return  # a change under way, or the org's statement taken out (its org deleted)
@@ -298,26 +334,42 @@ class _PolicyWriter:
                 batch, self.asked = self.asked, {}
                 for access, (wanted, _) in batch.items():
                     self.ours[access] = wanted
+                self.inflight = set(batch)
             began = time.monotonic()
+            failed = False
             try:
                 self._sync(batch)
-            except Exception as exc:  # each caller fails (its reconcile is retried); read afresh next
+            except Exception as exc:  # each caller fails; asked again after RETRY_WAIT; read afresh
+                failed = True
+                log.warning("writing the policy of bucket %s failed (retried): %s", self.bucket, exc)
                 with self.cond:
-                    self.known, self.checked = False, time.monotonic()
+                    self.known, self.checked, self.inflight = False, time.monotonic(), set()
+                    for access, (wanted, _) in batch.items():
+                        self.asked.setdefault(access, (wanted, []))
                 for _, waiters in batch.values():
                     for done in waiters:
                         done.set_exception(exc)
             else:
+                called: list[Callable[[], None]] = []
                 with self.cond:
+                    self.inflight = set()
                     for access, (wanted, _) in batch.items():
-                        if wanted is None and self.ours.get(access, "") is None and access not in self.asked:
+                        if access in self.asked:
+                            continue  # asked again meanwhile: its callbacks wait for that write
+                        called += self.waiting.pop(access, [])
+                        if wanted is None and self.ours.get(access, "") is None:
                             del self.ours[access]  # out of the policy: nothing more to watch
                 for _, waiters in batch.values():
                     for done in waiters:
                         done.set_result(None)
+                for call in called:
+                    try:
+                        call()
+                    except Exception:  # one caller's hook must not stop the writer
+                        log.exception("after writing the policy of bucket %s", self.bucket)
             took = time.monotonic() - began
             metrics.S3_POLICY_SECONDS.inc(took)
-            self.resume = time.monotonic() + took * (1 / POLICY_DUTY - 1)
+            self.resume = time.monotonic() + max(took * (1 / POLICY_DUTY - 1), RETRY_WAIT if failed else 0)
 
     def _sync(self, batch: Collection[str]) -> None:
         """Reads the policy, puts in each of our accounts' statements (takes out those with None) and
@@ -328,7 +380,7 @@ class _PolicyWriter:
                 self.stmts = _by_account(text)
             self.known, self.text, self.checked = True, text, time.monotonic()
             for access, kept in self.kept.items():
-                if access in self.stmts and access not in self.ours:
+                if access not in self.ours:
                     self.ours[access] = kept
             self.kept.clear()
             ours = dict(self.ours)
