@@ -235,6 +235,9 @@ POLICY_DUTY = 0.1
 t seconds the next waits t * (1/POLICY_DUTY - 1), 9 t. The document holds every org's statement (its
 read, write and versitygw's check of every principal cost O(orgs)), so a write takes along the more
 orgs the larger it is, and the policy's cost per org stays flat in the number of orgs."""
+POLICY_PAUSE_MAX = 5.0
+"""Seconds the pause lasts at most: at ~2,500 orgs (a busy machine) one write waited 20 s for
+versitygw's answer, and nine times a slow write held every new org's Ready for over a minute."""
 POLICY_CHECK = 60.0
 """Seconds between reads of a policy the writer holds statements in: a statement another writer (or
 a hand) took out is put back."""
@@ -369,7 +372,8 @@ class _PolicyWriter:
                         log.exception("after writing the policy of bucket %s", self.bucket)
             took = time.monotonic() - began
             metrics.S3_POLICY_SECONDS.inc(took)
-            self.resume = time.monotonic() + max(took * (1 / POLICY_DUTY - 1), RETRY_WAIT if failed else 0)
+            pause = min(took * (1 / POLICY_DUTY - 1), POLICY_PAUSE_MAX)
+            self.resume = time.monotonic() + max(pause, RETRY_WAIT if failed else 0)
 
     def _sync(self, batch: Collection[str]) -> None:
         """Reads the policy, puts in each of our accounts' statements (takes out those with None) and
