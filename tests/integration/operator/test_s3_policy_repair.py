@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import threading
+import time
+import types
 import uuid
 
 import pytest
@@ -107,3 +110,25 @@ def test_orgs_made_at_once_all_get_their_statement_in_few_policy_writes(
     finally:
         with concurrent.futures.ThreadPoolExecutor(40) as pool:
             list(pool.map(lambda org: s3access.remove_account(settings, org), orgs))
+
+
+def test_an_org_is_granted_once_its_statement_is_written_and_the_reconcile_is_called_back(
+    direct_rt: runtime.Runtime,
+) -> None:
+    settings = direct_rt.settings
+    org = f"pol{uuid.uuid4().hex[:6]}"
+    source = types.SimpleNamespace(credentials_secret=None, bucket=BUCKET, prefix=f"org-{org}/")
+    spec = types.SimpleNamespace(org_id=org, source=source)
+    called = threading.Event()
+    writer = s3access._writer(settings, BUCKET)
+    try:
+        writer.resume = time.monotonic() + 2  # the writer pauses after a write: this org waits
+        s3access.ensure_account(settings, org, BUCKET, f"org-{org}/", wait=False)
+
+        assert not s3access.granted(settings, spec, called.set)  # the reconcile reports it pending
+        assert f"org-{org}/*" not in str(s3access.get_policy(settings, BUCKET))
+        wait_for(called.is_set, 30, "the writer's call back")
+        assert f"org-{org}/*" in str(s3access.get_policy(settings, BUCKET))
+        assert s3access.granted(settings, spec, lambda: None)  # then Ready
+    finally:
+        s3access.remove_account(settings, org)
