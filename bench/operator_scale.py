@@ -191,6 +191,18 @@ def counters(port: int) -> dict[str, float]:
     return out
 
 
+def policy_stats(port: int) -> dict[str, float]:
+    """The source bucket policy's writer: reads, writes (each takes along the orgs asking meanwhile)
+    and the seconds they took."""
+    text = metrics_text(port, "orgpipeline_s3_policy_syncs_total", "orgpipeline_s3_policy_seconds_total")
+    out = {}
+    for m in re.finditer(r'^orgpipeline_s3_policy_syncs_total\{wrote="(\w+)"\} ([0-9.e+]+)$', text, re.M):
+        out["writes" if m.group(1) == "true" else "reads_unchanged"] = float(m.group(2))
+    if m := re.search(r"^orgpipeline_s3_policy_seconds_total ([0-9.e+]+)$", text, re.M):
+        out["seconds"] = round(float(m.group(1)), 1)
+    return out
+
+
 def apiserver_writes(api: kube.Kube) -> dict[str, float]:
     """apiserver_request_total for mutating verbs on the resources the operator manages (all clients)."""
     m, u, h, b, _ = api._api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
@@ -206,6 +218,7 @@ def apiserver_writes(api: kube.Kube) -> dict[str, float]:
         "networkpolicies",
         "cronjobs",
         "events",
+        "rolebindings",
     }
     out: dict[str, float] = {}
     for line in text.splitlines():
@@ -462,6 +475,7 @@ def one_size(api: kube.Kube, args: argparse.Namespace, orgs: int) -> dict[str, A
         op.wait_ready()
         print(f"run {run}: creating {orgs} OrgPipelines x {args.tables} tables ...", flush=True)
         cpu_before, req_before = cpu_seconds(op.proc.pid), counters(op.port)
+        srv_before = apiserver_writes(api)
         start = time.monotonic()
         curve: list[tuple[float, int]] = []
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -502,6 +516,13 @@ def one_size(api: kube.Kube, args: argparse.Namespace, orgs: int) -> dict[str, A
             apiserver_cpu_ms_per_org=round(cpu.get("kube-apiserver", 0) / orgs * 1000, 1),
             s3_cpu_ms_per_org=round(cpu.get("versitygw", 0) / orgs * 1000, 1),
             reconciles_until_ready=reconcile_stats(op.port),
+            s3_policy=policy_stats(op.port),
+            # every client's writes (the operator's, Kopf's own, the benchmark's creates) by resource
+            apiserver_writes_per_org={
+                k: round(v / orgs, 2)
+                for k, v in sorted(delta(apiserver_writes(api), srv_before).items())
+                if v / orgs >= 0.01
+            },
         )
         print(f"  all Ready (the operator's view) after {all_ready:.1f}s", flush=True)
         print(f"  Ready curve (orgs, s): {result['ready_curve']}", flush=True)

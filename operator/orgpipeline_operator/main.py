@@ -91,6 +91,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         runtime.log.warning("%s; reading the org id owners org by org", exc)
     memo.resyncer = resync.Resyncer(memo.rt, RESYNC_SECONDS, DEEP_RESYNC_SECONDS, conf.workers)
     schedule = memo.resyncer.schedule
+    memo.rt.on_source_granted = lambda name: schedule.soon(name, time.monotonic())
     memo.watches = watch.start_all(
         memo.rt.kube, lambda name: schedule.heal(name, time.monotonic()), bound=conf.tenant_role is not None
     )

@@ -43,6 +43,15 @@ CHILD_WRITES = Counter(
 API_REQUESTS = Counter(
     "orgpipeline_api_requests_total", "Kubernetes API requests sent by the operator.", ["verb"]
 )
+S3_POLICY_SYNCS = Counter(
+    "orgpipeline_s3_policy_syncs_total",
+    "Reads of a source bucket's policy by its writer, by whether a write followed (each takes along "
+    "every org's statement asked for meanwhile).",
+    ["wrote"],
+)
+S3_POLICY_SECONDS = Counter(
+    "orgpipeline_s3_policy_seconds_total", "Seconds the bucket policies' writers spent reading and writing."
+)
 WEBHOOK_REQUESTS = Counter(
     "orgpipeline_webhook_requests_total",
     "S3 event notifications received, by outcome (accepted, unauthorized, too_large, bad_request).",

@@ -426,6 +426,13 @@ def _apply_children(
     obs.resources = status.Check(
         True, "Applied", f"{n} objects in namespace {target.namespace} are as desired"
     )
+    if not rt.source_granted(spec, req.name):
+        # Its keys would be refused the source yet: Ready once the policy writer wrote the statement
+        # (it calls back for a reconcile); the worker is not held through the writer's pause.
+        obs.resources = status.Check(
+            False, "SourceGrantPending", "the org's statement in the source bucket's policy is being written"
+        )
+        writes += 1  # not quiet: the next resync reconciles it in full
     obs.children_hash = fixed
     if writes:
         log.info("%s: %d child writes (%s)", req.name, writes, req.trigger)

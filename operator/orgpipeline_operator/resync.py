@@ -51,6 +51,7 @@ class Schedule:
         self._stopped: set[str] = set()
         self._resume: set[str] = set()  # to verify (resume) at their next turn
         self._heal: set[str] = set()  # a watched child of theirs was deleted or changed: repair now
+        self._soon: set[str] = set()  # asked for (soon) before their create handler ended
 
     def resume(self, name: str, now: float) -> None:
         """The pipeline is to be verified as on an operator start: due now, as a resume."""
@@ -75,7 +76,17 @@ class Schedule:
         `interval` from now), as Kopf starts an object's timers only once it was handled; a resync
         before the create would make the org's children a second time beside it."""
         with self._cond:
-            self._due.setdefault(name, now + self.interval)
+            self._due.setdefault(name, now if name in self._soon else now + self.interval)
+            self._soon.discard(name)
+
+    def soon(self, name: str, now: float) -> None:
+        """Its next resync is due now (e.g. its source grant was written: Ready), or, while its
+        create handler runs, as soon as that ended."""
+        with self._cond:
+            if name in self._due:
+                self._due[name] = min(self._due[name], now)
+            else:
+                self._soon.add(name)
 
     def take_due(self, names: Iterable[str], now: float) -> list[tuple[str, str]]:
         """The pipelines whose turn is due, marked running, each with its trigger (resume, or
@@ -122,6 +133,7 @@ class Schedule:
             self._stopped.discard(name)
             self._resume.discard(name)
             self._heal.discard(name)
+            self._soon.discard(name)
 
     def __len__(self) -> int:
         with self._cond:

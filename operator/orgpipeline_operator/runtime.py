@@ -50,6 +50,7 @@ class Runtime:
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="apply")
     )
     snapshot: Snapshot | None = None  # the children as listed at start-up (resume only)
+    on_source_granted: Callable[[str], None] | None = None  # main: the org's reconcile again, soon
 
     def parallel(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """fn over items on the shared pool; the first exception is raised once all have finished."""
@@ -123,7 +124,13 @@ class Runtime:
         own account (never the operator's keys; see s3access)."""
         own_account = not spec.source.credentials_secret and self.settings.s3_accounts == "versitygw"
         known = self.current_s3_keys(naming.namespace(spec.org_id)) if own_account else None
-        return s3access.org_keys(self.settings, self.kube, spec, known)
+        return s3access.org_keys(self.settings, self.kube, spec, known, wait=False)
+
+    def source_granted(self, spec: OrgPipelineSpec, name: str) -> bool:
+        """Whether the org's own account's statement is in the source bucket's policy (see
+        s3access.granted); when not yet, `on_source_granted(name)` is called once it is."""
+        hook = self.on_source_granted
+        return s3access.granted(self.settings, spec, lambda: hook(name) if hook else None)
 
     def current_s3_keys(self, namespace: str) -> tuple[str, str] | None:
         secret = self.kube.get("v1", "Secret", naming.SECRET, namespace)

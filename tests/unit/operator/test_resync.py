@@ -109,3 +109,13 @@ def test_a_failing_org_backs_off_doubling_to_a_cap_and_logs_once_per_error(
         assert r._backoff("b", 60.0, "slow") == 60.0  # an error asking for longer gets it
     finally:
         r.close()
+
+
+def test_an_org_asked_for_soon_is_due_at_once_even_before_its_create_handler_ended() -> None:
+    schedule = Schedule(interval=60)
+    schedule.soon("early", now=0)  # its grant written while its create handler still ran
+    schedule.handled("early", now=1)
+    schedule.handled("later", now=1)
+    schedule.soon("later", now=2)
+
+    assert sorted(schedule.take_due(["early", "later"], now=2)) == [("early", "resync"), ("later", "resync")]
