@@ -87,9 +87,24 @@ def sign_in(driver: Any, world: World, token: str) -> None:
 
 
 def body(driver: Any) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    return str(driver.find_element(By.TAG_NAME, "body").text)
+    try:
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+    except StaleElementReferenceException:  # the page was being replaced: read the new one
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+
+
+def shows(driver: Any, *texts: str) -> str:
+    """The page's text once it holds all of `texts`: after a click or a submit the browser may still
+    be loading the next page (a form's POST and its redirect) when the test reads on."""
+
+    def page() -> str | None:
+        text = body(driver)
+        return text if all(t in text for t in texts) else None
+
+    return harness.wait_for(f"a page showing {texts}", page, timeout=15, every=0.2)
 
 
 def test_an_org_admin_uses_the_console_in_a_browser(world: World, browser: Any, downloads: Path) -> None:
@@ -107,7 +122,7 @@ def test_an_org_admin_uses_the_console_in_a_browser(world: World, browser: Any, 
     assert links == [world.name]
     shot(driver, "orgs")
     driver.find_element(By.LINK_TEXT, world.name).click()
-    assert f"Org {world.name}" in body(driver)
+    shows(driver, f"Org {world.name}")
     shot(driver, "org")
 
     # A table: its chart, and its rejected rows a page at a time.
@@ -117,10 +132,10 @@ def test_an_org_admin_uses_the_console_in_a_browser(world: World, browser: Any, 
     assert driver.find_element(By.CSS_SELECTOR, "svg#volume").is_displayed()
     shot(driver, "table")
     total = MANY_BAD_ROWS + 5
-    assert f"{total} rejected rows" in body(driver)
+    shows(driver, f"{total} rejected rows")
     first_page = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#rejected-rows tbody tr")]
     driver.find_element(By.LINK_TEXT, "Next rows").click()
-    assert "page 2 of 3" in body(driver)
+    shows(driver, "page 2 of 3")
     second_page = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#rejected-rows tbody tr")]
     assert len(first_page) == len(second_page) == 25 and not set(first_page) & set(second_page)
 
@@ -136,9 +151,7 @@ def test_an_org_admin_uses_the_console_in_a_browser(world: World, browser: Any, 
     field = driver.find_element(By.CSS_SELECTOR, "section[aria-labelledby=records-h] input[name=key]")
     field.send_keys(key)
     field.submit()
-    text = body(driver)
-    assert "Version 1: INSERT" in text and "Version 2: UPDATE" in text
-    assert "orders_2024_01_16.csv, line 2" in text
+    shows(driver, "Version 1: INSERT", "Version 2: UPDATE", "orders_2024_01_16.csv, line 2")
     shot(driver, "history")
 
     # Run now, with a reason: the Job appears on the page, the run records who asked and why.
@@ -146,7 +159,7 @@ def test_an_org_admin_uses_the_console_in_a_browser(world: World, browser: Any, 
     before = (harness.last_run(harness.get_json("orgpipeline", world.name), "orders") or {}).get("job")
     driver.find_element(By.ID, "reason").send_keys("checked in the console")
     driver.find_element(By.XPATH, "//button[normalize-space()='Run orders now']").click()
-    assert "Run requested" in body(driver)
+    shows(driver, "Run requested")
 
     def job_listed() -> bool:
         driver.refresh()
