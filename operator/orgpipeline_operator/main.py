@@ -58,6 +58,8 @@ def _seconds(var: str, default: float) -> float:
 RESYNC_SECONDS = _seconds("ORGPIPELINE_RESYNC_SECONDS", 300)
 DEEP_RESYNC_SECONDS = _seconds("ORGPIPELINE_DEEP_RESYNC_SECONDS", 3600)
 READY = threading.Event()
+HANDOVER_GRACE_SECONDS = 0.5
+"""How long a standby that now leads answers what its webhook accepted before it closes it."""
 PAGE = watch.PAGE
 
 
@@ -229,7 +231,7 @@ async def _standby(
     finally:
         READY.clear()
         if receiver is not None:
-            await receiver.stop()
+            await receiver.stop(grace=HANDOVER_GRACE_SECONDS)
         for runner in runners:
             await runner.cleanup()
         if db is not None:

@@ -105,12 +105,19 @@ class Receiver:
         if self.active:
             self._loop = asyncio.create_task(self._flush_forever(), name="file-arrivals")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 0.0) -> None:
+        """`grace`: seconds between no longer accepting and closing, in which connections accepted
+        just before send their request and have it answered (one with no request yet would be
+        closed as idle: its sender sees a reset). A standby giving way to the leader uses it."""
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
         if self._runner is not None:
+            if grace:
+                for site in list(self._runner.sites):
+                    await site.stop()
+                await asyncio.sleep(grace)
             await self._runner.cleanup()
 
     # --- the endpoint ------------------------------------------------------------------------
